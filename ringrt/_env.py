@@ -1,0 +1,152 @@
+"""The one place that reads the environment: env://, tcp://, SLURM, Open MPI and PMI.
+
+``resolve_job(init_method, rank, world_size)`` turns whatever the job was started with into a
+frozen :class:`JobSpec`. Precedence, as in torch: explicit arguments, then ``RANK`` /
+``WORLD_SIZE`` (set by ``ringrun`` or torchrun), then SLURM (``srun``), then Open MPI / PMI
+(``mpirun``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+DEFAULT_MASTER_PORT = 29500
+
+# (rank variable, world-size variable, local-rank variable, name) in precedence order.
+_LAUNCHER_SOURCES = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK", "env"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "openmpi"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "pmi"),
+    ("PMIX_RANK", "PMIX_SIZE", "MPI_LOCALRANKID", "pmix"),
+)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a rank needs to join its job, read once at ``init_process_group``."""
+
+    rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    token: str
+    source: str                 # env | tcp | slurm | openmpi | pmi | pmix | args
+    local_rank: int = 0
+    restart_count: int = 0
+    store_hosted_elsewhere: bool = False   # the launcher hosts the store; rank 0 must not
+    encrypt: bool = False
+
+
+def env_int(name: str, default: int | None = None, env=None) -> int | None:
+    """Read an integer environment variable, with a clear error if it is not one."""
+    env = os.environ if env is None else env
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def env_float(name: str, default: float | None = None, env=None) -> float | None:
+    """Read a float environment variable (seconds, thresholds), with a clear error."""
+    env = os.environ if env is None else env
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+def env_flag(name: str, env=None) -> bool:
+    """True when the variable is set to 1/true/yes/on."""
+    env = os.environ if env is None else env
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list: 'node[03-05,9],gpu1' -> 'node03'."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        return nodelist
+    stem, ranges = match.groups()
+    if not ranges:
+        return stem
+    return stem + ranges.split(",")[0].split("-")[0]
+
+
+def _default_master(source: str, env) -> tuple[str, int]:
+    """MASTER_ADDR/PORT when the launcher (srun, mpirun) did not set them."""
+    addr = env.get("MASTER_ADDR")
+    if not addr:
+        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+        addr = _first_slurm_host(nodelist) if source == "slurm" and nodelist else "127.0.0.1"
+    port = env_int("MASTER_PORT", env=env)
+    if port is None:
+        # Derive a port from the job id so every rank of one mpirun/srun agrees without talking.
+        job = env.get("SLURM_JOB_ID") or env.get("OMPI_MCA_orte_ess_jobid") or env.get(
+            "PMIX_NAMESPACE") or env.get("PMI_ID_JOB") or ""
+        offset = int(hashlib.sha256(job.encode()).hexdigest(), 16) % 2000 if job else 0
+        port = DEFAULT_MASTER_PORT + offset
+    return addr, port
+
+
+def _rank_and_size(rank, world_size, env) -> tuple[int, int, int, str]:
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size), env_int("LOCAL_RANK", int(rank), env), "args"
+    for rank_var, size_var, local_var, source in _LAUNCHER_SOURCES:
+        if env.get(rank_var) not in (None, "") and env.get(size_var) not in (None, ""):
+            found_rank = env_int(rank_var, env=env) if rank is None else int(rank)
+            found_size = env_int(size_var, env=env) if world_size is None else int(world_size)
+            return found_rank, found_size, env_int(local_var, 0, env), source
+    raise ValueError(
+        "cannot tell this process's rank: pass rank= and world_size= to init_process_group, "
+        "set RANK and WORLD_SIZE, or start the script with ringrun, srun or mpirun"
+    )
+
+
+def resolve_job(init_method: str | None, rank: int | None, world_size: int | None,
+                encrypt: bool | None = None, env=None) -> JobSpec:
+    """Resolve rank, world size, rendezvous address and token for ``init_process_group``.
+
+    Raises:
+        ValueError: the method is unknown, or rank / world size are missing or inconsistent.
+    """
+    env = os.environ if env is None else env
+    method = init_method or "env://"
+    parsed = urllib.parse.urlparse(method)
+    if parsed.scheme not in ("env", "tcp"):
+        raise ValueError(
+            f"init_method {method!r} is not supported: use 'env://' or 'tcp://HOST:PORT'"
+        )
+    found_rank, found_size, local_rank, source = _rank_and_size(rank, world_size, env)
+    if parsed.scheme == "tcp":
+        if not parsed.hostname or not parsed.port:
+            raise ValueError(f"init_method {method!r} needs a host and a port: tcp://HOST:PORT")
+        addr, port, source = parsed.hostname, parsed.port, "tcp" if source == "args" else source
+    else:
+        addr, port = _default_master(source, env)
+    if found_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {found_size}")
+    if not 0 <= found_rank < found_size:
+        raise ValueError(f"rank must be in [0, {found_size}), got {found_rank}")
+    return JobSpec(
+        rank=found_rank,
+        world_size=found_size,
+        master_addr=addr,
+        master_port=port,
+        token=env.get("RINGRT_TOKEN", ""),
+        source=source,
+        local_rank=local_rank,
+        restart_count=env_int("RINGRT_RESTART_COUNT", 0, env),
+        store_hosted_elsewhere=env_flag("RINGRT_STORE_HOSTED", env),
+        encrypt=env_flag("RINGRT_ENCRYPT", env) if encrypt is None else bool(encrypt),
+    )
