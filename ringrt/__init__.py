@@ -1,0 +1,68 @@
+"""ringrt: torch.distributed-style collectives, DDP and ZeRO-1 for CPU machines, over ZeroMQ.
+
+``import ringrt as dist``, then ``dist.init_process_group()`` under ``ringrun``, ``srun`` or
+``mpirun``; arrays are NumPy arrays. See README.md and ../shared/spec/API.md.
+
+Layout (data flows down; each layer only imports the ones above it)::
+
+    _env.py              the environment (env://, tcp://, SLURM, Open MPI/PMI) -> JobSpec
+    store.py             rendezvous key-value store client (+ _store_server.py, _store_protocol.py)
+    _wire.py             the data-plane message header
+    _transport.py        this rank's sockets: one inbox, one outbox per peer (ipc:// or tcp://)
+    _sentinel.py         heartbeats: lost peers within seconds
+    _exchange.py         one op's sends/receives; mismatch, abort, lost-peer and timeout checks
+    _work.py             Work handles and the in-order op executor
+    _process_group.py    ProcessGroup: members, sequence numbers, rendezvous, subgroups
+    _algorithms/         ring, tree (recursive doubling, binomial, chain), direct; choose()
+    distributed.py       the default group: init/destroy, get_rank, new_group
+    collectives.py       public array collectives  (p2p.py, object_collectives.py alongside)
+    ddp.py optim/ data.py checkpoint.py    training on top of the collectives
+"""
+
+from ringrt import errors
+from ringrt._process_group import NonMember, ProcessGroup
+from ringrt._reduce_ops import ReduceOp
+from ringrt._work import Work
+from ringrt.collectives import (
+    all_gather,
+    all_gather_into_tensor,
+    all_reduce,
+    all_to_all,
+    all_to_all_single,
+    barrier,
+    broadcast,
+    gather,
+    reduce,
+    reduce_scatter,
+    reduce_scatter_tensor,
+    scatter,
+)
+from ringrt.distributed import (
+    destroy_process_group,
+    get_rank,
+    get_store,
+    get_world_size,
+    init_process_group,
+    is_initialized,
+    new_group,
+)
+from ringrt.object_collectives import (
+    all_gather_object,
+    broadcast_object_list,
+    gather_object,
+    scatter_object_list,
+)
+from ringrt.p2p import irecv, isend, recv, send
+from ringrt.store import Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init_process_group", "is_initialized", "get_rank", "get_world_size", "new_group",
+    "destroy_process_group", "get_store", "ProcessGroup", "NonMember", "Store", "Work",
+    "ReduceOp", "errors",
+    "all_reduce", "broadcast", "reduce", "all_gather", "all_gather_into_tensor",
+    "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter", "all_to_all",
+    "all_to_all_single", "barrier", "send", "recv", "isend", "irecv",
+    "broadcast_object_list", "all_gather_object", "gather_object", "scatter_object_list",
+]

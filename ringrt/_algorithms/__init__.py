@@ -1,0 +1,83 @@
+"""Collective algorithms and the one place that picks between them.
+
+Each algorithm is a short function over an :class:`ringrt._exchange.Exchange` (``ex``), which
+sends and receives by group rank. Which one runs is decided by :func:`choose` from the op,
+the message size and the group size; ``RINGRT_ALGO`` forces a choice so tests can cover every
+algorithm, e.g. ``RINGRT_ALGO=all_reduce=ring,broadcast=binomial``.
+
+Thresholds (bytes of the whole array) and why:
+- all_reduce below ``ALL_REDUCE_SMALL`` uses recursive doubling: log2(n) steps of one message
+  each beats the ring's 2(n-1) steps while latency dominates; above it the ring moves
+  2(n-1)/n of the data per rank, the bandwidth optimum.
+- broadcast below ``BROADCAST_SMALL`` uses a binomial tree (log2(n) steps); above it a
+  pipelined chain, which streams segments so every link is busy at once.
+- all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
+  above it the ring.
+Large payloads are cut into segments of ``segment_bytes()`` (a single 64 MiB zmq frame is ~5x
+slower than 1 MiB frames here, see issue 5), so a ring step is pipelined segment by segment.
+These values are first estimates, to be refined by benchmarks/collectives.py (issue 5).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ringrt._env import env_int
+
+ALL_REDUCE_SMALL = 64 * 1024
+BROADCAST_SMALL = 64 * 1024
+GATHER_SMALL = 64 * 1024
+DEFAULT_SEGMENT_BYTES = 512 * 1024
+
+CHOICES = {
+    "all_reduce": ("recursive_doubling", "ring"),
+    "broadcast": ("binomial", "chain"),
+    "reduce": ("binomial", "ring"),
+    "all_gather": ("direct", "ring"),
+    "reduce_scatter": ("direct", "ring"),
+}
+_SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
+          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL}
+
+
+def _forced() -> dict[str, str]:
+    spec = os.environ.get("RINGRT_ALGO", "")
+    forced = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        op, _, algo = item.partition("=")
+        if op not in CHOICES or algo not in CHOICES[op]:
+            valid = "; ".join(f"{k}={'|'.join(v)}" for k, v in CHOICES.items())
+            raise ValueError(f"RINGRT_ALGO item {item!r} is not valid; choose from: {valid}")
+        forced[op] = algo
+    return forced
+
+
+def choose(op: str, nbytes: int) -> str:
+    """The algorithm for ``op`` on a payload of ``nbytes`` (whole array)."""
+    forced = _forced().get(op)
+    if forced:
+        return forced
+    small, large = CHOICES[op]
+    return small if nbytes < _SMALL[op] else large
+
+
+def segment_bytes() -> int:
+    """Largest payload of one message (``RINGRT_SEGMENT_BYTES`` overrides)."""
+    return max(1024, env_int("RINGRT_SEGMENT_BYTES", DEFAULT_SEGMENT_BYTES))
+
+
+def segments(start: int, stop: int, itemsize: int):
+    """Split element range [start, stop) into message-sized (start, stop) pieces."""
+    step = max(1, segment_bytes() // max(1, itemsize))
+    return [(a, min(a + step, stop)) for a in range(start, stop, step)]
+
+
+def chunk_bounds(count: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``count`` elements into ``parts`` near-equal contiguous chunks."""
+    base, extra = divmod(count, parts)
+    bounds, start = [], 0
+    for i in range(parts):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds

@@ -1,0 +1,272 @@
+"""Process groups: who is in the group, op sequence numbers, and how an op is run.
+
+``ProcessGroup(store, rank, world_size, timeout)`` builds a working world group directly
+(tests use it without any global state): it rendezvouses through the store, binds this rank's
+sockets, connects to every peer and starts the heartbeat sentinel. Subgroups
+(:meth:`ProcessGroup.new_group`) share the world's sockets; their messages carry their own
+group id and sequence numbers.
+
+An op runs as: check the group is usable -> take the next sequence number -> run the
+algorithm on an :class:`~ringrt._exchange.Exchange` (inline, or on the executor thread for
+``async_op=True``) -> release the op's leftovers. A group breaks for good on a lost peer, a
+mismatch or an op timeout; every later op on it raises the same error.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass
+
+import msgpack
+import zmq
+
+from ringrt import _wire
+from ringrt._deadline import Deadline, seconds
+from ringrt._exchange import Exchange, Mailbox
+from ringrt._sentinel import Sentinel
+from ringrt._transport import Endpoints, Transport, make_ipc_dir, remove_ipc_dir, route_address
+from ringrt._work import Executor
+from ringrt.errors import PeerLostError, TimeoutError
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What every rank must agree on for one op, plus its public name for messages."""
+
+    name: str
+    op: int
+    dtype_code: int = 0
+    count: int = -1
+    root: int = -1
+    redop: int = 0
+    breaks_group_on_timeout: bool = True
+
+    def signature(self) -> tuple:
+        return (self.op, self.dtype_code, self.count, self.root, self.redop)
+
+
+class _Comm:
+    """The world-wide machinery of one rank: sockets, sentinel, mailbox, executor."""
+
+    def __init__(self, store, rank: int, world_size: int, namespace: str, deadline: Deadline):
+        self.rank, self.world_size, self.store = rank, world_size, store
+        self.context = zmq.Context(io_threads=1)
+        self.ipc_dir = make_ipc_dir()
+        endpoints = Endpoints(route_address(store.host), self.ipc_dir)
+        self.transport = Transport(self.context, rank, endpoints)
+        self.sentinel = Sentinel(self.context, rank, world_size, endpoints)
+        cards = _rendezvous(store, namespace, rank, world_size,
+                            {"data": self.transport.card, "heart": self.sentinel.card}, deadline)
+        self.transport.connect({r: c["data"] for r, c in cards.items()})
+        self.sentinel.start({r: c["heart"] for r, c in cards.items()})
+        self.mailbox = Mailbox(self.transport, rank)
+        self.executor = Executor(f"ringrt-ops-{rank}")
+        self.next_group_id = 1
+        self.closed = False
+
+    def close(self, linger_s: float, goodbye: bool = True) -> None:
+        """Stop everything; queued messages get ``linger_s`` to leave."""
+        if self.closed:
+            return
+        self.closed = True
+        self.executor.drain(linger_s)
+        self.executor.close()
+        if goodbye:
+            self.sentinel.say_goodbye(wait=1.0)
+        self.sentinel.stop()
+        self.transport.close(int(linger_s * 1000))
+        self.context.term()
+        remove_ipc_dir(self.ipc_dir)
+
+
+def _rendezvous(store, namespace: str, rank: int, world_size: int, card: dict,
+                deadline: Deadline) -> dict[int, dict]:
+    """Publish this rank's address card, collect everyone's, and wait until all have read
+    theirs (so rank 0 may drop the store afterwards). Returns rank -> card."""
+    store.set(f"{namespace}/card/{rank}", msgpack.packb({"world_size": world_size, **card}))
+    keys = [f"{namespace}/card/{r}" for r in range(world_size)]
+    try:
+        store.wait(keys, timeout=deadline.remaining())
+    except TimeoutError as exc:
+        missing = [r for r, key in enumerate(keys) if not store.check([key])]
+        raise TimeoutError(
+            "rendezvous", None, missing, deadline.timeout, rank,
+            hint=f"Ranks {missing} never joined the store at {store.host}:{store.port}; check "
+                 "that every rank was started with the same MASTER_ADDR/MASTER_PORT and "
+                 "WORLD_SIZE.",
+        ) from exc
+    cards = {r: msgpack.unpackb(store.get(keys[r], timeout=deadline.remaining()))
+             for r in range(world_size)}
+    sizes = {r: c["world_size"] for r, c in cards.items() if c["world_size"] != world_size}
+    if sizes:
+        raise ValueError(f"rank {rank} has WORLD_SIZE={world_size} but ranks {sorted(sizes)} "
+                         f"have {sorted(set(sizes.values()))}; start every rank with the same")
+    if store.add(f"{namespace}/joined", 1) == world_size:
+        store.set(f"{namespace}/go", b"1")
+    store.get(f"{namespace}/go", timeout=deadline.remaining())
+    return cards
+
+
+class ProcessGroup:
+    """A set of ranks that run collectives together (the world or a subgroup).
+
+    Args:
+        store: a connected :class:`ringrt.Store`.
+        rank, world_size: this process's rank in the world and the world's size.
+        timeout: seconds each op may take before it raises ``TimeoutError``.
+        namespace: store key prefix (distinct per job attempt).
+
+    Raises:
+        ringrt.errors.TimeoutError: some rank did not join within ``timeout``.
+    """
+
+    def __init__(self, store, rank: int, world_size: int, timeout: float = 300.0,
+                 namespace: str = "ringrt"):
+        timeout = seconds(timeout)
+        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout))
+        self._setup(comm, 0, list(range(world_size)), timeout)
+
+    @classmethod
+    def _subgroup(cls, comm: _Comm, group_id: int, members: list[int], timeout: float):
+        group = cls.__new__(cls)
+        group._setup(comm, group_id, members, timeout)
+        return group
+
+    def _setup(self, comm: _Comm, group_id: int, members: list[int], timeout: float) -> None:
+        self.comm = comm
+        self.group_id = group_id
+        self.members = members                       # group rank -> global rank
+        self.member_set = frozenset(members)
+        self.rank = members.index(comm.rank)
+        self.size = len(members)
+        self.timeout = timeout
+        self._seq = 0
+        self._broken = None                          # the error every later op re-raises
+
+    def __repr__(self) -> str:
+        return f"ProcessGroup(id={self.group_id}, ranks={self.members}, rank={self.rank})"
+
+    # -- running ops ----------------------------------------------------------------------
+
+    def run(self, spec: OpSpec, body, async_op: bool = False):
+        """Run ``body(exchange)`` as this group's next op; returns its result or a Work."""
+        self.raise_if_unusable(spec.name)
+        seq = self._seq
+        self._seq += 1
+        job = functools.partial(self._execute, seq, spec, body)
+        description = f"{spec.name} (op #{seq})"
+        if async_op:
+            return self.comm.executor.submit(job, description)
+        return self.comm.executor.run(job, description)
+
+    def _execute(self, seq: int, spec: OpSpec, body):
+        self.raise_if_unusable(spec.name, seq)
+        exchange = Exchange(self, seq, spec, Deadline(self.timeout))
+        try:
+            result = body(exchange)
+            exchange.finish()
+            return result
+        finally:
+            self.comm.mailbox.finished(self.group_id, seq)
+
+    def reject(self, name: str, error: Exception) -> None:
+        """This rank refused an op's arguments: use up its sequence number and tell the
+        other members, so they raise CollectiveAbortedError instead of waiting."""
+        if self._broken is not None or self.comm.closed:
+            return
+        seq = self._seq
+        self._seq += 1
+        self.announce(_wire.ABORT, seq, OpSpec(name, 0), [f"{type(error).__name__}: {error}"])
+
+    def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
+        """Send an abort/mismatch notice about op ``seq`` to every other member."""
+        body = msgpack.packb(payload)
+        header = _wire.pack(kind, spec.op, 0, 0, _wire.INLINE, self.group_id, self.comm.rank,
+                            seq, -1, -1, 0)
+        for member in self.members:
+            if member != self.comm.rank and member not in self.comm.sentinel.lost:
+                self.comm.transport.send(member, header + body)
+
+    # -- breaking -------------------------------------------------------------------------
+
+    def raise_if_unusable(self, name: str, seq: int | None = None) -> None:
+        """Raise if the group is broken, destroyed, or lost a member."""
+        if self.comm.closed:
+            from ringrt.errors import NotInitializedError
+
+            raise NotInitializedError(f"{name}: the process group was destroyed")
+        if self._broken is not None:
+            raise self._broken
+        poison = self.comm.mailbox.poison.get(self.group_id)
+        if poison is not None:
+            from ringrt.errors import CollectiveMismatchError
+
+            _kind, origin, (detail, ranks) = poison
+            self.break_with(CollectiveMismatchError(name, seq if seq is not None else self._seq,
+                                                    ranks, self.comm.rank,
+                                                    f"rank {origin} reports: {detail}"))
+            raise self._broken
+        lost = {r: why for r, why in self.comm.sentinel.lost.items() if r in self.member_set}
+        if lost:
+            self.break_with_lost(lost)
+            raise self.lost_error(lost, name, seq)
+
+    def break_with(self, error: Exception) -> None:
+        if self._broken is None:
+            self._broken = error
+
+    def break_with_lost(self, lost: dict) -> None:
+        self.break_with(self.lost_error(lost, None, None))
+
+    def lost_error(self, lost: dict, op: str | None, seq: int | None) -> PeerLostError:
+        reason = "; ".join(f"rank {r}: {why}" for r, why in sorted(lost.items()))
+        return PeerLostError(lost, reason, self.comm.rank, op, seq)
+
+    # -- subgroups ------------------------------------------------------------------------
+
+    def new_group(self, ranks, timeout: float | None = None):
+        """Create a subgroup of the world (every rank must call this, in the same order).
+
+        Returns a ProcessGroup on members and a :class:`NonMember` handle elsewhere. A
+        barrier over the world checks that every rank asked for the same members.
+        """
+        members = sorted(set(range(self.size) if ranks is None else (int(r) for r in ranks)))
+        bad = [r for r in members if not 0 <= r < self.comm.world_size]
+        if bad or not members:
+            raise ValueError(f"new_group: ranks {bad or members} are not in [0, "
+                             f"{self.comm.world_size}) on rank {self.comm.rank}")
+        group_id = self.comm.next_group_id
+        self.comm.next_group_id += 1
+        digest = zlib.crc32(msgpack.packb(members))
+        from ringrt._algorithms.tree import barrier
+
+        self.run(OpSpec("new_group", _wire.OP_CODES["new_group"], count=digest), barrier)
+        timeout = self.timeout if timeout is None else seconds(timeout)
+        if self.comm.rank not in members:
+            return NonMember(group_id, members)
+        return ProcessGroup._subgroup(self.comm, group_id, members, timeout)
+
+    def close(self, linger_s: float = 5.0, goodbye: bool = True) -> None:
+        """Destroy the world group (closes sockets; subgroups die with it)."""
+        self.comm.close(linger_s, goodbye)
+
+
+class NonMember:
+    """What ``new_group`` returns on ranks outside the group (torch's NON_GROUP_MEMBER).
+
+    Collectives called with it do nothing and return None, as in torch.
+    """
+
+    def __init__(self, group_id: int, members: list[int]):
+        self.group_id = group_id
+        self.members = members
+
+    def __repr__(self) -> str:
+        return f"NonMember(ranks={self.members})"
+
+
+def default_namespace(restart_count: int, init_count: int) -> str:
+    """Store key prefix for one rendezvous: restarts of a job (same launcher-hosted store) and
+    repeated init_process_group calls in one process must not see each other's keys."""
+    return f"ringrt/attempt{restart_count}/init{init_count}"

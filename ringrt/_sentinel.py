@@ -1,0 +1,155 @@
+"""Heartbeats: notice within seconds when a peer dies, is cut off, or fails.
+
+A daemon thread per rank owns a ``ROUTER`` socket (peers' heartbeats come in) and one
+``DEALER`` per peer (ours go out), separate from the data plane so heartbeats flow while a
+collective is busy. Every ``interval`` seconds it tells each peer "alive". A peer is *lost*
+when it
+- has not been heard from for ``timeout`` seconds (killed, frozen, link cut),
+- announced a failure (an unhandled exception; see ``announce_failure``), or
+- said goodbye (``destroy_process_group``) and ``departure_grace`` seconds have passed —
+  the grace lets its last in-flight data arrive first.
+
+The op thread reads :attr:`Sentinel.lost` while it waits; nothing here blocks a collective.
+Messages are msgpack ``[kind, rank, text]``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import msgpack
+import zmq
+
+from ringrt._env import env_float
+
+HEARTBEAT, FAILED, GOODBYE = "hb", "failed", "bye"
+
+
+class Sentinel:
+    """Exchange heartbeats with every peer and keep the set of lost peers up to date."""
+
+    def __init__(self, context: zmq.Context, rank: int, world_size: int, endpoints):
+        self.rank = rank
+        self.world_size = world_size
+        self.interval = env_float("RINGRT_HEARTBEAT_INTERVAL", 0.5)
+        self.timeout = env_float("RINGRT_HEARTBEAT_TIMEOUT", 6.0)
+        self.departure_grace = 3.0
+        self.lost: dict[int, str] = {}        # rank -> why; read by the op thread
+        self._departed: dict[int, float] = {}
+        self._context = context
+        self._endpoints = endpoints
+        self._router = context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self.card = endpoints.bind(self._router, f"{rank}.h")
+        self._dealers: dict[int, zmq.Socket] = {}
+        self._last_heard: dict[int, float] = {}
+        self._outgoing: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, cards: dict[int, dict]) -> None:
+        """Connect to every peer's heartbeat socket and start the thread."""
+        now = time.monotonic()
+        for peer, card in cards.items():
+            if peer == self.rank:
+                continue
+            dealer = self._context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.SNDHWM, 64)
+            dealer.setsockopt(zmq.LINGER, 1000)
+            dealer.connect(self._endpoints.choose(card))
+            self._dealers[peer] = dealer
+            self._last_heard[peer] = now
+        self._thread = threading.Thread(target=self._run, name=f"ringrt-sentinel-{self.rank}",
+                                        daemon=True)
+        self._thread.start()
+
+    def announce_failure(self, reason: str, wait: float = 2.0) -> None:
+        """Tell every peer this rank failed (before it exits), waiting up to ``wait`` s."""
+        self._announce(FAILED, reason, wait)
+
+    def say_goodbye(self, wait: float = 2.0) -> None:
+        """Tell every peer this rank is leaving the group normally."""
+        self._announce(GOODBYE, "", wait)
+
+    def _announce(self, kind: str, text: str, wait: float) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            return
+        sent = threading.Event()
+        self._outgoing.put((kind, text, sent))
+        sent.wait(wait)
+
+    def stop(self) -> None:
+        """Stop the thread and close the sockets (bounded)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for dealer in self._dealers.values():
+            dealer.close()
+        self._router.close(0)
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self._broadcast(HEARTBEAT, "")
+                next_beat = now + self.interval
+            self._send_announcements()
+            if self._router.poll(int(min(self.interval, 0.1) * 1000)):
+                self._drain()
+            self._judge(time.monotonic())
+
+    def _broadcast(self, kind: str, text: str) -> None:
+        message = msgpack.packb([kind, self.rank, text])
+        for peer, dealer in self._dealers.items():
+            if peer in self.lost:
+                continue
+            try:
+                dealer.send(message, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass       # a full queue means the peer is not reading; the timeout decides
+
+    def _send_announcements(self) -> None:
+        while True:
+            try:
+                kind, text, sent = self._outgoing.get_nowait()
+            except queue.Empty:
+                return
+            self._broadcast(kind, text)
+            sent.set()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                _identity, raw = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except (zmq.ZMQError, ValueError):
+                continue
+            try:
+                kind, peer, text = msgpack.unpackb(raw)
+            except Exception:  # noqa: BLE001 - garbage from the network is dropped
+                continue
+            if peer not in self._last_heard:
+                continue
+            self._last_heard[peer] = time.monotonic()
+            if kind == FAILED:
+                self.lost.setdefault(peer, f"it failed and exited: {text}")
+            elif kind == GOODBYE:
+                self._departed.setdefault(peer, time.monotonic())
+
+    def _judge(self, now: float) -> None:
+        for peer, heard in self._last_heard.items():
+            if peer in self.lost:
+                continue
+            left = self._departed.get(peer)
+            if left is not None and now - left > self.departure_grace:
+                self.lost[peer] = "it left the group (destroy_process_group or exit)"
+            elif left is None and now - heard > self.timeout:
+                self.lost[peer] = (
+                    f"no heartbeat for {now - heard:.1f} s (killed, frozen, or its link is cut)"
+                )

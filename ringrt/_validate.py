@@ -1,0 +1,91 @@
+"""Argument checks run before the first byte of an op is sent.
+
+Messages say what was expected, what was given, on which rank, and how to fix it, e.g.
+``all_reduce: array must be C-contiguous (got strides (16, 8)) on rank 2; pass
+np.ascontiguousarray(x)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ringrt._reduce_ops import ReduceOp
+from ringrt._wire import DTYPE_CODES
+
+SUPPORTED = ", ".join(str(d) for d in DTYPE_CODES if d is not None)
+
+
+def array(op: str, value, rank: int, name: str = "array", writable: bool = False) -> np.ndarray:
+    """Check that ``value`` is a C-contiguous NumPy array of a supported dtype."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(value).__name__} on "
+                        f"rank {rank}; wrap it with np.asarray(...)")
+    if value.dtype not in DTYPE_CODES:
+        raise TypeError(f"{op}: {name} has dtype {value.dtype} on rank {rank}, which ringrt "
+                        f"cannot send; use one of {SUPPORTED} (objects: use the *_object ops)")
+    if not value.flags.c_contiguous:
+        raise ValueError(f"{op}: {name} must be C-contiguous (got strides {value.strides}) on "
+                         f"rank {rank}; pass np.ascontiguousarray({name})")
+    if writable and not value.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only on rank {rank} but the op writes into it; "
+                         f"pass a writable copy ({name}.copy())")
+    return value
+
+
+def array_list(op: str, values, length: int, rank: int, name: str, writable: bool = False,
+               like: np.ndarray | None = None) -> list[np.ndarray]:
+    """Check a list of ``length`` arrays, each valid and (with ``like``) of its shape/dtype."""
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"{op}: {name} must be a list of arrays, got {type(values).__name__} on "
+                        f"rank {rank}")
+    if len(values) != length:
+        raise ValueError(f"{op}: {name} has {len(values)} arrays on rank {rank} but the group "
+                         f"has {length} ranks; pass one array per rank")
+    checked = [array(op, v, rank, f"{name}[{i}]", writable) for i, v in enumerate(values)]
+    if like is not None:
+        for i, v in enumerate(checked):
+            same_shape(op, v, like, rank, f"{name}[{i}]")
+    return checked
+
+
+def same_shape(op: str, value: np.ndarray, like: np.ndarray, rank: int, name: str) -> None:
+    """Check ``value`` has ``like``'s dtype and element count."""
+    if value.dtype != like.dtype or value.size != like.size:
+        raise ValueError(f"{op}: {name} is {value.dtype}[{value.size}] on rank {rank} but must "
+                         f"match the input, {like.dtype}[{like.size}]")
+
+
+def root(op: str, value, members: list[int], rank: int, name: str) -> int:
+    """Check that a root/src/dst is a global rank in the group; returns its group rank."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int rank, got {value!r} on rank {rank}")
+    if int(value) not in members:
+        raise ValueError(f"{op}: {name}={value} is not a rank of this group (ranks {members}) on "
+                         f"rank {rank}")
+    return members.index(int(value))
+
+
+def reduce_op(op: str, value, dtype: np.dtype, rank: int) -> ReduceOp:
+    """Check the reduction operator (and that AVG is used on floating dtypes only)."""
+    try:
+        chosen = ReduceOp(value)
+    except ValueError:
+        raise ValueError(f"{op}: op={value!r} is not a ReduceOp on rank {rank}; use "
+                         "ringrt.ReduceOp.SUM, AVG, PRODUCT, MIN or MAX") from None
+    if chosen == ReduceOp.AVG and not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"{op}: ReduceOp.AVG needs a floating dtype, got {dtype} on rank {rank};"
+                         " use SUM and divide, or cast to float")
+    return chosen
+
+
+def leading_dim(op: str, big: np.ndarray, small: np.ndarray, world: int, rank: int,
+                big_name: str, small_name: str) -> None:
+    """Check ``big.size == world * small.size`` (the *_tensor ops) with the same dtype."""
+    if big.dtype != small.dtype:
+        raise ValueError(f"{op}: {big_name} is {big.dtype} but {small_name} is {small.dtype} on "
+                         f"rank {rank}; they must match")
+    if big.size != world * small.size or (big.ndim and small.ndim and
+                                          big.shape[0] != world * small.shape[0]):
+        raise ValueError(f"{op}: {big_name} has shape {big.shape} but must hold world_size "
+                         f"({world}) x {small_name} {small.shape} on rank {rank} "
+                         f"(shape[0] == {world} * {small.shape[0] if small.ndim else 1})")

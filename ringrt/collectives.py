@@ -1,0 +1,353 @@
+"""The public collectives. Each is a short wrapper: validate -> resolve group -> run.
+
+Arguments follow ``torch.distributed``: arrays instead of tensors, results in place where
+torch is in place, ``src``/``dst`` are global ranks (members of ``group``), ``group=None``
+means the default group, and ``async_op=True`` returns a :class:`ringrt.Work`. On a rank that
+is not a member of ``group`` a collective does nothing and returns None, as in torch.
+
+A bad argument raises ``TypeError``/``ValueError`` on the rank that passed it, before any byte
+is sent; the other members then raise ``CollectiveAbortedError`` instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+
+from ringrt import _validate
+from ringrt._algorithms import choose, direct, ring, tree
+from ringrt._process_group import NonMember, OpSpec
+from ringrt._reduce_ops import ReduceOp, combiner, finish
+from ringrt._wire import DTYPE_CODES, OP_CODES
+from ringrt.distributed import resolve
+
+
+@contextlib.contextmanager
+def _checking(group, name: str):
+    """Run argument checks; on failure tell the group before re-raising."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        group.reject(name, exc)
+        raise
+
+
+def _group(group, name: str):
+    group = resolve(group, name)
+    return None if isinstance(group, NonMember) else group
+
+
+def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None = None,
+          root: int = -1, redop: int = 0) -> OpSpec:
+    dtype = DTYPE_CODES[None if array is None else array.dtype]
+    if count is None:
+        count = -1 if array is None else array.size
+    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop))
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    return array.reshape(-1)
+
+
+# -- reductions ---------------------------------------------------------------------------
+
+
+def all_reduce(array, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    """Reduce ``array`` across the group, in place, leaving the result on every rank.
+
+    Every rank ends with bit-identical results, and the same inputs give the same bits run
+    after run. ::
+
+        # rank 0: x = np.array([1., 2.])     # rank 1: x = np.array([3., 4.])
+        dist.all_reduce(x)
+        # rank 0: x == [4., 6.]              # rank 1: x == [4., 6.]
+
+    Args:
+        array: C-contiguous, writable NumPy array (any numeric dtype).
+        op: ReduceOp.SUM, AVG (floating only), PRODUCT, MIN or MAX.
+        group: process group (default: the world). async_op: return a Work.
+
+    Raises:
+        TypeError / ValueError: bad array or op on this rank (nothing is sent).
+        CollectiveMismatchError, CollectiveAbortedError, PeerLostError, TimeoutError.
+    """
+    pg = _group(group, "all_reduce")
+    if pg is None:
+        return None
+    with _checking(pg, "all_reduce"):
+        _validate.array("all_reduce", array, pg.comm.rank, writable=True)
+        redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.comm.rank)
+    body = functools.partial(_all_reduce, flat=_flat(array), redop=redop)
+    return pg.run(_spec("all_reduce", "all_reduce", array, redop=redop), body, async_op)
+
+
+def _all_reduce(ex, flat, redop):
+    combine = combiner(redop, flat.dtype)
+    if choose("all_reduce", flat.nbytes) == "ring":
+        ring.all_reduce_ring(ex, flat, combine)
+    else:
+        tree.all_reduce_recursive_doubling(ex, flat, combine)
+    finish(redop, flat, ex.size)
+
+
+def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    """Reduce ``array`` across the group into ``dst``'s array (other ranks' arrays are left
+    unchanged). ::
+
+        # rank 0: x = [1, 2]   rank 1: x = [3, 4]
+        dist.reduce(x, dst=0)
+        # rank 0: x == [4, 6]  rank 1: x == [3, 4]
+
+    Raises: as :func:`all_reduce`; ValueError if ``dst`` is not a member.
+    """
+    pg = _group(group, "reduce")
+    if pg is None:
+        return None
+    with _checking(pg, "reduce"):
+        _validate.array("reduce", array, pg.comm.rank)
+        root = _validate.root("reduce", dst, pg.members, pg.comm.rank, "dst")
+        _validate.array("reduce", array, pg.comm.rank, writable=pg.rank == root)
+        redop = _validate.reduce_op("reduce", op, array.dtype, pg.comm.rank)
+    flat = _flat(array)
+    body = functools.partial(_reduce, flat=flat, root=root, redop=redop)
+    return pg.run(_spec("reduce", "reduce", array, root=root, redop=redop), body, async_op)
+
+
+def _reduce(ex, flat, root, redop):
+    work = flat if ex.rank == root else flat.copy()
+    combine = combiner(redop, flat.dtype)
+    if choose("reduce", flat.nbytes) == "ring":
+        ring.reduce_ring(ex, work, combine, root)
+    else:
+        tree.reduce_binomial(ex, work, combine, root)
+    if ex.rank == root:
+        finish(redop, work, ex.size)
+
+
+def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    """Reduce ``input_list[j]`` over all ranks into rank j's ``output``. ::
+
+        # rank 0: inputs = [a0, b0]   rank 1: inputs = [a1, b1]
+        dist.reduce_scatter(out, inputs)
+        # rank 0: out == a0 + a1      rank 1: out == b0 + b1
+
+    Raises: as :func:`all_reduce`; ValueError on a wrong list length or shapes.
+    """
+    pg = _group(group, "reduce_scatter")
+    if pg is None:
+        return None
+    with _checking(pg, "reduce_scatter"):
+        rank = pg.comm.rank
+        _validate.array("reduce_scatter", output, rank, "output", writable=True)
+        inputs = _validate.array_list("reduce_scatter", input_list, pg.size, rank, "input_list",
+                                      like=output)
+        redop = _validate.reduce_op("reduce_scatter", op, output.dtype, rank)
+    body = functools.partial(_reduce_scatter, output=_flat(output),
+                             inputs=[_flat(x) for x in inputs], redop=redop)
+    spec = _spec("reduce_scatter", "reduce_scatter", output, redop=redop)
+    return pg.run(spec, body, async_op)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: bool = False):
+    """Like :func:`reduce_scatter` with the inputs stacked in one array:
+    ``input.shape[0] == world_size * output.shape[0]``; rank j gets the reduced j-th block."""
+    pg = _group(group, "reduce_scatter_tensor")
+    if pg is None:
+        return None
+    with _checking(pg, "reduce_scatter_tensor"):
+        rank = pg.comm.rank
+        _validate.array("reduce_scatter_tensor", output, rank, "output", writable=True)
+        _validate.array("reduce_scatter_tensor", input, rank, "input")
+        _validate.leading_dim("reduce_scatter_tensor", input, output, pg.size, rank, "input",
+                              "output")
+        redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, rank)
+    inputs = ring.split(_flat(input), pg.size)
+    body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop)
+    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, redop=redop)
+    return pg.run(spec, body, async_op)
+
+
+def _reduce_scatter(ex, output, inputs, redop):
+    combine = combiner(redop, output.dtype)
+    if choose("reduce_scatter", output.nbytes * ex.size) == "ring" and ex.size > 1:
+        scratch = [x.copy() for x in inputs]            # inputs are the caller's: read-only
+        ring.reduce_scatter_ring(ex, scratch, combine)
+        output[...] = scratch[ex.rank]
+    else:
+        direct.reduce_scatter_direct(ex, inputs, output, combine)
+    finish(redop, output, ex.size)
+
+
+# -- data movement ------------------------------------------------------------------------
+
+
+def broadcast(array, src: int, group=None, async_op: bool = False):
+    """Copy ``src``'s array into every rank's ``array`` (in place). ::
+
+        # rank 0: x = [1, 2]   rank 1: x = [0, 0]
+        dist.broadcast(x, src=0)
+        # rank 0: x == [1, 2]  rank 1: x == [1, 2]
+
+    Raises: TypeError/ValueError for a bad array or ``src``; the DistError family as
+    :func:`all_reduce`.
+    """
+    pg = _group(group, "broadcast")
+    if pg is None:
+        return None
+    with _checking(pg, "broadcast"):
+        _validate.array("broadcast", array, pg.comm.rank)
+        root = _validate.root("broadcast", src, pg.members, pg.comm.rank, "src")
+        _validate.array("broadcast", array, pg.comm.rank, writable=pg.rank != root)
+    body = functools.partial(_broadcast, flat=_flat(array), root=root)
+    return pg.run(_spec("broadcast", "broadcast", array, root=root), body, async_op)
+
+
+def _broadcast(ex, flat, root):
+    if choose("broadcast", flat.nbytes) == "chain":
+        tree.broadcast_chain(ex, flat, root)
+    else:
+        tree.broadcast_binomial(ex, flat, root)
+
+
+def all_gather(array_list, array, group=None, async_op: bool = False):
+    """Gather every rank's ``array`` into ``array_list`` on every rank. ::
+
+        # rank 0: x = [1]   rank 1: x = [2]
+        dist.all_gather(out, x)          # out = [np.empty(1), np.empty(1)]
+        # both ranks: out == [[1], [2]]
+
+    Raises: ValueError on a wrong list length or shapes; DistError family.
+    """
+    pg = _group(group, "all_gather")
+    if pg is None:
+        return None
+    with _checking(pg, "all_gather"):
+        rank = pg.comm.rank
+        _validate.array("all_gather", array, rank)
+        outputs = _validate.array_list("all_gather", array_list, pg.size, rank, "array_list",
+                                       writable=True, like=array)
+    body = functools.partial(_all_gather, outputs=[_flat(o) for o in outputs], mine=_flat(array))
+    return pg.run(_spec("all_gather", "all_gather", array), body, async_op)
+
+
+def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
+    """Like :func:`all_gather` into one array: ``output.shape[0] == world * input.shape[0]``,
+    rank j's input landing in the j-th block."""
+    pg = _group(group, "all_gather_into_tensor")
+    if pg is None:
+        return None
+    with _checking(pg, "all_gather_into_tensor"):
+        rank = pg.comm.rank
+        _validate.array("all_gather_into_tensor", output, rank, "output", writable=True)
+        _validate.array("all_gather_into_tensor", input, rank, "input")
+        _validate.leading_dim("all_gather_into_tensor", output, input, pg.size, rank, "output",
+                              "input")
+    body = functools.partial(_all_gather, outputs=ring.split(_flat(output), pg.size),
+                             mine=_flat(input))
+    return pg.run(_spec("all_gather_into_tensor", "all_gather", input), body, async_op)
+
+
+def _all_gather(ex, outputs, mine):
+    if choose("all_gather", mine.nbytes * ex.size) == "ring":
+        if outputs[ex.rank] is not mine:
+            outputs[ex.rank][...] = mine
+        ring.all_gather_ring(ex, outputs)
+    else:
+        direct.all_gather_direct(ex, outputs, mine)
+
+
+def gather(array, gather_list=None, dst: int = 0, group=None, async_op: bool = False):
+    """Collect every rank's ``array`` into ``gather_list`` on ``dst`` (ignored elsewhere)."""
+    pg = _group(group, "gather")
+    if pg is None:
+        return None
+    with _checking(pg, "gather"):
+        rank = pg.comm.rank
+        _validate.array("gather", array, rank)
+        root = _validate.root("gather", dst, pg.members, rank, "dst")
+        outputs = None
+        if pg.rank == root:
+            outputs = [_flat(o) for o in _validate.array_list(
+                "gather", gather_list, pg.size, rank, "gather_list", writable=True, like=array)]
+    body = functools.partial(_gather, outputs=outputs, mine=_flat(array), root=root)
+    return pg.run(_spec("gather", "gather", array, root=root), body, async_op)
+
+
+def _gather(ex, outputs, mine, root):
+    direct.gather_direct(ex, outputs, mine, root)
+
+
+def scatter(array, scatter_list=None, src: int = 0, group=None, async_op: bool = False):
+    """Send ``scatter_list[j]`` from ``src`` into rank j's ``array``."""
+    pg = _group(group, "scatter")
+    if pg is None:
+        return None
+    with _checking(pg, "scatter"):
+        rank = pg.comm.rank
+        _validate.array("scatter", array, rank, writable=True)
+        root = _validate.root("scatter", src, pg.members, rank, "src")
+        inputs = None
+        if pg.rank == root:
+            inputs = [_flat(x) for x in _validate.array_list(
+                "scatter", scatter_list, pg.size, rank, "scatter_list", like=array)]
+    body = functools.partial(_scatter, inputs=inputs, output=_flat(array), root=root)
+    return pg.run(_spec("scatter", "scatter", array, root=root), body, async_op)
+
+
+def _scatter(ex, inputs, output, root):
+    direct.scatter_direct(ex, inputs, output, root)
+
+
+def all_to_all(output_list, input_list, group=None, async_op: bool = False):
+    """Rank j's ``output_list[i]`` receives rank i's ``input_list[j]`` (sizes may differ per
+    pair, but must agree between sender and receiver)."""
+    pg = _group(group, "all_to_all")
+    if pg is None:
+        return None
+    with _checking(pg, "all_to_all"):
+        rank = pg.comm.rank
+        inputs = _validate.array_list("all_to_all", input_list, pg.size, rank, "input_list")
+        outputs = _validate.array_list("all_to_all", output_list, pg.size, rank, "output_list",
+                                       writable=True)
+        for i, (o, x) in enumerate(zip(outputs, inputs)):
+            if o.dtype != inputs[0].dtype or x.dtype != inputs[0].dtype:
+                raise ValueError(f"all_to_all: every array must have dtype {inputs[0].dtype} "
+                                 f"on rank {rank} (entry {i} differs)")
+    body = functools.partial(_all_to_all, outputs=[_flat(o) for o in outputs],
+                             inputs=[_flat(x) for x in inputs])
+    spec = _spec("all_to_all", "all_to_all", inputs[0], count=-1)
+    return pg.run(spec, body, async_op)
+
+
+def all_to_all_single(output, input, group=None, async_op: bool = False):
+    """``all_to_all`` with equal splits of one array: block j of ``input`` goes to rank j,
+    block i of ``output`` comes from rank i (``input.shape[0]`` divisible by world size)."""
+    pg = _group(group, "all_to_all_single")
+    if pg is None:
+        return None
+    with _checking(pg, "all_to_all_single"):
+        rank = pg.comm.rank
+        _validate.array("all_to_all_single", input, rank, "input")
+        _validate.array("all_to_all_single", output, rank, "output", writable=True)
+        _validate.same_shape("all_to_all_single", output, input, rank, "output")
+        rows = input.shape[0] if input.ndim else 1
+        if rows % pg.size:
+            raise ValueError(f"all_to_all_single: input.shape[0]={rows} is not divisible by the "
+                             f"group size {pg.size} on rank {rank}")
+    body = functools.partial(_all_to_all, outputs=ring.split(_flat(output), pg.size),
+                             inputs=ring.split(_flat(input), pg.size))
+    return pg.run(_spec("all_to_all_single", "all_to_all", input), body, async_op)
+
+
+def _all_to_all(ex, outputs, inputs):
+    direct.all_to_all_direct(ex, outputs, inputs)
+
+
+def barrier(group=None, async_op: bool = False):
+    """Wait until every rank of the group has reached the barrier."""
+    pg = _group(group, "barrier")
+    if pg is None:
+        return None
+    return pg.run(_spec("barrier", "barrier", None), tree.barrier, async_op)

@@ -1,0 +1,170 @@
+"""The default process group: the one global, and the functions that manage it.
+
+``init_process_group`` reads the job (``_env``), connects to the rendezvous store (rank 0
+hosts it unless the launcher does), builds the world :class:`ProcessGroup`, and installs an
+excepthook so that an unhandled exception on this rank is reported to the others before the
+process exits. Everything else in ringrt reaches the default group through :func:`resolve`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+
+from ringrt._deadline import seconds
+from ringrt._env import env_float, resolve_job
+from ringrt._process_group import NonMember, ProcessGroup, default_namespace
+from ringrt.errors import NotInitializedError
+
+DEFAULT_TIMEOUT = 300.0          # compared by identity: the default lets RINGRT_TIMEOUT win
+
+_world: ProcessGroup | None = None
+_store = None
+_init_count = 0
+_previous_excepthook = None
+
+
+def init_process_group(backend: str | None = "zmq", init_method: str | None = None,
+                       rank: int | None = None, world_size: int | None = None,
+                       timeout=DEFAULT_TIMEOUT, *, store=None, encrypt: bool | None = None
+                       ) -> None:
+    """Join the job's default process group (call once per process, on every rank).
+
+    Args:
+        backend: ``"zmq"`` (the only backend; ``"gloo"`` is accepted as an alias so torch
+            scripts run unchanged).
+        init_method: ``"env://"`` (default: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+            ``MASTER_PORT``, ``RINGRT_TOKEN``; falling back to SLURM and Open MPI / PMI
+            variables) or ``"tcp://HOST:PORT"`` with ``rank`` and ``world_size``.
+        rank, world_size: override what the environment says.
+        timeout: seconds (or timedelta) for rendezvous and for each collective; when left at
+            the default, ``RINGRT_TIMEOUT`` (set by ``ringrun --timeout``) wins.
+        store: an already connected :class:`ringrt.Store` to rendezvous through.
+        encrypt: reserved for CurveZMQ encryption (``RINGRT_ENCRYPT``).
+
+    Raises:
+        ValueError: bad arguments, or the group is already initialised.
+        ringrt.errors.AuthenticationError: the store refused our ``RINGRT_TOKEN``.
+        ringrt.errors.TimeoutError: not every rank joined within ``timeout``.
+    """
+    global _world, _store, _init_count
+    if _world is not None:
+        raise ValueError("init_process_group was already called in this process; call "
+                         "destroy_process_group() first")
+    if backend not in (None, "zmq", "gloo", "cpu:gloo"):
+        raise ValueError(f"backend {backend!r} is not available: ringrt has one backend, 'zmq'")
+    job = resolve_job(init_method, rank, world_size, encrypt)
+    if timeout is DEFAULT_TIMEOUT:
+        timeout = env_float("RINGRT_TIMEOUT", DEFAULT_TIMEOUT)
+    timeout = seconds(timeout)
+    own_store = store is None
+    if own_store:
+        store = _connect_store(job, timeout)
+    try:
+        _world = ProcessGroup(store, job.rank, job.world_size, timeout,
+                              default_namespace(job.restart_count, _init_count))
+    except BaseException:
+        if own_store:
+            store.close()
+        raise
+    _init_count += 1
+    _store = store
+    _install_failure_report()
+
+
+def _connect_store(job, timeout: float):
+    from ringrt.store import Store
+
+    hosts = job.rank == 0 and not job.store_hosted_elsewhere
+    return Store(job.master_addr, job.master_port, job.token, is_master=hosts, timeout=timeout,
+                 rank=job.rank)
+
+
+def is_initialized() -> bool:
+    """True between ``init_process_group`` and ``destroy_process_group``."""
+    return _world is not None
+
+
+def resolve(group=None, op: str = "this call") -> ProcessGroup | NonMember:
+    """The group to use: ``group`` itself, or the default group when None.
+
+    Raises:
+        NotInitializedError: no default group (``init_process_group`` not called yet).
+    """
+    if group is not None:
+        return group
+    if _world is None:
+        raise NotInitializedError(f"{op} needs a process group: call "
+                                  "ringrt.init_process_group() first")
+    return _world
+
+
+def get_rank(group=None) -> int:
+    """This process's rank in ``group`` (default: the world); -1 if not a member."""
+    group = resolve(group, "get_rank")
+    return -1 if isinstance(group, NonMember) else group.rank
+
+
+def get_world_size(group=None) -> int:
+    """The number of ranks in ``group`` (default: the world); -1 if not a member."""
+    group = resolve(group, "get_world_size")
+    return -1 if isinstance(group, NonMember) else group.size
+
+
+def get_store():
+    """The rendezvous :class:`ringrt.Store` the default group was built with."""
+    resolve(None, "get_store")
+    return _store
+
+
+def new_group(ranks=None, timeout=None) -> ProcessGroup | NonMember:
+    """Create a subgroup of the world. Every rank must call it, in the same order, with the
+    same ``ranks`` (a disagreement raises CollectiveMismatchError).
+
+    Args:
+        ranks: global ranks of the members (None = all ranks).
+        timeout: op timeout for the new group (default: the world's).
+
+    Returns:
+        A ProcessGroup on members; a non-member handle elsewhere (collectives on it are
+        no-ops, as in torch).
+    """
+    return resolve(None, "new_group").new_group(ranks, timeout)
+
+
+def destroy_process_group(group=None) -> None:
+    """Leave ``group``; with None, shut the default group down (flushing queued messages,
+    saying goodbye to peers, closing sockets and the store). Safe to call twice."""
+    global _world, _store
+    if group is not None and group is not _world:
+        return                   # subgroups share the world's sockets; nothing to free
+    if _world is None:
+        return
+    world, store = _world, _store
+    _world, _store = None, None
+    try:
+        world.close()
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _install_failure_report() -> None:
+    global _previous_excepthook
+    if _previous_excepthook is None:
+        _previous_excepthook = sys.excepthook
+        sys.excepthook = _report_failure_then_exit
+        atexit.register(destroy_process_group)
+
+
+def _report_failure_then_exit(exc_type, exc, tb) -> None:
+    """Tell the peers this rank is failing (they raise PeerLostError), then print as usual."""
+    world = _world
+    if world is not None and not world.comm.closed:
+        reason = f"{exc_type.__name__}: {exc}".strip()
+        try:
+            world.comm.sentinel.announce_failure(reason[:2000])
+            world.close(linger_s=1.0, goodbye=False)
+        except Exception:  # noqa: BLE001 - reporting must never mask the original error
+            pass
+    (_previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)

@@ -1,0 +1,146 @@
+"""Collectives over Python objects (msgpack + NumPy, never pickle), as in torch.
+
+The objects are encoded on the sender (``TypeError`` there if something cannot be carried)
+and travel as variable-length byte messages straight to the ranks that need them.
+"""
+
+from __future__ import annotations
+
+from ringrt import _objects, _validate
+from ringrt._process_group import NonMember, OpSpec
+from ringrt._wire import OP_CODES
+from ringrt.distributed import resolve
+
+
+def _group(group, name):
+    pg = resolve(group, name)
+    return None if isinstance(pg, NonMember) else pg
+
+
+def _run(pg, name: str, root: int, body):
+    return pg.run(OpSpec(name, OP_CODES[name], 0, -1, root), body)
+
+
+def _encode(pg, name: str, value) -> bytes:
+    try:
+        return _objects.encode(value)
+    except TypeError as exc:
+        error = TypeError(f"{name}: {exc} (on rank {pg.comm.rank})")
+        pg.reject(name, error)
+        raise error from None
+
+
+def _list_arg(pg, name: str, value, length: int | None, arg: str) -> list:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        want = "a list" if length is None else f"a list of {length} entries"
+        error = (TypeError if not isinstance(value, list) else ValueError)(
+            f"{name}: {arg} must be {want}, got {type(value).__name__}"
+            f"{'' if not isinstance(value, list) else f' of {len(value)}'} on rank {pg.comm.rank}")
+        pg.reject(name, error)
+        raise error
+    return value
+
+
+def _root(pg, name, value, arg):
+    try:
+        return _validate.root(name, value, pg.members, pg.comm.rank, arg)
+    except (TypeError, ValueError) as exc:
+        pg.reject(name, exc)
+        raise
+
+
+def broadcast_object_list(object_list: list, src: int = 0, group=None) -> None:
+    """Replace every entry of ``object_list`` with ``src``'s entries (lists of equal length)."""
+    name = "broadcast_object_list"
+    pg = _group(group, name)
+    if pg is None:
+        return
+    _list_arg(pg, name, object_list, None, "object_list")
+    root = _root(pg, name, src, "src")
+    payload = _encode(pg, name, object_list) if pg.rank == root else None
+
+    def body(ex):
+        if ex.rank == root:
+            for peer in range(ex.size):
+                if peer != root:
+                    ex.send(peer, payload)
+            return
+        received = _objects.decode(ex.recv(root))
+        if len(received) != len(object_list):
+            raise ValueError(f"{name}: rank {src} sent {len(received)} objects but rank "
+                             f"{pg.comm.rank}'s object_list has {len(object_list)} entries")
+        object_list[:] = received
+    _run(pg, name, root, body)
+
+
+def all_gather_object(object_list: list, obj, group=None) -> None:
+    """Fill ``object_list`` (one entry per rank) with every rank's ``obj``."""
+    name = "all_gather_object"
+    pg = _group(group, name)
+    if pg is None:
+        return
+    _list_arg(pg, name, object_list, pg.size, "object_list")
+    payload = _encode(pg, name, obj)
+
+    def body(ex):
+        for peer in range(ex.size):
+            if peer != ex.rank:
+                ex.send(peer, payload)
+        object_list[ex.rank] = _objects.decode(payload)
+        for peer in range(ex.size):
+            if peer != ex.rank:
+                object_list[peer] = _objects.decode(ex.recv(peer))
+    _run(pg, name, -1, body)
+
+
+def gather_object(obj, object_gather_list: list | None = None, dst: int = 0, group=None) -> None:
+    """Collect every rank's ``obj`` into ``object_gather_list`` on ``dst``."""
+    name = "gather_object"
+    pg = _group(group, name)
+    if pg is None:
+        return
+    root = _root(pg, name, dst, "dst")
+    if pg.rank == root:
+        _list_arg(pg, name, object_gather_list, pg.size, "object_gather_list")
+    payload = _encode(pg, name, obj)
+
+    def body(ex):
+        if ex.rank != root:
+            ex.send(root, payload)
+            return
+        object_gather_list[root] = _objects.decode(payload)
+        for peer in range(ex.size):
+            if peer != root:
+                object_gather_list[peer] = _objects.decode(ex.recv(peer))
+    _run(pg, name, root, body)
+
+
+def scatter_object_list(scatter_object_output_list: list, scatter_object_input_list=None,
+                        src: int = 0, group=None) -> None:
+    """Rank j's ``scatter_object_output_list[0]`` receives ``src``'s input entry j."""
+    name = "scatter_object_list"
+    pg = _group(group, name)
+    if pg is None:
+        return
+    _list_arg(pg, name, scatter_object_output_list, None, "scatter_object_output_list")
+    if not scatter_object_output_list:
+        error = ValueError(f"{name}: scatter_object_output_list needs at least one entry on "
+                           f"rank {pg.comm.rank}")
+        pg.reject(name, error)
+        raise error
+    root = _root(pg, name, src, "src")
+    payloads = None
+    if pg.rank == root:
+        _list_arg(pg, name, scatter_object_input_list, pg.size, "scatter_object_input_list")
+        payloads = [_encode(pg, name, x) for x in scatter_object_input_list]
+
+    def body(ex):
+        if ex.rank == root:
+            for peer in range(ex.size):
+                if peer != root:
+                    ex.send(peer, payloads[peer])
+            scatter_object_output_list[0] = _objects.decode(payloads[root])
+            return
+        scatter_object_output_list[0] = _objects.decode(ex.recv(root))
+    _run(pg, name, root, body)
+
