@@ -80,12 +80,15 @@ def reduce_op(op: str, value, dtype: np.dtype, rank: int) -> ReduceOp:
 
 def leading_dim(op: str, big: np.ndarray, small: np.ndarray, world: int, rank: int,
                 big_name: str, small_name: str) -> None:
-    """Check ``big.size == world * small.size`` (the *_tensor ops) with the same dtype."""
+    """Check ``big`` holds ``world`` x ``small``, concatenated or stacked along dim 0 (the
+    *_tensor ops accept both, as torch does), with the same dtype."""
     if big.dtype != small.dtype:
         raise ValueError(f"{op}: {big_name} is {big.dtype} but {small_name} is {small.dtype} on "
                          f"rank {rank}; they must match")
-    if big.size != world * small.size or (big.ndim and small.ndim and
-                                          big.shape[0] != world * small.shape[0]):
+    concatenated = big.ndim >= 1 and small.ndim >= 1 and big.shape[0] == world * small.shape[0]
+    stacked = big.shape == (world, *small.shape)
+    if big.size != world * small.size or not (concatenated or stacked):
         raise ValueError(f"{op}: {big_name} has shape {big.shape} but must hold world_size "
-                         f"({world}) x {small_name} {small.shape} on rank {rank} "
-                         f"(shape[0] == {world} * {small.shape[0] if small.ndim else 1})")
+                         f"({world}) x {small_name} {small.shape} on rank {rank}: either "
+                         f"concatenated (shape[0] == {world} * {small.shape[0] if small.ndim else 1})"
+                         f" or stacked (shape {(world, *small.shape)})")

@@ -61,6 +61,8 @@ def broadcast_binomial(ex, flat: np.ndarray, root: int) -> None:
 def broadcast_chain(ex, flat: np.ndarray, root: int) -> None:
     """Pipelined chain broadcast: root -> root+1 -> ... segment by segment."""
     n = ex.size
+    if n == 1:
+        return
     relative = (ex.rank - root) % n
     parent, child = (ex.rank - 1) % n, (ex.rank + 1) % n
     last = relative == n - 1
