@@ -48,14 +48,36 @@ class Mailbox:
         self._notices: dict[tuple, tuple] = {}  # (group, seq) -> (kind, origin, payload)
         self._floor: dict[int, int] = {}        # group -> last seq finished here
         self.poison: dict[int, tuple] = {}      # group -> mismatch notice of a finished op
+        self._unclean: dict[int, set] = {}      # group -> seqs that ended in an error here
 
-    def finished(self, group: int, seq: int) -> None:
-        """Op ``seq`` of ``group`` is over here: drop whatever is left of it."""
+    def finished(self, group: int, seq: int, clean: bool) -> None:
+        """Op ``seq`` of ``group`` is over here: drop whatever is left of it.
+
+        After a *clean* finish every message of the op has been consumed, so a leftover or
+        a late arrival can only mean another rank ran a different op (e.g. another root)
+        there: the group is poisoned and the next op raises CollectiveMismatchError.
+        """
         self._floor[group] = seq
+        if not clean:
+            self._unclean.setdefault(group, set()).add(seq)
         for key in [k for k in self._stash if k[0] == DATA and k[1] == group and k[2] <= seq]:
-            self.dropped += len(self._stash.pop(key))
+            queued = self._stash.pop(key)
+            self.dropped += len(queued)
+            self._leftover(queued[0][1])
         for key in [k for k in self._notices if k[0] == group and k[1] <= seq]:
             del self._notices[key]
+
+    def skipped(self, group: int, seq: int) -> None:
+        """This rank rejected op ``seq``: its messages are expected leftovers."""
+        self._unclean.setdefault(group, set()).add(seq)
+
+    def _leftover(self, header) -> None:
+        if header.seq in self._unclean.get(header.group, ()):
+            return
+        detail = (f"rank {header.src} sent data for op #{header.seq} "
+                  f"({_wire.describe_signature(header.signature())}) that rank {self.rank} "
+                  "never expected: the ranks ran different ops there")
+        self.poison.setdefault(header.group, (MISMATCH, self.rank, [detail, [header.src]]))
 
     def notice(self, group: int, seq: int):
         """The abort/mismatch notice for this op, if one arrived."""
@@ -116,6 +138,7 @@ class Mailbox:
             return None
         if header.kind == DATA and header.seq <= self._floor.get(header.group, -1):
             self.dropped += 1
+            self._leftover(header)
             return None
         if header.kind not in (DATA, P2P):
             self.dropped += 1
@@ -243,9 +266,12 @@ class Exchange:
 
     def _check(self) -> None:
         """Raise if this op cannot complete: notice, lost peer, or deadline."""
-        notice = self.comm.mailbox.notice(self.group.group_id, self.seq)
+        mailbox = self.comm.mailbox
+        notice = mailbox.notice(self.group.group_id, self.seq)
         if notice is not None:
             self._raise_notice(notice)
+        if self.group.group_id in mailbox.poison:
+            self.group.raise_if_unusable(self.spec.name, self.seq)
         lost = {r: why for r, why in self.comm.sentinel.lost.items() if r in self.group.member_set}
         if lost:
             self.group.break_with_lost(lost)

@@ -163,12 +163,14 @@ class ProcessGroup:
     def _execute(self, seq: int, spec: OpSpec, body):
         self.raise_if_unusable(spec.name, seq)
         exchange = Exchange(self, seq, spec, Deadline(self.timeout))
+        clean = False
         try:
             result = body(exchange)
             exchange.finish()
+            clean = True
             return result
         finally:
-            self.comm.mailbox.finished(self.group_id, seq)
+            self.comm.mailbox.finished(self.group_id, seq, clean)
 
     def reject(self, name: str, error: Exception) -> None:
         """This rank refused an op's arguments: use up its sequence number and tell the
@@ -177,6 +179,7 @@ class ProcessGroup:
             return
         seq = self._seq
         self._seq += 1
+        self.comm.mailbox.skipped(self.group_id, seq)
         self.announce(_wire.ABORT, seq, OpSpec(name, 0), [f"{type(error).__name__}: {error}"])
 
     def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:

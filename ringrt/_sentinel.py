@@ -4,7 +4,9 @@ A daemon thread per rank owns a ``ROUTER`` socket (peers' heartbeats come in) an
 ``DEALER`` per peer (ours go out), separate from the data plane so heartbeats flow while a
 collective is busy. Every ``interval`` seconds it tells each peer "alive". A peer is *lost*
 when it
-- has not been heard from for ``timeout`` seconds (killed, frozen, link cut),
+- closed its connection to us without saying goodbye first (its process exited or was
+  killed: the kernel closes its sockets, so this is seen within ~``departure_grace``),
+- has not been heard from for ``timeout`` seconds (frozen, or its link is cut),
 - announced a failure (an unhandled exception; see ``announce_failure``), or
 - said goodbye (``destroy_process_group``) and ``departure_grace`` seconds have passed —
   the grace lets its last in-flight data arrive first.
@@ -34,8 +36,8 @@ class Sentinel:
         self.rank = rank
         self.world_size = world_size
         self.interval = env_float("RINGRT_HEARTBEAT_INTERVAL", 0.5)
-        self.timeout = env_float("RINGRT_HEARTBEAT_TIMEOUT", 6.0)
-        self.departure_grace = 3.0
+        self.timeout = env_float("RINGRT_HEARTBEAT_TIMEOUT", 5.0)
+        self.departure_grace = 1.0
         self.lost: dict[int, str] = {}        # rank -> why; read by the op thread
         self._departed: dict[int, float] = {}
         self._context = context
@@ -45,6 +47,10 @@ class Sentinel:
         self.card = endpoints.bind(self._router, f"{rank}.h")
         self._dealers: dict[int, zmq.Socket] = {}
         self._last_heard: dict[int, float] = {}
+        self._disconnected: dict[int, float] = {}
+        self._monitors: dict[zmq.Socket, int] = {}
+        self._poller = zmq.Poller()
+        self._poller.register(self._router, zmq.POLLIN)
         self._outgoing: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,6 +64,9 @@ class Sentinel:
             dealer = self._context.socket(zmq.DEALER)
             dealer.setsockopt(zmq.SNDHWM, 64)
             dealer.setsockopt(zmq.LINGER, 1000)
+            monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._monitors[monitor] = peer
+            self._poller.register(monitor, zmq.POLLIN)
             dealer.connect(self._endpoints.choose(card))
             self._dealers[peer] = dealer
             self._last_heard[peer] = now
@@ -85,6 +94,8 @@ class Sentinel:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        for monitor in self._monitors:
+            monitor.close(0)
         for dealer in self._dealers.values():
             dealer.close()
         self._router.close(0)
@@ -99,8 +110,12 @@ class Sentinel:
                 self._broadcast(HEARTBEAT, "")
                 next_beat = now + self.interval
             self._send_announcements()
-            if self._router.poll(int(min(self.interval, 0.1) * 1000)):
+            ready = dict(self._poller.poll(int(min(self.interval, 0.1) * 1000)))
+            if self._router in ready:
                 self._drain()
+            for monitor, peer in self._monitors.items():
+                if monitor in ready:
+                    self._note_disconnects(monitor, peer)
             self._judge(time.monotonic())
 
     def _broadcast(self, kind: str, text: str) -> None:
@@ -142,13 +157,25 @@ class Sentinel:
             elif kind == GOODBYE:
                 self._departed.setdefault(peer, time.monotonic())
 
+    def _note_disconnects(self, monitor: zmq.Socket, peer: int) -> None:
+        while True:
+            try:
+                monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return
+            self._disconnected.setdefault(peer, time.monotonic())
+
     def _judge(self, now: float) -> None:
         for peer, heard in self._last_heard.items():
             if peer in self.lost:
                 continue
             left = self._departed.get(peer)
+            closed = self._disconnected.get(peer)
             if left is not None and now - left > self.departure_grace:
                 self.lost[peer] = "it left the group (destroy_process_group or exit)"
+            elif left is None and closed is not None and now - closed > self.departure_grace:
+                self.lost[peer] = ("its connection closed without a goodbye (the process "
+                                   "exited or was killed)")
             elif left is None and now - heard > self.timeout:
                 self.lost[peer] = (
                     f"no heartbeat for {now - heard:.1f} s (killed, frozen, or its link is cut)"

@@ -89,6 +89,7 @@ def _all_reduce(ex, flat, redop):
         ring.all_reduce_ring(ex, flat, combine)
     else:
         tree.all_reduce_recursive_doubling(ex, flat, combine)
+    ex.finish()                 # zmq may still read flat for the last sends: wait before AVG
     finish(redop, flat, ex.size)
 
 

@@ -1,0 +1,17 @@
+"""ringrun: the ringrt launcher (spawn, watch, stop, restart, span hosts).
+
+Layout, in the order a job flows through it::
+
+    cli.py          click options -> config.build_config -> run; the ``ringrun`` entry point
+    config.py       the frozen LaunchConfig, and every check that can fail before a spawn
+    rendezvous.py   node 0 hosts the store (ringrt._store_server) for the whole job
+    env.py          each worker's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)
+    supervisor.py   spawn through _child.py, watch, stop (SIGTERM, grace, SIGKILL), restart
+    _child.py       the trampoline: PDEATHSIG, parent check, CPU pinning, exec
+    output.py       "[RANK] " line prefixing, per-rank log files, stderr tails
+    report.py       failure summary, restart and signal notices, exit statuses
+    errors.py       LaunchError (carries its exit code)
+
+``ringrt`` never imports ``launcher``; the launcher uses ``ringrt`` only for the store server
+and ``Deadline``.
+"""

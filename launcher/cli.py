@@ -1,0 +1,131 @@
+"""``ringrun``: the command line. Turns click options into a LaunchConfig and runs the job."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from launcher.config import LaunchConfig, build_config
+from launcher.env import ipc_directory
+from launcher.output import Console
+from launcher.rendezvous import host_store, release_store
+
+EPILOG = """\b
+Examples:
+  # one host, 4 workers (store on 127.0.0.1, free port, fresh token)
+  ringrun -n 4 train.py --epochs 10
+  ringrun -n 4 -m mypkg.train --epochs 10
+
+\b
+  # two hosts, 4 workers each (8 ranks); run on every host with its --node-rank
+  export RINGRT_TOKEN=$(python -c 'import secrets;print(secrets.token_hex(16))')  # same on all
+  ringrun --nnodes 2 --node-rank 0 --master-addr node0 --master-port 29500 -n 4 train.py
+  ringrun --nnodes 2 --node-rank 1 --master-addr node0 --master-port 29500 -n 4 train.py
+
+\b
+  # restart the whole group up to 3 times; the script resumes from its checkpoint
+  # when RINGRT_RESTART_COUNT > 0; keep per-rank logs; 5-minute collective timeout
+  ringrun -n 4 --max-restarts 3 --log-dir logs/ --timeout 300 train.py
+
+\b
+Workers get RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR,
+MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUNBUFFERED=1,
+RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
+(with --timeout) and OMP_NUM_THREADS=1 (with -n > 1, unless already set).
+
+\b
+Exit status: 0 when every worker succeeded; the first failed worker's exit code (128 + N if
+it was killed by signal N); 128 + N when ringrun itself got signal N (SIGINT, SIGTERM,
+SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage error.
+"""
+
+
+@click.command(
+    epilog=EPILOG,
+    context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"],
+                      "max_content_width": 100},
+)
+@click.option("-n", "--nproc-per-node", "nproc", type=click.IntRange(min=1), default=1,
+              show_default=True, metavar="N", help="Workers to start on this host.")
+@click.option("-m", "--module", is_flag=True,
+              help="SCRIPT is a module name, run as `python -m MODULE`.")
+@click.option("--no-python", is_flag=True,
+              help="SCRIPT is an executable, run directly instead of with python.")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, metavar="M",
+              help="Hosts in the job; start ringrun on each with its --node-rank.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="K", help="This host's index: its ranks are K*N .. K*N+N-1.")
+@click.option("--master-addr", metavar="HOST",
+              help="Node 0's address, where the store listens (required with --nnodes > 1). "
+                   "[default: 127.0.0.1]")
+@click.option("--master-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Store port. [default: a free port on a single host, 29500 with --nnodes > 1]")
+@click.option("--bind-addr", metavar="ADDR",
+              help="Address node 0 binds the store to, e.g. 0.0.0.0 for every interface. "
+                   "[default: the address --master-addr resolves to]")
+@click.option("--token", envvar="RINGRT_TOKEN", show_envvar=True, metavar="SECRET",
+              help="Shared secret every worker presents to the store; required with --nnodes > 1 "
+                   "(prefer the variable: options show up in `ps`). [default: a fresh random one "
+                   "per job on a single host]")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="K", help="Restart the whole group up to K times after a failure, with "
+                                "RINGRT_RESTART_COUNT incremented.")
+@click.option("--grace", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              metavar="SECONDS", help="Time between SIGTERM and SIGKILL when stopping workers.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Default collective timeout of the job (sets RINGRT_TIMEOUT).")
+@click.option("--log-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Also write each rank's output, unprefixed, to DIR/rank{RANK}.log "
+                   "(stdout and stderr; emptied at start, appended across restarts).")
+@click.option("--local-ranks-filter", metavar="RANKS",
+              help="Show only these local ranks' output on the console, e.g. 0,2 (the failure "
+                   "summary and log files still cover every rank).")
+@click.option("--quiet-ranks", is_flag=True,
+              help="Same as --local-ranks-filter 0: show only local rank 0 of this host "
+                   "(rank 0 on a single host).")
+@click.option("--cpu-bind", is_flag=True,
+              help="Pin local rank i to the i-th (mod count) CPU this process may use.")
+@click.version_option(package_name="ringrt", prog_name="ringrun")
+@click.argument("target", metavar="SCRIPT")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def main(ctx: click.Context, **options) -> None:
+    """Run SCRIPT [ARGS]... as N ringrt workers on this host (see the examples below).
+
+    Everything after SCRIPT (or after the module name with -m) is passed to the script
+    untouched, including arguments that look like ringrun options. Each output line appears
+    as "[RANK] line". When a worker fails, the others are stopped, a summary names the
+    failed rank, and ringrun exits with that worker's status.
+    """
+    config = build_config(options)
+    # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors
+    # should not pay.
+    from launcher.supervisor import Supervisor
+
+    console = Console()
+    _warn_unreachable_store(config, console)
+    server = host_store(config)
+    status = None
+    try:
+        port = server.port if server is not None else config.master_port
+        with ipc_directory() as ipc_dir:
+            status = Supervisor(config, port, console, ipc_dir).run()
+    finally:
+        release_store(server, config, console, succeeded=status == 0)
+    ctx.exit(status)
+
+
+def _warn_unreachable_store(config: LaunchConfig, console: Console) -> None:
+    """Several hosts and a loopback store address: only this host can reach the store."""
+    if config.nnodes > 1 and config.hosts_store and _is_loopback(config.store_host):
+        console.note(f"warning: the store listens on {config.store_host} (loopback): workers "
+                     "on other hosts cannot reach it; give --master-addr this host's network "
+                     "address (or --bind-addr 0.0.0.0)")
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

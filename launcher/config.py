@@ -1,0 +1,208 @@
+"""The job as ``ringrun`` understood it: click options -> one frozen :class:`LaunchConfig`.
+
+Every check that can fail before a process starts lives here (``build_config``), so a mistake
+is reported as a usage error (exit 2) naming the option and the fix, and nothing is spawned.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+
+import click
+
+DEFAULT_MASTER_PORT = 29500        # torchrun's default, used when several nodes must agree
+LOOPBACK = "127.0.0.1"
+RESOLVE_TIMEOUT = 10.0             # seconds; getaddrinfo has no timeout of its own
+TOKEN_HELP = (
+    "set the same secret on every host, e.g.\n"
+    "    export RINGRT_TOKEN=$(python -c 'import secrets;print(secrets.token_hex(16))')\n"
+    "(or pass --token, which other users can see in `ps`)"
+)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One ``ringrun`` invocation, validated.
+
+    ``store_host`` is the address node 0 binds the store to; ``master_port`` 0 means "choose a
+    free port" (single host only). ``console_ranks`` holds the local ranks whose output is shown
+    on the console (None: all); log files always get every rank.
+    """
+
+    nproc: int
+    target: str
+    args: tuple[str, ...] = ()
+    module: bool = False
+    no_python: bool = False
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = LOOPBACK
+    master_port: int = 0
+    store_host: str = LOOPBACK
+    token: str = ""
+    max_restarts: int = 0
+    grace: float = 3.0
+    timeout: float | None = None
+    log_dir: str | None = None
+    console_ranks: frozenset[int] | None = None
+    cpu_bind: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc
+
+    @property
+    def hosts_store(self) -> bool:
+        """Only node 0's launcher hosts the rendezvous store."""
+        return self.node_rank == 0
+
+    def global_rank(self, local_rank: int) -> int:
+        return self.node_rank * self.nproc + local_rank
+
+    def command(self) -> list[str]:
+        """The worker command line, as ``python`` / ``python -m`` / the bare executable."""
+        if self.no_python:
+            return [self.target, *self.args]
+        if self.module:
+            return [sys.executable, "-m", self.target, *self.args]
+        return [sys.executable, self.target, *self.args]
+
+
+def build_config(opts: dict) -> LaunchConfig:
+    """Validate the click options of ``ringrun`` and freeze them.
+
+    Raises:
+        click.UsageError: (exit 2) any option or combination that cannot work.
+    """
+    multi_host = opts["nnodes"] > 1
+    _check_target(opts["target"], opts["module"], opts["no_python"])
+    _check_node(opts["nnodes"], opts["node_rank"], opts["master_addr"])
+    master_addr = opts["master_addr"] or LOOPBACK
+    master_ip = resolve_host(master_addr, "--master-addr")
+    store_host = opts["bind_addr"] or master_ip
+    if opts["bind_addr"]:
+        resolve_host(opts["bind_addr"], "--bind-addr")
+    port = opts["master_port"]
+    if port is None:
+        port = DEFAULT_MASTER_PORT if multi_host else 0
+    if opts["cpu_bind"] and not hasattr(os, "sched_setaffinity"):
+        raise click.UsageError("--cpu-bind needs os.sched_setaffinity (Linux)")
+    return LaunchConfig(
+        nproc=opts["nproc"],
+        target=opts["target"],
+        args=tuple(opts["args"]),
+        module=opts["module"],
+        no_python=opts["no_python"],
+        nnodes=opts["nnodes"],
+        node_rank=opts["node_rank"],
+        master_addr=master_addr,
+        master_port=port,
+        store_host=store_host,
+        token=_token(opts["token"], multi_host),
+        max_restarts=opts["max_restarts"],
+        grace=opts["grace"],
+        timeout=opts["timeout"],
+        log_dir=_log_dir(opts["log_dir"]),
+        console_ranks=_console_ranks(opts["local_ranks_filter"], opts["quiet_ranks"],
+                                     opts["nproc"]),
+        cpu_bind=opts["cpu_bind"],
+    )
+
+
+def _check_target(target: str, module: bool, no_python: bool) -> None:
+    if module and no_python:
+        raise click.UsageError("-m/--module and --no-python cannot be used together")
+    if module:
+        return                      # python -m reports a missing module itself, in the summary
+    if no_python:
+        if shutil.which(target) is None:
+            raise click.BadParameter(
+                f"executable {target!r} not found on PATH and not an executable file",
+                param_hint="SCRIPT")
+        return
+    if not os.path.isfile(target):
+        hint = " (use -m for a module)" if "/" not in target and not target.endswith(".py") else ""
+        raise click.BadParameter(
+            f"script {target!r} not found (working directory: {os.getcwd()}){hint}",
+            param_hint="SCRIPT")
+
+
+def _check_node(nnodes: int, node_rank: int, master_addr: str | None) -> None:
+    if not 0 <= node_rank < nnodes:
+        raise click.BadParameter(
+            f"node rank {node_rank} is not in [0, {nnodes}) for --nnodes {nnodes}",
+            param_hint="--node-rank")
+    if nnodes > 1 and not master_addr:
+        raise click.UsageError(
+            f"--nnodes {nnodes} needs --master-addr: the address of node 0, reachable from "
+            "every host (and the same --master-port on every host)")
+
+
+def resolve_host(host: str, option: str) -> str:
+    """The first IP address ``host`` resolves to, or a usage error naming ``option``."""
+    result: list = []
+
+    def lookup():
+        try:
+            result.append(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+        except (OSError, UnicodeError) as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=lookup, daemon=True, name="resolve")
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT)
+    if not result:
+        raise click.BadParameter(
+            f"cannot resolve {host!r}: no answer within {RESOLVE_TIMEOUT:g} s", param_hint=option)
+    if isinstance(result[0], Exception):
+        raise click.BadParameter(
+            f"cannot resolve {host!r} ({result[0]}); give a host name this machine can resolve "
+            "or an IP address", param_hint=option)
+    return result[0]
+
+
+def _token(token: str | None, multi_host: bool) -> str:
+    if token:
+        return token
+    if multi_host:
+        raise click.UsageError(
+            "a multi-host job needs a shared RINGRT_TOKEN so that only your hosts can join the "
+            "rendezvous store; " + TOKEN_HELP)
+    return secrets.token_hex(16)        # fresh per job: no other local user can join
+
+
+def _log_dir(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {path!r}: {exc}", param_hint="--log-dir") from None
+    return os.path.abspath(path)
+
+
+def _console_ranks(spec: str | None, quiet: bool, nproc: int) -> frozenset[int] | None:
+    if spec is not None and quiet:
+        raise click.UsageError("use either --local-ranks-filter or --quiet-ranks, not both")
+    if quiet:
+        return frozenset({0})
+    if spec is None:
+        return None
+    try:
+        ranks = frozenset(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{spec!r} is not a comma-separated list of local ranks, e.g. 0,2",
+            param_hint="--local-ranks-filter") from None
+    outside = sorted(r for r in ranks if not 0 <= r < nproc)
+    if not ranks or outside:
+        raise click.BadParameter(
+            f"local ranks must be in [0, {nproc}) for -n {nproc}, got {spec!r}",
+            param_hint="--local-ranks-filter")
+    return ranks

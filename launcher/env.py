@@ -1,0 +1,71 @@
+"""The environment each worker starts with (what ``ringrt.init_process_group`` reads).
+
+==========================  ===================================================================
+``RANK``                    ``node_rank * nproc + local_rank``
+``LOCAL_RANK``              0 .. nproc-1 on this host
+``WORLD_SIZE``              ``nnodes * nproc``
+``LOCAL_WORLD_SIZE``        nproc
+``NODE_RANK``               this host's ``--node-rank``
+``MASTER_ADDR/PORT``        where the rendezvous store listens (the port node 0 bound)
+``RINGRT_TOKEN``            the job's shared secret (fresh per job on a single host)
+``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart
+``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
+``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
+``RINGRT_IPC_DIR``          a short per-job directory under /tmp for the workers' ipc:// socket
+                            files, removed when the job ends (even if workers were SIGKILLed);
+                            an ``RINGRT_IPC_DIR`` already set is passed on and left alone
+``OMP_NUM_THREADS``         1 when several workers share the host and it is not already set
+                            (as torchrun does), so N workers do not each start a thread per core
+``PYTHONUNBUFFERED``        1, so output reaches the console line by line
+==========================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+
+from launcher.config import LaunchConfig
+
+
+def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master_port: int,
+               ipc_dir: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The launcher's environment (or ``base``) plus the variables in the table above."""
+    env = dict(os.environ if base is None else base)
+    if config.nproc > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(
+        RANK=str(config.global_rank(local_rank)),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(config.world_size),
+        LOCAL_WORLD_SIZE=str(config.nproc),
+        NODE_RANK=str(config.node_rank),
+        MASTER_ADDR=config.master_addr,
+        MASTER_PORT=str(master_port),
+        RINGRT_TOKEN=config.token,
+        RINGRT_RESTART_COUNT=str(restart_count),
+        RINGRT_STORE_HOSTED="1",
+        RINGRT_IPC_DIR=ipc_dir,
+        PYTHONUNBUFFERED="1",
+    )
+    if config.timeout is not None:
+        env["RINGRT_TIMEOUT"] = repr(config.timeout)
+    return env
+
+
+@contextlib.contextmanager
+def ipc_directory() -> Iterator[str]:
+    """The job's ``RINGRT_IPC_DIR``: the user's, or a fresh one removed on exit."""
+    preset = os.environ.get("RINGRT_IPC_DIR")
+    if preset:
+        yield preset
+        return
+    # Short and under /tmp: AF_UNIX socket paths are capped at 107 bytes.
+    path = tempfile.mkdtemp(prefix="ringrun-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
