@@ -53,11 +53,17 @@ class _Comm:
         self.rank, self.world_size, self.store = rank, world_size, store
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
-        endpoints = Endpoints(route_address(store.host), self.ipc_dir)
-        self.transport = Transport(self.context, rank, endpoints)
-        self.sentinel = Sentinel(self.context, rank, world_size, endpoints)
-        cards = _rendezvous(store, namespace, rank, world_size,
-                            {"data": self.transport.card, "heart": self.sentinel.card}, deadline)
+        try:
+            endpoints = Endpoints(route_address(store.host), self.ipc_dir)
+            self.transport = Transport(self.context, rank, endpoints)
+            self.sentinel = Sentinel(self.context, rank, world_size, endpoints)
+            cards = _rendezvous(store, namespace, rank, world_size,
+                                {"data": self.transport.card, "heart": self.sentinel.card},
+                                deadline)
+        except BaseException:
+            self.context.destroy(linger=0)
+            remove_ipc_dir(self.ipc_dir)
+            raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
