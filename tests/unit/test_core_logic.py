@@ -1,0 +1,117 @@
+"""Tier 1: the core's pure logic (no sockets): env resolution, wire header, objects, chunking."""
+
+import datetime
+
+import numpy as np
+import pytest
+
+from ringrt import _algorithms, _objects, _wire
+from ringrt._deadline import Deadline, seconds
+from ringrt._env import _first_slurm_host, resolve_job
+from ringrt._reduce_ops import ReduceOp, combiner, finish
+
+
+def test_env_method_reads_ringrun_variables():
+    env = {"RANK": "2", "WORLD_SIZE": "4", "MASTER_ADDR": "h0", "MASTER_PORT": "1234",
+           "RINGRT_TOKEN": "t", "LOCAL_RANK": "1", "RINGRT_RESTART_COUNT": "3"}
+    job = resolve_job(None, None, None, env=env)
+    assert (job.rank, job.world_size, job.master_addr, job.master_port, job.token) == \
+        (2, 4, "h0", 1234, "t")
+    assert (job.local_rank, job.restart_count, job.source) == (1, 3, "env")
+
+
+def test_slurm_fallback_when_rank_is_absent():
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+           "SLURM_JOB_NODELIST": "node[03-05,9]", "SLURM_JOB_ID": "77"}
+    job = resolve_job(None, None, None, env=env)
+    assert (job.rank, job.world_size, job.source, job.master_addr) == (5, 8, "slurm", "node03")
+    assert job.master_port == resolve_job(None, None, None, env=dict(env, SLURM_PROCID="0")) \
+        .master_port                                  # every rank derives the same port
+
+
+@pytest.mark.parametrize("rank_var,size_var,source", [
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "openmpi"),
+    ("PMI_RANK", "PMI_SIZE", "pmi"),
+])
+def test_mpi_fallbacks(rank_var, size_var, source):
+    job = resolve_job(None, None, None, env={rank_var: "1", size_var: "2"})
+    assert (job.rank, job.world_size, job.source, job.master_addr) == (1, 2, source, "127.0.0.1")
+
+
+def test_tcp_method_and_errors():
+    job = resolve_job("tcp://10.0.0.1:999", 0, 2, env={})
+    assert (job.master_addr, job.master_port, job.source) == ("10.0.0.1", 999, "tcp")
+    with pytest.raises(ValueError, match="cannot tell this process's rank"):
+        resolve_job(None, None, None, env={})
+    with pytest.raises(ValueError, match="not supported"):
+        resolve_job("file:///tmp/x", 0, 1, env={})
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 2\)"):
+        resolve_job("tcp://h:1", 2, 2, env={})
+
+
+def test_first_slurm_host():
+    assert _first_slurm_host("gpu1,gpu2") == "gpu1"
+    assert _first_slurm_host("n[10-12]") == "n10"
+
+
+def test_header_round_trip_and_garbage():
+    raw = _wire.pack(_wire.DATA, 1, 11, 1, _wire.INLINE, 3, 2, 99, 12345, 1, 7)
+    assert len(raw) == _wire.HEADER_BYTES == 40
+    header = _wire.unpack(raw + b"payload")
+    assert (header.group, header.src, header.seq, header.count, header.index) == (3, 2, 99,
+                                                                                   12345, 7)
+    assert header.signature() == (1, 11, 12345, 1, 1)
+    for garbage in (b"", b"x" * 39, b"\0" * 40):
+        with pytest.raises(_wire.BadFrame):
+            _wire.unpack(garbage)
+
+
+def test_objects_round_trip_without_pickle():
+    value = {"a": (1, [2, 3]), "arr": np.arange(6, dtype=np.int16).reshape(2, 3),
+             "s": np.float32(2.5), "b": b"\x00", "n": None, 3: "int key"}
+    back = _objects.decode(_objects.encode(value))
+    assert back["a"] == (1, [2, 3]) and back[3] == "int key" and back["b"] == b"\x00"
+    assert back["arr"].dtype == np.int16 and (back["arr"] == value["arr"]).all()
+    assert isinstance(back["s"], np.float32)
+    for bad in (object(), {1, 2}, np.array([object()]), 2**70):
+        with pytest.raises(TypeError, match="never pickles"):
+            _objects.encode(bad)
+
+
+def test_chunks_and_segments_cover_exactly():
+    for count in (0, 1, 5, 1000, 1001):
+        for parts in (1, 2, 3, 4):
+            bounds = _algorithms.chunk_bounds(count, parts)
+            assert bounds[0][0] == 0 and bounds[-1][1] == count
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
+    pieces = _algorithms.segments(10, 10 + 3 * 2**20, 4)
+    assert pieces[0][0] == 10 and pieces[-1][1] == 10 + 3 * 2**20
+    assert all((b - a) * 4 <= _algorithms.segment_bytes() for a, b in pieces)
+
+
+def test_algorithm_choice_and_override(monkeypatch):
+    assert _algorithms.choose("all_reduce", 4) == "recursive_doubling"
+    assert _algorithms.choose("all_reduce", 16 << 20) == "ring"
+    monkeypatch.setenv("RINGRT_ALGO", "all_reduce=ring")
+    assert _algorithms.choose("all_reduce", 4) == "ring"
+    monkeypatch.setenv("RINGRT_ALGO", "all_reduce=bogus")
+    with pytest.raises(ValueError, match="RINGRT_ALGO"):
+        _algorithms.choose("all_reduce", 4)
+
+
+def test_reduce_ops_on_bool_and_avg():
+    a, b = np.array([True, False, False]), np.array([True, True, False])
+    combiner(ReduceOp.SUM, a.dtype)(a, b)
+    assert a.tolist() == [True, True, False]
+    x = np.array([2.0, 4.0])
+    finish(ReduceOp.AVG, x, 2)
+    assert x.tolist() == [1.0, 2.0]
+
+
+def test_deadline_and_timeouts():
+    assert seconds(datetime.timedelta(seconds=1.5)) == 1.5
+    assert Deadline(None).remaining() is None and not Deadline(None).expired()
+    assert Deadline(0).expired()
+    with pytest.raises(ValueError):
+        seconds(-1)
