@@ -22,7 +22,6 @@ import threading
 
 import zmq
 
-from ringrt._env import env_flag
 from ringrt.errors import DistError
 
 
@@ -117,6 +116,7 @@ class Transport:
         self.inbox.setsockopt(zmq.LINGER, 0)
         self.card = endpoints.bind(self.inbox, f"{rank}.d")
         self._outboxes: dict[int, zmq.Socket] = {}
+        self.routes: dict[int, str] = {}          # peer -> "ipc" | "tcp" (what connect chose)
         self._send_lock = threading.Lock()
         self._poller = zmq.Poller()
         self._poller.register(self.inbox, zmq.POLLIN)
@@ -129,8 +129,10 @@ class Transport:
             out = self._context.socket(zmq.PUSH)
             out.setsockopt(zmq.SNDHWM, 0)
             out.setsockopt(zmq.LINGER, -1)
-            out.connect(self._endpoints.choose(card))
+            address = self._endpoints.choose(card)
+            out.connect(address)
             self._outboxes[peer] = out
+            self.routes[peer] = address.split(":", 1)[0]
 
     def send(self, dst: int, first, payload=None, track: bool = False):
         """Send one message: ``first`` (header, maybe with inline payload) [+ ``payload``].
@@ -179,7 +181,3 @@ def remove_ipc_dir(path: str) -> None:
     """Delete this rank's socket directory (called once every socket is closed)."""
     shutil.rmtree(path, ignore_errors=True)
 
-
-def want_encryption() -> bool:
-    """Whether the job asked for CurveZMQ encryption (``RINGRT_ENCRYPT=1``)."""
-    return env_flag("RINGRT_ENCRYPT")
