@@ -1,0 +1,185 @@
+"""Train a NumPy MLP on the UCI handwritten digits, data parallel over ringrt ranks.
+
+    ringrun -n 4 examples/train.py                  # DDP, bucket all-reduce overlapping backward
+    ringrun -n 4 examples/train.py --zero           # ZeRO-1: Adam state sharded over the ranks
+    ringrun -n 4 --max-restarts 1 examples/train.py --ckpt-dir /tmp/ckpt --ckpt-every 20 \\
+        --crash-at-step 50                          # rank 1 dies once; the job resumes
+    python examples/train.py                        # a world of one process
+
+The global batch (``--batch-size``) is split evenly over the ranks; each rank reads its part of
+every epoch through DistributedSampler + DataLoader. Checkpoints hold the parameters, the
+optimizer state and the data position, so a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # mlp.py, when run as a script
+from mlp import MLP, load_digits  # noqa: E402
+
+import ringrt as dist  # noqa: E402
+from ringrt import checkpoint  # noqa: E402
+from ringrt.data import ArrayDataset, DataLoader, DistributedSampler  # noqa: E402
+from ringrt.ddp import DistributedDataParallel  # noqa: E402
+from ringrt.optim import Adam, ZeroRedundancyOptimizer  # noqa: E402
+
+
+@click.command()
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=64, show_default=True,
+              help="Global batch size, split evenly over the ranks.")
+@click.option("--lr", default=3e-3, show_default=True, help="Adam learning rate.")
+@click.option("--seed", default=0, show_default=True, help="Model init and shuffling seed.")
+@click.option("--hidden", default="128,64", show_default=True, help="Hidden layer widths.")
+@click.option("--zero", is_flag=True, help="ZeRO-1 sharded Adam instead of DDP + Adam.")
+@click.option("--no-overlap", is_flag=True,
+              help="DDP: reduce every bucket after the backward instead of during it.")
+@click.option("--bucket-cap-mb", default=0.025, show_default=True,
+              help="DDP bucket size (small, so this small model gets several buckets).")
+@click.option("--ckpt-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--ckpt-every", default=0, show_default=True, help="Checkpoint every K steps.")
+@click.option("--resume", is_flag=True,
+              help="Resume from --ckpt-dir (automatic when RINGRT_RESTART_COUNT > 0).")
+@click.option("--crash-at-step", default=0, help="Fault injection: rank 1 exits at step N "
+              "(first attempt only).")
+@click.option("--save-params", type=click.Path(dir_okay=False), default=None,
+              help="Rank 0 saves the final parameters here (.npz).")
+def main(**opts) -> None:
+    """Train the digits MLP (see the module docstring)."""
+    init_distributed()
+    try:
+        train(**opts)
+    finally:
+        dist.destroy_process_group()
+
+
+def init_distributed() -> None:
+    """Join the job; started without a launcher (no RANK), become a world of one."""
+    try:
+        dist.init_process_group()
+    except ValueError:
+        if "RANK" in os.environ:
+            raise
+        os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="0")
+        dist.init_process_group()
+
+
+def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb, ckpt_dir,
+          ckpt_every, resume, crash_at_step, save_params) -> None:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if batch_size % world:
+        raise click.UsageError(f"--batch-size {batch_size} must be a multiple of the world "
+                               f"size {world}")
+    x_train, y_train, x_test, y_test = load_digits()
+    dataset = ArrayDataset(x_train, y_train)
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
+    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, drop_last=True)
+
+    sizes = (x_train.shape[1], *map(int, hidden.split(",")), 10)
+    model = MLP(sizes, seed=seed)
+    step_fn, optimizer = make_trainer(model, lr, zero, not no_overlap, bucket_cap_mb)
+
+    restart = int(os.environ.get("RINGRT_RESTART_COUNT", "0"))
+    step = 0
+    if ckpt_dir and (resume or restart > 0) and checkpoint.exists(ckpt_dir):
+        extra = checkpoint.load(ckpt_dir, model.params, optimizer)
+        step = extra["step"]
+        loader.load_state_dict(extra["loader"])
+        say(rank, f"resumed from {ckpt_dir} at step {step} (restart {restart})")
+
+    say(rank, f"world {world}, {'ZeRO-1 Adam' if zero else 'DDP + Adam'}, model {sizes}, "
+              f"{len(loader)} steps/epoch of {batch_size} samples")
+    start, first_step, loss, throughput = time.perf_counter(), step, float("nan"), 0.0
+    for epoch in range(sampler.epoch, epochs):
+        sampler.set_epoch(epoch)
+        with progress(rank, len(loader), f"epoch {epoch + 1}/{epochs}") as bar:
+            for x, y in loader:
+                step += 1
+                if step == crash_at_step and rank == 1 and restart == 0:
+                    print(f"fault injection: rank 1 exits at step {step}", flush=True)
+                    os._exit(17)
+                loss = step_fn(x, y)
+                throughput = (step - first_step) * batch_size / (time.perf_counter() - start)
+                bar.show(loss, throughput)
+                if ckpt_dir and ckpt_every and step % ckpt_every == 0:
+                    checkpoint.save(ckpt_dir, model.params, optimizer,
+                                    extra={"step": step, "loader": loader.state_dict()})
+        say(rank, f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {throughput:,.0f} samples/s, "
+                  f"test accuracy {model.accuracy(x_test, y_test):.2%}")
+
+    say(rank, f"final test accuracy {model.accuracy(x_test, y_test):.2%} after {step} steps "
+              f"({time.perf_counter() - start:.1f} s)")
+    if save_params and rank == 0:
+        np.savez(save_params, **model.params)
+
+
+def make_trainer(model: MLP, lr: float, zero: bool, overlap: bool, bucket_cap_mb: float):
+    """Return ``(step(x, y) -> loss, optimizer)`` for DDP + Adam or for ZeRO-1 Adam."""
+    if zero:
+        optimizer = ZeroRedundancyOptimizer(model.params, Adam, lr=lr)
+        grads = {name: np.zeros_like(p) for name, p in model.params.items()}
+
+        def zero_step(x, y):
+            loss = model.loss_and_grads(x, y, grads)      # local grads; step() averages them
+            optimizer.step(grads)
+            return loss
+        return zero_step, optimizer
+
+    ddp = DistributedDataParallel(model.params, bucket_cap_mb=bucket_cap_mb)
+    model.params = ddp.params                 # ddp owns the parameters from here on
+    optimizer = Adam(ddp.params, lr=lr)
+
+    def ddp_step(x, y):
+        # grad_ready per finished gradient: its bucket's all-reduce starts during the backward
+        loss = model.loss_and_grads(x, y, ddp.grads, ddp.grad_ready if overlap else None)
+        ddp.sync()
+        optimizer.step(ddp.grads)
+        return loss
+    return ddp_step, optimizer
+
+
+class _Bar:
+    """Rank 0's click progress bar with the latest loss and throughput."""
+
+    def __init__(self, bar):
+        self.bar, self.status = bar, ""
+
+    def show(self, loss: float, samples_per_s: float) -> None:
+        self.status = f"loss {loss:.3f}, {samples_per_s:,.0f} samples/s"
+        self.bar.update(1)
+
+
+class _NoBar:
+    def show(self, loss: float, samples_per_s: float) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def progress(rank: int, length: int, label: str):
+    """Rank 0's progress bar on a terminal. Under ringrun, output goes through the launcher
+    line by line (a \r-drawn bar cannot), so the per-epoch lines carry loss and samples/s."""
+    if rank != 0 or not sys.stdout.isatty():
+        yield _NoBar()
+        return
+    holder = _Bar(None)
+    with click.progressbar(length=length, label=label, width=24,
+                           item_show_func=lambda _: holder.status) as bar:
+        holder.bar = bar
+        yield holder
+
+
+def say(rank: int, message: str) -> None:
+    if rank == 0:
+        click.echo(message)
+
+
+if __name__ == "__main__":
+    main()

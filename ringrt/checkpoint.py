@@ -1,0 +1,344 @@
+"""Sharded, atomic checkpoints: .npy files plus a JSON manifest, never pickle.
+
+On disk (``directory`` is shared by every rank, e.g. a local or network file system)::
+
+    directory/
+        LATEST                   "ckpt-000007": the newest complete checkpoint
+        ckpt-000007/
+            manifest.json        world size, parameter names/shapes, optimizer kind, extra
+            param-0000.npy ...   parameters, written by rank 0 (they are replicated)
+            optim-r00000.json    a rank's optimizer state tree, arrays replaced by file names
+            optim-r00000-0000.npy ...   its arrays (ZeRO: every rank; otherwise rank 0 only)
+        .incomplete/             a save in progress (or one that crashed): ignored by load
+
+Atomicity: every rank writes into ``.incomplete`` and fsyncs its files; a barrier; rank 0
+writes the manifest, fsyncs the directory, renames it to ``ckpt-N``, then atomically replaces
+``LATEST`` and only then deletes older checkpoints; a final barrier. A crash at any point leaves
+``LATEST`` naming a complete checkpoint.
+
+Re-sharding: ZeRO state arrays with one element per shard element are "sharded". Loading into a
+different world size reads (memory-mapped) only the parts of the old shards that overlap the
+new rank's range, so each rank reads about ``1/world`` of the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+import ringrt as dist
+from ringrt._flat import FlatLayout
+from ringrt.optim.zero import ZeroRedundancyOptimizer
+
+FORMAT = "ringrt-checkpoint/1"
+LATEST = "LATEST"
+STAGING = ".incomplete"
+MANIFEST = "manifest.json"
+
+# Test hook: called with the stage name ("staged", "params-written", "shards-written",
+# "renamed") on every rank; a fault test makes it os._exit to crash mid-save.
+fault_hook: Callable[[str], None] | None = None
+
+_TAGS = ("__ndarray__", "__tuple__", "__items__")
+
+
+def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None,
+         extra=None, *, group=None) -> Path:
+    """Write a checkpoint atomically; every rank of ``group`` must call it.
+
+    Args:
+        directory: checkpoint root (created if missing), visible to every rank.
+        params: name -> ndarray, replicated (rank 0's copy is written).
+        optimizer: None, a plain optimizer (replicated state: rank 0 writes it) or a
+            :class:`ZeroRedundancyOptimizer` (each rank writes its shard).
+        extra: JSON values and ndarrays (step, epoch, RNG state...), from rank 0;
+            returned by :func:`load`.
+        group: the ranks saving together (default: the world). Every rank of a ZeRO
+            optimizer's group must be in it.
+
+    Returns:
+        The new checkpoint's directory (``directory/ckpt-N``).
+    """
+    root, rank = Path(directory), dist.get_rank(group)
+    staging = root / STAGING
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)      # a crashed save's leftovers
+        staging.mkdir()
+    dist.barrier(group=group)
+    _fault("staged")
+    manifest = _write_rank_files(staging, rank, params, optimizer, extra)
+    _fsync_dir(staging)
+    _fault("shards-written")
+    dist.barrier(group=group)
+    final = _publish(root, staging, manifest, dist.get_world_size(group)) if rank == 0 else None
+    dist.barrier(group=group)
+    return final or _checkpoint_dir(root)
+
+
+def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None):
+    """Restore parameters (in place) and optimizer state; works across world sizes.
+
+    Args:
+        directory: a checkpoint root (follows ``LATEST``) or one ``ckpt-N`` directory.
+        params: name -> ndarray to overwrite in place (same names and shapes as saved).
+        optimizer: the optimizer to restore, of the same kind (plain or ZeRO) as saved.
+
+    Returns:
+        The ``extra`` given to :func:`save`.
+
+    Raises:
+        FileNotFoundError: no complete checkpoint. KeyError / ValueError: names, shapes or
+            optimizer kind differ from the checkpoint's.
+    """
+    path = _checkpoint_dir(Path(directory))
+    manifest = json.loads((path / MANIFEST).read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint (format {manifest.get('format')!r})")
+    _load_params(path, manifest["params"], params)
+    if optimizer is not None:
+        _load_optimizer(path, manifest, optimizer)
+    return _decode(manifest["extra"], lambda leaf: _load_npy(path, leaf))
+
+
+def exists(directory: str | os.PathLike) -> bool:
+    """True if ``directory`` holds a complete checkpoint that :func:`load` can read."""
+    try:
+        _checkpoint_dir(Path(directory))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+def _write_rank_files(staging: Path, rank: int, params, optimizer, extra) -> dict | None:
+    """Write this rank's files into ``staging``; rank 0 returns the manifest to publish."""
+    is_zero = isinstance(optimizer, ZeroRedundancyOptimizer)
+    if optimizer is not None and (is_zero or rank == 0):
+        state, shard_len, owner = optimizer.state_dict(), -1, rank
+        if is_zero:                      # the layout goes to the manifest, once
+            (start, stop), state = state["zero"]["shard"], state["optimizer"]
+            shard_len, owner = stop - start, optimizer.rank
+        skeleton = _store_arrays(staging, _optim_stem(owner), state, shard_len)
+        _write_bytes(staging / f"{_optim_stem(owner)}.json", json.dumps(skeleton).encode())
+    if rank != 0:
+        return None
+    names = list(params)
+    for i, name in enumerate(names):
+        _write_npy(staging / f"param-{i:04d}.npy", params[name])
+    _fault("params-written")
+    return {
+        "format": FORMAT,
+        "params": {"names": names, "files": [f"param-{i:04d}.npy" for i in range(len(names))]},
+        "optimizer": _optimizer_manifest(optimizer),
+        "extra": _store_arrays(staging, "extra", extra),
+    }
+
+
+def _optimizer_manifest(optimizer) -> dict | None:
+    if optimizer is None:
+        return None
+    if isinstance(optimizer, ZeroRedundancyOptimizer):
+        return {"kind": "zero", "class": type(optimizer.optim).__name__,
+                "layout": optimizer.layout.to_json(), "world_size": optimizer.world_size}
+    return {"kind": "replicated", "class": type(optimizer).__name__}
+
+
+def _store_arrays(staging: Path, stem: str, tree, shard_len: int = -1):
+    """Write the arrays of ``tree`` as ``{stem}-NNNN.npy``; return its JSON skeleton.
+
+    An array of shape ``(shard_len,)`` is marked ``sharded`` (per-element ZeRO state).
+    """
+    count = 0
+
+    def put(array: np.ndarray) -> dict:
+        nonlocal count
+        name, count = f"{stem}-{count:04d}.npy", count + 1
+        _write_npy(staging / name, array)
+        return {"__ndarray__": name, "sharded": array.shape == (shard_len,)}
+
+    return _encode(tree, put)
+
+
+def _publish(root: Path, staging: Path, manifest: dict, world_size: int) -> Path:
+    """Rank 0, after every rank's files are durable: manifest, rename, LATEST, clean up."""
+    manifest["world_size"] = world_size
+    _write_bytes(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
+    _fsync_dir(staging)
+    numbers = [int(p.name[5:]) for p in root.glob("ckpt-*") if p.name[5:].isdigit()]
+    final = root / f"ckpt-{max(numbers, default=0) + 1:06d}"
+    os.rename(staging, final)
+    _fsync_dir(root)
+    _fault("renamed")
+    _write_bytes(root / (LATEST + ".tmp"), final.name.encode())
+    os.replace(root / (LATEST + ".tmp"), root / LATEST)
+    _fsync_dir(root)
+    for old in root.glob("ckpt-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _optim_stem(rank: int) -> str:
+    """File-name stem of a rank's optimizer state: its ``.json`` and ``-NNNN.npy`` arrays."""
+    return f"optim-r{rank:05d}"
+
+
+def _fault(stage: str) -> None:
+    if fault_hook is not None:
+        fault_hook(stage)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def _checkpoint_dir(root: Path) -> Path:
+    """The complete checkpoint ``root`` designates: ``root/LATEST``'s target, or root itself."""
+    pointer = root / LATEST
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if (path / MANIFEST).is_file():
+            return path
+    if (root / MANIFEST).is_file():
+        return root
+    raise FileNotFoundError(f"no complete ringrt checkpoint in {root} (no {LATEST} or {MANIFEST})")
+
+
+def _load_params(path: Path, saved: dict, params: Mapping[str, np.ndarray]) -> None:
+    missing = [n for n in saved["names"] if n not in params]
+    unknown = [n for n in params if n not in saved["names"]]
+    if missing or unknown:
+        raise KeyError(f"checkpoint {path} does not match params: params lack {missing}, "
+                       f"checkpoint lacks {unknown}")
+    for name, file in zip(saved["names"], saved["files"]):
+        array = np.load(path / file, allow_pickle=False)
+        if array.shape != params[name].shape:
+            raise ValueError(f"checkpoint {path}: {name!r} has shape {array.shape}, params "
+                             f"have {params[name].shape}")
+        np.copyto(params[name], array)
+
+
+def _load_optimizer(path: Path, manifest: dict, optimizer) -> None:
+    saved = manifest["optimizer"]
+    is_zero = isinstance(optimizer, ZeroRedundancyOptimizer)
+    kind = "zero" if is_zero else "replicated"
+    if saved is None or saved["kind"] != kind:
+        raise ValueError(f"checkpoint {path} holds {saved and saved['kind']} optimizer state, "
+                         f"cannot load it into a {kind} optimizer ({type(optimizer).__name__})")
+    skeleton = json.loads((path / f"{_optim_stem(0)}.json").read_text())
+    if not is_zero:
+        optimizer.load_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
+        return
+    _check_same_params(path, FlatLayout.from_json(saved["layout"]), optimizer.layout)
+    reshard = _Resharder(path, saved, optimizer)
+    inner = _decode(skeleton, reshard.leaf)
+    optimizer.load_state_dict({"zero": optimizer.meta(), "optimizer": inner})
+
+
+def _load_npy(path: Path, leaf: dict) -> np.ndarray:
+    return np.load(path / leaf["__ndarray__"], allow_pickle=False)
+
+
+def _check_same_params(path: Path, saved: FlatLayout, mine: FlatLayout) -> None:
+    if saved.shapes != mine.shapes or saved.dtype != mine.dtype:
+        raise ValueError(f"checkpoint {path}: ZeRO state was saved for other parameters "
+                         f"({saved.names} {saved.dtype}) than this optimizer's "
+                         f"({mine.names} {mine.dtype})")
+
+
+class _Resharder:
+    """Builds this rank's slice of each sharded state array from the old ranks' files."""
+
+    def __init__(self, path: Path, saved: dict, optimizer: ZeroRedundancyOptimizer):
+        self.path, self.optimizer = path, optimizer
+        self.old_world = saved["world_size"]
+        self.old_shard_len = FlatLayout.from_json(saved["layout"]).padded_numel // self.old_world
+        self.numel = optimizer.layout.numel
+
+    def leaf(self, leaf: dict) -> np.ndarray:
+        if not leaf["sharded"]:
+            return _load_npy(self.path, leaf)
+        start, stop = self.optimizer.shard
+        suffix = leaf["__ndarray__"].removeprefix(_optim_stem(0))     # "-NNNN.npy"
+        out = None
+        for old_rank in range(self.old_world):
+            old_start = old_rank * self.old_shard_len
+            lo, hi = max(start, old_start), min(stop, old_start + self.old_shard_len, self.numel)
+            if lo >= hi:
+                continue
+            old = np.load(self.path / (_optim_stem(old_rank) + suffix), mmap_mode="r",
+                          allow_pickle=False)
+            out = np.zeros(stop - start, old.dtype) if out is None else out
+            out[lo - start:hi - start] = old[lo - old_start:hi - old_start]
+        return np.zeros(stop - start, self.optimizer.layout.dtype) if out is None else out
+
+
+# --- state trees <-> JSON + arrays ------------------------------------------------------------
+
+
+def _encode(tree, put: Callable[[np.ndarray], dict]):
+    """JSON skeleton of a state tree; each ndarray becomes ``put(array)`` (a tagged dict)."""
+    if isinstance(tree, np.ndarray):
+        return put(tree)
+    if isinstance(tree, np.generic):
+        return tree.item()
+    if isinstance(tree, dict):
+        if all(isinstance(k, str) and k not in _TAGS for k in tree):
+            return {k: _encode(v, put) for k, v in tree.items()}
+        return {"__items__": [[_encode(k, put), _encode(v, put)] for k, v in tree.items()]}
+    if isinstance(tree, tuple):
+        return {"__tuple__": [_encode(v, put) for v in tree]}
+    if isinstance(tree, list):
+        return [_encode(v, put) for v in tree]
+    if tree is None or isinstance(tree, (bool, int, float, str)):
+        return tree
+    raise TypeError(f"checkpoint: cannot store a {type(tree).__name__}; state must be JSON "
+                    "values, tuples, dicts and ndarrays")
+
+
+def _decode(skeleton, get: Callable[[dict], np.ndarray]):
+    """Inverse of :func:`_encode`: ``get(tagged_dict)`` loads each array."""
+    if isinstance(skeleton, list):
+        return [_decode(v, get) for v in skeleton]
+    if not isinstance(skeleton, dict):
+        return skeleton
+    if "__ndarray__" in skeleton:
+        return get(skeleton)
+    if "__tuple__" in skeleton:
+        return tuple(_decode(v, get) for v in skeleton["__tuple__"])
+    if "__items__" in skeleton:
+        return {_hashable(_decode(k, get)): _decode(v, get) for k, v in skeleton["__items__"]}
+    return {k: _decode(v, get) for k, v in skeleton.items()}
+
+
+def _hashable(key):
+    return tuple(key) if isinstance(key, list) else key

@@ -1,0 +1,213 @@
+"""Data parallel training: average gradients over ranks in buckets, overlapping the backward.
+
+Every rank holds a full replica of the parameters, computes gradients on its own share of the
+batch, and :class:`DistributedDataParallel` averages them so every replica takes the same step::
+
+    ddp = DistributedDataParallel(model.params)     # copies in, broadcasts from rank 0
+    model.params = ddp.params                      # use ddp's views from now on
+    optimizer = Adam(ddp.params)
+    for x, y in loader:
+        # the backward writes each gradient in place and marks it final as soon as it is
+        model.loss_and_grads(x, y, ddp.grads, on_layer_done=ddp.grad_ready)
+        ddp.sync()                                  # ddp.grads now hold the average
+        optimizer.step(ddp.grads)
+
+(``examples/mlp.py`` has such a model; ``examples/train.py`` is the whole loop.)
+
+Layout (as in torch's DDP reducer): the parameters and the gradients each live in one flat
+buffer, laid out in REVERSE registration order, the order a backward pass produces gradients.
+Buckets are contiguous slices of the gradient buffer of about ``bucket_cap_mb``; once every
+gradient of a bucket is marked with :meth:`grad_ready`, its ``all_reduce`` starts
+asynchronously while the backward continues. Buckets are always launched in bucket order,
+so every rank issues the same collectives in the same order even if it marks gradients in a
+different one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+import ringrt as dist
+from ringrt._flat import FlatLayout, check_float_params
+
+
+class ViewDict(dict):
+    """A dict of views into a flat buffer whose entries cannot be rebound.
+
+    ``grads["w"] = dw`` would silently detach the entry from the buffer that is communicated,
+    so it raises; write in place instead: ``grads["w"][...] = dw`` or ``grads["w"] += dw``.
+    """
+
+    def __setitem__(self, name, value):
+        raise TypeError(
+            f"cannot rebind {name!r}: these arrays are views into one flat buffer; write in "
+            f"place instead, e.g. grads[{name!r}][...] = value"
+        )
+
+    def __delitem__(self, name):
+        raise TypeError(f"cannot delete {name!r} from a flat-buffer view dict")
+
+    def update(self, *args, **kwargs):
+        raise TypeError("cannot rebind entries of a flat-buffer view dict; write in place")
+
+
+@dataclass
+class _Bucket:
+    index: int
+    start: int                 # element range in the flat gradient buffer
+    stop: int
+    names: frozenset[str]
+    pending: int = 0           # gradients not yet marked ready this iteration
+    work: object = None        # the in-flight all_reduce's Work
+
+
+def plan_buckets(layout: FlatLayout, cap_bytes: int) -> list[tuple[int, int, list[str]]]:
+    """Split the layout (in buffer order) into contiguous ``(start, stop, names)`` buckets.
+
+    A bucket closes once it holds at least ``cap_bytes``; a parameter is never split, so a
+    parameter larger than the cap gets a bucket of its own.
+    """
+    buckets, names, start = [], [], 0
+    for name in layout.names:
+        names.append(name)
+        stop = layout.span(name)[1]
+        if (stop - start) * layout.dtype.itemsize >= cap_bytes:
+            buckets.append((start, stop, names))
+            names, start = [], stop
+    if names:
+        buckets.append((start, layout.numel, names))
+    return buckets
+
+
+class DistributedDataParallel:
+    """Replicated parameters with bucketed, overlapped gradient averaging.
+
+    Args:
+        params: name -> floating ndarray, all of one dtype, in registration (forward) order.
+            The arrays are COPIED into a flat buffer: use :attr:`params` afterwards (the
+            caller's arrays are left as they were and no longer updated by anything here).
+        bucket_cap_mb: target bucket size in MiB (torch's default, 25).
+        group: process group (default: the global group).
+        broadcast_from: rank whose parameters every replica starts from.
+
+    Attributes:
+        params: name -> view into the flat parameter buffer (same order as given).
+        grads: name -> view into the flat gradient buffer; write gradients in place.
+
+    Raises:
+        TypeError: params are not floating ndarrays of one dtype. ValueError: empty params or
+            a non-positive bucket_cap_mb.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], bucket_cap_mb: float = 25,
+                 group=None, broadcast_from: int = 0):
+        check_float_params(params, "DistributedDataParallel", writable=False)
+        if bucket_cap_mb <= 0:
+            raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
+                             f"{bucket_cap_mb}")
+        self.group = group
+        self.layout = FlatLayout.of(params, order=reversed(list(params)))
+        self.flat_params = self.layout.flatten(params, what="params")
+        self.flat_grads = self.layout.empty()
+        self.params = _view_dict(self.layout.views(self.flat_params), params)
+        self.grads = _view_dict(self.layout.views(self.flat_grads), params)
+        cap_bytes = int(bucket_cap_mb * 2**20)
+        self.buckets = [_Bucket(i, start, stop, frozenset(names))
+                        for i, (start, stop, names) in enumerate(plan_buckets(self.layout,
+                                                                              cap_bytes))]
+        self._bucket_of = {name: b for b in self.buckets for name in b.names}
+        self._ready: set[str] = set()
+        self._next_launch = 0          # buckets launch strictly in index order
+        self._accumulating = False
+        dist.broadcast(self.flat_params, src=broadcast_from, group=group)
+        self._reset_iteration()
+
+    def grad_ready(self, name: str) -> None:
+        """Mark ``grads[name]`` final for this iteration; may start its bucket's all-reduce.
+
+        Inside :meth:`no_sync` it only checks the name (micro-steps may mark a gradient
+        once each).
+
+        Raises:
+            KeyError: unknown name. RuntimeError: the gradient was already marked this
+                iteration (call :meth:`sync` between iterations).
+        """
+        bucket = self._bucket_of.get(name)
+        if bucket is None:
+            raise KeyError(f"grad_ready: unknown parameter {name!r}; registered: "
+                           f"{list(self.params)}")
+        if self._accumulating:
+            return                      # no_sync(): one micro-step of many, nothing to send
+        if name in self._ready:
+            raise RuntimeError(
+                f"grad_ready({name!r}) called twice in one iteration; call ddp.sync() (or "
+                "leave no_sync()) before marking gradients of the next backward pass"
+            )
+        self._ready.add(name)
+        bucket.pending -= 1
+        self._launch_ready_buckets()
+
+    def sync(self) -> None:
+        """Reduce every bucket not yet launched, wait for all; ``grads`` hold the average.
+
+        Gradients never marked with :meth:`grad_ready` are treated as final now. Inside
+        :meth:`no_sync` this only ends the micro-step: nothing is sent, the gradients stay
+        local and keep accumulating, and the first ``sync()`` after it averages the sum.
+        """
+        if not self._accumulating:
+            for bucket in self.buckets[self._next_launch:]:
+                self._launch(bucket)
+            for bucket in self.buckets:
+                bucket.work.wait()
+        self._reset_iteration()
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Gradient accumulation: no communication inside; the next ``sync()`` reduces all.
+
+        Raises:
+            RuntimeError: gradients of this iteration were already marked ready.
+        """
+        if self._ready:
+            raise RuntimeError("no_sync() entered halfway through an iteration (gradients "
+                               "already marked ready); call ddp.sync() first")
+        previous, self._accumulating = self._accumulating, True
+        try:
+            yield
+        finally:
+            self._accumulating = previous
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero (one fill of the flat buffer).
+
+        Raises:
+            RuntimeError: buckets are in flight (their all-reduce still writes the buffer).
+        """
+        if self._next_launch:
+            raise RuntimeError("zero_grad() with gradients in flight; call ddp.sync() first")
+        self.flat_grads.fill(0)
+        self._reset_iteration()
+
+    def _launch_ready_buckets(self) -> None:
+        while self._next_launch < len(self.buckets) and not self.buckets[self._next_launch].pending:
+            self._launch(self.buckets[self._next_launch])
+
+    def _launch(self, bucket: _Bucket) -> None:
+        grads = self.flat_grads[bucket.start:bucket.stop]
+        bucket.work = dist.all_reduce(grads, op=dist.ReduceOp.AVG, group=self.group,
+                                      async_op=True)
+        self._next_launch = bucket.index + 1
+
+    def _reset_iteration(self) -> None:
+        self._ready.clear()
+        self._next_launch = 0
+        for bucket in self.buckets:
+            bucket.pending, bucket.work = len(bucket.names), None
+
+
+def _view_dict(views: dict[str, np.ndarray], order: Mapping) -> ViewDict:
+    return ViewDict((name, views[name]) for name in order)
