@@ -146,6 +146,16 @@ class Mailbox:
         key = (header.kind, header.group, header.seq, header.src)
         return key, (header, first, payload)
 
+    def pump(self) -> None:
+        """File whatever is waiting in the inbox without blocking (notices, early data)."""
+        while True:
+            message = self.transport.recv(0)
+            if message is None:
+                return
+            filed = self._file(*message)
+            if filed is not None:
+                self.stash(*filed)
+
     def stash(self, key, entry) -> None:
         self._stash.setdefault(key, deque()).append((next(self._arrival), *entry))
 
@@ -175,12 +185,20 @@ class Exchange:
         self.spec = spec
         self.deadline = deadline
         self.signature = spec.signature()
-        self._awaiting: int | None = None
+        self._awaiting: list[int] = []          # global ranks this op is waiting for
         self._sent = [0] * group.size
         self._received = [0] * group.size
         self._trackers: list = []
         self._header_fields = (spec.op, spec.dtype_code, spec.redop, group.group_id,
                                self.comm.rank, seq, spec.count, spec.root)
+        # group + 1: an all-zero block (a rank that has not published yet) matches no op
+        self.published = (group.group_id + 1, seq, *self.signature, int(spec.shm))
+        self.shm = None
+        if spec.shm:
+            from ringrt._shm import ShmOp
+
+            self.shm = ShmOp(group.arena, self.rank, self.size, seq, self.published,
+                             self.check_while_shm)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -220,10 +238,10 @@ class Exchange:
         memoryview for inline payloads, the zmq.Frame itself for large ones, which can be
         forwarded zero-copy)."""
         src = self.group.members[peer]
-        self._awaiting = src
+        self._awaiting = [src]
         header, first, payload = self.comm.mailbox.take(
             (DATA, self.group.group_id, self.seq, src), self._check)
-        self._awaiting = None
+        self._awaiting = []
         if header.signature() != self.signature:
             self.mismatch([src], header.signature())
         if header.index != self._received[peer]:
@@ -264,8 +282,20 @@ class Exchange:
 
     # -- failure detection ----------------------------------------------------------------
 
+    def check_while_shm(self, waiting_for=()) -> None:
+        """The shared-memory wait's check: read the inbox for notices, then :meth:`_check`.
+        ``waiting_for`` (group ranks) is named if the op times out."""
+        self._awaiting = [self.group.members[q] for q in waiting_for]
+        self.comm.mailbox.pump()
+        self._check()
+
     def _check(self) -> None:
-        """Raise if this op cannot complete: notice, lost peer, or deadline."""
+        """Raise if this op cannot complete: notice, mismatch, lost peer, or deadline."""
+        arena = self.group.arena
+        if arena is not None:
+            for peer, theirs in arena.disagreeing(range(self.size), self.published):
+                if peer != self.rank:
+                    self._mismatch_published(peer, theirs)
         mailbox = self.comm.mailbox
         notice = mailbox.notice(self.group.group_id, self.seq)
         if notice is not None:
@@ -277,8 +307,7 @@ class Exchange:
             self.group.break_with_lost(lost)
             raise self.group.lost_error(lost, self.spec.name, self.seq)
         if self.deadline.expired():
-            waiting_for = [] if self._awaiting is None else [self._awaiting]
-            error = TimeoutError(self.spec.name, self.seq, waiting_for, self.deadline.timeout,
+            error = TimeoutError(self.spec.name, self.seq, self._awaiting, self.deadline.timeout,
                                  self.comm.rank,
                                  hint="Check that every rank of the group calls this op; "
                                       "raise the timeout with init_process_group(timeout=...) "
@@ -297,6 +326,15 @@ class Exchange:
                                         f"rank {origin} reports: {detail}")
         self.group.break_with(error)
         raise error
+
+    def _mismatch_published(self, peer: int, theirs: tuple) -> None:
+        mine = self.published
+        detail = (f"rank {self.comm.rank} called {_wire.describe_signature(mine[2:7])} but rank "
+                  f"{peer} called {_wire.describe_signature(theirs[2:7])}")
+        if mine[2:7] == theirs[2:7]:
+            detail += (" with another algorithm (shared memory vs sockets): is RINGRT_ALGO or "
+                       "RINGRT_NO_SHM set differently on some ranks?")
+        self.mismatch([peer], None, detail)
 
     def mismatch(self, ranks: list[int], their_signature, detail: str | None = None):
         """Raise CollectiveMismatchError here and tell the rest of the group."""

@@ -25,6 +25,7 @@ from ringrt import _wire
 from ringrt._deadline import Deadline, seconds
 from ringrt._exchange import Exchange, Mailbox
 from ringrt._sentinel import Sentinel
+from ringrt._shm import HostArena
 from ringrt._transport import Endpoints, Transport, make_ipc_dir, remove_ipc_dir, route_address
 from ringrt._work import Executor
 from ringrt.errors import PeerLostError, TimeoutError
@@ -40,6 +41,7 @@ class OpSpec:
     count: int = -1
     root: int = -1
     redop: int = 0
+    shm: bool = False                  # runs over the same-host shared-memory arena
     breaks_group_on_timeout: bool = True
 
     def signature(self) -> tuple:
@@ -53,14 +55,18 @@ class _Comm:
         self.rank, self.world_size, self.store = rank, world_size, store
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
+        self.arena = HostArena.create(rank, world_size, same_host=True)
         try:
             endpoints = Endpoints(route_address(store.host), self.ipc_dir)
             self.transport = Transport(self.context, rank, endpoints)
             self.sentinel = Sentinel(self.context, rank, world_size, endpoints)
-            cards = _rendezvous(store, namespace, rank, world_size,
-                                {"data": self.transport.card, "heart": self.sentinel.card},
-                                deadline)
+            card = {"data": self.transport.card, "heart": self.sentinel.card,
+                    "shm": self.arena.card if self.arena else None}
+            cards = _rendezvous(store, namespace, rank, world_size, card, deadline)
+            self.arena = _share_memory(self.arena, cards, store, namespace, rank, deadline)
         except BaseException:
+            if self.arena is not None:
+                self.arena.close()
             self.context.destroy(linger=0)
             remove_ipc_dir(self.ipc_dir)
             raise
@@ -82,6 +88,8 @@ class _Comm:
             self.sentinel.say_goodbye(wait=1.0)
         self.sentinel.stop()
         self.transport.close(int(linger_s * 1000))
+        if self.arena is not None:
+            self.arena.close()
         self.context.term()
         remove_ipc_dir(self.ipc_dir)
 
@@ -112,6 +120,27 @@ def _rendezvous(store, namespace: str, rank: int, world_size: int, card: dict,
         store.set(f"{namespace}/go", b"1")
     store.get(f"{namespace}/go", timeout=deadline.remaining())
     return cards
+
+
+def _share_memory(arena, cards, store, namespace, rank, deadline):
+    """Map every peer's shared-memory segment if all ranks are on this host and all could
+    make one; every rank must agree, so the outcome goes through the store."""
+    hosts = {c["data"]["host"] for c in cards.values()}
+    usable = arena is not None and len(hosts) == 1 and all(c["shm"] for c in cards.values())
+    if usable:
+        try:
+            arena.attach({r: c["shm"] for r, c in cards.items()})
+        except OSError:
+            usable = False
+    store.set(f"{namespace}/shm/{rank}", b"1" if usable else b"0")
+    keys = [f"{namespace}/shm/{r}" for r in range(len(cards))]
+    store.wait(keys, timeout=deadline.remaining())
+    everyone = all(store.get(k, timeout=deadline.remaining()) == b"1" for k in keys)
+    if arena is not None:
+        arena.unlink()           # every peer mapped it (or will not): nothing left in /dev/shm
+        if not everyone:
+            arena.close()
+    return arena if everyone else None
 
 
 class ProcessGroup:
@@ -149,6 +178,7 @@ class ProcessGroup:
         self.timeout = timeout
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
+        self.arena = comm.arena if group_id == 0 else None
 
     def __repr__(self) -> str:
         return f"ProcessGroup(id={self.group_id}, ranks={self.members}, rank={self.rank})"
@@ -169,6 +199,8 @@ class ProcessGroup:
     def _execute(self, seq: int, spec: OpSpec, body):
         self.raise_if_unusable(spec.name, seq)
         exchange = Exchange(self, seq, spec, Deadline(self.timeout))
+        if self.arena is not None:
+            self.arena.publish(exchange.published)
         clean = False
         try:
             result = body(exchange)

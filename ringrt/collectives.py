@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 from ringrt import _validate
-from ringrt._algorithms import choose, direct, ring, tree
+from ringrt._algorithms import choose, direct, ring, shm, tree
 from ringrt._process_group import NonMember, OpSpec
 from ringrt._reduce_ops import ReduceOp, combiner, finish
 from ringrt._wire import DTYPE_CODES, OP_CODES
@@ -40,11 +40,16 @@ def _group(group, name: str):
 
 
 def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None = None,
-          root: int = -1, redop: int = 0) -> OpSpec:
+          root: int = -1, redop: int = 0, shm: bool = False) -> OpSpec:
     dtype = DTYPE_CODES[None if array is None else array.dtype]
     if count is None:
         count = -1 if array is None else array.size
-    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop))
+    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop), shm)
+
+
+def _algorithm(pg, op: str, nbytes: int) -> str:
+    """Pick the algorithm (the same on every rank: it depends on shared facts only)."""
+    return choose(op, nbytes, pg.arena.slot_bytes if pg.arena is not None else None)
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -79,13 +84,17 @@ def all_reduce(array, op=ReduceOp.SUM, group=None, async_op: bool = False):
     with _checking(pg, "all_reduce"):
         _validate.array("all_reduce", array, pg.comm.rank, writable=True)
         redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.comm.rank)
-    body = functools.partial(_all_reduce, flat=_flat(array), redop=redop)
-    return pg.run(_spec("all_reduce", "all_reduce", array, redop=redop), body, async_op)
+    algorithm = _algorithm(pg, "all_reduce", array.nbytes)
+    body = functools.partial(_all_reduce, flat=_flat(array), redop=redop, algorithm=algorithm)
+    spec = _spec("all_reduce", "all_reduce", array, redop=redop, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
-def _all_reduce(ex, flat, redop):
+def _all_reduce(ex, flat, redop, algorithm):
     combine = combiner(redop, flat.dtype)
-    if choose("all_reduce", flat.nbytes) == "ring":
+    if algorithm == "shm":
+        shm.all_reduce_shm(ex.shm, flat, combine)
+    elif algorithm == "ring":
         ring.all_reduce_ring(ex, flat, combine)
     else:
         tree.all_reduce_recursive_doubling(ex, flat, combine)
@@ -119,7 +128,7 @@ def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False)
 def _reduce(ex, flat, root, redop):
     work = flat if ex.rank == root else flat.copy()
     combine = combiner(redop, flat.dtype)
-    if choose("reduce", flat.nbytes) == "ring":
+    if _algorithm(ex.group, "reduce", flat.nbytes) == "ring":
         ring.reduce_ring(ex, work, combine, root)
     else:
         tree.reduce_binomial(ex, work, combine, root)
@@ -145,9 +154,11 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bo
         inputs = _validate.array_list("reduce_scatter", input_list, pg.size, rank, "input_list",
                                       like=output)
         redop = _validate.reduce_op("reduce_scatter", op, output.dtype, rank)
+    algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output),
-                             inputs=[_flat(x) for x in inputs], redop=redop)
-    spec = _spec("reduce_scatter", "reduce_scatter", output, redop=redop)
+                             inputs=[_flat(x) for x in inputs], redop=redop, algorithm=algorithm)
+    spec = _spec("reduce_scatter", "reduce_scatter", output, redop=redop,
+                 shm=algorithm == "shm")
     return pg.run(spec, body, async_op)
 
 
@@ -165,14 +176,19 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
                               "output")
         redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, rank)
     inputs = ring.split(_flat(input), pg.size)
-    body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop)
-    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, redop=redop)
+    algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
+    body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop,
+                             algorithm=algorithm)
+    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, redop=redop,
+                 shm=algorithm == "shm")
     return pg.run(spec, body, async_op)
 
 
-def _reduce_scatter(ex, output, inputs, redop):
+def _reduce_scatter(ex, output, inputs, redop, algorithm):
     combine = combiner(redop, output.dtype)
-    if choose("reduce_scatter", output.nbytes * ex.size) == "ring" and ex.size > 1:
+    if algorithm == "shm":
+        shm.reduce_scatter_shm(ex.shm, inputs, output, combine)
+    elif algorithm == "ring" and ex.size > 1:
         scratch = [x.copy() for x in inputs]            # inputs are the caller's: read-only
         ring.reduce_scatter_ring(ex, scratch, combine)
         output[...] = scratch[ex.rank]
@@ -201,12 +217,16 @@ def broadcast(array, src: int, group=None, async_op: bool = False):
         _validate.array("broadcast", array, pg.comm.rank)
         root = _validate.root("broadcast", src, pg.members, pg.comm.rank, "src")
         _validate.array("broadcast", array, pg.comm.rank, writable=pg.rank != root)
-    body = functools.partial(_broadcast, flat=_flat(array), root=root)
-    return pg.run(_spec("broadcast", "broadcast", array, root=root), body, async_op)
+    algorithm = _algorithm(pg, "broadcast", array.nbytes)
+    body = functools.partial(_broadcast, flat=_flat(array), root=root, algorithm=algorithm)
+    spec = _spec("broadcast", "broadcast", array, root=root, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
-def _broadcast(ex, flat, root):
-    if choose("broadcast", flat.nbytes) == "chain":
+def _broadcast(ex, flat, root, algorithm):
+    if algorithm == "shm":
+        shm.broadcast_shm(ex.shm, flat, root)
+    elif algorithm == "chain":
         tree.broadcast_chain(ex, flat, root)
     else:
         tree.broadcast_binomial(ex, flat, root)
@@ -229,8 +249,11 @@ def all_gather(array_list, array, group=None, async_op: bool = False):
         _validate.array("all_gather", array, rank)
         outputs = _validate.array_list("all_gather", array_list, pg.size, rank, "array_list",
                                        writable=True, like=array)
-    body = functools.partial(_all_gather, outputs=[_flat(o) for o in outputs], mine=_flat(array))
-    return pg.run(_spec("all_gather", "all_gather", array), body, async_op)
+    algorithm = _algorithm(pg, "all_gather", array.nbytes * pg.size)
+    body = functools.partial(_all_gather, outputs=[_flat(o) for o in outputs], mine=_flat(array),
+                             algorithm=algorithm)
+    spec = _spec("all_gather", "all_gather", array, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
 def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
@@ -245,13 +268,17 @@ def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
         _validate.array("all_gather_into_tensor", input, rank, "input")
         _validate.leading_dim("all_gather_into_tensor", output, input, pg.size, rank, "output",
                               "input")
+    algorithm = _algorithm(pg, "all_gather", input.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=ring.split(_flat(output), pg.size),
-                             mine=_flat(input))
-    return pg.run(_spec("all_gather_into_tensor", "all_gather", input), body, async_op)
+                             mine=_flat(input), algorithm=algorithm)
+    spec = _spec("all_gather_into_tensor", "all_gather", input, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
-def _all_gather(ex, outputs, mine):
-    if choose("all_gather", mine.nbytes * ex.size) == "ring":
+def _all_gather(ex, outputs, mine, algorithm):
+    if algorithm == "shm":
+        shm.all_gather_shm(ex.shm, outputs, mine)
+    elif algorithm == "ring":
         if outputs[ex.rank] is not mine:
             outputs[ex.rank][...] = mine
         ring.all_gather_ring(ex, outputs)
@@ -351,4 +378,10 @@ def barrier(group=None, async_op: bool = False):
     pg = _group(group, "barrier")
     if pg is None:
         return None
-    return pg.run(_spec("barrier", "barrier", None), tree.barrier, async_op)
+    algorithm = _algorithm(pg, "barrier", 0)
+    body = _barrier_shm if algorithm == "shm" else tree.barrier
+    return pg.run(_spec("barrier", "barrier", None, shm=algorithm == "shm"), body, async_op)
+
+
+def _barrier_shm(ex):
+    shm.barrier_shm(ex.shm)

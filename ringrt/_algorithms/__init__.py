@@ -13,6 +13,10 @@ Thresholds (bytes of the whole array) and why:
   pipelined chain, which streams segments so every link is busy at once.
 - all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
   above it the ring.
+- When every rank of the world is on one host, world-group all_reduce, broadcast, all_gather,
+  reduce_scatter and barrier go through shared memory (``shm``) at every size: one memory
+  copy in and one out instead of socket round trips (see ``_shm.py``; ``RINGRT_NO_SHM=1``
+  or ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off).
 Large payloads are cut into segments of ``segment_bytes()`` (a single 64 MiB zmq frame is ~5x
 slower than 1 MiB frames here, see issue 5), so a ring step is pipelined segment by segment.
 These values are first estimates, to be refined by benchmarks/collectives.py (issue 5).
@@ -30,14 +34,16 @@ GATHER_SMALL = 64 * 1024
 DEFAULT_SEGMENT_BYTES = 512 * 1024
 
 CHOICES = {
-    "all_reduce": ("recursive_doubling", "ring"),
-    "broadcast": ("binomial", "chain"),
+    "all_reduce": ("recursive_doubling", "ring", "shm"),
+    "broadcast": ("binomial", "chain", "shm"),
     "reduce": ("binomial", "ring"),
-    "all_gather": ("direct", "ring"),
-    "reduce_scatter": ("direct", "ring"),
+    "all_gather": ("direct", "ring", "shm"),
+    "reduce_scatter": ("direct", "ring", "shm"),
+    "barrier": ("recursive_doubling", "shm"),
 }
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
-          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL}
+          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "barrier": 1 << 62}
+SHM_MAX_PIECES = 300          # an op may take at most 1023 steps (see _shm.ShmOp)
 
 
 def _forced() -> dict[str, str]:
@@ -52,12 +58,18 @@ def _forced() -> dict[str, str]:
     return forced
 
 
-def choose(op: str, nbytes: int) -> str:
-    """The algorithm for ``op`` on a payload of ``nbytes`` (whole array)."""
+def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None) -> str:
+    """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
+    the blocks one rank stages). ``shm_slot_bytes`` is the arena's slot size when the group
+    can use shared memory, else None. Every rank computes the same answer."""
     forced = _forced().get(op)
-    if forced:
+    shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and \
+        -(-nbytes // shm_slot_bytes) <= SHM_MAX_PIECES
+    if forced and (forced != "shm" or shm_ok):
         return forced
-    small, large = CHOICES[op]
+    if shm_ok:
+        return "shm"
+    small, large = CHOICES[op][:2]
     return small if nbytes < _SMALL[op] else large
 
 

@@ -61,6 +61,12 @@ def test_latency_algorithms_on_big_arrays(world_size):
 
 
 @pytest.mark.timeout(200)
+@pytest.mark.parametrize("world_size", [3, 4])
+def test_shared_memory_with_many_pieces(world_size):
+    check_world(world_size, big=True, env={"RINGRT_SHM_SLOT_BYTES": str(64 * 1024)})
+
+
+@pytest.mark.timeout(200)
 def test_every_collective_over_tcp():
     check_world(3, big=True, tcp=True)
 

@@ -1,0 +1,45 @@
+"""Linux futexes on shared memory: block until a 32-bit word changes, wake its waiters.
+
+Used by the same-host shared-memory path (``_shm.py``) so a waiting rank sleeps in the kernel
+instead of spinning (four ranks share two cores here). Where futexes are not available
+(not Linux x86-64/aarch64), :func:`wait` falls back to a short sleep.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import time
+
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1          # shared (not PRIVATE): the word is in an mmap
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+try:
+    _syscall = ctypes.CDLL(None, use_errno=True).syscall
+    _syscall.restype = ctypes.c_long
+except (OSError, AttributeError):       # pragma: no cover - non-glibc platforms
+    _syscall = None
+
+AVAILABLE = _syscall is not None and _SYS_FUTEX is not None
+
+
+def wait(address: int, expected: int, timeout_s: float) -> None:
+    """Sleep until the word at ``address`` may differ from ``expected`` (or the timeout)."""
+    if not AVAILABLE:
+        time.sleep(min(timeout_s, 0.0005))
+        return
+    spec = _Timespec(int(timeout_s), int((timeout_s % 1.0) * 1e9))
+    _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT, ctypes.c_long(expected),
+             ctypes.byref(spec), None, 0)
+
+
+def wake(address: int) -> None:
+    """Wake every process sleeping on the word at ``address``."""
+    if AVAILABLE:
+        _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAKE, ctypes.c_long(2**31 - 1),
+                 None, None, 0)

@@ -1,0 +1,247 @@
+"""Shared memory between the ranks of one host: a staging slot per rank, plus tickets.
+
+When every rank of the world runs on one host, large and small collectives of the world group
+skip the sockets: each rank owns a segment in ``/dev/shm`` that every peer maps. A segment
+holds a control block and one staging slot:
+
+- ``ticket`` (uint32, a futex word): how far this rank has got. Tickets are
+  ``seq * 1024 + step`` for step 1, 2, ... of op ``seq``, so they only grow (mod 2**32), and an
+  op that was abandoned midway cannot confuse the next one.
+- ``published``: (group, seq, op, dtype, count, root, redop, algorithm) of the op this rank
+  is in — set at the start of *every* world op, socket ops too. A rank waiting for a peer
+  compares it with its own, which is how mismatched calls are caught here without headers.
+
+Segments are unlinked as soon as every peer has mapped them, so nothing is left in
+``/dev/shm`` even if a rank is killed. Space is reserved with ``posix_fallocate`` up front:
+a full tmpfs makes the job fall back to sockets instead of crashing with SIGBUS later.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import secrets
+import time
+
+import numpy as np
+
+from ringrt import _futex
+from ringrt._env import env_flag, env_int
+
+CONTROL_BYTES = 4096
+_TICKET_AT, _PUBLISHED_AT = 0, 64
+PUBLISHED_FIELDS = 8
+DEFAULT_SLOT_BYTES = 16 << 20
+SPIN_SECONDS = 50e-6            # spin this long before sleeping on the futex
+SLICE_SECONDS = 0.02            # sleep at most this long between failure checks
+
+
+def ticket(seq: int, step: int) -> int:
+    """The ticket of step ``step`` (1..1023) of op ``seq``."""
+    return (seq * 1024 + step) & 0xFFFFFFFF
+
+
+def reached(value: int, target: int) -> bool:
+    """Whether ticket ``value`` is at or past ``target`` (modulo 2**32)."""
+    return ((value - target) & 0xFFFFFFFF) < 0x80000000
+
+
+class _Segment:
+    """One rank's mapped segment: its ticket word, published signature and slot."""
+
+    def __init__(self, path: str, size: int, create: bool):
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.posix_fallocate(fd, 0, size)
+            self.map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.ticket = np.frombuffer(self.map, np.uint32, 1, _TICKET_AT)
+        self.published = np.frombuffer(self.map, np.int64, PUBLISHED_FIELDS, _PUBLISHED_AT)
+        self.slot = np.frombuffer(self.map, np.uint8, size - CONTROL_BYTES, CONTROL_BYTES)
+        word = ctypes.c_uint32.from_buffer(self.map, _TICKET_AT)
+        self.ticket_address = ctypes.addressof(word)
+        del word
+
+    def close(self) -> None:
+        self.ticket = self.published = self.slot = None
+        try:
+            self.map.close()
+        except BufferError:      # a caller still holds a view; the mapping dies with it
+            pass
+
+
+class HostArena:
+    """This rank's segment and its peers', once every peer has attached."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank = rank
+        self.world_size = world_size
+        self.slot_bytes = max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
+        self.path = f"/dev/shm/ringrt-{secrets.token_hex(8)}-{rank}"
+        self.own = _Segment(self.path, CONTROL_BYTES + self.slot_bytes, create=True)
+        self.segments: dict[int, _Segment] = {rank: self.own}
+        self.released = 0                      # the last ticket this rank released
+        self.oversubscribed = world_size > (os.cpu_count() or 1)
+
+    @classmethod
+    def create(cls, rank: int, world_size: int, same_host: bool):
+        """An arena if shared memory can be used here, else None (sockets only)."""
+        if not same_host or world_size < 2 or env_flag("RINGRT_NO_SHM"):
+            return None
+        if os.environ.get("RINGRT_TRANSPORT", "auto").lower() == "tcp":
+            return None
+        try:
+            return cls(rank, world_size)
+        except OSError:
+            return None            # no /dev/shm, or no room in it
+
+    @property
+    def card(self) -> dict:
+        return {"path": self.path, "slot_bytes": self.slot_bytes}
+
+    def attach(self, cards: dict[int, dict]) -> None:
+        """Map every peer's segment (call after rendezvous, before :meth:`unlink`)."""
+        for peer, card in cards.items():
+            if peer != self.rank:
+                self.segments[peer] = _Segment(card["path"],
+                                               CONTROL_BYTES + card["slot_bytes"], create=False)
+        self.slot_bytes = min(card["slot_bytes"] for card in cards.values())
+
+    def unlink(self) -> None:
+        """Remove our segment's name; the mappings stay valid until closed."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        self.unlink()
+        for segment in self.segments.values():
+            segment.close()
+        self.segments.clear()
+
+    # -- tickets ------------------------------------------------------------------------
+
+    def publish(self, fields: tuple) -> None:
+        """Announce the op this rank is in (see the module docstring).
+
+        A seqlock in effect: the seq field is invalidated first and written last, and
+        :meth:`read` accepts a block only if it saw the same valid seq before and after, so
+        a reader racing with a rewrite gets "unknown", never a mix of two ops. This relies on
+        stores becoming visible in program order, as on x86 (TSO).
+        """
+        published = self.own.published
+        published[1] = -1
+        published[2:] = fields[2:]
+        published[0] = fields[0]
+        published[1] = fields[1]
+
+    def read(self, peer: int) -> tuple | None:
+        """A peer's published op, or None while it is being rewritten."""
+        published = self.segments[peer].published
+        before = int(published[1])
+        body = published.tobytes()
+        if before == -1 or int(published[1]) != before:
+            return None
+        return tuple(int(v) for v in np.frombuffer(body, np.int64))
+
+    def disagreeing(self, peers, fields: tuple) -> list[tuple[int, tuple]]:
+        """Peers in the same op (same group and seq) that called it differently."""
+        found = []
+        for peer in peers:
+            theirs = self.read(peer)
+            if theirs is not None and theirs[:2] == fields[:2] and theirs != tuple(fields):
+                found.append((peer, theirs))
+        return found
+
+    def signal(self, value: int) -> None:
+        """Set our ticket to ``value`` and wake whoever waits on it."""
+        self.own.ticket[0] = value
+        _futex.wake(self.own.ticket_address)
+
+    def wait(self, peers, target: int, check) -> None:
+        """Return once every peer's ticket reached ``target``; ``check()`` runs between
+        sleeps and raises to give up (lost peer, deadline, mismatch, abort)."""
+        pending = [p for p in peers if not reached(int(self.segments[p].ticket[0]), target)]
+        if not pending:
+            return
+        spin_until = time.perf_counter() + SPIN_SECONDS
+        while pending:
+            segment = self.segments[pending[0]]
+            value = int(segment.ticket[0])
+            if reached(value, target):
+                pending.pop(0)
+                continue
+            if time.perf_counter() < spin_until:
+                if self.oversubscribed:
+                    os.sched_yield()
+                continue
+            _futex.wait(segment.ticket_address, value, SLICE_SECONDS)
+            if not reached(int(segment.ticket[0]), target):
+                check(pending)
+
+
+class ShmOp:
+    """One op's use of the arena, in steps every rank takes in the same order.
+
+    - ``acquire()``: wait until every peer released the previous use of our slot;
+    - ``phase()``: signal the next step and wait for every peer to signal it too;
+    - ``release()``: signal that we are done reading the peers' slots.
+    """
+
+    MAX_STEPS = 1023
+
+    def __init__(self, arena: HostArena, rank: int, size: int, seq: int, published: tuple,
+                 check):
+        self.arena, self.rank, self.size, self.seq, self.check = arena, rank, size, seq, check
+        self.peers = [q for q in range(size) if q != rank]
+        self.step = 0
+        self._published = np.array(published, np.int64).tobytes()
+
+    def acquire(self) -> None:
+        self.arena.wait(self.peers, self.arena.released, self.check)
+
+    def phase(self) -> None:
+        self.step += 1
+        target = ticket(self.seq, self.step)
+        self.arena.signal(target)
+        self.arena.wait(self.peers, target, self.check)
+        for peer in self.peers:
+            self._insist_same_op(peer)
+            if self.step == 1 and \
+                    self.arena.segments[peer].published.tobytes() != self._published:
+                self.check([peer])    # raises CollectiveMismatchError naming the peer
+
+    def _insist_same_op(self, peer: int) -> None:
+        """A peer cannot get past this op before we release it, so a ticket of a later op
+        means it skipped this one (it rejected the op's arguments): wait for its notice,
+        which ``check`` raises as CollectiveAbortedError."""
+        segment = self.arena.segments[peer]
+        while (int(segment.ticket[0]) >> 10) != (self.seq & 0x3FFFFF):
+            self.check([peer])
+            time.sleep(0.001)
+
+    def release(self) -> None:
+        self.step += 1
+        self.arena.released = ticket(self.seq, self.step)
+        self.arena.signal(self.arena.released)
+
+    def slot(self, rank: int, dtype, count: int, offset: int = 0) -> np.ndarray:
+        """Rank ``rank``'s slot viewed as ``count`` elements of ``dtype`` from ``offset``."""
+        itemsize = np.dtype(dtype).itemsize
+        raw = self.arena.segments[rank].slot[offset * itemsize:(offset + count) * itemsize]
+        return raw.view(dtype)
+
+    def capacity(self, dtype, blocks: int = 1) -> int:
+        """Elements of ``dtype`` per block when the slot holds ``blocks`` blocks."""
+        return self.arena.slot_bytes // (np.dtype(dtype).itemsize * blocks)
+
+
+def steps_needed(nbytes: int, slot_bytes: int, steps_per_piece: int) -> int:
+    """How many steps an op over ``nbytes`` takes (to stay under ShmOp.MAX_STEPS)."""
+    pieces = max(1, -(-nbytes // max(1, slot_bytes)))
+    return pieces * steps_per_piece + 1
