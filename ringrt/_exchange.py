@@ -60,6 +60,8 @@ class Mailbox:
         self._floor[group] = seq
         if not clean:
             self._unclean.setdefault(group, set()).add(seq)
+        if not self._stash and not self._notices:
+            return
         for key in [k for k in self._stash if k[0] == DATA and k[1] == group and k[2] <= seq]:
             queued = self._stash.pop(key)
             self.dropped += len(queued)

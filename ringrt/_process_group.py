@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 import zmq
@@ -31,9 +31,9 @@ from ringrt._work import Executor
 from ringrt.errors import PeerLostError, TimeoutError
 
 
-@dataclass(frozen=True)
-class OpSpec:
-    """What every rank must agree on for one op, plus its public name for messages."""
+class OpSpec(NamedTuple):
+    """What every rank must agree on for one op, plus its public name for messages.
+    (A NamedTuple: built on every call, and tuples are the cheapest immutable records.)"""
 
     name: str
     op: int
@@ -233,6 +233,10 @@ class ProcessGroup:
 
     def raise_if_unusable(self, name: str, seq: int | None = None) -> None:
         """Raise if the group is broken, destroyed, or lost a member."""
+        comm = self.comm
+        if self._broken is None and not comm.closed and not comm.sentinel.lost and \
+                self.group_id not in comm.mailbox.poison:
+            return
         if self.comm.closed:
             from ringrt.errors import NotInitializedError
 

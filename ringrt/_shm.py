@@ -7,6 +7,9 @@ holds a control block and one staging slot:
 - ``ticket`` (uint32, a futex word): how far this rank has got. Tickets are
   ``seq * 1024 + step`` for step 1, 2, ... of op ``seq``, so they only grow (mod 2**32), and an
   op that was abandoned midway cannot confuse the next one.
+- ``staged[seq % 2]``: the last op of each parity whose first phase this rank entered, so
+  a peer seeing our ticket already in op N+1 can tell we took part in op N (see
+  :meth:`ShmOp.acquire_half`) rather than skipped it.
 - ``published``: (group, seq, op, dtype, count, root, redop, algorithm) of the op this rank
   is in — set at the start of *every* world op, socket ops too. A rank waiting for a peer
   compares it with its own, which is how mismatched calls are caught here without headers.
@@ -22,6 +25,7 @@ import ctypes
 import mmap
 import os
 import secrets
+import struct
 import time
 
 import numpy as np
@@ -30,10 +34,10 @@ from ringrt import _futex
 from ringrt._env import env_flag, env_int
 
 CONTROL_BYTES = 4096
-_TICKET_AT, _PUBLISHED_AT = 0, 64
+_TICKET_AT, _STAGED_AT, _PUBLISHED_AT = 0, 16, 64
 PUBLISHED_FIELDS = 8
 DEFAULT_SLOT_BYTES = 16 << 20
-SPIN_SECONDS = 50e-6            # spin this long before sleeping on the futex
+SPIN_SECONDS = env_int("RINGRT_SHM_SPIN_US", 50) * 1e-6   # spin before sleeping on the futex
 SLICE_SECONDS = 0.02            # sleep at most this long between failure checks
 
 
@@ -47,8 +51,16 @@ def reached(value: int, target: int) -> bool:
     return ((value - target) & 0xFFFFFFFF) < 0x80000000
 
 
+_PUBLISHED = struct.Struct(f"<{PUBLISHED_FIELDS}q")
+_INT64 = struct.Struct("<q")
+
+
 class _Segment:
-    """One rank's mapped segment: its ticket word, published signature and slot."""
+    """One rank's mapped segment: its ticket word, staged records, published op and slot.
+
+    The control words are accessed through ctypes views (``word.value``): they are read
+    and written on every op, and ctypes is several times cheaper per access than NumPy.
+    """
 
     def __init__(self, path: str, size: int, create: bool):
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
@@ -59,15 +71,15 @@ class _Segment:
             self.map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        self.ticket = np.frombuffer(self.map, np.uint32, 1, _TICKET_AT)
-        self.published = np.frombuffer(self.map, np.int64, PUBLISHED_FIELDS, _PUBLISHED_AT)
+        self.word = ctypes.c_uint32.from_buffer(self.map, _TICKET_AT)
+        self.staged = (ctypes.c_int64 * 2).from_buffer(self.map, _STAGED_AT)   # by parity
+        self.ticket_address = ctypes.addressof(self.word)
         self.slot = np.frombuffer(self.map, np.uint8, size - CONTROL_BYTES, CONTROL_BYTES)
-        word = ctypes.c_uint32.from_buffer(self.map, _TICKET_AT)
-        self.ticket_address = ctypes.addressof(word)
-        del word
+        if create:
+            self.staged[0] = self.staged[1] = -1
 
     def close(self) -> None:
-        self.ticket = self.published = self.slot = None
+        self.word = self.staged = self.slot = None
         try:
             self.map.close()
         except BufferError:      # a caller still holds a view; the mapping dies with it
@@ -85,6 +97,7 @@ class HostArena:
         self.own = _Segment(self.path, CONTROL_BYTES + self.slot_bytes, create=True)
         self.segments: dict[int, _Segment] = {rank: self.own}
         self.released = 0                      # the last ticket this rank released
+        self.last_half_op = -2                 # seq of the last completed half-slot op
         self.oversubscribed = world_size > (os.cpu_count() or 1)
 
     @classmethod
@@ -134,20 +147,24 @@ class HostArena:
         a reader racing with a rewrite gets "unknown", never a mix of two ops. This relies on
         stores becoming visible in program order, as on x86 (TSO).
         """
-        published = self.own.published
-        published[1] = -1
-        published[2:] = fields[2:]
-        published[0] = fields[0]
-        published[1] = fields[1]
+        mapped = self.own.map
+        _INT64.pack_into(mapped, _PUBLISHED_AT + 8, -1)
+        _PUBLISHED.pack_into(mapped, _PUBLISHED_AT, fields[0], -1, *fields[2:])
+        _INT64.pack_into(mapped, _PUBLISHED_AT + 8, fields[1])
+
+    def published_bytes(self, peer: int) -> bytes:
+        """A peer's raw published block (compared as bytes on the hot path)."""
+        return self.segments[peer].map[_PUBLISHED_AT:_PUBLISHED_AT + _PUBLISHED.size]
 
     def read(self, peer: int) -> tuple | None:
         """A peer's published op, or None while it is being rewritten."""
-        published = self.segments[peer].published
-        before = int(published[1])
-        body = published.tobytes()
-        if before == -1 or int(published[1]) != before:
+        mapped = self.segments[peer].map
+        before = _INT64.unpack_from(mapped, _PUBLISHED_AT + 8)[0]
+        fields = _PUBLISHED.unpack_from(mapped, _PUBLISHED_AT)
+        if before == -1 or fields[1] != before or \
+                _INT64.unpack_from(mapped, _PUBLISHED_AT + 8)[0] != before:
             return None
-        return tuple(int(v) for v in np.frombuffer(body, np.int64))
+        return fields
 
     def disagreeing(self, peers, fields: tuple) -> list[tuple[int, tuple]]:
         """Peers in the same op (same group and seq) that called it differently."""
@@ -160,19 +177,20 @@ class HostArena:
 
     def signal(self, value: int) -> None:
         """Set our ticket to ``value`` and wake whoever waits on it."""
-        self.own.ticket[0] = value
+        self.own.word.value = value
         _futex.wake(self.own.ticket_address)
 
     def wait(self, peers, target: int, check) -> None:
         """Return once every peer's ticket reached ``target``; ``check()`` runs between
         sleeps and raises to give up (lost peer, deadline, mismatch, abort)."""
-        pending = [p for p in peers if not reached(int(self.segments[p].ticket[0]), target)]
+        segments = self.segments
+        pending = [p for p in peers if not reached(segments[p].word.value, target)]
         if not pending:
             return
         spin_until = time.perf_counter() + SPIN_SECONDS
         while pending:
-            segment = self.segments[pending[0]]
-            value = int(segment.ticket[0])
+            segment = segments[pending[0]]
+            value = segment.word.value
             if reached(value, target):
                 pending.pop(0)
                 continue
@@ -181,7 +199,7 @@ class HostArena:
                     os.sched_yield()
                 continue
             _futex.wait(segment.ticket_address, value, SLICE_SECONDS)
-            if not reached(int(segment.ticket[0]), target):
+            if not reached(segment.word.value, target):
                 check(pending)
 
 
@@ -200,28 +218,46 @@ class ShmOp:
         self.arena, self.rank, self.size, self.seq, self.check = arena, rank, size, seq, check
         self.peers = [q for q in range(size) if q != rank]
         self.step = 0
-        self._published = np.array(published, np.int64).tobytes()
+        self._published = _PUBLISHED.pack(*published)
 
     def acquire(self) -> None:
         self.arena.wait(self.peers, self.arena.released, self.check)
 
+    def half(self) -> int:
+        """Byte offset of the half slot a small op uses: ops alternate halves by seq."""
+        return (self.seq & 1) * (self.arena.slot_bytes // 2 // 64 * 64)
+
+    def acquire_half(self) -> None:
+        """Before a small op writes its half: if the previous op was a small op whose phase
+        completed, every peer had finished reading *this* half before it entered that op,
+        so there is nothing to wait for; otherwise wait as :meth:`acquire` does."""
+        if self.arena.last_half_op != self.seq - 1:
+            self.acquire()
+
+    def half_done(self) -> None:
+        """A small op's phase completed (see :meth:`acquire_half`)."""
+        self.arena.last_half_op = self.seq
+
     def phase(self) -> None:
         self.step += 1
         target = ticket(self.seq, self.step)
+        if self.step == 1:
+            self.arena.own.staged[self.seq & 1] = self.seq
         self.arena.signal(target)
         self.arena.wait(self.peers, target, self.check)
         for peer in self.peers:
             self._insist_same_op(peer)
-            if self.step == 1 and \
-                    self.arena.segments[peer].published.tobytes() != self._published:
+            if self.step == 1 and self.arena.published_bytes(peer) != self._published:
                 self.check([peer])    # raises CollectiveMismatchError naming the peer
 
     def _insist_same_op(self, peer: int) -> None:
-        """A peer cannot get past this op before we release it, so a ticket of a later op
-        means it skipped this one (it rejected the op's arguments): wait for its notice,
+        """A peer's ticket from a later op means it either finished this op and went on to a
+        small op (allowed: see :meth:`acquire_half`; its ``staged`` record shows this op)
+        or skipped this op because it rejected the arguments: then wait for its notice,
         which ``check`` raises as CollectiveAbortedError."""
         segment = self.arena.segments[peer]
-        while (int(segment.ticket[0]) >> 10) != (self.seq & 0x3FFFFF):
+        parity, seq = self.seq & 1, self.seq
+        while (segment.word.value >> 10) != (seq & 0x3FFFFF) and segment.staged[parity] != seq:
             self.check([peer])
             time.sleep(0.001)
 
@@ -230,11 +266,13 @@ class ShmOp:
         self.arena.released = ticket(self.seq, self.step)
         self.arena.signal(self.arena.released)
 
-    def slot(self, rank: int, dtype, count: int, offset: int = 0) -> np.ndarray:
-        """Rank ``rank``'s slot viewed as ``count`` elements of ``dtype`` from ``offset``."""
+    def slot(self, rank: int, dtype, count: int, offset: int = 0, byte_offset: int = 0
+             ) -> np.ndarray:
+        """Rank ``rank``'s slot viewed as ``count`` elements of ``dtype`` from element
+        ``offset`` (plus ``byte_offset``)."""
         itemsize = np.dtype(dtype).itemsize
-        raw = self.arena.segments[rank].slot[offset * itemsize:(offset + count) * itemsize]
-        return raw.view(dtype)
+        start = byte_offset + offset * itemsize
+        return self.arena.segments[rank].slot[start:start + count * itemsize].view(dtype)
 
     def capacity(self, dtype, blocks: int = 1) -> int:
         """Elements of ``dtype`` per block when the slot holds ``blocks`` blocks."""

@@ -394,7 +394,7 @@ class StoreServer:
                 self._wake_tx.send(b"", zmq.NOBLOCK)
             except zmq.Again:
                 import sys
-                print("DEBUG AGAIN alive", self._thread.is_alive(), self._wake_rx.closed, self._router.closed, file=sys.stderr)
+                print("DEBUG AGAIN alive", self._thread.is_alive(), self._wake_rx.closed, self._router.closed, self._stopping.is_set(), file=sys.stderr)
                 raise
             self._thread.join(timeout=5.0)   # the loop closes its own sockets on the way out
             if self._thread.is_alive():
@@ -466,6 +466,10 @@ class StoreServer:
                     self._drain_monitor()
                 self._table.expire(time.monotonic())
                 self._flush()
+        except BaseException:
+            import sys, traceback
+            print("DEBUG LOOP DIED", file=sys.stderr); traceback.print_exc()
+            raise
         finally:
             self._close_sockets()
 

@@ -46,8 +46,15 @@ _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce"
 SHM_MAX_PIECES = 300          # an op may take at most 1023 steps (see _shm.ShmOp)
 
 
+_parsed: tuple[str, dict] = ("", {})
+
+
 def _forced() -> dict[str, str]:
+    """RINGRT_ALGO parsed (cached: this runs on every collective)."""
+    global _parsed
     spec = os.environ.get("RINGRT_ALGO", "")
+    if spec == _parsed[0]:
+        return _parsed[1]
     forced = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         op, _, algo = item.partition("=")
@@ -55,6 +62,7 @@ def _forced() -> dict[str, str]:
             valid = "; ".join(f"{k}={'|'.join(v)}" for k, v in CHOICES.items())
             raise ValueError(f"RINGRT_ALGO item {item!r} is not valid; choose from: {valid}")
         forced[op] = algo
+    _parsed = (spec, forced)
     return forced
 
 

@@ -1,0 +1,279 @@
+"""The α-β-γ cost model of ringrt's collective algorithms (pure functions, no I/O).
+
+A collective over ``n`` ranks on ``S`` bytes costs, for each algorithm, a linear form in four
+machine parameters::
+
+    T = a·α + b·β + c·γ + d·o
+
+    α  seconds per dependent step (one message hop: wire latency + software per message)
+    β  seconds per byte through one rank's link (1 / goodput)
+    γ  seconds per byte of reduction arithmetic (np.add etc.)
+    o  seconds per extra message a rank posts within one step (direct algorithms post n-1 at
+       once: their latencies overlap, their software cost does not); 0 in the classic model
+
+:func:`terms` returns ``(a, b, c, d)``; :func:`predict` evaluates it; :func:`fit` finds the
+parameters that best explain measured times (least squares on relative error, every
+parameter >= 0); :func:`best_algorithm` picks the cheapest algorithm. The formulas follow
+Thakur, Rabenseifner & Gropp, "Optimization of collective communication operations in
+MPICH" (IJHPCA 2005), adapted to ringrt's implementations (``ringrt/_algorithms``):
+
+=================  ===============  ==========================================================
+op                 algorithm        T(S, n)   (lg = ceil(log2 n), p = 2**floor(log2 n))
+=================  ===============  ==========================================================
+all_reduce         ring             2(n-1)α + 2(n-1)/n·Sβ + (n-1)/n·Sγ
+all_reduce         recursive_dbl    log2(p)·(α + Sβ + Sγ)  [+ 2α + 2Sβ + Sγ if n != p]
+reduce_scatter     ring             (n-1)α + (n-1)/n·S(β + γ)         (S: whole input)
+reduce_scatter     direct           α + (n-2)o + (n-1)/n·S(β + γ)
+all_gather         ring             (n-1)α + (n-1)/n·Sβ               (S: whole output)
+all_gather         direct           α + (n-2)o + (n-1)/n·Sβ
+broadcast          binomial         lg·(α + Sβ)
+broadcast          chain            (n-1)α + (k + n - 2)·(S/k)β,  k = ceil(S / segment)
+reduce             binomial         lg·(α + Sβ + Sγ)
+reduce             ring             nα + (n-2)o + 2(n-1)/n·Sβ + (n-1)/n·Sγ
+barrier            recursive_dbl    all_reduce recursive doubling with S = 0
+=================  ===============  ==========================================================
+
+Pipelining (ring steps and the chain are cut into ``segment``-byte messages) is modelled as
+hiding each segment's latency behind the next one's transfer; the per-segment software cost
+then shows up in the fitted β, which is why β is an *effective* per-byte cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_SEGMENT = 512 * 1024          # ringrt._algorithms.DEFAULT_SEGMENT_BYTES
+PARAMETERS = ("alpha", "beta", "gamma", "overhead")
+
+ALGORITHMS = {
+    "all_reduce": ("ring", "recursive_doubling"),
+    "reduce_scatter": ("ring", "direct"),
+    "all_gather": ("ring", "direct"),
+    "broadcast": ("binomial", "chain"),
+    "reduce": ("binomial", "ring"),
+    "barrier": ("recursive_doubling",),
+}
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Coefficients of α, β, γ and o in one algorithm's time."""
+
+    alpha: float
+    beta: float = 0.0
+    gamma: float = 0.0
+    overhead: float = 0.0
+
+    def __add__(self, other: Terms) -> Terms:
+        return Terms(self.alpha + other.alpha, self.beta + other.beta,
+                     self.gamma + other.gamma, self.overhead + other.overhead)
+
+    def scaled(self, factor: float) -> Terms:
+        return Terms(self.alpha * factor, self.beta * factor, self.gamma * factor,
+                     self.overhead * factor)
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.alpha, self.beta, self.gamma, self.overhead)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Fitted parameters, with the fit's quality (relative errors of the points used)."""
+
+    alpha: float
+    beta: float
+    gamma: float
+    overhead: float
+    rms_relative_error: float
+    max_relative_error: float
+    points: int
+
+    @property
+    def bandwidth(self) -> float:
+        """Bytes per second, 1/β (inf when β is 0)."""
+        return math.inf if self.beta == 0 else 1.0 / self.beta
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured time: ``op`` run with ``algorithm`` on ``nbytes`` over ``world`` ranks."""
+
+    op: str
+    algorithm: str
+    nbytes: int
+    world: int
+    seconds: float
+    segment: int = DEFAULT_SEGMENT
+
+
+def ceil_log2(n: int) -> int:
+    return max(0, (n - 1).bit_length())
+
+
+def _recursive_doubling(size: float, world: int) -> Terms:
+    p = 1 << (world.bit_length() - 1)
+    rounds = p.bit_length() - 1
+    exchange = Terms(1.0, size, size).scaled(rounds)
+    if world == p:
+        return exchange
+    return exchange + Terms(2.0, 2 * size, size)      # fold into a partner, hand back
+
+
+def _ring(op: str, size: float, n: int) -> Terms:
+    share = (n - 1) / n * size
+    if op == "all_reduce":
+        return Terms(2 * (n - 1), 2 * share, share)
+    if op == "reduce_scatter":
+        return Terms(n - 1, share, share)
+    if op == "all_gather":
+        return Terms(n - 1, share)
+    if op == "reduce":                                 # ring reduce-scatter, chunks to root
+        return Terms(n, 2 * share, share, max(0, n - 2))
+    raise ValueError(f"no ring algorithm for {op}")
+
+
+def _direct(op: str, size: float, n: int) -> Terms:
+    share = (n - 1) / n * size
+    extra = max(0, n - 2)
+    if op == "all_gather":
+        return Terms(1.0, share, 0.0, extra)
+    if op == "reduce_scatter":
+        return Terms(1.0, share, share, extra)
+    raise ValueError(f"no direct algorithm for {op}")
+
+
+def _chain(size: float, n: int, segment: int) -> Terms:
+    pieces = max(1, math.ceil(size / max(1, segment)))
+    return Terms(n - 1, (pieces + n - 2) * size / pieces)
+
+
+def terms(op: str, algorithm: str, nbytes: float, world: int,
+          segment: int = DEFAULT_SEGMENT) -> Terms:
+    """Coefficients (α, β, γ, o) of ``op`` with ``algorithm`` on ``nbytes`` over ``world`` ranks.
+
+    ``nbytes`` is the array for all_reduce/broadcast/reduce, the whole output of all_gather
+    and the whole input of reduce_scatter (nccl-tests' convention).
+
+    Raises:
+        ValueError: unknown op/algorithm pair, or world < 1.
+    """
+    if world < 1:
+        raise ValueError(f"world must be >= 1, got {world}")
+    if algorithm not in ALGORITHMS.get(op, ()):
+        raise ValueError(f"unknown algorithm {algorithm!r} for {op!r}; known: {ALGORITHMS}")
+    if world == 1:
+        return Terms(0.0)
+    size = 0.0 if op == "barrier" else float(nbytes)
+    if algorithm == "recursive_doubling":
+        return _recursive_doubling(size, world)
+    if algorithm == "ring":
+        return _ring(op, size, world)
+    if algorithm == "direct":
+        return _direct(op, size, world)
+    if algorithm == "chain":
+        return _chain(size, world, segment)
+    reduction = size if op == "reduce" else 0.0        # binomial broadcast / reduce
+    return Terms(1.0, size, reduction).scaled(ceil_log2(world))
+
+
+def predict(op: str, algorithm: str, nbytes: float, world: int, alpha: float, beta: float,
+            gamma: float = 0.0, overhead: float = 0.0, segment: int = DEFAULT_SEGMENT) -> float:
+    """Predicted seconds for one ``op`` (see :func:`terms` for what ``nbytes`` means)."""
+    a, b, c, d = terms(op, algorithm, nbytes, world, segment).as_tuple()
+    return a * alpha + b * beta + c * gamma + d * overhead
+
+
+def steps(op: str, algorithm: str, world: int) -> int:
+    """Dependent message steps (the α coefficient): the latency floor is steps x one-way."""
+    return round(terms(op, algorithm, 0, world).alpha)
+
+
+def best_algorithm(op: str, nbytes: float, world: int, alpha: float, beta: float,
+                   gamma: float = 0.0, overhead: float = 0.0,
+                   segment: int = DEFAULT_SEGMENT) -> str:
+    """The algorithm with the lowest predicted time (ties: the first in ALGORITHMS[op])."""
+    return min(ALGORITHMS[op], key=lambda algorithm: predict(
+        op, algorithm, nbytes, world, alpha, beta, gamma, overhead, segment))
+
+
+def crossover(op: str, small: str, large: str, world: int, alpha: float, beta: float,
+              gamma: float = 0.0, overhead: float = 0.0, segment: int = DEFAULT_SEGMENT,
+              max_bytes: int = 1 << 40) -> int | None:
+    """Smallest power-of-two size at which ``large`` is predicted no slower than ``small``
+    (None if it never is up to ``max_bytes``)."""
+    size = 1
+    while size <= max_bytes:
+        args = (size, world, alpha, beta, gamma, overhead, segment)
+        if predict(op, large, *args) <= predict(op, small, *args):
+            return size
+        size *= 2
+    return None
+
+
+def fit(points: list[Measurement], free: tuple[str, ...] = ("alpha", "beta", "gamma"),
+        fixed: dict[str, float] | None = None) -> Fit:
+    """Least-squares α, β, γ (and o if listed in ``free``) from measured times.
+
+    Minimises the relative error (each row divided by its measured time, so a 4-byte op
+    counts as much as a 64 MiB one); parameters that would come out negative are pinned to
+    0 and the rest refitted. Parameters not in ``free`` take ``fixed`` values (default 0).
+
+    Raises:
+        ValueError: no points, an unknown parameter name, or a non-positive time.
+    """
+    if not points:
+        raise ValueError("fit needs at least one measurement")
+    unknown = set(free) - set(PARAMETERS)
+    if unknown:
+        raise ValueError(f"unknown parameters {sorted(unknown)}; use {PARAMETERS}")
+    if any(p.seconds <= 0 for p in points):
+        raise ValueError("every measured time must be > 0")
+    fixed = {name: 0.0 for name in PARAMETERS} | dict(fixed or {})
+    rows = np.array([terms(p.op, p.algorithm, p.nbytes, p.world, p.segment).as_tuple()
+                     for p in points])
+    times = np.array([p.seconds for p in points])
+    values = _nonnegative_least_squares(rows, times, [PARAMETERS.index(n) for n in free],
+                                        np.array([fixed[n] for n in PARAMETERS]))
+    relative = rows @ values / times - 1.0
+    return Fit(*(float(v) for v in values), float(np.sqrt(np.mean(relative ** 2))),
+               float(np.max(np.abs(relative))), len(points))
+
+
+def _nonnegative_least_squares(rows, times, free: list[int], values: np.ndarray) -> np.ndarray:
+    """Weighted (1/time) least squares over the ``free`` columns, pinning negatives to 0."""
+    values = values.astype(float).copy()
+    free = list(free)
+    weights = 1.0 / times
+    while free:
+        values[free] = 0.0
+        residual = times - rows @ values
+        solution, *_ = np.linalg.lstsq(rows[:, free] * weights[:, None], residual * weights,
+                                       rcond=None)
+        if (solution >= 0).all():
+            values[free] = solution
+            return values
+        free.pop(int(np.argmin(solution)))
+    return values
+
+
+def link_beta(bits_per_second: float, efficiency: float = 119.5e6 * 8 / 1e9) -> float:
+    """β of a link: seconds per byte of goodput. ``efficiency`` is TCP/IP/Ethernet goodput
+    over line rate (pyzmq PUSH/PULL measured 119.5 MB/s on netlab's 1 Gbit/s link)."""
+    return 8.0 / (bits_per_second * efficiency)
+
+
+def bus_factor(op: str, world: int) -> float:
+    """nccl-tests' bus-bandwidth factor: busbw = (nbytes / time) x factor, comparable with
+    the link's goodput for a bandwidth-optimal algorithm."""
+    if world <= 1:
+        return 0.0
+    if op == "all_reduce":
+        return 2 * (world - 1) / world
+    if op in ("all_gather", "reduce_scatter"):
+        return (world - 1) / world
+    if op in ("broadcast", "reduce"):
+        return 1.0
+    return 0.0
