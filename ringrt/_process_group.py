@@ -51,13 +51,14 @@ class OpSpec(NamedTuple):
 class _Comm:
     """The world-wide machinery of one rank: sockets, sentinel, mailbox, executor."""
 
-    def __init__(self, store, rank: int, world_size: int, namespace: str, deadline: Deadline):
+    def __init__(self, store, rank: int, world_size: int, namespace: str, deadline: Deadline,
+                 curve=None):
         self.rank, self.world_size, self.store = rank, world_size, store
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
         self.arena = HostArena.create(rank, world_size, same_host=True)
         try:
-            endpoints = Endpoints(route_address(store.host), self.ipc_dir)
+            endpoints = Endpoints(route_address(store.host), self.ipc_dir, curve)
             self.transport = Transport(self.context, rank, endpoints)
             self.sentinel = Sentinel(self.context, rank, world_size, endpoints)
             card = {"data": self.transport.card, "heart": self.sentinel.card,
@@ -151,15 +152,16 @@ class ProcessGroup:
         rank, world_size: this process's rank in the world and the world's size.
         timeout: seconds each op may take before it raises ``TimeoutError``.
         namespace: store key prefix (distinct per job attempt).
+        curve: ``_curve.CurveKeys`` to encrypt every socket (None: plaintext).
 
     Raises:
         ringrt.errors.TimeoutError: some rank did not join within ``timeout``.
     """
 
     def __init__(self, store, rank: int, world_size: int, timeout: float = 300.0,
-                 namespace: str = "ringrt"):
+                 namespace: str = "ringrt", curve=None):
         timeout = seconds(timeout)
-        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout))
+        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), curve)
         self._setup(comm, 0, list(range(world_size)), timeout)
 
     @classmethod

@@ -67,7 +67,7 @@ class Sentinel:
             monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             self._monitors[monitor] = peer
             self._poller.register(monitor, zmq.POLLIN)
-            dealer.connect(self._endpoints.choose(card))
+            self._endpoints.connect(dealer, card)
             self._dealers[peer] = dealer
             self._last_heard[peer] = now
         self._thread = threading.Thread(target=self._run, name=f"ringrt-sentinel-{self.rank}",

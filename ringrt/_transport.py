@@ -22,6 +22,7 @@ import threading
 
 import zmq
 
+from ringrt import _curve
 from ringrt.errors import DistError
 
 
@@ -68,9 +69,10 @@ def make_ipc_dir() -> str:
 class Endpoints:
     """Binds a socket on ipc and/or tcp and picks the right peer address to connect to."""
 
-    def __init__(self, bind_addr: str, ipc_dir: str):
+    def __init__(self, bind_addr: str, ipc_dir: str, curve=None):
         self.bind_addr = bind_addr
         self.ipc_dir = ipc_dir
+        self.curve = curve                  # CurveKeys when the job is encrypted
         self.mode = os.environ.get("RINGRT_TRANSPORT", "auto").lower()
         if self.mode not in ("auto", "tcp", "ipc"):
             raise ValueError(f"RINGRT_TRANSPORT={self.mode!r}: use auto, tcp or ipc")
@@ -78,6 +80,7 @@ class Endpoints:
     def bind(self, sock: zmq.Socket, name: str) -> dict:
         """Bind ``sock`` and return its address card ``{"host", "ipc", "tcp"}``."""
         card = {"host": host_identity(), "ipc": None, "tcp": None}
+        _curve.serve(sock, self.curve)
         if self.mode in ("auto", "ipc"):
             path = os.path.join(self.ipc_dir, name)
             sock.bind(f"ipc://{path}")
@@ -92,6 +95,13 @@ class Endpoints:
                 ) from exc
             card["tcp"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return card
+
+    def connect(self, sock: zmq.Socket, card: dict) -> str:
+        """Connect ``sock`` to the peer described by ``card``; returns the address used."""
+        address = self.choose(card)
+        _curve.connect_as_client(sock, self.curve)
+        sock.connect(address)
+        return address
 
     def choose(self, card: dict) -> str:
         """The address to use for a peer's card: ipc on the same host, tcp otherwise."""
@@ -129,8 +139,7 @@ class Transport:
             out = self._context.socket(zmq.PUSH)
             out.setsockopt(zmq.SNDHWM, 0)
             out.setsockopt(zmq.LINGER, -1)
-            address = self._endpoints.choose(card)
-            out.connect(address)
+            address = self._endpoints.connect(out, card)
             self._outboxes[peer] = out
             self.routes[peer] = address.split(":", 1)[0]
 

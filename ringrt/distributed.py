@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import sys
 
+from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
 from ringrt._env import env_float, resolve_job
 from ringrt._process_group import NonMember, ProcessGroup, default_namespace
@@ -40,7 +41,9 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
         timeout: seconds (or timedelta) for rendezvous and for each collective; when left at
             the default, ``RINGRT_TIMEOUT`` (set by ``ringrun --timeout``) wins.
         store: an already connected :class:`ringrt.Store` to rendezvous through.
-        encrypt: reserved for CurveZMQ encryption (``RINGRT_ENCRYPT``).
+        encrypt: encrypt and authenticate all network traffic with CurveZMQ, keys derived
+            from ``RINGRT_TOKEN`` (default: ``RINGRT_ENCRYPT``, set by ``ringrun --encrypt``).
+            Every rank must agree.
 
     Raises:
         ValueError: bad arguments, or the group is already initialised.
@@ -57,12 +60,13 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
     if timeout is DEFAULT_TIMEOUT:
         timeout = env_float("RINGRT_TIMEOUT", DEFAULT_TIMEOUT)
     timeout = seconds(timeout)
+    curve = derive_keys(job.token) if job.encrypt else None
     own_store = store is None
     if own_store:
-        store = _connect_store(job, timeout)
+        store = _connect_store(job, timeout, curve)
     try:
         _world = ProcessGroup(store, job.rank, job.world_size, timeout,
-                              default_namespace(job.restart_count, _init_count))
+                              default_namespace(job.restart_count, _init_count), curve)
     except BaseException:
         if own_store:
             store.close()
@@ -72,12 +76,13 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
     _install_failure_report()
 
 
-def _connect_store(job, timeout: float):
+def _connect_store(job, timeout: float, curve):
     from ringrt.store import Store
 
     hosts = job.rank == 0 and not job.store_hosted_elsewhere
+    extra = {"curve": curve} if curve is not None else {}
     return Store(job.master_addr, job.master_port, job.token, is_master=hosts, timeout=timeout,
-                 rank=job.rank)
+                 rank=job.rank, **extra)
 
 
 def is_initialized() -> bool:
