@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from . import _curve
 from . import _store_protocol as proto
 from .errors import StoreError
 
@@ -317,16 +318,20 @@ class StoreServer:
         port: TCP port; 0 picks a free one (read back into ``self.port`` after binding).
         token: the job token clients must prove they hold.
         max_frame_bytes: largest frame accepted; libzmq closes a connection that sends more.
+        curve: CurveZMQ keys (``_curve.derive_keys(token)``) to encrypt every connection;
+            clients must use the same keys. None: plaintext, the token handshake only.
     """
 
     def __init__(self, host: str, port: int, token: str = "", *,
-                 max_frame_bytes: int = proto.DEFAULT_MAX_FRAME_BYTES):
+                 max_frame_bytes: int = proto.DEFAULT_MAX_FRAME_BYTES,
+                 curve: _curve.CurveKeys | None = None):
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"StoreServer: port must be an int in 0..65535, got {port!r}")
         if not isinstance(max_frame_bytes, int) or max_frame_bytes < 1024:
             raise ValueError(
                 f"StoreServer: max_frame_bytes must be an int >= 1024, got {max_frame_bytes!r}")
         self.host, self.port, self.max_frame_bytes = host, port, max_frame_bytes
+        self._curve = curve
         self._table = _Table()
         self._gate = _Gatekeeper(token)
         self._ledger = _ConnectionLedger()
@@ -390,12 +395,8 @@ class StoreServer:
             self._stopping.set()
             if self._context is None:   # never started, or already closed
                 return
-            try:
+            with contextlib.suppress(zmq.Again):   # Again: the loop saw the flag and is gone
                 self._wake_tx.send(b"", zmq.NOBLOCK)
-            except zmq.Again:
-                import sys
-                print("DEBUG AGAIN alive", self._thread.is_alive(), self._wake_rx.closed, self._router.closed, self._stopping.is_set(), file=sys.stderr)
-                raise
             self._thread.join(timeout=5.0)   # the loop closes its own sockets on the way out
             if self._thread.is_alive():
                 raise StoreError(f"store server on {self.host}:{self.port} did not stop within 5 s")
@@ -419,6 +420,7 @@ class StoreServer:
         # otherwise turn random bytes into messages. No ZAP handler runs in this private
         # context, so NULL-mechanism peers are still admitted.
         router.setsockopt(zmq.ZAP_DOMAIN, b"ringrt-store")
+        _curve.serve(router, self._curve)
         try:
             router.bind(proto.tcp_endpoint(self.host, self.port))
         except zmq.ZMQError as exc:
@@ -466,10 +468,6 @@ class StoreServer:
                     self._drain_monitor()
                 self._table.expire(time.monotonic())
                 self._flush()
-        except BaseException:
-            import sys, traceback
-            print("DEBUG LOOP DIED", file=sys.stderr); traceback.print_exc()
-            raise
         finally:
             self._close_sockets()
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from . import _curve
 from . import _store_protocol as proto
 from ._deadline import Deadline, seconds
 from ._store_server import StoreServer
@@ -87,8 +88,9 @@ class _Peer:
 
     def not_a_store(self) -> StoreError:
         return StoreError(
-            f"{self.host}:{self.port} answered{self.who} but is not a ringrt store server (the "
-            "ZeroMQ handshake failed); check MASTER_PORT, another service may own that port."
+            f"{self.host}:{self.port} refused the ZeroMQ handshake{self.who}: either it is not "
+            "a ringrt store server (check MASTER_PORT), or only one side encrypts "
+            "(RINGRT_ENCRYPT / ringrun --encrypt), or, encrypted, the RINGRT_TOKENs differ."
         )
 
 
@@ -103,7 +105,7 @@ class _Connection:
     authenticates again.
     """
 
-    def __init__(self, peer: _Peer, token: str):
+    def __init__(self, peer: _Peer, token: str, curve: _curve.CurveKeys | None = None):
         self._peer, self._token = peer, token
         self._ids = itertools.count(1)
         self._session = False          # authenticated on the current TCP connection
@@ -115,6 +117,7 @@ class _Connection:
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
+        _curve.connect_as_client(self._socket, curve)
         try:
             self._socket.connect(proto.tcp_endpoint(peer.host, peer.port))
         except zmq.ZMQError as exc:
@@ -123,9 +126,10 @@ class _Connection:
                              f"{exc.strerror}; check MASTER_ADDR / MASTER_PORT") from exc
 
     @classmethod
-    def open(cls, peer: _Peer, token: str, deadline: Deadline) -> _Connection:
+    def open(cls, peer: _Peer, token: str, curve: _curve.CurveKeys | None,
+             deadline: Deadline) -> _Connection:
         """Connects and authenticates within ``deadline``."""
-        connection = cls(peer, token)
+        connection = cls(peer, token, curve)
         try:
             connection.authenticate(deadline)
         except BaseException:
@@ -310,6 +314,8 @@ class Store:
             name may resolve to a loopback alias such as 127.0.1.1 on its own machine).
         timeout: default limit in seconds (or ``timedelta``) for connecting and for each op.
         rank: this process's rank, quoted in error messages.
+        curve: CurveZMQ keys (``_curve.derive_keys(token)``) to encrypt the connections, for
+            jobs run with encryption; the server must use the same keys.
 
     Raises:
         TimeoutError: no store server answered within ``timeout``.
@@ -319,7 +325,7 @@ class Store:
 
     def __init__(self, host: str, port: int, token: str | None = None, *,
                  is_master: bool = False, timeout: float | datetime.timedelta = 300.0,
-                 rank: int | None = None):
+                 rank: int | None = None, curve: _curve.CurveKeys | None = None):
         self.host, self.rank = host, rank
         self.timeout = _limit(timeout, "timeout")
         self.port = _check_port(port, is_master)
@@ -328,10 +334,11 @@ class Store:
             raise TypeError(f"Store: token must be str, got {type(token).__name__}")
         self._server = None
         if is_master:
-            self._server = StoreServer(_bind_host(host), self.port, token).start()
+            self._server = StoreServer(_bind_host(host), self.port, token, curve=curve).start()
             self.port = self._server.port
         self._peer = _Peer(host, self.port, rank)
-        self._pool = _Pool(lambda deadline: _Connection.open(self._peer, token, deadline))
+        self._pool = _Pool(
+            lambda deadline: _Connection.open(self._peer, token, curve, deadline))
         try:
             self._call(None, [], f"connecting to the store server at {host}:{self.port}", None)
         except BaseException:
