@@ -86,6 +86,9 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
                    "(rank 0 on a single host).")
 @click.option("--cpu-bind", is_flag=True,
               help="Pin local rank i to the i-th (mod count) CPU this process may use.")
+@click.option("--encrypt", is_flag=True,
+              help="Encrypt and authenticate all network traffic (store, data, heartbeats) "
+                   "with CurveZMQ, keys derived from the job token (RINGRT_ENCRYPT=1).")
 @click.version_option(package_name="ringrt", prog_name="ringrun")
 @click.argument("target", metavar="SCRIPT")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

@@ -52,6 +52,7 @@ class LaunchConfig:
     log_dir: str | None = None
     console_ranks: frozenset[int] | None = None
     cpu_bind: bool = False
+    encrypt: bool = False
 
     @property
     def world_size(self) -> int:
@@ -112,6 +113,7 @@ def build_config(opts: dict) -> LaunchConfig:
         console_ranks=_console_ranks(opts["local_ranks_filter"], opts["quiet_ranks"],
                                      opts["nproc"]),
         cpu_bind=opts["cpu_bind"],
+        encrypt=opts["encrypt"],
     )
 
 

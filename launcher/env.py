@@ -11,6 +11,7 @@
 ``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart
 ``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
 ``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
+``RINGRT_ENCRYPT``          1 with ``--encrypt``
 ``RINGRT_IPC_DIR``          a short per-job directory under /tmp for the workers' ipc:// socket
                             files, removed when the job ends (even if workers were SIGKILLed);
                             an ``RINGRT_IPC_DIR`` already set is passed on and left alone
@@ -53,6 +54,8 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
     )
     if config.timeout is not None:
         env["RINGRT_TIMEOUT"] = repr(config.timeout)
+    if config.encrypt:
+        env["RINGRT_ENCRYPT"] = "1"
     return env
 
 

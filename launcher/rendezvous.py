@@ -35,13 +35,16 @@ def host_store(config: LaunchConfig):
     """
     if not config.hosts_store:
         return None
+    from ringrt._curve import derive_keys
     from ringrt._store_server import StoreServer
     from ringrt.errors import StoreError
 
     port = config.master_port
     where = f"{config.store_host}:{port}" if port else f"{config.store_host} (any free port)"
     try:
-        return StoreServer(config.store_host, config.master_port, token=config.token).start()
+        curve = derive_keys(config.token) if config.encrypt else None
+        return StoreServer(config.store_host, config.master_port, token=config.token,
+                           curve=curve).start()
     except (OSError, StoreError) as exc:
         code = getattr(exc, "errno", None) or getattr(exc.__cause__, "errno", None)
         if code == errno.EADDRINUSE:

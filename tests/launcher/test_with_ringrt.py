@@ -49,3 +49,19 @@ def test_restarted_group_rendezvouses_again():
     assert "restart 1 of 1" in result.stderr and "rank 1 failed (exit code 7)" in result.stderr
     for rank in range(3):
         assert f"[{rank}] attempt 1 OK 6" in result.stdout, result
+
+
+def test_encrypted_job_over_tcp():
+    # tcp (not ipc) so the data plane really crosses sockets with CurveZMQ on every one.
+    result = run("--encrypt", "-n", "3", *TIMEOUT, script("allreduce.py"), timeout=90,
+                 env={"RINGRT_TRANSPORT": "tcp"})
+    assert result.returncode == 0, result
+    assert _ok_ranks(result.stdout, 1 + 2 + 3) == {0, 1, 2}, result
+
+
+def test_encrypted_workers_refuse_a_plaintext_store():
+    # Workers told to encrypt cannot talk to a store that does not: a clear error, no hang.
+    result = run("-n", "2", "--timeout", "5", script("allreduce.py"), timeout=60,
+                 env={"RINGRT_ENCRYPT": "1"})
+    assert result.returncode != 0, result
+    assert "encrypt" in (result.stderr + result.stdout).lower(), result
