@@ -162,15 +162,35 @@ class _NoBar:
         pass
 
 
+class _TerminalThroughLauncher:
+    """stdout as click sees it under ringrun on a terminal: ringrun draws our \r updates in
+    place (it sets RINGRUN_TTY=1), so the bar may render although stdout is a pipe."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        return self._stream.write(text)
+
+    def flush(self):
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+
 @contextlib.contextmanager
 def progress(rank: int, length: int, label: str):
-    """Rank 0's progress bar on a terminal. Under ringrun, output goes through the launcher
-    line by line (a \r-drawn bar cannot), so the per-epoch lines carry loss and samples/s."""
-    if rank != 0 or not sys.stdout.isatty():
+    """Rank 0's progress bar with loss and samples/s, on a terminal (directly, or through
+    ringrun, which draws carriage-return updates in place). Elsewhere (logs, CI) the
+    per-epoch lines carry the same figures."""
+    through_launcher = os.environ.get("RINGRUN_TTY") == "1"
+    if rank != 0 or not (sys.stdout.isatty() or through_launcher):
         yield _NoBar()
         return
     holder = _Bar(None)
-    with click.progressbar(length=length, label=label, width=24,
+    stream = _TerminalThroughLauncher(sys.stdout) if through_launcher else sys.stdout
+    with click.progressbar(length=length, label=label, width=24, file=stream,
                            item_show_func=lambda _: holder.status) as bar:
         holder.bar = bar
         yield holder

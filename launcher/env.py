@@ -12,6 +12,7 @@
 ``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
 ``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
 ``RINGRT_ENCRYPT``          1 with ``--encrypt``
+``RINGRUN_TTY``             1 when ringrun's stdout is a terminal (progress bars can be drawn)
 ``RINGRT_IPC_DIR``          a short per-job directory under /tmp for the workers' ipc:// socket
                             files, removed when the job ends (even if workers were SIGKILLed);
                             an ``RINGRT_IPC_DIR`` already set is passed on and left alone
@@ -56,6 +57,8 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
         env["RINGRT_TIMEOUT"] = repr(config.timeout)
     if config.encrypt:
         env["RINGRT_ENCRYPT"] = "1"
+    if _console_is_terminal():
+        env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (launcher/output.py)
     return env
 
 
@@ -72,3 +75,10 @@ def ipc_directory() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _console_is_terminal() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:
+        return False

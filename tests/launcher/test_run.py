@@ -130,3 +130,13 @@ def test_cpu_bind_pins_local_rank_i_to_cpu_i_mod_count():
         assert reports[rank]["affinity"] == [allowed[rank % len(allowed)]]
     unbound = run("-n", "1", script("echo_env.py"), timeout=30)
     assert _reports(unbound.stdout)[0]["affinity"] == allowed
+
+
+def test_carriage_return_updates_are_drawn_in_place_and_not_logged(tmp_path):
+    result = run("-n", "1", "--log-dir", str(tmp_path), script("progress.py"), timeout=30)
+    assert result.returncode == 0, result
+    # Read with universal newlines, each "\r" shows as "\n": the raw console stream was
+    # "\r[0] progress 0\r[0] progress 1\r[0] progress 2\r[0] done\n[0] after\n".
+    assert result.stdout == ("\n[0] progress 0\n[0] progress 1\n[0] progress 2\n[0] done\n"
+                             "[0] after\n"), repr(result.stdout)
+    assert (tmp_path / "rank0.log").read_text() == "done\nafter\n"
