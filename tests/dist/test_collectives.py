@@ -123,3 +123,9 @@ def test_object_collectives():
         assert got["collected"] == ([0, 10, 20] if rank == 2 else None)
         assert got["scattered"] == f"to {rank}"
         assert "cannot be sent" in got["rejected"] and "pickle" in got["rejected"]
+
+
+@pytest.mark.timeout(60)
+def test_last_messages_survive_the_sender_leaving():
+    world = run_world("tests.dist.workers:last_message", 2, timeout=45)
+    assert world[0].values["ok"]

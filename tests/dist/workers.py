@@ -169,3 +169,23 @@ def objects(rank: int, world: int):
               and isinstance(g["f"], np.float32) for r, g in enumerate(gathered)))
     return {"gathered_ok": ok, "items": repr(items), "collected": collected, "scattered": out[0],
             "rejected": rejected}
+
+
+def last_message(rank: int, world: int):
+    """Rank 1 sends, destroys the group and exits at once; rank 0 receives only after that."""
+    dist.init_process_group(timeout=30)
+    big = np.arange(2_000_000, dtype=np.float32)
+    if rank == 1:
+        dist.send(big, 0, tag=1)
+        dist.send(np.array([42], np.int64), 0, tag=2)
+        dist.destroy_process_group()
+        return {}
+    sentinel = dist.distributed._world.comm.sentinel
+    deadline = time.monotonic() + 30
+    while 1 not in sentinel.lost and time.monotonic() < deadline:   # rank 1 is gone for good
+        time.sleep(0.05)
+    got_big, got_small = np.empty_like(big), np.empty(1, np.int64)
+    dist.recv(got_big, src=1, tag=1)
+    dist.recv(got_small, src=1, tag=2)
+    dist.destroy_process_group()
+    return {"ok": bool((got_big == big).all()) and int(got_small[0]) == 42}
