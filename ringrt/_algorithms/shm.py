@@ -39,21 +39,21 @@ def all_reduce_shm(op, flat: np.ndarray, combine) -> None:
         return
     for start, stop in _pieces(flat.size, op.capacity(dtype)):
         count = stop - start
+        bounds = chunk_bounds(count, op.size)
+        a, b = bounds[op.rank]
         op.acquire()
-        op.slot(op.rank, dtype, count)[...] = flat[start:stop]
+        staged = op.slot(op.rank, dtype, count)
+        staged[:a] = flat[start:start + a]               # peers reduce these chunks; ours is
+        staged[b:] = flat[start + b:stop]                # reduced straight from our array
         op.phase()
-        if count * flat.itemsize * op.size <= WHOLE_PIECE_TRAFFIC:
-            _sum_slots(op, flat[start:stop], count, 0, combine)
-        else:
-            bounds = chunk_bounds(count, op.size)
-            a, b = bounds[op.rank]
-            mine = flat[start + a:start + b]
-            _sum_slots(op, mine, b - a, a, combine)
-            op.slot(op.rank, dtype, b - a, a)[...] = mine
-            op.phase()
-            for q in op.peers:
-                qa, qb = bounds[q]
-                flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa)
+        mine = flat[start + a:start + b]
+        for q in op.peers:                               # fixed order: the same bits every run
+            combine(mine, op.slot(q, dtype, b - a, a))
+        staged[a:b] = mine
+        op.phase()
+        for q in op.peers:
+            qa, qb = bounds[q]
+            flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa)
         op.release()
 
 
