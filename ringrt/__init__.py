@@ -6,9 +6,12 @@
 Layout (data flows down; each layer only imports the ones above it)::
 
     _env.py              the environment (env://, tcp://, SLURM, Open MPI/PMI) -> JobSpec
-    store.py             rendezvous key-value store client (+ _store_server.py, _store_protocol.py)
+    store.py             rendezvous key-value store client (+ _store_client.py, _store_protocol.py;
+                         server: _store_server.py, _store_table.py, _store_gate.py, _store_ledger.py)
     _wire.py             the data-plane message header
     _transport.py        this rank's sockets: one inbox, one outbox per peer (ipc:// or tcp://)
+    _curve.py            CurveZMQ keys derived from the job token (encrypt=True)
+    _shm.py _futex.py    same-host shared-memory slots and futex-backed tickets
     _sentinel.py         heartbeats: lost peers within seconds
     _exchange.py         one op's sends/receives; mismatch, abort, lost-peer and timeout checks
     _work.py             Work handles and the in-order op executor
@@ -16,7 +19,8 @@ Layout (data flows down; each layer only imports the ones above it)::
     _algorithms/         ring, tree (recursive doubling, binomial, chain), direct; choose()
     distributed.py       the default group: init/destroy, get_rank, new_group
     collectives.py       public array collectives  (p2p.py, object_collectives.py alongside)
-    ddp.py optim/ data.py checkpoint.py    training on top of the collectives
+    ddp.py optim/ checkpoint.py _flat.py   training on top of the collectives
+    data.py              DistributedSampler, DataLoader, datasets (_sampler, _loader, _datasets)
 """
 
 from ringrt import errors

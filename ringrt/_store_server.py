@@ -1,10 +1,10 @@
 """The rendezvous store server: one ROUTER socket served by a daemon thread.
 
-Layers, bottom up: :class:`_Table` holds keys, values and parked get/wait requests (pure
-logic, no sockets); :class:`_Gatekeeper` runs the token handshake and remembers authenticated
-ZMQ identities; :class:`_ConnectionLedger` turns socket-monitor events into connection
-counters; :class:`StoreServer` owns the sockets and the loop. The wire format is in
-``_store_protocol``.
+Layers, bottom up: :class:`_Table` (``_store_table``) holds keys, values and parked get/wait
+requests (pure logic, no sockets); :class:`_Gatekeeper` (``_store_gate``) runs the token
+handshake and remembers authenticated ZMQ identities; :class:`_ConnectionLedger`
+(``_store_ledger``) turns socket-monitor events into connection counters; :class:`StoreServer`
+owns the sockets and the loop. The wire format is in ``_store_protocol``.
 
 Nothing from the network can stop the loop: malformed frames are dropped and counted,
 requests from peers that have not authenticated are refused and counted, and libzmq closes
@@ -14,21 +14,18 @@ connections whose frames exceed ``max_frame_bytes`` before buffering them.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
-import os
-import re
 import threading
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import _curve
 from . import _store_protocol as proto
+from ._store_gate import _Gatekeeper
+from ._store_ledger import _MONITORED, _ConnectionLedger
+from ._store_table import _BadRequest, _Table
 from .errors import StoreError
 
 __all__ = ["StoreServer"]
@@ -37,270 +34,7 @@ _log = logging.getLogger(__name__)
 
 _POLL_MS = 100                 # loop wakes at least this often (close() also wakes it)
 _BATCH = 256                   # frames handled per wake-up before looking at the monitor again
-_MAX_WAITERS = 1 << 16         # parked get/wait requests; more are refused, not queued
-_MAX_PENDING_HANDSHAKES = 1024  # hello without auth yet; the oldest is forgotten first
-_MAX_TRUSTED = 1 << 16         # authenticated identities remembered; the oldest is forgotten first
 _HANDSHAKE_IVL_MS = 10_000     # libzmq drops a connection that has not finished ZMTP by then
-_INTEGER = re.compile(rb"-?[0-9]+")
-
-_FAILED_EVENTS = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_MONITORED = (
-    zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _FAILED_EVENTS
-)
-
-Reply = tuple[bytes, bytes]    # (ZMQ identity, encoded frame)
-
-
-class _BadRequest(Exception):
-    """A well-formed request the table cannot serve; the text goes back to the client."""
-
-
-# --- keys, values and parked requests ---------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Waiter:
-    """A parked get (``value_key`` set) or wait (``value_key`` None)."""
-
-    identity: bytes
-    request_id: int
-    value_key: str | None
-    missing: set[str]
-    expires_at: float
-    ticket: int
-    parked: bool = False
-    done: bool = False
-
-
-class _Table:
-    """Keys, values and parked get/wait requests. Pure logic: replies go to ``outbox``."""
-
-    def __init__(self, max_waiters: int = _MAX_WAITERS):
-        self.values: dict[str, bytes] = {}
-        self.outbox: list[Reply] = []
-        self._max_waiters = max_waiters
-        self._waiting: dict[str, dict[int, _Waiter]] = {}   # key -> ticket -> waiter
-        self._expiry: list[tuple[float, int, _Waiter]] = []  # heap, with lazy deletion
-        self._live = 0
-        self._tickets = itertools.count()
-
-    @property
-    def waiters(self) -> int:
-        """Parked requests not yet answered."""
-        return self._live
-
-    def put(self, key: str, value: bytes) -> None:
-        """Stores ``value`` and answers every request parked on ``key``."""
-        self.values[key] = value
-        for waiter in self._waiting.pop(key, {}).values():
-            waiter.missing.discard(key)
-            if not waiter.missing:
-                self._answer(waiter, proto.OK, self._result(waiter))
-
-    def add(self, key: str, amount: int) -> int:
-        """torch ``add``: a missing key counts from 0; values are decimal ASCII."""
-        current = self.values.get(key, b"0")
-        if not _INTEGER.fullmatch(current):
-            raise _BadRequest(f"add({key!r}): the stored value {current[:40]!r} is not an integer")
-        total = int(current) + amount
-        if not proto.INT64_MIN <= total <= proto.INT64_MAX:
-            raise _BadRequest(f"add({key!r}): {int(current)} + {amount} overflows int64")
-        self.put(key, str(total).encode())
-        return total
-
-    def compare_set(self, key: str, expected: bytes, desired: bytes) -> bytes:
-        """torch TCPStore ``compare_set``, including its missing-key cases."""
-        if key not in self.values:
-            if expected:
-                return expected   # torch returns `expected` without storing anything
-            self.put(key, desired)
-            return desired
-        if self.values[key] == expected:
-            self.put(key, desired)
-        return self.values[key]
-
-    def park(self, identity: bytes, request_id: int, keys: list[str], value_key: str | None,
-             timeout: float, now: float) -> None:
-        """Answers at once when every key exists, else parks the request until set or expiry."""
-        missing = {key for key in keys if key not in self.values}
-        waiter = _Waiter(identity, request_id, value_key, missing, now + timeout,
-                         next(self._tickets))
-        if not missing:
-            return self._answer(waiter, proto.OK, self._result(waiter))
-        if timeout <= 0:
-            return self._answer(waiter, proto.TIMEOUT, sorted(missing))
-        if self._live >= self._max_waiters:
-            raise _BadRequest(f"the server already holds {self._live} waiting requests")
-        for key in missing:
-            self._waiting.setdefault(key, {})[waiter.ticket] = waiter
-        heapq.heappush(self._expiry, (waiter.expires_at, waiter.ticket, waiter))
-        waiter.parked = True
-        self._live += 1
-
-    def expire(self, now: float) -> None:
-        """Answers "timeout" to every parked request whose time is up."""
-        while self._expiry and self._expiry[0][0] <= now:
-            waiter = heapq.heappop(self._expiry)[2]
-            if waiter.done:
-                continue
-            for key in waiter.missing:
-                self._waiting.get(key, {}).pop(waiter.ticket, None)
-                if not self._waiting.get(key, True):
-                    del self._waiting[key]
-            self._answer(waiter, proto.TIMEOUT, sorted(waiter.missing))
-
-    def next_expiry(self) -> float | None:
-        """Monotonic time of the earliest parked request's expiry (None when none)."""
-        self._compact()
-        return self._expiry[0][0] if self._expiry else None
-
-    def _compact(self) -> None:
-        # Answered waiters stay in the heap until their expiry; drop them once they dominate.
-        if len(self._expiry) > 2 * self._live + 1024:
-            self._expiry = [entry for entry in self._expiry if not entry[2].done]
-            heapq.heapify(self._expiry)
-
-    def _result(self, waiter: _Waiter) -> bytes | None:
-        return None if waiter.value_key is None else self.values[waiter.value_key]
-
-    def _answer(self, waiter: _Waiter, status: str, payload) -> None:
-        if waiter.done:
-            return
-        waiter.done = True
-        if waiter.parked:
-            self._live -= 1
-        self.outbox.append((waiter.identity, proto.encode(waiter.request_id, status, payload)))
-
-
-# --- authentication ---------------------------------------------------------------------
-
-
-class _Gatekeeper:
-    """Runs the token handshake (see ``_store_protocol``) and remembers who passed it.
-
-    Identities are the ones the ROUTER assigns; libzmq refuses peer-chosen identities that
-    start with a zero byte, so a peer cannot claim another connection's assigned identity.
-    """
-
-    def __init__(self, token: str):
-        self._token = token
-        self._pending: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
-        self._trusted: OrderedDict[bytes, None] = OrderedDict()
-        self.clients = 0   # successful authentications so far
-
-    def trusts(self, identity: bytes) -> bool:
-        """True once ``identity`` has completed the handshake."""
-        return identity in self._trusted
-
-    def hello(self, identity: bytes, client_nonce: bytes) -> list:
-        """Answers a hello: a fresh server nonce and the proof over the client's nonce."""
-        server_nonce = os.urandom(proto.NONCE_BYTES)
-        _remember(self._pending, identity, (client_nonce, server_nonce), _MAX_PENDING_HANDSHAKES)
-        self._trusted.pop(identity, None)   # a new hello starts a new session
-        return [server_nonce, proto.server_proof(self._token, client_nonce, server_nonce)]
-
-    def verify(self, identity: bytes, proof: bytes) -> str | None:
-        """Checks the client's proof over the server nonce sent to ``identity``.
-
-        Returns:
-            None when it holds the token, else the reason it is refused.
-        """
-        nonces = self._pending.pop(identity, None)
-        if nonces is None:   # never said hello, or evicted by a flood of hellos
-            return "no handshake in progress on this connection; send hello first"
-        client_nonce, server_nonce = nonces
-        expected = proto.client_proof(self._token, server_nonce, client_nonce)
-        if not proto.proofs_match(expected, proof):
-            return proto.AUTH_FAILED
-        _remember(self._trusted, identity, None, _MAX_TRUSTED)
-        self.clients += 1
-        return None
-
-
-def _remember(table: OrderedDict, key, value, cap: int) -> None:
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > cap:
-        table.popitem(last=False)
-
-
-# --- connection accounting --------------------------------------------------------------
-
-
-class _ConnectionLedger:
-    """Counts connections that failed the ZMTP handshake or closed before a complete frame.
-
-    libzmq reports some handshake failures (``EVENT_HANDSHAKE_FAILED_*``) but closes other
-    connections without a word: a frame header claiming 2**62 bytes during the handshake, a
-    ZMTP/1.0 or random greeting (refused because ZAP_DOMAIN is set), and, after the
-    handshake, a frame over MAXMSGSIZE or one cut short. So each connection's fd is tracked
-    from ACCEPTED to DISCONNECTED; a frame from it (its SRCFD) proves it completed the
-    handshake. Handshake events carry an error code, not the fd, so they are matched to
-    connections in accept order: exact when handshakes do not overlap, and a connection is
-    never counted twice.
-    """
-
-    def __init__(self):
-        self._state: dict[int, str] = {}   # fd -> "handshaking" | "ready" | "talked" | "failed"
-        self._queue: deque[int] = deque()  # fds awaiting a handshake event, in accept order
-        self._early = 0                    # handshakes proven by a frame before their event
-        self.open = self.total = 0
-        self.handshake_failures = 0        # closed before the ZMTP handshake completed
-        self.incomplete = 0                # handshake done, closed before any complete frame
-
-    def on_event(self, event: int, fd: int) -> None:
-        """Updates the counters from one socket-monitor event (``fd`` is its value)."""
-        if event == zmq.EVENT_ACCEPTED:
-            self._accepted(fd)
-        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._settle("ready")
-        elif event & _FAILED_EVENTS:
-            self._settle("failed")
-            self.handshake_failures += 1
-        elif event == zmq.EVENT_DISCONNECTED:
-            self._closed(fd)
-
-    def on_frame(self, fd: int) -> None:
-        """Notes that a complete frame arrived on ``fd``."""
-        if self._state.get(fd, "handshaking") == "handshaking":
-            self._early += 1
-            with contextlib.suppress(ValueError):
-                self._queue.remove(fd)
-        self._state[fd] = "talked"
-
-    def _accepted(self, fd: int) -> None:
-        self.open += 1
-        self.total += 1
-        if self._state.get(fd) != "talked":   # not already heard from (frames read first)
-            self._state[fd] = "handshaking"
-            self._queue.append(fd)
-
-    def _settle(self, outcome: str) -> None:
-        if outcome == "ready" and self._early:
-            self._early -= 1
-            return
-        while self._queue:
-            fd = self._queue.popleft()
-            if self._state.get(fd) == "handshaking":
-                self._state[fd] = outcome
-                return
-
-    def _closed(self, fd: int) -> None:
-        self.open = max(0, self.open - 1)
-        state = self._state.pop(fd, None)
-        if state == "handshaking":
-            self.handshake_failures += 1
-            with contextlib.suppress(ValueError):
-                self._queue.remove(fd)
-        elif state == "ready":
-            self.incomplete += 1
-
-
-# --- the server -------------------------------------------------------------------------
 
 
 class StoreServer:
