@@ -1,0 +1,15 @@
+"""Benchmarks: collective latency/bandwidth (``collectives``, against gloo and Open MPI) and
+training-step throughput (``train_step``). Separate from the tests; see each module's
+docstring for how to run it, and ``make bench``.
+
+Layout of the collective benchmark::
+
+    _table.py       pure math and text: sizes, bus factors, medians, the nccl-tests table
+    _backends.py    ringrt, torch gloo and mpi4py behind one small interface; launcher detection
+    _measure.py     warm up, time, check: one (system, op, size) point -> one record
+    _progress.py    the progress bar (click) on rank 0
+    collectives.py  the sweep CLI (ringrun or mpirun)
+    targets.py      issue 5's all_reduce target points, PASS/FAIL
+    compare.py      driver: mpirun x {shm, tcp} x worlds, merged JSON, table, plot
+    plot.py         busbw and time vs size, one line per system
+"""
