@@ -72,6 +72,7 @@ class _Comm:
             remove_ipc_dir(self.ipc_dir)
             raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
+        self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.executor = Executor(f"ringrt-ops-{rank}")
@@ -181,6 +182,8 @@ class ProcessGroup:
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
         self.arena = comm.arena if group_id == 0 else None
+        # Every rank computes this from the same cards, so algorithm choices agree.
+        self.spans_hosts = len({comm.hosts[m] for m in members}) > 1
 
     def __repr__(self) -> str:
         return f"ProcessGroup(id={self.group_id}, ranks={self.members}, rank={self.rank})"

@@ -56,7 +56,8 @@ def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None =
 
 def _algorithm(pg, op: str, nbytes: int) -> str:
     """Pick the algorithm (the same on every rank: it depends on shared facts only)."""
-    return choose(op, nbytes, pg.arena.slot_bytes if pg.arena is not None else None)
+    return choose(op, nbytes, pg.arena.slot_bytes if pg.arena is not None else None, pg.size,
+                  pg.spans_hosts)
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -135,7 +136,10 @@ def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False)
 def _reduce(ex, flat, root, redop):
     work = flat if ex.rank == root else flat.copy()
     combine = combiner(redop, flat.dtype)
-    if _algorithm(ex.group, "reduce", flat.nbytes) == "ring":
+    algorithm = _algorithm(ex.group, "reduce", flat.nbytes)
+    if algorithm == "chain":
+        tree.reduce_chain(ex, work, combine, root)
+    elif algorithm == "ring":
         ring.reduce_ring(ex, work, combine, root)
     else:
         tree.reduce_binomial(ex, work, combine, root)

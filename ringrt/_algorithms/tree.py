@@ -93,6 +93,23 @@ def reduce_binomial(ex, flat: np.ndarray, combine, root: int) -> None:
         mask <<= 1
 
 
+def reduce_chain(ex, flat: np.ndarray, combine, root: int) -> None:
+    """Pipelined chain reduce: segments flow root-1 -> ... -> root+1 -> root, each rank adding
+    its own part on the way, so every link carries the data once (a ring reduce-scatter plus a
+    gather would load the root's link with 2(n-1)/n of it). ``flat`` is overwritten on every
+    rank (callers pass a scratch copy on non-roots)."""
+    n = ex.size
+    if n == 1:
+        return
+    relative = (ex.rank - root) % n
+    parent, child = (ex.rank - 1) % n, (ex.rank + 1) % n
+    for a, b in segments(0, flat.size, flat.itemsize):
+        if relative < n - 1:
+            combine(flat[a:b], ex.as_array(ex.recv(child), flat.dtype, b - a, child))
+        if relative > 0:
+            ex.send(parent, flat[a:b])
+
+
 def barrier(ex) -> None:
     """Every rank waits for every other: recursive doubling of an empty payload."""
     all_reduce_recursive_doubling(ex, np.zeros(0, np.uint8), lambda into, other: None)

@@ -55,6 +55,13 @@ def test_every_collective_alternate_algorithms_small_segments(world_size):
 
 
 @pytest.mark.timeout(200)
+@pytest.mark.parametrize("world_size", [3, 4])
+def test_ring_reduce_on_big_arrays(world_size):
+    check_world(world_size, big=True, env={"RINGRT_ALGO": "reduce=ring",
+                                           "RINGRT_SEGMENT_BYTES": "65536"})
+
+
+@pytest.mark.timeout(200)
 @pytest.mark.parametrize("world_size", [3])
 def test_latency_algorithms_on_big_arrays(world_size):
     check_world(world_size, big=True, env=SMALL_ALGOS)
