@@ -37,15 +37,16 @@ _BOOL_UFUNCS = {
 
 
 def combiner(op: ReduceOp, dtype: np.dtype):
-    """Return ``combine(into, other)`` that reduces ``other`` into ``into`` in place.
+    """Return ``combine(into, other, out=None)``: ``out = into (op) other``, by default in
+    place into ``into``.
 
     All our ufuncs are commutative bit-for-bit (IEEE add/multiply/min/max), which is why two
     ranks computing ``a + b`` and ``b + a`` end with identical bits.
     """
     ufunc = _BOOL_UFUNCS[op] if dtype == np.bool_ else _UFUNCS[op]
 
-    def combine(into: np.ndarray, other: np.ndarray) -> None:
-        ufunc(into, other, out=into)
+    def combine(into: np.ndarray, other: np.ndarray, out: np.ndarray | None = None) -> None:
+        ufunc(into, other, out=into if out is None else out)
 
     return combine
 

@@ -26,9 +26,14 @@ def _pieces(total: int, capacity: int):
 
 
 def _sum_slots(op, out: np.ndarray, count: int, offset: int, combine, byte_offset=0) -> None:
-    np.copyto(out, op.slot(0, out.dtype, count, offset, byte_offset))
-    for q in range(1, op.size):
-        combine(out, op.slot(q, out.dtype, count, offset, byte_offset))
+    """out = slot 0 (op) slot 1 (op) ... in rank order (the first step writes ``out``
+    directly: one pass over memory less than copying slot 0 first)."""
+    def slot(q):
+        return op.slot(q, out.dtype, count, offset, byte_offset)
+
+    combine(slot(0), slot(1), out)
+    for q in range(2, op.size):
+        combine(out, slot(q))
 
 
 def all_reduce_shm(op, flat: np.ndarray, combine) -> None:
