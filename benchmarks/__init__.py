@@ -6,7 +6,7 @@ Layout of the collective benchmark::
 
     _table.py       pure math and text: sizes, bus factors, medians, the nccl-tests table
     _backends.py    ringrt, torch gloo and mpi4py behind one small interface; launcher detection
-    _measure.py     warm up, time, check: one (system, op, size) point -> one record
+    _measure.py     one (op, size): every system warms up, then timed turns, then a check
     _progress.py    the progress bar (click) on rank 0
     collectives.py  the sweep CLI (ringrun or mpirun)
     targets.py      issue 5's all_reduce target points, PASS/FAIL
