@@ -92,8 +92,9 @@ def _default_master(source: str, env) -> tuple[str, int]:
     port = env_int("MASTER_PORT", env=env)
     if port is None:
         # Derive a port from the job id so every rank of one mpirun/srun agrees without talking.
-        job = env.get("SLURM_JOB_ID") or env.get("OMPI_MCA_orte_ess_jobid") or env.get(
-            "PMIX_NAMESPACE") or env.get("PMI_ID_JOB") or ""
+        job = (env.get("SLURM_JOB_ID") or env.get("OMPI_MCA_ess_base_jobid")      # Open MPI 4
+               or env.get("OMPI_MCA_orte_ess_jobid") or env.get("PMIX_NAMESPACE")  # 3 / PMIx
+               or env.get("PMI_ID_JOB") or "")
         offset = int(hashlib.sha256(job.encode()).hexdigest(), 16) % 2000 if job else 0
         port = DEFAULT_MASTER_PORT + offset
     return addr, port

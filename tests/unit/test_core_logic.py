@@ -38,6 +38,15 @@ def test_mpi_fallbacks(rank_var, size_var, source):
     assert (job.rank, job.world_size, job.source, job.master_addr) == (1, 2, source, "127.0.0.1")
 
 
+def test_mpirun_ranks_of_one_job_agree_on_a_port_and_jobs_differ():
+    def port(jobid, rank):
+        env = {"OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "4",
+               "OMPI_MCA_ess_base_jobid": jobid}
+        return resolve_job(None, None, None, env=env).master_port
+    assert port("123", 0) == port("123", 3)
+    assert port("123", 0) != port("456", 0)
+
+
 def test_tcp_method_and_errors():
     job = resolve_job("tcp://10.0.0.1:999", 0, 2, env={})
     assert (job.master_addr, job.master_port, job.source) == ("10.0.0.1", 999, "tcp")
