@@ -274,12 +274,3 @@ class ShmOp:
         start = byte_offset + offset * itemsize
         return self.arena.segments[rank].slot[start:start + count * itemsize].view(dtype)
 
-    def capacity(self, dtype, blocks: int = 1) -> int:
-        """Elements of ``dtype`` per block when the slot holds ``blocks`` blocks."""
-        return self.arena.slot_bytes // (np.dtype(dtype).itemsize * blocks)
-
-
-def steps_needed(nbytes: int, slot_bytes: int, steps_per_piece: int) -> int:
-    """How many steps an op over ``nbytes`` takes (to stay under ShmOp.MAX_STEPS)."""
-    pieces = max(1, -(-nbytes // max(1, slot_bytes)))
-    return pieces * steps_per_piece + 1

@@ -52,7 +52,7 @@ CHOICES = {
 }
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
           "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "barrier": 1 << 62}
-SHM_MAX_PIECES = 300          # an op may take at most 1023 steps (see _shm.ShmOp)
+SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
 
 
 _parsed: tuple[str, dict] = ("", {})
@@ -101,7 +101,7 @@ def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int =
     whether its members are on more than one host. Every rank computes the same answer."""
     forced = _forced().get(op)
     shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and \
-        -(-nbytes // shm_slot_bytes) <= SHM_MAX_PIECES
+        nbytes <= SHM_MAX_PIECES * (shm_slot_bytes // 2)
     if forced and (forced != "shm" or shm_ok):
         return forced
     if shm_ok:

@@ -1,10 +1,15 @@
 """Same-host algorithms over shared memory (see ``ringrt._shm``).
 
-Each works piece by piece (a piece fills the staging slots): every rank copies its piece into
-its own slot, a phase makes them visible, then every rank reads what it needs straight from
-the peers' slots. Reductions add the slots in rank order, so the same inputs always give the
-same bits; a rank either reduces the whole piece (small pieces: one phase) or only its own
-chunk, which the others then copy (large pieces: two phases, each byte reduced once).
+Large ops go piece by piece: every rank copies a piece into a region of its own slot, a phase
+makes it visible, then every rank reads what it needs straight from the peers' slots.
+Reductions add the slots in rank order, so the same inputs always give the same bits; each
+rank reduces only its own chunk of a piece, which the others then copy (two phases a piece,
+each byte reduced once). Small ops take one phase in a half slot (see ``_all_reduce_small``).
+
+Pieces are cache-sized (``PIECE_BYTES``) and rotate through regions of the slot: a peer can be
+at most one piece ahead (it waits for our phase), so with two or more regions nobody writes a
+region another rank still reads, and only the op's first piece waits for the previous op's
+readers (``acquire``); the op releases once at its end.
 """
 
 from __future__ import annotations
@@ -13,16 +18,30 @@ import numpy as np
 
 from ringrt._algorithms import chunk_bounds
 
-# While piece bytes x world size stay below this, every rank reduces the whole piece itself:
+# While array bytes x world size stay below this, every rank reduces the whole array itself:
 # saving a phase (a futex round, 10-80 us on 2 busy cores) beats reducing n-fold. Measured at
 # world 2, 1 MiB: 285 us whole vs 488 us chunked (stage timers, loaded machine, 2026-11-23).
 WHOLE_PIECE_TRAFFIC = 4 << 20
+# Staged bytes per piece: small enough to stay in cache between staging, reducing and copying
+# out. 64 MiB all_reduce, median us, world 2 / 4 (2026-11-23, quiet machine): pieces of 16 MiB
+# 9,176 / 26,749; 4 MiB 6,001 / 17,486; 2 MiB 5,764 / 16,193; 1 MiB 5,608 / 15,958.
+PIECE_BYTES = 1 << 20
+MAX_PIECES = 500                 # two steps a piece; an op has at most 1023 (see ShmOp)
 
 
-def _pieces(total: int, capacity: int):
-    if total == 0:
-        return [(0, 0)]
-    return [(a, min(a + capacity, total)) for a in range(0, total, capacity)]
+def _pieces(op, count: int, itemsize: int, blocks: int = 1):
+    """Yield ``(start, stop, byte_offset)``: element ranges of one block and the slot region
+    their ``blocks`` blocks are staged in."""
+    if count == 0:
+        yield 0, 0, 0
+        return
+    half = op.arena.slot_bytes // 2 // 64 * 64           # two regions always fit the slot
+    staged = max(PIECE_BYTES, -(-count * itemsize * blocks // MAX_PIECES))
+    elements = max(1, min(staged, half) // (itemsize * blocks))
+    region_bytes = -(-elements * itemsize * blocks // 64) * 64      # <= half
+    regions = 2          # double-buffered: a small working set, as the measurements above want
+    for index, start in enumerate(range(0, count, elements)):
+        yield start, min(start + elements, count), (index % regions) * region_bytes
 
 
 def _sum_slots(op, out: np.ndarray, count: int, offset: int, combine, byte_offset=0) -> None:
@@ -42,24 +61,24 @@ def all_reduce_shm(op, flat: np.ndarray, combine) -> None:
     if flat.nbytes * 2 <= op.arena.slot_bytes and flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC:
         _all_reduce_small(op, flat, combine)
         return
-    for start, stop in _pieces(flat.size, op.capacity(dtype)):
+    op.acquire()
+    for start, stop, region in _pieces(op, flat.size, flat.itemsize):
         count = stop - start
         bounds = chunk_bounds(count, op.size)
         a, b = bounds[op.rank]
-        op.acquire()
-        staged = op.slot(op.rank, dtype, count)
+        staged = op.slot(op.rank, dtype, count, 0, region)
         staged[:a] = flat[start:start + a]               # peers reduce these chunks; ours is
         staged[b:] = flat[start + b:stop]                # reduced straight from our array
         op.phase()
         mine = flat[start + a:start + b]
         for q in op.peers:                               # fixed order: the same bits every run
-            combine(mine, op.slot(q, dtype, b - a, a))
+            combine(mine, op.slot(q, dtype, b - a, a, region))
         staged[a:b] = mine
         op.phase()
         for q in op.peers:
             qa, qb = bounds[q]
-            flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa)
-        op.release()
+            flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa, region)
+    op.release()
 
 
 def _all_reduce_small(op, flat: np.ndarray, combine) -> None:
@@ -76,41 +95,40 @@ def _all_reduce_small(op, flat: np.ndarray, combine) -> None:
 def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
     """Copy root's array into every rank's through root's slot."""
     dtype = flat.dtype
-    for start, stop in _pieces(flat.size, op.capacity(dtype)):
-        op.acquire()
+    op.acquire()
+    for start, stop, region in _pieces(op, flat.size, flat.itemsize):
         if op.rank == root:
-            op.slot(root, dtype, stop - start)[...] = flat[start:stop]
+            op.slot(root, dtype, stop - start, 0, region)[...] = flat[start:stop]
         op.phase()
         if op.rank != root:
-            flat[start:stop] = op.slot(root, dtype, stop - start)
-        op.release()
+            flat[start:stop] = op.slot(root, dtype, stop - start, 0, region)
+    op.release()
 
 
 def all_gather_shm(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[q]`` receives rank q's ``mine``."""
     dtype = mine.dtype
-    for start, stop in _pieces(mine.size, op.capacity(dtype)):
-        op.acquire()
-        op.slot(op.rank, dtype, stop - start)[...] = mine[start:stop]
+    op.acquire()
+    for start, stop, region in _pieces(op, mine.size, mine.itemsize):
+        op.slot(op.rank, dtype, stop - start, 0, region)[...] = mine[start:stop]
         op.phase()
         for q in range(op.size):
-            outputs[q][start:stop] = op.slot(q, dtype, stop - start) if q != op.rank \
-                else mine[start:stop]
-        op.release()
+            outputs[q][start:stop] = op.slot(q, dtype, stop - start, 0, region) \
+                if q != op.rank else mine[start:stop]
+    op.release()
 
 
 def reduce_scatter_shm(op, inputs: list[np.ndarray], output: np.ndarray, combine) -> None:
     """``output`` = reduction over ranks (in rank order) of their ``inputs[this rank]``."""
     dtype = output.dtype
-    capacity = op.capacity(dtype, blocks=op.size)
-    for start, stop in _pieces(output.size, capacity):
+    op.acquire()
+    for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
         count = stop - start
-        op.acquire()
         for j in range(op.size):
-            op.slot(op.rank, dtype, count, j * count)[...] = inputs[j][start:stop]
+            op.slot(op.rank, dtype, count, j * count, region)[...] = inputs[j][start:stop]
         op.phase()
-        _sum_slots(op, output[start:stop], count, op.rank * count, combine)
-        op.release()
+        _sum_slots(op, output[start:stop], count, op.rank * count, combine, region)
+    op.release()
 
 
 def barrier_shm(op) -> None:
