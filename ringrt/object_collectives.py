@@ -115,32 +115,32 @@ def gather_object(obj, object_gather_list: list | None = None, dst: int = 0, gro
     _run(pg, name, root, body)
 
 
-def scatter_object_list(scatter_object_output_list: list, scatter_object_input_list=None,
-                        src: int = 0, group=None) -> None:
-    """Rank j's ``scatter_object_output_list[0]`` receives ``src``'s input entry j."""
+def scatter_object_list(output_list: list, input_list=None, src: int = 0, group=None) -> None:
+    """Rank j's ``output_list[0]`` receives ``src``'s ``input_list[j]`` (torch names them
+    ``scatter_object_output_list`` / ``scatter_object_input_list``; these follow the spec)."""
     name = "scatter_object_list"
     pg = _group(group, name)
     if pg is None:
         return
-    _list_arg(pg, name, scatter_object_output_list, None, "scatter_object_output_list")
-    if not scatter_object_output_list:
-        error = ValueError(f"{name}: scatter_object_output_list needs at least one entry on "
+    _list_arg(pg, name, output_list, None, "output_list")
+    if not output_list:
+        error = ValueError(f"{name}: output_list needs at least one entry on "
                            f"rank {pg.comm.rank}")
         pg.reject(name, error)
         raise error
     root = _root(pg, name, src, "src")
     payloads = None
     if pg.rank == root:
-        _list_arg(pg, name, scatter_object_input_list, pg.size, "scatter_object_input_list")
-        payloads = [_encode(pg, name, x) for x in scatter_object_input_list]
+        _list_arg(pg, name, input_list, pg.size, "input_list")
+        payloads = [_encode(pg, name, x) for x in input_list]
 
     def body(ex):
         if ex.rank == root:
             for peer in range(ex.size):
                 if peer != root:
                     ex.send(peer, payloads[peer])
-            scatter_object_output_list[0] = _objects.decode(payloads[root])
+            output_list[0] = _objects.decode(payloads[root])
             return
-        scatter_object_output_list[0] = _objects.decode(ex.recv(root))
+        output_list[0] = _objects.decode(ex.recv(root))
     _run(pg, name, root, body)
 

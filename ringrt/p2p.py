@@ -1,6 +1,8 @@
 """Point-to-point: ``send``/``recv`` and their async forms, matched by (sender, tag).
 
-Messages from one sender with one tag arrive in the order sent. ``recv(src=None)`` takes the
+Signatures follow the spec (``send(array, dst, tag=0)``, ``recv(array, src=None, tag=0)``),
+with ``group`` after ``tag``; pass it by keyword as in torch. Messages from one sender with
+one tag arrive in the order sent. ``recv(src=None)`` takes the
 earliest-arrived message with the tag from any member. Point-to-point messages are outside
 the collectives' sequence numbering, so they may interleave freely with collectives.
 """
@@ -66,7 +68,7 @@ def _send_now(pg, array: np.ndarray, dst: int, tag: int, copy: bool) -> list:
     return [t for t in trackers if t is not None]
 
 
-def send(array, dst: int, group=None, tag: int = 0) -> None:
+def send(array, dst: int, tag: int = 0, group=None) -> None:
     """Send ``array`` to global rank ``dst``; returns once zmq no longer needs the buffer.
 
     Raises:
@@ -90,7 +92,7 @@ def send(array, dst: int, group=None, tag: int = 0) -> None:
                 pass
 
 
-def isend(array, dst: int, group=None, tag: int = 0) -> Work:
+def isend(array, dst: int, tag: int = 0, group=None) -> Work:
     """Start sending ``array`` to ``dst`` (a snapshot is taken, so ``array`` may be reused
     at once). Returns a completed-on-send Work."""
     pg = _member_group(group, "isend")
@@ -106,7 +108,7 @@ def isend(array, dst: int, group=None, tag: int = 0) -> Work:
     return work
 
 
-def recv(array, src: int | None = None, group=None, tag: int = 0) -> int:
+def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
     """Receive into ``array`` from global rank ``src`` (None: any member).
 
     Returns:
@@ -121,7 +123,7 @@ def recv(array, src: int | None = None, group=None, tag: int = 0) -> int:
     return pg.comm.executor.run(job, "recv")
 
 
-def irecv(array, src: int | None = None, group=None, tag: int = 0) -> Work:
+def irecv(array, src: int | None = None, tag: int = 0, group=None) -> Work:
     """Start receiving into ``array``; ``Work.result()`` is the sender's global rank."""
     pg, job = _prepare_recv("irecv", array, src, group, tag)
     return pg.comm.executor.submit(job, "irecv")

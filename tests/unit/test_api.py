@@ -63,3 +63,18 @@ def test_ringrt_never_imports_the_launcher():
     for path in root.rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(from|import)\s+launcher\b", text, re.M), path
+
+
+def test_signatures_follow_the_spec():
+    import inspect as i
+
+    def params(fn):
+        return list(i.signature(fn).parameters)
+
+    assert params(ringrt.send)[:3] == ["array", "dst", "tag"]
+    assert params(ringrt.recv)[:3] == ["array", "src", "tag"]
+    assert params(ringrt.scatter_object_list)[:3] == ["output_list", "input_list", "src"]
+    assert params(ringrt.gather_object)[:3] == ["obj", "object_gather_list", "dst"]
+    assert params(ringrt.init_process_group)[:5] == ["backend", "init_method", "rank",
+                                                     "world_size", "timeout"]
+    assert params(ringrt.new_group)[:2] == ["ranks", "timeout"]
