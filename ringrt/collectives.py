@@ -64,6 +64,17 @@ def _flat(array: np.ndarray) -> np.ndarray:
     return array.reshape(-1)
 
 
+def _check_stacked(pg, name: str, output, input, stacked: str) -> None:
+    """Checks of the *_tensor ops: writable output, and the ``stacked`` one ("input" or
+    "output") holding world-size blocks of the other."""
+    rank = pg.comm.rank
+    _validate.array(name, output, rank, "output", writable=True)
+    _validate.array(name, input, rank, "input")
+    big, small = (input, output) if stacked == "input" else (output, input)
+    other = "output" if stacked == "input" else "input"
+    _validate.leading_dim(name, big, small, pg.size, rank, stacked, other)
+
+
 # -- reductions ---------------------------------------------------------------------------
 
 
@@ -180,12 +191,8 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
     if pg is None:
         return None
     with _checking(pg, "reduce_scatter_tensor"):
-        rank = pg.comm.rank
-        _validate.array("reduce_scatter_tensor", output, rank, "output", writable=True)
-        _validate.array("reduce_scatter_tensor", input, rank, "input")
-        _validate.leading_dim("reduce_scatter_tensor", input, output, pg.size, rank, "input",
-                              "output")
-        redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, rank)
+        _check_stacked(pg, "reduce_scatter_tensor", output, input, stacked="input")
+        redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, pg.comm.rank)
     inputs = ring.split(_flat(input), pg.size)
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop,
@@ -274,11 +281,7 @@ def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
     if pg is None:
         return None
     with _checking(pg, "all_gather_into_tensor"):
-        rank = pg.comm.rank
-        _validate.array("all_gather_into_tensor", output, rank, "output", writable=True)
-        _validate.array("all_gather_into_tensor", input, rank, "input")
-        _validate.leading_dim("all_gather_into_tensor", output, input, pg.size, rank, "output",
-                              "input")
+        _check_stacked(pg, "all_gather_into_tensor", output, input, stacked="output")
     algorithm = _algorithm(pg, "all_gather", input.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=ring.split(_flat(output), pg.size),
                              mine=_flat(input), algorithm=algorithm)

@@ -68,19 +68,24 @@ def _send_now(pg, array: np.ndarray, dst: int, tag: int, copy: bool) -> list:
     return [t for t in trackers if t is not None]
 
 
+def _prepare_send(name: str, array, dst, tag, group):
+    pg = _member_group(group, name)
+    rank = pg.comm.rank
+    _validate.array(name, array, rank)
+    _validate.root(name, dst, pg.members, rank, "dst")
+    tag = _check_tag(name, tag, rank)
+    if dst == rank:
+        raise ValueError(f"{name}: rank {rank} cannot send to itself")
+    return pg, tag
+
+
 def send(array, dst: int, tag: int = 0, group=None) -> None:
     """Send ``array`` to global rank ``dst``; returns once zmq no longer needs the buffer.
 
     Raises:
         TypeError / ValueError: bad array, ``dst`` or tag. PeerLostError, TimeoutError.
     """
-    pg = _member_group(group, "send")
-    rank = pg.comm.rank
-    _validate.array("send", array, rank)
-    _validate.root("send", dst, pg.members, rank, "dst")
-    tag = _check_tag("send", tag, rank)
-    if dst == rank:
-        raise ValueError(f"send: rank {rank} cannot send to itself")
+    pg, tag = _prepare_send("send", array, dst, tag, group)
     deadline = Deadline(pg.timeout)
     check = _waiter(pg, "send", {dst}, deadline, tag)
     for tracker in _send_now(pg, array, dst, tag, copy=False):
@@ -95,13 +100,7 @@ def send(array, dst: int, tag: int = 0, group=None) -> None:
 def isend(array, dst: int, tag: int = 0, group=None) -> Work:
     """Start sending ``array`` to ``dst`` (a snapshot is taken, so ``array`` may be reused
     at once). Returns a completed-on-send Work."""
-    pg = _member_group(group, "isend")
-    rank = pg.comm.rank
-    _validate.array("isend", array, rank)
-    _validate.root("isend", dst, pg.members, rank, "dst")
-    tag = _check_tag("isend", tag, rank)
-    if dst == rank:
-        raise ValueError(f"isend: rank {rank} cannot send to itself")
+    pg, tag = _prepare_send("isend", array, dst, tag, group)
     _send_now(pg, array, dst, tag, copy=True)
     work = Work(f"isend to {dst} (tag {tag})")
     work._finish()
