@@ -4,8 +4,9 @@ A daemon thread per rank owns a ``ROUTER`` socket (peers' heartbeats come in) an
 ``DEALER`` per peer (ours go out), separate from the data plane so heartbeats flow while a
 collective is busy. Every ``interval`` seconds it tells each peer "alive". A peer is *lost*
 when it
-- closed its connection to us without saying goodbye first (its process exited or was
-  killed: the kernel closes its sockets, so this is seen within ~``departure_grace``),
+- closed its connection to us without saying goodbye first and was not heard from again
+  (its process exited or was killed: the kernel closes its sockets, so this is seen within
+  ~``departure_grace``; a connection that drops and comes back is forgiven),
 - has not been heard from for ``timeout`` seconds (frozen, or its link is cut),
 - announced a failure (an unhandled exception; see ``announce_failure``), or
 - said goodbye (``destroy_process_group``) and ``departure_grace`` seconds have passed —
@@ -171,6 +172,10 @@ class Sentinel:
                 continue
             left = self._departed.get(peer)
             closed = self._disconnected.get(peer)
+            if closed is not None and heard > closed:
+                # zmq reconnected and the peer spoke again (a transient drop, not a death)
+                del self._disconnected[peer]
+                closed = None
             if left is not None and now - left > self.departure_grace:
                 self.lost[peer] = "it left the group (destroy_process_group or exit)"
             elif left is None and closed is not None and now - closed > self.departure_grace:
