@@ -131,13 +131,13 @@ def test_sentinel_verdicts():
 
     sentinel = Sentinel.__new__(Sentinel)            # the judging logic only, no sockets
     sentinel.lost, sentinel.timeout, sentinel.departure_grace = {}, 5.0, 1.0
-    sentinel._last_heard = {1: 100.0, 2: 100.0, 3: 100.0, 4: 95.0, 5: 100.0}
+    sentinel._last_heard = {1: 100.0, 2: 100.0, 3: 100.0, 4: 97.0, 5: 100.0}
     sentinel._disconnected = {1: 100.5,               # closed after its last heartbeat: died
                               2: 99.0}                # heard from again after the drop: alive
     sentinel._departed = {3: 100.2}                   # said goodbye, grace over
     sentinel._judge(101.6)
     assert set(sentinel.lost) == {1, 3}
     assert "without a goodbye" in sentinel.lost[1] and "left the group" in sentinel.lost[3]
-    sentinel._judge(100.0 + 5.5)                      # rank 4 silent for 10.5 s, rank 5 for 5.5
+    sentinel._judge(100.0 + 5.5)                      # rank 4 silent for 8.5 s, rank 5 for 5.5
     assert {4, 5} <= set(sentinel.lost) and 2 in sentinel.lost   # 2 silent 5.5 s too
     assert "no heartbeat" in sentinel.lost[4]
