@@ -46,7 +46,7 @@ def test_saved_at_world_4_resumed_at_world_2_equals_the_uninterrupted_run(ckpt_d
 
 
 @pytest.mark.parametrize("stage", ["shards-written", "renamed"])
-def test_crash_mid_save_leaves_the_previous_checkpoint_loadable(ckpt_dir, stage):
+def test_crash_mid_save_leaves_the_previous_checkpoint_loadable(ckpt_dir, stage, tmp_path):
     # Save at step 2 completes; rank 0 dies inside the save at step 4, either after every
     # shard is on disk but before publishing, or after the rename but before LATEST moves.
     crashed = run_world("tests.train.workers:checkpoint_run", 2, timeout=60,
@@ -62,7 +62,7 @@ def test_crash_mid_save_leaves_the_previous_checkpoint_loadable(ckpt_dir, stage)
     resumed = run_world("tests.train.workers:checkpoint_run", 2, timeout=60,
                         args={"directory": ckpt_dir, "start": 2, "stop": 4, "save_at": [4]})
     clean = run_world("tests.train.workers:checkpoint_run", 2, timeout=60,
-                      args={"directory": short_tmpdir("rrc-"), "start": 0, "stop": 4})
+                      args={"directory": str(tmp_path), "start": 0, "stop": 4})
     for run in RUNS:
         assert resumed[0].values[f"extra/{run}"]["step"] == 2
         want = params_of(clean[0].arrays, f"{run}/")
