@@ -213,6 +213,8 @@ class ProcessGroup:
             clean = True
             return result
         finally:
+            if exchange.shm is not None:
+                exchange.shm.release_if_unfinished()
             self.comm.mailbox.finished(self.group_id, seq, clean)
 
     def reject(self, name: str, error: Exception) -> None:

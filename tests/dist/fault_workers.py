@@ -58,7 +58,10 @@ def bad_input(rank: int, world: int):
         results[name] = _outcome(bad if rank == 1 else good)
         check = np.full(4, rank, np.int64)
         dist.all_reduce(check)
-        results[name + "/after"] = int(check[0])
+        big = np.full(600_000, rank, np.float32)     # large: the slot-reuse (acquire) path
+        dist.all_reduce(big)
+        results[name + "/after"] = int(check[0]) if (big == big[0]).all() and \
+            big[0] == check[0] else -1
     dist.destroy_process_group()
     return results
 
