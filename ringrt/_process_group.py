@@ -272,8 +272,14 @@ class ProcessGroup:
         self.break_with(self.lost_error(lost, None, None))
 
     def lost_error(self, lost: dict, op: str | None, seq: int | None) -> PeerLostError:
-        reason = "; ".join(f"rank {r}: {why}" for r, why in sorted(lost.items()))
-        return PeerLostError(lost, reason, self.comm.rank, op, seq)
+        """The error naming the root cause: ranks that left or failed *because* others were
+        lost (they said goodbye, or failed with PeerLostError) are mentioned, not blamed."""
+        causes = {r for r, why in lost.items() if not _is_consequence(why)} or set(lost)
+        reason = "; ".join(f"rank {r}: {why}" for r, why in sorted(lost.items()) if r in causes)
+        others = sorted(set(lost) - causes)
+        if others:
+            reason += f" (ranks {others} have since left too)"
+        return PeerLostError(causes, reason, self.comm.rank, op, seq)
 
     # -- subgroups ------------------------------------------------------------------------
 
@@ -302,6 +308,10 @@ class ProcessGroup:
     def close(self, linger_s: float = 5.0, goodbye: bool = True) -> None:
         """Destroy the world group (closes sockets; subgroups die with it)."""
         self.comm.close(linger_s, goodbye)
+
+
+def _is_consequence(why: str) -> bool:
+    return why.startswith("it left the group") or "PeerLostError" in why
 
 
 class NonMember:

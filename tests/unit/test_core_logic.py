@@ -141,3 +141,18 @@ def test_sentinel_verdicts():
     sentinel._judge(100.0 + 5.5)                      # rank 4 silent for 8.5 s, rank 5 for 5.5
     assert {4, 5} <= set(sentinel.lost) and 2 in sentinel.lost   # 2 silent 5.5 s too
     assert "no heartbeat" in sentinel.lost[4]
+
+
+def test_peer_lost_error_names_the_cause_not_the_ranks_that_left_after():
+    from ringrt._process_group import ProcessGroup
+
+    group = ProcessGroup.__new__(ProcessGroup)
+    group.comm = type("Comm", (), {"rank": 0})()
+    lost = {3: "it left the group (destroy_process_group or exit)",
+            2: "it failed and exited: PeerLostError: ranks 4, 5 lost",
+            4: "no heartbeat for 5.1 s (killed, frozen, or its link is cut)",
+            5: "no heartbeat for 5.2 s (killed, frozen, or its link is cut)"}
+    error = group.lost_error(lost, "all_reduce", 7)
+    assert error.ranks == [4, 5] and "ranks [2, 3] have since left" in str(error)
+    only_left = group.lost_error({3: lost[3]}, None, None)
+    assert only_left.ranks == [3]
