@@ -11,9 +11,7 @@ def seconds(timeout: float | datetime.timedelta | None) -> float | None:
     """Normalise a timeout given as seconds or ``timedelta`` to float seconds (None = no limit)."""
     if timeout is None:
         return None
-    if isinstance(timeout, datetime.timedelta):
-        return timeout.total_seconds()
-    value = float(timeout)
+    value = timeout.total_seconds() if isinstance(timeout, datetime.timedelta) else float(timeout)
     if value < 0 or math.isnan(value):
         raise ValueError(f"timeout must be >= 0 seconds, got {timeout!r}")
     return value

@@ -26,7 +26,6 @@ from ringrt.errors import (
     CollectiveAbortedError,
     CollectiveMismatchError,
     DistError,
-    PeerLostError,
     TimeoutError,
 )
 
@@ -314,8 +313,7 @@ class Exchange:
                                  hint="Check that every rank of the group calls this op; "
                                       "raise the timeout with init_process_group(timeout=...) "
                                       "or ringrun --timeout.")
-            if self.spec.breaks_group_on_timeout:
-                self.group.break_with(error)
+            self.group.break_with(error)
             raise error
 
     def _raise_notice(self, notice) -> None:

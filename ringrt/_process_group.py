@@ -42,7 +42,6 @@ class OpSpec(NamedTuple):
     root: int = -1
     redop: int = 0
     shm: bool = False                  # runs over the same-host shared-memory arena
-    breaks_group_on_timeout: bool = True
 
     def signature(self) -> tuple:
         return (self.op, self.dtype_code, self.count, self.root, self.redop)
@@ -56,11 +55,11 @@ class _Comm:
         self.rank, self.world_size, self.store = rank, world_size, store
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
-        self.arena = HostArena.create(rank, world_size, same_host=True)
+        self.arena = HostArena.create(rank, world_size)
         try:
             endpoints = Endpoints(route_address(store.host), self.ipc_dir, curve)
             self.transport = Transport(self.context, rank, endpoints)
-            self.sentinel = Sentinel(self.context, rank, world_size, endpoints)
+            self.sentinel = Sentinel(self.context, rank, endpoints)
             card = {"data": self.transport.card, "heart": self.sentinel.card,
                     "shm": self.arena.card if self.arena else None}
             cards = _rendezvous(store, namespace, rank, world_size, card, deadline)

@@ -33,9 +33,8 @@ HEARTBEAT, FAILED, GOODBYE = "hb", "failed", "bye"
 class Sentinel:
     """Exchange heartbeats with every peer and keep the set of lost peers up to date."""
 
-    def __init__(self, context: zmq.Context, rank: int, world_size: int, endpoints):
+    def __init__(self, context: zmq.Context, rank: int, endpoints):
         self.rank = rank
-        self.world_size = world_size
         self.interval = env_float("RINGRT_HEARTBEAT_INTERVAL", 0.5)
         self.timeout = env_float("RINGRT_HEARTBEAT_TIMEOUT", 5.0)
         self.departure_grace = 1.0

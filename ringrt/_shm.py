@@ -106,9 +106,10 @@ class HostArena:
         self.oversubscribed = world_size > (os.cpu_count() or 1)
 
     @classmethod
-    def create(cls, rank: int, world_size: int, same_host: bool):
-        """An arena if shared memory can be used here, else None (sockets only)."""
-        if not same_host or world_size < 2 or env_flag("RINGRT_NO_SHM"):
+    def create(cls, rank: int, world_size: int):
+        """This rank's arena, or None when shared memory is off (sockets only). Whether every
+        rank is on one host is only known after rendezvous: see ``_process_group``."""
+        if world_size < 2 or env_flag("RINGRT_NO_SHM"):
             return None
         if os.environ.get("RINGRT_TRANSPORT", "auto").lower() == "tcp":
             return None

@@ -128,8 +128,6 @@ class Transport:
         self._outboxes: dict[int, zmq.Socket] = {}
         self.routes: dict[int, str] = {}          # peer -> "ipc" | "tcp" (what connect chose)
         self._send_lock = threading.Lock()
-        self._poller = zmq.Poller()
-        self._poller.register(self.inbox, zmq.POLLIN)
 
     def connect(self, cards: dict[int, dict]) -> None:
         """Open an outbox to every peer in ``cards`` (rank -> address card)."""

@@ -26,10 +26,16 @@ def array(op: str, value, rank: int, name: str = "array", writable: bool = False
     if not value.flags.c_contiguous:
         raise ValueError(f"{op}: {name} must be C-contiguous (got strides {value.strides}) on "
                          f"rank {rank}; pass np.ascontiguousarray({name})")
-    if writable and not value.flags.writeable:
+    if writable:
+        writable_array(op, value, rank, name)
+    return value
+
+
+def writable_array(op: str, value: np.ndarray, rank: int, name: str = "array") -> None:
+    """Check that the op may write into ``value`` (after :func:`array` accepted it)."""
+    if not value.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only on rank {rank} but the op writes into it; "
                          f"pass a writable copy ({name}.copy())")
-    return value
 
 
 def array_list(op: str, values, length: int, rank: int, name: str, writable: bool = False,

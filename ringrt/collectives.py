@@ -137,17 +137,18 @@ def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False)
     with _checking(pg, "reduce"):
         _validate.array("reduce", array, pg.comm.rank)
         root = _validate.root("reduce", dst, pg.members, pg.comm.rank, "dst")
-        _validate.array("reduce", array, pg.comm.rank, writable=pg.rank == root)
+        if pg.rank == root:
+            _validate.writable_array("reduce", array, pg.comm.rank)
         redop = _validate.reduce_op("reduce", op, array.dtype, pg.comm.rank)
-    flat = _flat(array)
-    body = functools.partial(_reduce, flat=flat, root=root, redop=redop)
+    algorithm = _algorithm(pg, "reduce", array.nbytes)
+    body = functools.partial(_reduce, flat=_flat(array), root=root, redop=redop,
+                             algorithm=algorithm)
     return pg.run(_spec("reduce", "reduce", array, root=root, redop=redop), body, async_op)
 
 
-def _reduce(ex, flat, root, redop):
+def _reduce(ex, flat, root, redop, algorithm):
     work = flat if ex.rank == root else flat.copy()
     combine = combiner(redop, flat.dtype)
-    algorithm = _algorithm(ex.group, "reduce", flat.nbytes)
     if algorithm == "chain":
         tree.reduce_chain(ex, work, combine, root)
     elif algorithm == "ring":
@@ -234,7 +235,8 @@ def broadcast(array, src: int, group=None, async_op: bool = False):
     with _checking(pg, "broadcast"):
         _validate.array("broadcast", array, pg.comm.rank)
         root = _validate.root("broadcast", src, pg.members, pg.comm.rank, "src")
-        _validate.array("broadcast", array, pg.comm.rank, writable=pg.rank != root)
+        if pg.rank != root:
+            _validate.writable_array("broadcast", array, pg.comm.rank)
     algorithm = _algorithm(pg, "broadcast", array.nbytes)
     body = functools.partial(_broadcast, flat=_flat(array), root=root, algorithm=algorithm)
     spec = _spec("broadcast", "broadcast", array, root=root, shm=algorithm == "shm")
@@ -353,7 +355,7 @@ def all_to_all(output_list, input_list, group=None, async_op: bool = False):
         inputs = _validate.array_list("all_to_all", input_list, pg.size, rank, "input_list")
         outputs = _validate.array_list("all_to_all", output_list, pg.size, rank, "output_list",
                                        writable=True)
-        for i, (o, x) in enumerate(zip(outputs, inputs)):
+        for i, (o, x) in enumerate(zip(outputs, inputs, strict=True)):
             if o.dtype != inputs[0].dtype or x.dtype != inputs[0].dtype:
                 raise ValueError(f"all_to_all: every array must have dtype {inputs[0].dtype} "
                                  f"on rank {rank} (entry {i} differs)")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import numpy as np
 
 import ringrt as dist
-from ringrt import errors
 from tests.dist.cases import block_input, cases, make_input
 
 

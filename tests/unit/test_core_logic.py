@@ -92,7 +92,7 @@ def test_chunks_and_segments_cover_exactly():
         for parts in (1, 2, 3, 4):
             bounds = _algorithms.chunk_bounds(count, parts)
             assert bounds[0][0] == 0 and bounds[-1][1] == count
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
             assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
     pieces = _algorithms.segments(10, 10 + 3 * 2**20, 4)
     assert pieces[0][0] == 10 and pieces[-1][1] == 10 + 3 * 2**20
@@ -124,6 +124,8 @@ def test_deadline_and_timeouts():
     assert Deadline(0).expired()
     with pytest.raises(ValueError):
         seconds(-1)
+    with pytest.raises(ValueError):
+        seconds(datetime.timedelta(seconds=-1))
 
 
 def test_sentinel_verdicts():
