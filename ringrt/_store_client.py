@@ -25,11 +25,6 @@ from .errors import AuthenticationError, StoreError
 _MAX_REPLY_BYTES = 256 << 20  # libzmq drops a connection sending a larger frame to a client
 _POLL_CAP_MS = 1000
 _LOST = zmq.EVENT_DISCONNECTED
-_NOT_ZMTP = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 
 class _NoReply(Exception):
@@ -94,7 +89,7 @@ class _Connection:
         self._context = zmq.Context(io_threads=1)
         self._socket = self._context.socket(zmq.DEALER)
         proto.configure(self._socket, peer.host, _MAX_REPLY_BYTES)
-        self._monitor = self._socket.get_monitor_socket(_LOST | _NOT_ZMTP)
+        self._monitor = self._socket.get_monitor_socket(_LOST | proto.HANDSHAKE_FAILED_EVENTS)
         self._poller = zmq.Poller()
         self._poller.register(self._socket, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
@@ -229,7 +224,7 @@ class _Connection:
         lost = False
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
-            if event & _NOT_ZMTP:
+            if event & proto.HANDSHAKE_FAILED_EVENTS:
                 raise self._peer.not_a_store()
             lost = lost or event == _LOST
         return lost

@@ -42,6 +42,14 @@ ERROR = "error"              # the request was understood but refused (payload: 
 REFUSED = "refused"          # the sender has not authenticated
 AUTH_FAILED = "auth_failed"  # the sender's proof was wrong (different token)
 
+# Socket-monitor events for a peer that failed the ZMTP handshake (not ZeroMQ, or the other
+# side alone encrypts); the client reports them, the server's ledger counts them.
+HANDSHAKE_FAILED_EVENTS = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
 _SERVER_ROLE = b"ringrt-store/server"
 _CLIENT_ROLE = b"ringrt-store/client"
 

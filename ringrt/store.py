@@ -11,8 +11,9 @@ Each thread borrows its own authenticated connection from a small pool, so a ``g
 on one thread does not hold up a ``set`` on another. Blocking ``get``/``wait`` are parked on
 the server, which answers when the key is set or the timeout passes; the client's own
 deadline (timeout plus a short grace) covers a server that stops answering. The wire format
-and handshake are described in ``_store_protocol``; the server is ``_store_server``; the
-connections and their pool are ``_store_client``.
+and handshake are described in ``_store_protocol``; the connections and their pool are
+``_store_client``; the server is ``_store_server`` (with ``_store_table``, ``_store_gate`` and
+``_store_ledger``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ Bytesish = bytes | bytearray | memoryview | str
 
 class Store:
     """A client of the rendezvous store, optionally hosting its server (like c10d TCPStore).
+
+    After ``init_process_group`` the job's store is ``dist.get_store()``.
 
     Example::
 
@@ -149,9 +152,7 @@ class Store:
 
     def close(self) -> None:
         """Closes the connections, and stops the hosted server when ``is_master``. Idempotent."""
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.close()
+        self._pool.close()
         if self._server is not None:
             self._server.close()
 

@@ -9,7 +9,8 @@ import pytest
 import zmq
 
 from ringrt import _store_protocol as proto
-from ringrt._store_server import _BadRequest, _ConnectionLedger, _Table
+from ringrt._store_ledger import _ConnectionLedger
+from ringrt._store_table import _BadRequest, _Table
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -93,6 +93,7 @@ def test_client_proves_nothing_to_a_server_without_the_token():
     """An impostor server (wrong token) gets an empty proof, and never sees the token."""
     context = zmq.Context()
     router = context.socket(zmq.ROUTER)
+    router.rcvtimeo = 10_000   # a client that never writes fails the test instead of hanging it
     port = router.bind_to_random_port(f"tcp://{HOST}")
     seen: list[bytes] = []
     errors: list[BaseException] = []
