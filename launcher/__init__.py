@@ -8,10 +8,11 @@ Layout, in the order a job flows through it::
     env.py          each worker's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)
     supervisor.py   spawn through _child.py, watch, stop (SIGTERM, grace, SIGKILL), restart
     _child.py       the trampoline: PDEATHSIG, parent check, CPU pinning, exec
-    output.py       "[RANK] " line prefixing, per-rank log files, stderr tails
+    output.py       "[RANK] " line prefixing, in-place \r progress updates, per-rank log
+                    files, stderr tails
     report.py       failure summary, restart and signal notices, exit statuses
     errors.py       LaunchError (carries its exit code)
 
 ``ringrt`` never imports ``launcher``; the launcher uses ``ringrt`` only for the store server
-and ``Deadline``.
+(and its CurveZMQ keys with ``--encrypt``) and ``Deadline``, imported once options are valid.
 """

@@ -32,7 +32,8 @@ Examples:
 Workers get RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR,
 MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUNBUFFERED=1,
 RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
-(with --timeout) and OMP_NUM_THREADS=1 (with -n > 1, unless already set).
+(with --timeout), RINGRT_ENCRYPT=1 (with --encrypt), RINGRUN_TTY=1 (when ringrun's stdout is a
+terminal) and OMP_NUM_THREADS=1 (with -n > 1, unless already set).
 
 \b
 Exit status: 0 when every worker succeeded; the first failed worker's exit code (128 + N if
@@ -77,7 +78,8 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
               help="Default collective timeout of the job (sets RINGRT_TIMEOUT).")
 @click.option("--log-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Also write each rank's output, unprefixed, to DIR/rank{RANK}.log "
-                   "(stdout and stderr; emptied at start, appended across restarts).")
+                   "(stdout and stderr, not \\r progress updates; emptied at start, appended "
+                   "across restarts).")
 @click.option("--local-ranks-filter", metavar="RANKS",
               help="Show only these local ranks' output on the console, e.g. 0,2 (the failure "
                    "summary and log files still cover every rank).")
@@ -98,8 +100,9 @@ def main(ctx: click.Context, **options) -> None:
 
     Everything after SCRIPT (or after the module name with -m) is passed to the script
     untouched, including arguments that look like ringrun options. Each output line appears
-    as "[RANK] line". When a worker fails, the others are stopped, a summary names the
-    failed rank, and ringrun exits with that worker's status.
+    as "[RANK] line"; text ending in a carriage return (a progress bar) is redrawn in place.
+    When a worker fails, the others are stopped, a summary names the failed rank, and ringrun
+    exits with that worker's status.
     """
     config = build_config(options)
     # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors

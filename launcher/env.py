@@ -28,15 +28,18 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 from launcher.config import LaunchConfig
 
 
 def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master_port: int,
-               ipc_dir: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The launcher's environment (or ``base``) plus the variables in the table above."""
-    env = dict(os.environ if base is None else base)
+               ipc_dir: str, tty: bool = False) -> dict[str, str]:
+    """The launcher's environment plus the variables in the table above.
+
+    ``tty``: the console's stdout is a terminal (sets ``RINGRUN_TTY``).
+    """
+    env = dict(os.environ)
     if config.nproc > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
     env.update(
@@ -57,7 +60,7 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
         env["RINGRT_TIMEOUT"] = repr(config.timeout)
     if config.encrypt:
         env["RINGRT_ENCRYPT"] = "1"
-    if _console_is_terminal():
+    if tty:
         env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (launcher/output.py)
     return env
 
@@ -75,10 +78,3 @@ def ipc_directory() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _console_is_terminal() -> bool:
-    try:
-        return os.isatty(1)
-    except OSError:
-        return False

@@ -4,7 +4,7 @@
 
     click.ClickException              exit 1, "Error: ..." on stderr
      ├── click.UsageError             exit 2: bad options, missing script, port in use, ...
-     └── LaunchError                  exit_code set by the raiser (a job that could not start)
+     └── LaunchError                  exit 1: a job that could not start
 """
 
 from __future__ import annotations
@@ -21,6 +21,4 @@ class LaunchError(click.ClickException):
         exit_code: the status ``ringrun`` exits with (click reads this attribute).
     """
 
-    def __init__(self, message: str, exit_code: int = EXIT_LAUNCH_FAILED):
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_LAUNCH_FAILED

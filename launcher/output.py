@@ -67,7 +67,7 @@ class Console:
 
     @staticmethod
     def _clear(stream: BinaryIO) -> bytes:
-        return b"\x1b[K" if _isatty(stream) else b""   # erase what a longer update left
+        return b"\x1b[K" if is_terminal(stream) else b""   # erase what a longer update left
 
     def _write(self, stream: BinaryIO, data: bytes) -> None:
         if id(stream) in self._gone:
@@ -183,10 +183,11 @@ class RankOutput:
                     self._log.flush()
 
 
-def _isatty(stream) -> bool:
+def is_terminal(stream) -> bool:
+    """True if ``stream`` is a terminal (False for pipes, files, closed or fake streams)."""
     try:
         return stream.isatty()
-    except (AttributeError, ValueError):
+    except (AttributeError, ValueError, OSError):
         return False
 
 

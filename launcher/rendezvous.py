@@ -43,8 +43,7 @@ def host_store(config: LaunchConfig):
     where = f"{config.store_host}:{port}" if port else f"{config.store_host} (any free port)"
     try:
         curve = derive_keys(config.token) if config.encrypt else None
-        return StoreServer(config.store_host, config.master_port, token=config.token,
-                           curve=curve).start()
+        return StoreServer(config.store_host, port, token=config.token, curve=curve).start()
     except (OSError, StoreError) as exc:
         code = getattr(exc, "errno", None) or getattr(exc.__cause__, "errno", None)
         if code == errno.EADDRINUSE:
@@ -83,10 +82,12 @@ def release_store(server, config: LaunchConfig, console: Console, succeeded: boo
 
 
 def _wait_for_clients_to_leave(server, console: Console) -> None:
-    end = time.monotonic() + STORE_LINGER
+    from ringrt._deadline import Deadline     # ringrt is loaded by now (host_store)
+
+    linger = Deadline(STORE_LINGER)
     open_now = server.stats()["connections_open"]
     if open_now:
         console.note(f"keeping the store up until the other nodes' {open_now} connection(s) "
                      f"close (at most {STORE_LINGER:g} s)")
-    while server.stats()["connections_open"] and time.monotonic() < end:
+    while server.stats()["connections_open"] and not linger.expired():
         time.sleep(LINGER_POLL)

@@ -29,7 +29,7 @@ from launcher import report
 from launcher.config import LaunchConfig
 from launcher.env import worker_env
 from launcher.errors import LaunchError
-from launcher.output import Console, RankOutput, log_path, truncate_logs
+from launcher.output import Console, RankOutput, is_terminal, log_path, truncate_logs
 from ringrt._deadline import Deadline
 
 CHILD = Path(__file__).with_name("_child.py")
@@ -185,7 +185,8 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 command,
-                env=worker_env(config, local_rank, restart, self.master_port, self.ipc_dir),
+                env=worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
+                               tty=is_terminal(self.console.stdout)),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True)
         except OSError as exc:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,9 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.launcher.scripts._pids import PID_DIR_VAR
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-PID_DIR_VAR = "LAUNCHER_TEST_PID_DIR"
 
 
 def script(name: str) -> str:
@@ -128,8 +130,6 @@ def wait_all_dead(pids, timeout: float) -> list[int]:
 
 def free_port() -> int:
     """A port free right now (bind :0, close). Racy, so acceptable in tests only."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

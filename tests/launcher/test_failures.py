@@ -2,12 +2,12 @@
 
 import shutil
 import signal
-import tempfile
 import time
 
 import pytest
 
 from tests.launcher._ringrun import Ringrun, alive, run, script, wait_all_dead
+from tests.world import short_tmpdir
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,7 +52,7 @@ def test_signal_to_ringrun_stops_every_worker(signum):
 
 def test_workers_die_with_a_sigkilled_ringrun():
     # A SIGKILLed ringrun cannot remove its ipc directory: give it one this test removes.
-    ipc_dir = tempfile.mkdtemp(prefix="rrl-ipc-", dir="/tmp")
+    ipc_dir = short_tmpdir("rrl-ipc-")
     try:
         with Ringrun("-n", "3", script("worker.py"), "--grandchild-rank", "1",
                      env={"RINGRT_IPC_DIR": ipc_dir}) as job:

@@ -140,3 +140,16 @@ def test_carriage_return_updates_are_drawn_in_place_and_not_logged(tmp_path):
     assert result.stdout == ("\n[0] progress 0\n[0] progress 1\n[0] progress 2\n[0] done\n"
                              "[0] after\n"), repr(result.stdout)
     assert (tmp_path / "rank0.log").read_text() == "done\nafter\n"
+
+
+def test_encrypt_and_tty_reach_the_worker_environment_only_when_set(monkeypatch):
+    from launcher.config import LaunchConfig
+    from launcher.env import worker_env
+
+    for name in ("RINGRT_ENCRYPT", "RINGRUN_TTY"):
+        monkeypatch.delenv(name, raising=False)
+    plain = worker_env(LaunchConfig(nproc=1, target="x.py"), 0, 0, 29500, "/tmp/ipc")
+    assert "RINGRT_ENCRYPT" not in plain and "RINGRUN_TTY" not in plain
+    both = worker_env(LaunchConfig(nproc=1, target="x.py", encrypt=True), 0, 0, 29500,
+                      "/tmp/ipc", tty=True)
+    assert both["RINGRT_ENCRYPT"] == both["RINGRUN_TTY"] == "1"

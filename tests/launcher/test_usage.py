@@ -18,7 +18,8 @@ def test_help_lists_every_option_and_examples():
     for option in ("--nproc-per-node", "--module", "--nnodes", "--node-rank", "--master-addr",
                    "--master-port", "--token", "--max-restarts", "--grace", "--timeout",
                    "--log-dir", "--local-ranks-filter", "--quiet-ranks", "--cpu-bind",
-                   "RINGRT_TOKEN", "RINGRT_RESTART_COUNT"):
+                   "--encrypt", "RINGRT_TOKEN", "RINGRT_RESTART_COUNT", "RINGRT_ENCRYPT",
+                   "RINGRUN_TTY"):
         assert option in result.stdout, option
     assert "ringrun -n 4 train.py" in result.stdout
     assert "--nnodes 2 --node-rank 1" in result.stdout

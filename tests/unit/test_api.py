@@ -58,13 +58,6 @@ def test_errors_derive_from_dist_error():
     assert issubclass(ringrt.errors.TimeoutError, TimeoutError)
 
 
-def test_ringrt_never_imports_the_launcher():
-    root = Path(ringrt.__file__).parent
-    for path in root.rglob("*.py"):
-        text = path.read_text()
-        assert not re.search(r"^\s*(from|import)\s+launcher\b", text, re.M), path
-
-
 def test_signatures_follow_the_spec():
     import inspect as i
 
