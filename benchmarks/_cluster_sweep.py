@@ -28,6 +28,7 @@ import click
 import numpy as np
 
 import ringrt as dist
+from benchmarks._table import parse_size, sweep
 
 MIN_SAMPLE_S = 0.02          # batch small ops until one sample lasts this long
 # op:algorithm; "default" means: do not force, let ringrt choose (recorded as "chosen").
@@ -35,24 +36,6 @@ ALL_CASES = ("all_reduce:default,all_reduce:ring,all_reduce:recursive_doubling,"
              "broadcast:binomial,broadcast:chain,reduce:binomial,reduce:ring,"
              "all_gather:ring,all_gather:direct,reduce_scatter:ring,reduce_scatter:direct,"
              "barrier:default")
-
-
-def parse_bytes(text: str) -> int:
-    """'64MiB' -> 67108864; plain integers are bytes."""
-    lower = text.strip().lower()
-    for unit, factor in (("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("b", 1)):
-        if lower.endswith(unit):
-            return int(float(lower[: -len(unit)]) * factor)
-    return int(lower)
-
-
-def sizes(min_bytes: int, max_bytes: int, factor: int) -> list[int]:
-    """Powers of ``factor`` from ``min_bytes`` to ``max_bytes`` (inclusive)."""
-    out, size = [], max(4, min_bytes)
-    while size <= max_bytes:
-        out.append(size)
-        size *= factor
-    return out
 
 
 class Case:
@@ -190,7 +173,7 @@ def main(ops, min_bytes, max_bytes, factor, samples, budget, out_path):
         force(op, algorithm)
         done = set()
         for nbytes in ([0] if op == "barrier" else
-                       sizes(parse_bytes(min_bytes), parse_bytes(max_bytes), factor)):
+                       sweep(max(4, parse_size(min_bytes)), parse_size(max_bytes), factor)):
             case = Case(op, nbytes, rank, world)
             if case.nbytes in done:          # tiny sizes round up to one element per block
                 continue

@@ -15,6 +15,8 @@ import math
 import re
 import statistics
 
+from ringrt import _cost_model
+
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
 REDUCING = ("all_reduce", "reduce_scatter")
 BROADCAST_ROOT = 0
@@ -63,14 +65,18 @@ def element_count(op: str, nbytes: int, itemsize: int, world: int) -> int:
 
 
 def bus_factor(op: str, world: int) -> float:
-    """nccl-tests' factor from algorithm bandwidth to bus bandwidth."""
-    if op == "all_reduce":
-        return 2 * (world - 1) / world
-    if op in ("reduce_scatter", "all_gather"):
-        return (world - 1) / world
-    if op == "broadcast":
-        return 1.0
-    raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
+    """nccl-tests' factor from algorithm bandwidth to bus bandwidth (ringrt._cost_model's)."""
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
+    return _cost_model.bus_factor(op, world)
+
+
+def human(nbytes: int) -> str:
+    """'64 KiB', '1.5 MiB', '12 B': three significant digits in the largest binary unit."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= 0.99 * size:            # 65532 B (3 blocks of 21844) reads as 64 KiB
+            return f"{nbytes / size:.3g} {unit}"
+    return f"{nbytes} B"
 
 
 def bandwidths(op: str, nbytes: int, seconds: float, world: int) -> tuple[float, float]:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import click
 
+from benchmarks._table import human, parse_size
 from ringrt import _cost_model as cm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,13 +239,6 @@ def run_sweep(lab: Lab, sweep_args: list[str], env: dict[str, str], timeout: flo
 # -- the report -------------------------------------------------------------------------
 
 
-def human(nbytes: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes >= 0.99 * size:            # 65532 B (3 blocks of 21844) reads as 64 KiB
-            return f"{nbytes / size:.3g} {unit}"
-    return f"{nbytes} B"
-
-
 def annotate(record: dict, link: dict) -> None:
     """Add algbw, busbw and busbw / goodput to every result."""
     world = record["world"]
@@ -369,13 +363,11 @@ def _share(value) -> str:
 def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, factor, budget,
          table_min_bytes, link_messages, shape_extra, env_items, json_path, saved):
     """Benchmark collectives across netlab hosts (see the module docstring)."""
-    from benchmarks._cluster_sweep import parse_bytes
-
     if saved:
         record = json.loads(Path(saved).read_text())
         click.echo(f"{record['date']}, {record['machine']}\n")
         for run in record["runs"]:
-            click.echo(report(run["profile"], run, run["link"], parse_bytes(table_min_bytes)))
+            click.echo(report(run["profile"], run, run["link"], parse_size(table_min_bytes)))
         return
     if not NETLAB.is_file():
         raise click.ClickException(f"netlab not found at {NETLAB} (set $NETLAB)")
@@ -397,7 +389,7 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
             record = run_sweep(lab, sweep_args, env, timeout=1800)
             annotate(record, link)
             runs.append({"profile": profile or "as shaped", "link": link, **record})
-            click.echo(report(profile or "as shaped", record, link, parse_bytes(table_min_bytes)))
+            click.echo(report(profile or "as shaped", record, link, parse_size(table_min_bytes)))
     save(json_path, runs, env)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from benchmarks._table import human
 from ringrt import _cost_model as cm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,13 +110,6 @@ def fmt_time(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds * 1e6:.0f} µs"
-
-
-def human(nbytes: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes >= 0.99 * size:            # 65532 B (3 blocks of 21844) reads as 64 KiB
-            return f"{nbytes / size:.3g} {unit}"
-    return f"{nbytes} B"
 
 
 def fit_line(name: str, fit: cm.Fit) -> str:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_SEGMENT = 512 * 1024          # ringrt._algorithms.DEFAULT_SEGMENT_BYTES
+from ringrt._algorithms import DEFAULT_SEGMENT_BYTES as DEFAULT_SEGMENT
 PARAMETERS = ("alpha", "beta", "gamma", "overhead")
 
 ALGORITHMS = {
@@ -267,8 +267,8 @@ def link_beta(bits_per_second: float, efficiency: float = 119.5e6 * 8 / 1e9) -> 
 
 def bus_factor(op: str, world: int) -> float:
     """nccl-tests' bus-bandwidth factor: busbw = (nbytes / time) x factor, comparable with
-    the link's goodput for a bandwidth-optimal algorithm."""
-    if world <= 1:
+    the link's goodput for a bandwidth-optimal algorithm (0 for barrier and unknown ops)."""
+    if world < 1:
         return 0.0
     if op == "all_reduce":
         return 2 * (world - 1) / world

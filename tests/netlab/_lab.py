@@ -36,6 +36,9 @@ MASTER_PORT = 29611             # fixed: every lab host has its own port space
 TOKEN = "ringrt-netlab-test-token"
 COMMAND_TIMEOUT = 30.0          # netlab's own external commands are capped at 30 s
 LOCK_WAIT = 60.0                # another pytest run on this machine may hold the lab
+WORKER = Path(__file__).with_name("worker.py")
+NPROC, HOSTS = 2, 3             # the tests' job: 3 lab hosts, 2 ranks each
+WORLD = NPROC * HOSTS
 
 
 class LabUnavailable(Exception):
@@ -230,3 +233,12 @@ def wait_all_dead(pids, timeout: float) -> list[int]:
         if not left or time.monotonic() >= end:
             return left
         time.sleep(0.05)
+
+
+def ended_job_results(jobs: list[HostJob], outdir: Path, world: int = WORLD) -> dict[int, dict]:
+    """After every job ended: assert no worker survives and every rank wrote its result;
+    return rank -> that result."""
+    assert not wait_all_dead(worker_pids(outdir).values(), 5), "workers left running"
+    results = rank_results(outdir, world)
+    assert sorted(results) == list(range(world)), f"missing results\n{outputs(jobs)}"
+    return results

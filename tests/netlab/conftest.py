@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.netlab._lab import Lab, LabUnavailable, check_usable, exclusive_prefix
+pytest.register_assert_rewrite("tests.netlab._lab")     # its helpers assert for the tests
+
+from tests.netlab._lab import (  # noqa: E402
+    HOSTS,
+    Lab,
+    LabUnavailable,
+    check_usable,
+    exclusive_prefix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +29,7 @@ def lab():
     try:
         check_usable()
         with exclusive_prefix():
-            running = Lab.up(3, "--profile", "gige")
+            running = Lab.up(HOSTS, "--profile", "gige")
             try:
                 yield running
             finally:

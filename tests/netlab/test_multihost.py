@@ -11,17 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netlab._lab import (
-    outputs,
-    rank_results,
-    wait_all_dead,
-    wait_jobs,
-    worker_pids,
-)
-
-WORKER = Path(__file__).with_name("worker.py")
-NPROC, HOSTS = 2, 3
-WORLD = NPROC * HOSTS
+from tests.netlab._lab import NPROC, WORKER, WORLD, ended_job_results, outputs, wait_jobs
 
 
 def run_job(lab, outdir, *args, timeout=60.0, op_timeout=20.0) -> dict[int, dict]:
@@ -31,10 +21,7 @@ def run_job(lab, outdir, *args, timeout=60.0, op_timeout=20.0) -> dict[int, dict
                                   op_timeout=op_timeout)
     codes = wait_jobs(jobs, timeout + 10)
     assert all(code == 0 for code in codes.values()), f"exit codes {codes}\n{outputs(jobs)}"
-    assert not wait_all_dead(worker_pids(outdir).values(), 5), "workers left running"
-    results = rank_results(outdir, WORLD)
-    assert sorted(results) == list(range(WORLD)), f"missing results\n{outputs(jobs)}"
-    return results
+    return ended_job_results(jobs, outdir)
 
 
 def expected_route(rank: int, peer: int) -> str:
