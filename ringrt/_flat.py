@@ -54,19 +54,21 @@ class FlatLayout:
     pad_to: int = 1
     offsets: Mapping[str, int] = field(init=False)
     numel: int = field(init=False)
+    _spans: Mapping[str, tuple[int, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.pad_to < 1:
             raise ValueError(f"FlatLayout: pad_to must be >= 1, got {self.pad_to}")
         shapes = {str(name): tuple(int(d) for d in shape) for name, shape in self.shapes.items()}
-        offsets, offset = {}, 0
+        spans, offset = {}, 0
         for name, shape in shapes.items():
-            offsets[name] = offset
-            offset += int(np.prod(shape, dtype=np.int64))
+            size = int(np.prod(shape, dtype=np.int64))
+            spans[name], offset = (offset, offset + size), offset + size
         object.__setattr__(self, "shapes", shapes)
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        object.__setattr__(self, "offsets", offsets)
+        object.__setattr__(self, "offsets", {name: start for name, (start, _) in spans.items()})
         object.__setattr__(self, "numel", offset)
+        object.__setattr__(self, "_spans", spans)     # span() runs per parameter per step
 
     @classmethod
     def of(cls, arrays: Mapping[str, np.ndarray], order: Iterable[str] | None = None,
@@ -97,8 +99,7 @@ class FlatLayout:
 
     def span(self, name: str) -> tuple[int, int]:
         """``(start, stop)`` element range of ``name`` in the buffer."""
-        start = self.offsets[name]
-        return start, start + int(np.prod(self.shapes[name], dtype=np.int64))
+        return self._spans[name]
 
     def empty(self) -> np.ndarray:
         """A zeroed buffer of ``padded_numel`` elements (the padding must stay zero)."""

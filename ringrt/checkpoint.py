@@ -258,8 +258,9 @@ def _load_optimizer(path: Path, manifest: dict, optimizer) -> None:
     if not is_zero:
         optimizer.load_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
         return
-    _check_same_params(path, FlatLayout.from_json(saved["layout"]), optimizer.layout)
-    reshard = _Resharder(path, saved, optimizer)
+    old_layout = FlatLayout.from_json(saved["layout"])
+    _check_same_params(path, old_layout, optimizer.layout)
+    reshard = _Resharder(path, old_layout, saved["world_size"], optimizer)
     inner = _decode(skeleton, reshard.leaf)
     optimizer.load_state_dict({"zero": optimizer.meta(), "optimizer": inner})
 
@@ -278,10 +279,10 @@ def _check_same_params(path: Path, saved: FlatLayout, mine: FlatLayout) -> None:
 class _Resharder:
     """Builds this rank's slice of each sharded state array from the old ranks' files."""
 
-    def __init__(self, path: Path, saved: dict, optimizer: ZeroRedundancyOptimizer):
+    def __init__(self, path: Path, old_layout: FlatLayout, old_world: int,
+                 optimizer: ZeroRedundancyOptimizer):
         self.path, self.optimizer = path, optimizer
-        self.old_world = saved["world_size"]
-        self.old_shard_len = FlatLayout.from_json(saved["layout"]).padded_numel // self.old_world
+        self.old_shards = [old_layout.shard_range(r, old_world) for r in range(old_world)]
         self.numel = optimizer.layout.numel
 
     def leaf(self, leaf: dict) -> np.ndarray:
@@ -290,9 +291,8 @@ class _Resharder:
         start, stop = self.optimizer.shard
         suffix = leaf["__ndarray__"].removeprefix(_optim_stem(0))     # "-NNNN.npy"
         out = None
-        for old_rank in range(self.old_world):
-            old_start = old_rank * self.old_shard_len
-            lo, hi = max(start, old_start), min(stop, old_start + self.old_shard_len, self.numel)
+        for old_rank, (old_start, old_stop) in enumerate(self.old_shards):
+            lo, hi = max(start, old_start), min(stop, old_stop, self.numel)
             if lo >= hi:
                 continue
             old = np.load(self.path / (_optim_stem(old_rank) + suffix), mmap_mode="r",

@@ -57,8 +57,9 @@ class ZeroRedundancyOptimizer:
         self._flat_params = self.layout.empty()      # all-gather output
         self._flat_grads = self.layout.empty()       # reduce-scatter input
         start, stop = self.shard
+        # this rank's block of the all-gather output, also its input (every algorithm accepts
+        # an input that is the output's own block) and the inner optimizer's parameter
         self._shard_params = self._flat_params[start:stop]
-        self._shard_send = np.empty_like(self._shard_params)   # all-gather input, not aliased
         self._shard_grads = np.empty_like(self._shard_params)
         self.layout.copy_range_from(params, self._shard_params, start, stop)
         self.optim = optimizer_class({SHARD: self._shard_params}, **defaults)
@@ -78,8 +79,7 @@ class ZeroRedundancyOptimizer:
         start, stop = self.shard
         self.layout.copy_range_from(self.params, self._shard_params, start, stop)
         self.optim.step({SHARD: self._shard_grads})
-        np.copyto(self._shard_send, self._shard_params)
-        dist.all_gather_into_tensor(self._flat_params, self._shard_send, group=self.group)
+        dist.all_gather_into_tensor(self._flat_params, self._shard_params, group=self.group)
         self.layout.unflatten_into(self._flat_params, self.params)
 
     @property

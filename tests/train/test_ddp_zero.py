@@ -21,10 +21,15 @@ def ddp_world(request):
                                     args={"steps": STEPS})
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=lambda w: f"world{w}")
+# ZeRO all-gathers from the output's own block (in place); every all_gather algorithm must
+# accept that, so each one is forced in turn.
+@pytest.fixture(scope="module", params=[(w, a) for w in (2, 4) for a in ("shm", "ring", "direct")],
+                ids=lambda p: f"world{p[0]}-{p[1]}")
 def zero_world(request):
-    return request.param, run_world("tests.train.workers:zero_cases", request.param, timeout=60,
-                                    args={"steps": STEPS})
+    world_size, algorithm = request.param
+    return world_size, run_world("tests.train.workers:zero_cases", world_size, timeout=60,
+                                 args={"steps": STEPS},
+                                 env={"RINGRT_ALGO": f"all_gather={algorithm}"})
 
 
 def params_of(arrays: dict, prefix: str) -> dict:
