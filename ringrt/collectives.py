@@ -278,7 +278,8 @@ def all_gather(array_list, array, group=None, async_op: bool = False):
 
 def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
     """Like :func:`all_gather` into one array: ``output.shape[0] == world * input.shape[0]``,
-    rank j's input landing in the j-th block."""
+    rank j's input landing in the j-th block. ``input`` may be this rank's own block of
+    ``output`` (in-place all-gather, as torch allows; the ZeRO optimizer relies on it)."""
     pg = _group(group, "all_gather_into_tensor")
     if pg is None:
         return None

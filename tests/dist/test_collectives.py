@@ -136,3 +136,14 @@ def test_object_collectives():
 def test_last_messages_survive_the_sender_leaving():
     world = run_world("tests.dist.workers:last_message", 2, timeout=45)
     assert world[0].values["ok"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("algorithm", ["shm", "ring", "direct"])
+def test_all_gather_into_tensor_in_place(algorithm):
+    world = run_world("tests.dist.workers:all_gather_in_place", 3, timeout=60,
+                      env={"RINGRT_ALGO": f"all_gather={algorithm}"})
+    for count in (1, 1000, 300_001):
+        want = np.concatenate([np.arange(count, dtype=np.float32) + 1000 * r for r in range(3)])
+        for rank in range(3):
+            np.testing.assert_array_equal(world[rank].arrays[f"n{count}"], want)

@@ -186,3 +186,17 @@ def last_message(rank: int, world: int):
     dist.recv(got_small, src=1, tag=2)
     dist.destroy_process_group()
     return {"ok": bool((got_big == big).all()) and int(got_small[0]) == 42}
+
+
+def all_gather_in_place(rank: int, world: int):
+    """all_gather_into_tensor whose input is this rank's own block of the output."""
+    dist.init_process_group(timeout=30)
+    results = {}
+    for count in (1, 1000, 300_001):
+        out = np.zeros(world * count, np.float32)
+        block = out[rank * count:(rank + 1) * count]
+        block[:] = np.arange(count, dtype=np.float32) + 1000 * rank
+        dist.all_gather_into_tensor(out, block)
+        results[f"n{count}"] = out
+    dist.destroy_process_group()
+    return results
