@@ -71,6 +71,28 @@ class World:
         return "\n".join(parts)
 
 
+def process_alive(pid: int, marker: bytes | None = None) -> bool:
+    """True if ``pid`` runs and is not a zombie (and, with ``marker``, its command line
+    contains it, so a reused pid is not mistaken for ours)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if marker else b""
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    running = stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return running and (marker is None or marker in cmdline)
+
+
+def wait_all_dead(pids, timeout: float, marker: bytes | None = None) -> list[int]:
+    """Wait up to ``timeout`` s for every pid to be gone; returns those still alive."""
+    end = time.monotonic() + timeout
+    while True:
+        left = [pid for pid in pids if process_alive(pid, marker)]
+        if not left or time.monotonic() >= end:
+            return left
+        time.sleep(0.02)
+
+
 def short_tmpdir(prefix: str = "rrt-") -> str:
     """A short directory under /tmp: AF_UNIX socket paths are capped at 107 bytes."""
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")

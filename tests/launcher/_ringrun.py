@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import world
 from tests.launcher.scripts._pids import PID_DIR_VAR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,23 +110,12 @@ def run(*args: str, timeout: float = 30.0, env: dict | None = None,
 
 def alive(pid: int) -> bool:
     """True if ``pid`` is a running test worker (not a zombie, not a reused pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return state not in ("Z", "X") and b"launcher" in cmdline
+    return world.process_alive(pid, marker=b"launcher")
 
 
 def wait_all_dead(pids, timeout: float) -> list[int]:
-    """Wait up to ``timeout`` s for every pid to be gone; returns those still alive."""
-    end = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in pids if alive(pid)]
-        if not left or time.monotonic() >= end:
-            return left
-        time.sleep(0.02)
+    """Wait up to ``timeout`` s for every worker pid to be gone; returns those still alive."""
+    return world.wait_all_dead(pids, timeout, marker=b"launcher")
 
 
 def free_port() -> int:

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.world import wait_all_dead
+
 REPO = Path(__file__).resolve().parents[2]
 NETLAB = Path(os.environ.get("NETLAB") or REPO.parent / "shared" / "tools" / "netlab")
 PREFIX = "rrt"                  # our own lab: a developer's `rtlab` is left alone
@@ -210,29 +212,10 @@ def wait_for_files(paths: list[Path], timeout: float, jobs: list[HostJob]) -> bo
     return False
 
 
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def worker_pids(outdir: Path) -> dict[int, int]:
     """rank -> pid, from the ``pid{R}`` files the workers wrote."""
     return {int(p.name[3:]): int(p.read_text()) for p in outdir.glob("pid*")
             if p.name[3:].isdigit()}
-
-
-def wait_all_dead(pids, timeout: float) -> list[int]:
-    """Wait up to ``timeout`` s for every pid to be gone; returns those still alive."""
-    end = time.monotonic() + timeout
-    while True:
-        left = [pid for pid in pids if alive(pid)]
-        if not left or time.monotonic() >= end:
-            return left
-        time.sleep(0.05)
 
 
 def ended_job_results(jobs: list[HostJob], outdir: Path, world: int = WORLD) -> dict[int, dict]:
