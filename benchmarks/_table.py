@@ -15,7 +15,7 @@ import math
 import re
 import statistics
 
-from ringrt import _cost_model
+from ringrt._algorithms import cost_model
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
 REDUCING = ("all_reduce", "reduce_scatter")
@@ -65,10 +65,10 @@ def element_count(op: str, nbytes: int, itemsize: int, world: int) -> int:
 
 
 def bus_factor(op: str, world: int) -> float:
-    """nccl-tests' factor from algorithm bandwidth to bus bandwidth (ringrt._cost_model's)."""
+    """nccl-tests' factor from algorithm bandwidth to bus bandwidth (ringrt's cost model)."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
-    return _cost_model.bus_factor(op, world)
+    return cost_model.bus_factor(op, world)
 
 
 def human(nbytes: int) -> str:

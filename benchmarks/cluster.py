@@ -39,7 +39,7 @@ from pathlib import Path
 import click
 
 from benchmarks._table import human, parse_size
-from ringrt import _cost_model as cm
+from ringrt._algorithms import cost_model as cm
 
 REPO = Path(__file__).resolve().parent.parent
 NETLAB = Path(os.environ.get("NETLAB") or REPO.parent / "shared" / "tools" / "netlab")

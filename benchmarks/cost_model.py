@@ -1,4 +1,4 @@
-"""Fit ringrt's α-β-γ cost model (ringrt/_cost_model.py) to measurements, then extrapolate.
+"""Fit ringrt's α-β-γ cost model (ringrt/_algorithms/cost_model.py) to measurements, then extrapolate.
 
 Inputs are the sweeps of benchmarks/_cluster_sweep.py: the lab runs that benchmarks/cluster.py
 wrote (``--lab``, default benchmarks/results/cluster.json; run it with ``--algorithms``) and
@@ -31,7 +31,7 @@ import click
 import numpy as np
 
 from benchmarks._table import human
-from ringrt import _cost_model as cm
+from ringrt._algorithms import cost_model as cm
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"

@@ -4,7 +4,7 @@ Layout, in the order a job flows through it::
 
     cli.py          click options -> config.build_config -> run; the ``ringrun`` entry point
     config.py       the frozen LaunchConfig, and every check that can fail before a spawn
-    rendezvous.py   node 0 hosts the store (ringrt._store_server) for the whole job
+    rendezvous.py   node 0 hosts the store (ringrt.store._server) for the whole job
     env.py          each worker's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)
     supervisor.py   spawn through _child.py, watch, stop (SIGTERM, grace, SIGKILL), restart
     _child.py       the trampoline: PDEATHSIG, parent check, CPU pinning, exec

@@ -36,8 +36,8 @@ def host_store(config: LaunchConfig):
     if not config.hosts_store:
         return None
     from ringrt._curve import derive_keys
-    from ringrt._store_server import StoreServer
     from ringrt.errors import StoreError
+    from ringrt.store._server import StoreServer
 
     port = config.master_port
     where = f"{config.store_host}:{port}" if port else f"{config.store_host} (any free port)"
@@ -82,7 +82,7 @@ def release_store(server, config: LaunchConfig, console: Console, succeeded: boo
 
 
 def _wait_for_clients_to_leave(server, console: Console) -> None:
-    from ringrt._deadline import Deadline     # ringrt is loaded by now (host_store)
+    from ringrt._deadline import Deadline  # ringrt is loaded by now (host_store)
 
     linger = Deadline(STORE_LINGER)
     open_now = server.stats()["connections_open"]

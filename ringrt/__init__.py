@@ -3,30 +3,29 @@
 ``import ringrt as dist``, then ``dist.init_process_group()`` under ``ringrun``, ``srun`` or
 ``mpirun``; arrays are NumPy arrays. See README.md and ../shared/spec/API.md.
 
-Layout (data flows down; each layer only imports the ones above it)::
+Layout (data flows down; each layer only imports the ones above it, which
+``tests/unit/test_layering.py`` checks)::
 
-    _env.py              the environment (env://, tcp://, SLURM, Open MPI/PMI) -> JobSpec
-    store.py             rendezvous key-value store client (+ _store_client.py, _store_protocol.py;
-                         server: _store_server.py, _store_table.py, _store_gate.py, _store_ledger.py)
-    _wire.py             the data-plane message header
-    _transport.py        this rank's sockets: one inbox, one outbox per peer (ipc:// or tcp://)
-    _curve.py            CurveZMQ keys derived from the job token (encrypt=True)
-    _shm.py _futex.py    same-host shared-memory slots and futex-backed tickets
-    _sentinel.py         heartbeats: lost peers within seconds
-    _exchange.py         one op's sends/receives; mismatch, abort, lost-peer and timeout checks
-    _work.py             Work handles and the in-order op executor
-    _process_group.py    ProcessGroup: members, sequence numbers, rendezvous, subgroups
-    _algorithms/         ring, tree (recursive doubling, binomial, chain), direct; choose()
+    errors.py _env.py _deadline.py _reduce_ops.py _curve.py
+                         foundations: the DistError tree, the environment (env://, tcp://, SLURM,
+                         Open MPI/PMI -> JobSpec), deadlines, reduction kernels, token-derived keys
+    store/               the rendezvous key-value store: client, server, protocol, token handshake
+    _comm/               this rank's communication: wire header, transport (inbox + outboxes),
+                         shared memory + futex, heartbeat sentinel, one op's exchange, executor
+    _process_group.py    ProcessGroup: members, sequence numbers, rendezvous, running an op
+    _algorithms/         ring, tree (recursive doubling, binomial, chain), direct, shm; choice
+                         of algorithm and the cost model behind it
     distributed.py       the default group: init/destroy, get_rank, new_group
-    collectives.py       public array collectives  (p2p.py, object_collectives.py alongside)
+    collectives.py       public array collectives  (p2p.py, object_collectives.py alongside;
+                         argument checks in _validate.py, object encoding in _objects.py)
     ddp.py optim/ checkpoint.py _flat.py   training on top of the collectives
-    data.py              DistributedSampler, DataLoader, datasets (_sampler, _loader, _datasets)
+    data/                DistributedSampler, DataLoader, datasets
 """
 
 from ringrt import errors
+from ringrt._comm.work import Work
 from ringrt._process_group import NonMember, ProcessGroup
 from ringrt._reduce_ops import ReduceOp
-from ringrt._work import Work
 from ringrt.collectives import (
     all_gather,
     all_gather_into_tensor,

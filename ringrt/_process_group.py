@@ -7,7 +7,7 @@ sockets, connects to every peer and starts the heartbeat sentinel. Subgroups
 group id and sequence numbers.
 
 An op runs as: check the group is usable -> take the next sequence number -> run the
-algorithm on an :class:`~ringrt._exchange.Exchange` (inline, or on the executor thread for
+algorithm on an :class:`~ringrt._comm.exchange.Exchange` (inline, or on the executor thread for
 ``async_op=True``) -> release the op's leftovers. A group breaks for good on a lost peer, a
 mismatch or an op timeout; every later op on it raises the same error.
 """
@@ -21,13 +21,19 @@ from typing import NamedTuple
 import msgpack
 import zmq
 
-from ringrt import _wire
+from ringrt._comm import wire
+from ringrt._comm.exchange import Exchange, Mailbox
+from ringrt._comm.sentinel import Sentinel
+from ringrt._comm.shm import HostArena
+from ringrt._comm.transport import (
+    Endpoints,
+    Transport,
+    make_ipc_dir,
+    remove_ipc_dir,
+    route_address,
+)
+from ringrt._comm.work import Executor
 from ringrt._deadline import Deadline, seconds
-from ringrt._exchange import Exchange, Mailbox
-from ringrt._sentinel import Sentinel
-from ringrt._shm import HostArena
-from ringrt._transport import Endpoints, Transport, make_ipc_dir, remove_ipc_dir, route_address
-from ringrt._work import Executor
 from ringrt.errors import PeerLostError, TimeoutError
 
 
@@ -224,12 +230,12 @@ class ProcessGroup:
         seq = self._seq
         self._seq += 1
         self.comm.mailbox.skipped(self.group_id, seq)
-        self.announce(_wire.ABORT, seq, OpSpec(name, 0), [f"{type(error).__name__}: {error}"])
+        self.announce(wire.ABORT, seq, OpSpec(name, 0), [f"{type(error).__name__}: {error}"])
 
     def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
         """Send an abort/mismatch notice about op ``seq`` to every other member."""
         body = msgpack.packb(payload)
-        header = _wire.pack(kind, spec.op, 0, 0, _wire.INLINE, self.group_id, self.comm.rank,
+        header = wire.pack(kind, spec.op, 0, 0, wire.INLINE, self.group_id, self.comm.rank,
                             seq, -1, -1, 0)
         for member in self.members:
             if member != self.comm.rank and member not in self.comm.sentinel.lost:
@@ -298,7 +304,7 @@ class ProcessGroup:
         digest = zlib.crc32(msgpack.packb(members))
         from ringrt._algorithms.tree import barrier
 
-        self.run(OpSpec("new_group", _wire.OP_CODES["new_group"], count=digest), barrier)
+        self.run(OpSpec("new_group", wire.OP_CODES["new_group"], count=digest), barrier)
         timeout = self.timeout if timeout is None else seconds(timeout)
         if self.comm.rank not in members:
             return NonMember(group_id, members)

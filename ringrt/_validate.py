@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ringrt._comm.wire import DTYPE_CODES
 from ringrt._reduce_ops import ReduceOp
-from ringrt._wire import DTYPE_CODES
 
 SUPPORTED = ", ".join(str(d) for d in DTYPE_CODES if d is not None)
 

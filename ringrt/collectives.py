@@ -16,10 +16,11 @@ import functools
 import numpy as np
 
 from ringrt import _validate
-from ringrt._algorithms import choose, direct, ring, shm, tree
+from ringrt._algorithms import direct, ring, shm, tree
+from ringrt._algorithms.choice import choose
+from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._process_group import NonMember, OpSpec
 from ringrt._reduce_ops import ReduceOp, combiner, finish
-from ringrt._wire import DTYPE_CODES, OP_CODES
 from ringrt.distributed import resolve
 
 

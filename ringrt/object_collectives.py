@@ -7,8 +7,8 @@ and travel as variable-length byte messages straight to the ranks that need them
 from __future__ import annotations
 
 from ringrt import _objects, _validate
+from ringrt._comm.wire import OP_CODES
 from ringrt._process_group import NonMember, OpSpec
-from ringrt._wire import OP_CODES
 from ringrt.distributed import resolve
 
 

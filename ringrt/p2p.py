@@ -12,16 +12,17 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
-from ringrt import _validate, _wire
-from ringrt._algorithms import segments
+from ringrt import _validate
+from ringrt._algorithms.segments import segments
+from ringrt._comm import wire
+from ringrt._comm.exchange import HEADER_BYTES, INLINE_MAX_BYTES, POLL_SLICE_MS
+from ringrt._comm.work import Work
 from ringrt._deadline import Deadline
-from ringrt._exchange import HEADER_BYTES, INLINE_MAX_BYTES, POLL_SLICE_MS
 from ringrt._process_group import NonMember
-from ringrt._work import Work
 from ringrt.distributed import resolve
 from ringrt.errors import CollectiveMismatchError, TimeoutError
 
-_SEND = _wire.OP_CODES["send"]
+_SEND = wire.OP_CODES["send"]
 
 
 def _member_group(group, name):
@@ -51,17 +52,17 @@ def _waiter(pg, name: str, peers, deadline: Deadline, tag: int):
 
 def _send_now(pg, array: np.ndarray, dst: int, tag: int, copy: bool) -> list:
     flat = array.reshape(-1).view(np.uint8)
-    dtype = _wire.DTYPE_CODES[array.dtype]
+    dtype = wire.DTYPE_CODES[array.dtype]
     pieces = segments(0, flat.size, 1) or [(0, 0)]
     trackers = []
     for index, (a, b) in enumerate(pieces):
         piece = flat[a:b]
         if piece.nbytes <= INLINE_MAX_BYTES:
-            header = _wire.pack(_wire.P2P, _SEND, dtype, 0, _wire.INLINE, pg.group_id,
+            header = wire.pack(wire.P2P, _SEND, dtype, 0, wire.INLINE, pg.group_id,
                                 pg.comm.rank, tag, array.size, -1, index)
             pg.comm.transport.send(dst, b"".join((header, piece.data)))
             continue
-        header = _wire.pack(_wire.P2P, _SEND, dtype, 0, 0, pg.group_id, pg.comm.rank, tag,
+        header = wire.pack(wire.P2P, _SEND, dtype, 0, 0, pg.group_id, pg.comm.rank, tag,
                             array.size, -1, index)
         trackers.append(pg.comm.transport.send(dst, header, piece.copy() if copy else piece,
                                                track=not copy))
@@ -148,21 +149,21 @@ def _receive(pg, array: np.ndarray, src, tag: int, check) -> int:
     if src is None:
         header, first, payload = mailbox.take_any(pg.group_id, tag, check)
     else:
-        header, first, payload = mailbox.take((_wire.P2P, pg.group_id, tag, src), check)
+        header, first, payload = mailbox.take((wire.P2P, pg.group_id, tag, src), check)
     sender = header.src
-    key = (_wire.P2P, pg.group_id, tag, sender)
+    key = (wire.P2P, pg.group_id, tag, sender)
     pieces = segments(0, max(header.count, 0) * _itemsize(header.dtype), 1) or [(0, 0)]
     flat = array.reshape(-1).view(np.uint8)
     problem = None
-    if header.dtype != _wire.DTYPE_CODES[array.dtype] or header.count != array.size:
-        problem = (f"rank {sender} sent {_wire.CODE_DTYPES.get(header.dtype)}[{header.count}] "
+    if header.dtype != wire.DTYPE_CODES[array.dtype] or header.count != array.size:
+        problem = (f"rank {sender} sent {wire.CODE_DTYPES.get(header.dtype)}[{header.count}] "
                    f"with tag {tag} but rank {pg.comm.rank} receives into "
                    f"{array.dtype}[{array.size}]")
     for index, (a, b) in enumerate(pieces):
         if index:
             header, first, payload = mailbox.take(key, check)
         if problem is None:
-            data = first.buffer[HEADER_BYTES:] if header.flags & _wire.INLINE else payload
+            data = first.buffer[HEADER_BYTES:] if header.flags & wire.INLINE else payload
             flat[a:b] = np.frombuffer(data, np.uint8)
     if problem is not None:
         raise CollectiveMismatchError("recv", tag, [sender], pg.comm.rank, problem)
@@ -170,5 +171,5 @@ def _receive(pg, array: np.ndarray, src, tag: int, check) -> int:
 
 
 def _itemsize(dtype_code: int) -> int:
-    dtype = _wire.CODE_DTYPES.get(dtype_code)
+    dtype = wire.CODE_DTYPES.get(dtype_code)
     return 1 if dtype is None else dtype.itemsize

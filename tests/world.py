@@ -99,7 +99,7 @@ def short_tmpdir(prefix: str = "rrt-") -> str:
 
 
 def _store_server(token: str):
-    from ringrt._store_server import StoreServer
+    from ringrt.store._server import StoreServer
 
     return StoreServer("127.0.0.1", 0, token=token).start()
 

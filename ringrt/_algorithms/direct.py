@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ringrt._algorithms import segments
+from ringrt._algorithms.segments import segments
 
 
 def _send_array(ex, peer: int, array: np.ndarray) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ringrt._algorithms import chunk_bounds, segments
+from ringrt._algorithms.segments import chunk_bounds, segments
 
 
 def reduce_scatter_ring(ex, chunks: list[np.ndarray], combine) -> None:

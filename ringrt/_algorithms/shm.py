@@ -1,4 +1,4 @@
-"""Same-host algorithms over shared memory (see ``ringrt._shm``).
+"""Same-host algorithms over shared memory (see ``ringrt._comm.shm``).
 
 Large ops go piece by piece: every rank copies a piece into a region of its own slot, a phase
 makes it visible, then every rank reads what it needs straight from the peers' slots.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ringrt._algorithms import chunk_bounds
+from ringrt._algorithms.segments import chunk_bounds
 
 # While array bytes x world size stay below this, every rank reduces the whole array itself:
 # saving a phase (a futex round, 10-80 us on 2 busy cores) beats reducing n-fold. Measured at

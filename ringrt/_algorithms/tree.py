@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ringrt._algorithms import segments
+from ringrt._algorithms.segments import segments
 
 
 def all_reduce_recursive_doubling(ex, flat: np.ndarray, combine) -> None:

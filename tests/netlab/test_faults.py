@@ -9,6 +9,7 @@ after a sleep. Cutting host 0 also takes away the rendezvous store (its ringrun 
 from __future__ import annotations
 
 import time
+
 import pytest
 
 from tests.netlab._lab import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ringrt._deadline import Deadline
-from ringrt._store_server import StoreServer
+from ringrt.store._server import StoreServer
 
 TOKEN = "test-token-7c1e"
 HOST = "127.0.0.1"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ringrt._store_server import StoreServer
 from ringrt.store import Store
+from ringrt.store._server import StoreServer
 from tests.store._util import HOST, TOKEN
 
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import builtins
-import errno
 import datetime
+import errno
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ringrt import _store_protocol as proto
 from ringrt._deadline import Deadline
-from ringrt._store_server import StoreServer
 from ringrt.errors import StoreError, TimeoutError
 from ringrt.store import PrefixStore, Store
+from ringrt.store import _protocol as proto
+from ringrt.store._server import StoreServer
 from tests.store._util import HOST, TOKEN, eventually
 
 pytestmark = pytest.mark.timeout(30)

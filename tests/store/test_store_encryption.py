@@ -10,9 +10,9 @@ import pytest
 import zmq
 
 from ringrt._curve import derive_keys
-from ringrt._store_server import StoreServer
 from ringrt.errors import StoreError
 from ringrt.store import Store
+from ringrt.store._server import StoreServer
 from tests.store._util import HOST, TOKEN, wait_for_growth
 
 pytestmark = [

@@ -8,9 +8,9 @@ import msgpack
 import pytest
 import zmq
 
-from ringrt import _store_protocol as proto
-from ringrt._store_ledger import _ConnectionLedger
-from ringrt._store_table import _BadRequest, _Table
+from ringrt.store import _protocol as proto
+from ringrt.store._ledger import _ConnectionLedger
+from ringrt.store._table import _BadRequest, _Table
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,10 +16,10 @@ import msgpack
 import pytest
 import zmq
 
-from ringrt import _store_protocol as proto
 from ringrt._deadline import Deadline
 from ringrt.errors import AuthenticationError, StoreError
 from ringrt.store import Store
+from ringrt.store import _protocol as proto
 from tests.store._util import HOST, TOKEN, eventually, wait_for_growth
 
 pytestmark = pytest.mark.timeout(30)

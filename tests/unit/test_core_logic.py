@@ -5,7 +5,9 @@ import datetime
 import numpy as np
 import pytest
 
-from ringrt import _algorithms, _objects, _wire
+from ringrt import _objects
+from ringrt._algorithms import choice, segments
+from ringrt._comm import wire
 from ringrt._deadline import Deadline, seconds
 from ringrt._env import _first_slurm_host, resolve_job
 from ringrt._reduce_ops import ReduceOp, combiner, finish
@@ -64,15 +66,15 @@ def test_first_slurm_host():
 
 
 def test_header_round_trip_and_garbage():
-    raw = _wire.pack(_wire.DATA, 1, 11, 1, _wire.INLINE, 3, 2, 99, 12345, 1, 7)
-    assert len(raw) == _wire.HEADER_BYTES == 40
-    header = _wire.unpack(raw + b"payload")
+    raw = wire.pack(wire.DATA, 1, 11, 1, wire.INLINE, 3, 2, 99, 12345, 1, 7)
+    assert len(raw) == wire.HEADER_BYTES == 40
+    header = wire.unpack(raw + b"payload")
     assert (header.group, header.src, header.seq, header.count, header.index) == (3, 2, 99,
                                                                                    12345, 7)
     assert header.signature() == (1, 11, 12345, 1, 1)
     for garbage in (b"", b"x" * 39, b"\0" * 40):
-        with pytest.raises(_wire.BadFrame):
-            _wire.unpack(garbage)
+        with pytest.raises(wire.BadFrame):
+            wire.unpack(garbage)
 
 
 def test_objects_round_trip_without_pickle():
@@ -90,23 +92,23 @@ def test_objects_round_trip_without_pickle():
 def test_chunks_and_segments_cover_exactly():
     for count in (0, 1, 5, 1000, 1001):
         for parts in (1, 2, 3, 4):
-            bounds = _algorithms.chunk_bounds(count, parts)
+            bounds = segments.chunk_bounds(count, parts)
             assert bounds[0][0] == 0 and bounds[-1][1] == count
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
             assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
-    pieces = _algorithms.segments(10, 10 + 3 * 2**20, 4)
+    pieces = segments.segments(10, 10 + 3 * 2**20, 4)
     assert pieces[0][0] == 10 and pieces[-1][1] == 10 + 3 * 2**20
-    assert all((b - a) * 4 <= _algorithms.segment_bytes() for a, b in pieces)
+    assert all((b - a) * 4 <= segments.segment_bytes() for a, b in pieces)
 
 
 def test_algorithm_choice_and_override(monkeypatch):
-    assert _algorithms.choose("all_reduce", 4) == "recursive_doubling"
-    assert _algorithms.choose("all_reduce", 16 << 20) == "ring"
+    assert choice.choose("all_reduce", 4) == "recursive_doubling"
+    assert choice.choose("all_reduce", 16 << 20) == "ring"
     monkeypatch.setenv("RINGRT_ALGO", "all_reduce=ring")
-    assert _algorithms.choose("all_reduce", 4) == "ring"
+    assert choice.choose("all_reduce", 4) == "ring"
     monkeypatch.setenv("RINGRT_ALGO", "all_reduce=bogus")
     with pytest.raises(ValueError, match="RINGRT_ALGO"):
-        _algorithms.choose("all_reduce", 4)
+        choice.choose("all_reduce", 4)
 
 
 def test_reduce_ops_on_bool_and_avg():
@@ -129,7 +131,7 @@ def test_deadline_and_timeouts():
 
 
 def test_sentinel_verdicts():
-    from ringrt._sentinel import Sentinel
+    from ringrt._comm.sentinel import Sentinel
 
     sentinel = Sentinel.__new__(Sentinel)            # the judging logic only, no sockets
     sentinel.lost, sentinel.timeout, sentinel.departure_grace = {}, 5.0, 1.0

@@ -1,4 +1,4 @@
-"""Tier 1: the α-β-γ cost model (ringrt/_cost_model.py): formulas, fitting, choices, and
+"""Tier 1: the α-β-γ cost model (ringrt/_algorithms/cost_model.py): formulas, fitting, choices, and
 agreement with ringrt's real algorithms run on a simulated single-port network."""
 
 import math
@@ -8,9 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from ringrt import _algorithms
-from ringrt import _cost_model as cm
-from ringrt._algorithms import direct, ring, tree
+from ringrt._algorithms import choice, direct, ring, tree
+from ringrt._algorithms import cost_model as cm
 
 ALPHA, BETA, GAMMA = 1e-4, 1e-8, 1e-9         # 0.1 ms, 100 MB/s, 1 GB/s of reduction
 
@@ -76,7 +75,7 @@ def test_unknown_algorithm_and_bad_world_raise():
 
 def test_model_algorithms_exist_in_ringrt():
     for op, algorithms in cm.ALGORITHMS.items():
-        assert set(algorithms) <= set(_algorithms.CHOICES.get(op, ("recursive_doubling",))), op
+        assert set(algorithms) <= set(choice.CHOICES.get(op, ("recursive_doubling",))), op
 
 
 def test_bus_factor_matches_nccl_tests():

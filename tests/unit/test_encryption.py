@@ -11,8 +11,8 @@ import threading
 import pytest
 import zmq
 
+from ringrt._comm.transport import Endpoints, Transport
 from ringrt._curve import derive_keys
-from ringrt._transport import Endpoints, Transport
 from tests.world import short_tmpdir
 
 MARKER = b"PLAINTEXT-MARKER-" * 64

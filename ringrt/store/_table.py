@@ -1,7 +1,7 @@
 """The store server's key table: keys, values and parked get/wait requests (no sockets).
 
 :class:`_Table` is pure logic; its replies go to ``outbox``, which
-:class:`ringrt._store_server.StoreServer` sends. The wire format is in ``_store_protocol``.
+:class:`ringrt.store._server.StoreServer` sends. The wire format is in ``_protocol``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from . import _store_protocol as proto
+from ringrt.store import _protocol as proto
 
 _MAX_WAITERS = 1 << 16         # parked get/wait requests; more are refused, not queued
 _INTEGER = re.compile(rb"-?[0-9]+")

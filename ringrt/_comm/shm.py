@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from ringrt import _futex
+from ringrt._comm import futex
 from ringrt._env import env_flag, env_int
 
 CONTROL_BYTES = 4096
@@ -184,12 +184,12 @@ class HostArena:
     def signal(self, value: int) -> None:
         """Set our ticket to ``value`` and wake whoever waits on it."""
         self.own.word.value = value
-        _futex.wake(self.own.ticket_address)
+        futex.wake(self.own.ticket_address)
 
     def signal_release(self, value: int) -> None:
         """Set our release word to ``value`` and wake whoever waits to reuse their slot."""
         self.own.release.value = value
-        _futex.wake(self.own.release_address)
+        futex.wake(self.own.release_address)
 
     def wait(self, peers, target: int, check, release: bool = False) -> None:
         """Return once every peer's ticket reached ``target``; ``check()`` runs between
@@ -226,7 +226,7 @@ class HostArena:
                     os.sched_yield()
                 continue
             word = segment.release if release else segment.word
-            _futex.wait(getattr(segment, address), word.value, sleep)
+            futex.wait(getattr(segment, address), word.value, sleep)
             if not done(segment):
                 check(pending)
 

@@ -11,9 +11,8 @@ Each thread borrows its own authenticated connection from a small pool, so a ``g
 on one thread does not hold up a ``set`` on another. Blocking ``get``/``wait`` are parked on
 the server, which answers when the key is set or the timeout passes; the client's own
 deadline (timeout plus a short grace) covers a server that stops answering. The wire format
-and handshake are described in ``_store_protocol``; the connections and their pool are
-``_store_client``; the server is ``_store_server`` (with ``_store_table``, ``_store_gate`` and
-``_store_ledger``).
+and handshake are described in ``_protocol``; the connections and their pool are
+``_connection``; the server is ``_server`` (with ``_table``, ``_gate`` and ``_ledger``).
 """
 
 from __future__ import annotations
@@ -24,12 +23,12 @@ import numbers
 import os
 from collections.abc import Iterable
 
-from . import _curve
-from . import _store_protocol as proto
-from ._deadline import Deadline, seconds
-from ._store_client import _Connection, _ConnectionLost, _NoReply, _Peer, _Pool
-from ._store_server import StoreServer
-from .errors import StoreError, TimeoutError
+from ringrt import _curve
+from ringrt._deadline import Deadline, seconds
+from ringrt.errors import StoreError, TimeoutError
+from ringrt.store import _protocol as proto
+from ringrt.store._connection import _Connection, _ConnectionLost, _NoReply, _Peer, _Pool
+from ringrt.store._server import StoreServer
 
 __all__ = ["Store", "PrefixStore"]
 

@@ -1,6 +1,6 @@
 """The store server's gatekeeper: the token handshake and who has passed it (no sockets).
 
-The handshake itself is described in ``_store_protocol``.
+The handshake itself is described in ``_protocol``.
 """
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 
-from . import _store_protocol as proto
+from ringrt.store import _protocol as proto
 
 _MAX_PENDING_HANDSHAKES = 1024  # hello without auth yet; the oldest is forgotten first
 _MAX_TRUSTED = 1 << 16         # authenticated identities remembered; the oldest is forgotten first
 
 
 class _Gatekeeper:
-    """Runs the token handshake (see ``_store_protocol``) and remembers who passed it.
+    """Runs the token handshake (see ``_protocol``) and remembers who passed it.
 
     Identities are the ones the ROUTER assigns; libzmq refuses peer-chosen identities that
     start with a zero byte, so a peer cannot claim another connection's assigned identity.

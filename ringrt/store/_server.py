@@ -1,10 +1,10 @@
 """The rendezvous store server: one ROUTER socket served by a daemon thread.
 
-Layers, bottom up: :class:`_Table` (``_store_table``) holds keys, values and parked get/wait
-requests (pure logic, no sockets); :class:`_Gatekeeper` (``_store_gate``) runs the token
+Layers, bottom up: :class:`_Table` (``_table``) holds keys, values and parked get/wait
+requests (pure logic, no sockets); :class:`_Gatekeeper` (``_gate``) runs the token
 handshake and remembers authenticated ZMQ identities; :class:`_ConnectionLedger`
-(``_store_ledger``) turns socket-monitor events into connection counters; :class:`StoreServer`
-owns the sockets and the loop. The wire format is in ``_store_protocol``.
+(``_ledger``) turns socket-monitor events into connection counters; :class:`StoreServer`
+owns the sockets and the loop. The wire format is in ``_protocol``.
 
 Nothing from the network can stop the loop: malformed frames are dropped and counted,
 requests from peers that have not authenticated are refused and counted, and libzmq closes
@@ -21,12 +21,12 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import _curve
-from . import _store_protocol as proto
-from ._store_gate import _Gatekeeper
-from ._store_ledger import _MONITORED, _ConnectionLedger
-from ._store_table import _BadRequest, _Table
-from .errors import StoreError
+from ringrt import _curve
+from ringrt.errors import StoreError
+from ringrt.store import _protocol as proto
+from ringrt.store._gate import _Gatekeeper
+from ringrt.store._ledger import _MONITORED, _ConnectionLedger
+from ringrt.store._table import _BadRequest, _Table
 
 __all__ = ["StoreServer"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ringrt._sampler import DistributedSampler, _check_int
+from ringrt.data._sampler import DistributedSampler, _check_int
 
 # How often a waiting thread re-checks for shutdown or a dead peer thread. Short enough that
 # closing a loader returns promptly; long enough that idle polling costs nothing measurable.

@@ -2,7 +2,7 @@
 
 :class:`ringrt.store.Store` borrows a :class:`_Connection` from its :class:`_Pool` for each
 request, so threads never share a socket. The wire format and handshake are described in
-``_store_protocol``.
+``_protocol``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from . import _curve
-from . import _store_protocol as proto
-from ._deadline import Deadline
-from .errors import AuthenticationError, StoreError
+from ringrt import _curve
+from ringrt._deadline import Deadline
+from ringrt.errors import AuthenticationError, StoreError
+from ringrt.store import _protocol as proto
 
 _MAX_REPLY_BYTES = 256 << 20  # libzmq drops a connection sending a larger frame to a client
 _POLL_CAP_MS = 1000
@@ -132,7 +132,7 @@ class _Connection:
         return status, payload
 
     def authenticate(self, deadline: Deadline) -> None:
-        """Runs the mutual token handshake (see ``_store_protocol``).
+        """Runs the mutual token handshake (see ``_protocol``).
 
         Raises:
             AuthenticationError: the server's token differs from ours.

@@ -20,8 +20,8 @@ import msgpack
 import numpy as np
 import zmq
 
-from ringrt import _wire
-from ringrt._wire import ABORT, DATA, HEADER_BYTES, INLINE, MISMATCH, P2P
+from ringrt._comm import wire
+from ringrt._comm.wire import ABORT, DATA, HEADER_BYTES, INLINE, MISMATCH, P2P
 from ringrt.errors import (
     CollectiveAbortedError,
     CollectiveMismatchError,
@@ -76,7 +76,7 @@ class Mailbox:
         if header.seq in self._unclean.get(header.group, ()):
             return
         detail = (f"rank {header.src} sent data for op #{header.seq} "
-                  f"({_wire.describe_signature(header.signature())}) that rank {self.rank} "
+                  f"({wire.describe_signature(header.signature())}) that rank {self.rank} "
                   "never expected: the ranks ran different ops there")
         self.poison.setdefault(header.group, (MISMATCH, self.rank, [detail, [header.src]]))
 
@@ -130,8 +130,8 @@ class Mailbox:
         caller returns or stashes it); notices are recorded and dropped messages counted,
         both returning None."""
         try:
-            header = _wire.unpack(first.buffer)
-        except _wire.BadFrame:
+            header = wire.unpack(first.buffer)
+        except wire.BadFrame:
             self.dropped += 1
             return None
         if header.kind in (ABORT, MISMATCH):
@@ -196,7 +196,7 @@ class Exchange:
         self.published = (group.group_id + 1, seq, *self.signature, int(spec.shm))
         self.shm = None
         if spec.shm:
-            from ringrt._shm import ShmOp
+            from ringrt._comm.shm import ShmOp
 
             self.shm = ShmOp(group.arena, self.rank, self.size, seq, self.published,
                              self.check_while_shm)
@@ -217,12 +217,12 @@ class Exchange:
         dst = self.group.members[peer]
         nbytes = data.nbytes if isinstance(data, np.ndarray) else len(memoryview(data).cast("B"))
         if nbytes <= INLINE_MAX_BYTES:
-            header = _wire.pack(DATA, op, dtype, redop, INLINE, group_id, src, seq, count, root,
+            header = wire.pack(DATA, op, dtype, redop, INLINE, group_id, src, seq, count, root,
                                 index)
             body = data.reshape(-1).view(np.uint8).data if isinstance(data, np.ndarray) else data
             self.comm.transport.send(dst, b"".join((header, body)))
             return
-        header = _wire.pack(DATA, op, dtype, redop, 0, group_id, src, seq, count, root, index)
+        header = wire.pack(DATA, op, dtype, redop, 0, group_id, src, seq, count, root, index)
         if isinstance(data, np.ndarray) and snapshot:
             self.comm.transport.send(dst, header, data.reshape(-1).view(np.uint8).copy())
         elif isinstance(data, np.ndarray):
@@ -329,8 +329,8 @@ class Exchange:
 
     def _mismatch_published(self, peer: int, theirs: tuple) -> None:
         mine = self.published
-        detail = (f"rank {self.comm.rank} called {_wire.describe_signature(mine[2:7])} but rank "
-                  f"{peer} called {_wire.describe_signature(theirs[2:7])}")
+        detail = (f"rank {self.comm.rank} called {wire.describe_signature(mine[2:7])} but rank "
+                  f"{peer} called {wire.describe_signature(theirs[2:7])}")
         if mine[2:7] == theirs[2:7]:
             detail += (" with another algorithm (shared memory vs sockets): is RINGRT_ALGO or "
                        "RINGRT_NO_SHM set differently on some ranks?")
@@ -339,8 +339,8 @@ class Exchange:
     def mismatch(self, ranks: list[int], their_signature, detail: str | None = None):
         """Raise CollectiveMismatchError here and tell the rest of the group."""
         if detail is None:
-            detail = (f"rank {self.comm.rank} called {_wire.describe_signature(self.signature)}"
-                      f" but rank {ranks[0]} called {_wire.describe_signature(their_signature)}")
+            detail = (f"rank {self.comm.rank} called {wire.describe_signature(self.signature)}"
+                      f" but rank {ranks[0]} called {wire.describe_signature(their_signature)}")
         involved = sorted(set(ranks) | {self.comm.rank})
         self.group.announce(MISMATCH, self.seq, self.spec, [detail, involved])
         error = CollectiveMismatchError(self.spec.name, self.seq, involved, self.comm.rank,

@@ -1,6 +1,6 @@
 """Linux futexes on shared memory: block until a 32-bit word changes, wake its waiters.
 
-Used by the same-host shared-memory path (``_shm.py``) so a waiting rank sleeps in the kernel
+Used by the same-host shared-memory path (``shm.py``) so a waiting rank sleeps in the kernel
 instead of spinning (four ranks share two cores here). Where futexes are not available
 (not Linux x86-64/aarch64), :func:`wait` falls back to a short sleep.
 """

@@ -28,8 +28,8 @@ same number of batches, so any rank's ``loader.state_dict()`` serves all ranks.
 
 from __future__ import annotations
 
-from ringrt._datasets import ArrayDataset, NpyDataset
-from ringrt._loader import DataLoader
-from ringrt._sampler import DistributedSampler
+from ringrt.data._datasets import ArrayDataset, NpyDataset
+from ringrt.data._loader import DataLoader
+from ringrt.data._sampler import DistributedSampler
 
 __all__ = ["DistributedSampler", "DataLoader", "ArrayDataset", "NpyDataset"]

@@ -1,6 +1,6 @@
 """The store server's connection accounting: socket-monitor events turned into counters.
 
-:class:`_ConnectionLedger` is pure logic fed by :class:`ringrt._store_server.StoreServer`,
+:class:`_ConnectionLedger` is pure logic fed by :class:`ringrt.store._server.StoreServer`,
 which subscribes its monitor socket to ``_MONITORED``.
 """
 
@@ -11,7 +11,7 @@ from collections import deque
 
 import zmq
 
-from ._store_protocol import HANDSHAKE_FAILED_EVENTS as _FAILED_EVENTS
+from ringrt.store._protocol import HANDSHAKE_FAILED_EVENTS as _FAILED_EVENTS
 
 _MONITORED = (
     zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _FAILED_EVENTS

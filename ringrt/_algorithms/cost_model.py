@@ -45,7 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ringrt._algorithms import DEFAULT_SEGMENT_BYTES as DEFAULT_SEGMENT
+from ringrt._algorithms.segments import DEFAULT_SEGMENT_BYTES as DEFAULT_SEGMENT
+
 PARAMETERS = ("alpha", "beta", "gamma", "overhead")
 
 ALGORITHMS = {

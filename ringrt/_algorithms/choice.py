@@ -1,0 +1,106 @@
+"""The one place that picks a collective's algorithm.
+
+Which algorithm runs is decided by :func:`choose` from the op, the message size and the group
+size; ``RINGRT_ALGO`` forces a choice so tests can cover every
+algorithm, e.g. ``RINGRT_ALGO=all_reduce=ring,broadcast=binomial``.
+
+Thresholds (bytes of the whole array) and why:
+- all_reduce below ``ALL_REDUCE_SMALL`` uses recursive doubling: log2(n) steps of one message
+  each beats the ring's 2(n-1) steps while latency dominates; above it the ring moves
+  2(n-1)/n of the data per rank, the bandwidth optimum.
+- broadcast below ``BROADCAST_SMALL`` uses a binomial tree (log2(n) steps); above it a
+  pipelined chain, which streams segments so every link is busy at once.
+- reduce below ``ALL_REDUCE_SMALL`` uses a binomial tree; above it a pipelined chain (every
+  link carries the data once; ring reduce-scatter + gather, also available, loads the root's
+  link with 2(n-1)/n of it: 67 vs 90+ MB/s at 64 MiB on the 1 Gbit/s lab, docs/cluster.md).
+- all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
+  above it the ring.
+- When every rank of the world is on one host, world-group all_reduce, broadcast, all_gather,
+  reduce_scatter and barrier go through shared memory (``shm``) at every size: one memory
+  copy in and one out instead of socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1``
+  or ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off).
+- Across hosts, all_reduce and broadcast take their small/large threshold from the alpha-beta
+  cost model (``cost_model``) with the parameters fitted on the netlab 1 Gbit/s lab
+  (docs/cluster.md): the crossover grows with the group size (recursive doubling's log2(n)
+  steps beat the ring's 2(n-1) for larger messages as n grows). It is clamped to
+  [64 KiB, 1 MiB] because our recursive doubling and binomial tree send unsegmented
+  messages, which the model does not charge for.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from ringrt._algorithms import cost_model
+
+ALL_REDUCE_SMALL = 64 * 1024
+BROADCAST_SMALL = 64 * 1024
+GATHER_SMALL = 64 * 1024
+
+CHOICES = {
+    "all_reduce": ("recursive_doubling", "ring", "shm"),
+    "broadcast": ("binomial", "chain", "shm"),
+    "reduce": ("binomial", "chain", "ring"),
+    "all_gather": ("direct", "ring", "shm"),
+    "reduce_scatter": ("direct", "ring", "shm"),
+    "barrier": ("recursive_doubling", "shm"),
+}
+_SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
+          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "barrier": 1 << 62}
+SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
+
+
+_parsed: tuple[str, dict] = ("", {})
+
+
+def _forced() -> dict[str, str]:
+    """RINGRT_ALGO parsed (cached: this runs on every collective)."""
+    global _parsed
+    spec = os.environ.get("RINGRT_ALGO", "")
+    if spec == _parsed[0]:
+        return _parsed[1]
+    forced = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        op, _, algo = item.partition("=")
+        if op not in CHOICES or algo not in CHOICES[op]:
+            valid = "; ".join(f"{k}={'|'.join(v)}" for k, v in CHOICES.items())
+            raise ValueError(f"RINGRT_ALGO item {item!r} is not valid; choose from: {valid}")
+        forced[op] = algo
+    _parsed = (spec, forced)
+    return forced
+
+
+# Fitted on the netlab gige lab (benchmarks/cost_model.py, 2026-11-23): seconds per step,
+# seconds per byte, seconds per extra message in flight.
+NETWORK_ALPHA, NETWORK_BETA, NETWORK_OVERHEAD = 315e-6, 1 / 89.3e6, 253e-6
+MODEL_THRESHOLD_RANGE = (64 * 1024, 1 << 20)
+
+
+@functools.lru_cache(maxsize=256)
+def network_threshold(op: str, world: int) -> int:
+    """Bytes from which the large algorithm beats the small one across hosts (cost model)."""
+    small, large = CHOICES[op][:2]
+    crossing = cost_model.crossover(op, small, large, world, NETWORK_ALPHA, NETWORK_BETA,
+                                     0.0, NETWORK_OVERHEAD)
+    low, high = MODEL_THRESHOLD_RANGE
+    return high if crossing is None else min(high, max(low, crossing))
+
+
+def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int = 2,
+           spans_hosts: bool = False) -> str:
+    """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
+    the blocks one rank stages) in a group of ``world`` ranks. ``shm_slot_bytes`` is the
+    arena's slot size when the group can use shared memory, else None; ``spans_hosts`` says
+    whether its members are on more than one host. Every rank computes the same answer."""
+    forced = _forced().get(op)
+    shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and \
+        nbytes <= SHM_MAX_PIECES * (shm_slot_bytes // 2)
+    if forced and (forced != "shm" or shm_ok):
+        return forced
+    if shm_ok:
+        return "shm"
+    small, large = CHOICES[op][:2]
+    if spans_hosts and op in ("all_reduce", "broadcast") and world > 2:
+        return small if nbytes < network_threshold(op, world) else large
+    return small if nbytes < _SMALL[op] else large
