@@ -288,11 +288,13 @@ class ProcessGroup:
 
     # -- subgroups ------------------------------------------------------------------------
 
-    def new_group(self, ranks, timeout: float | None = None):
+    def new_group(self, ranks, timeout: float | None, barrier):
         """Create a subgroup of the world (every rank must call this, in the same order).
 
-        Returns a ProcessGroup on members and a :class:`NonMember` handle elsewhere. A
-        barrier over the world checks that every rank asked for the same members.
+        Returns a ProcessGroup on members and a :class:`NonMember` handle elsewhere.
+        ``barrier(exchange)`` (an algorithm: the group layer does not import them) runs over
+        the world with the members' digest in its signature, which checks that every rank
+        asked for the same members.
         """
         members = sorted(set(range(self.size) if ranks is None else (int(r) for r in ranks)))
         bad = [r for r in members if not 0 <= r < self.comm.world_size]
@@ -302,8 +304,6 @@ class ProcessGroup:
         group_id = self.comm.next_group_id
         self.comm.next_group_id += 1
         digest = zlib.crc32(msgpack.packb(members))
-        from ringrt._algorithms.tree import barrier
-
         self.run(OpSpec("new_group", wire.OP_CODES["new_group"], count=digest), barrier)
         timeout = self.timeout if timeout is None else seconds(timeout)
         if self.comm.rank not in members:

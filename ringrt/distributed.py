@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import sys
 
+from ringrt._algorithms import tree
 from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
 from ringrt._env import env_float, resolve_job
@@ -134,7 +135,7 @@ def new_group(ranks=None, timeout=None) -> ProcessGroup | NonMember:
         A ProcessGroup on members; a non-member handle elsewhere (collectives on it are
         no-ops, as in torch).
     """
-    return resolve(None, "new_group").new_group(ranks, timeout)
+    return resolve(None, "new_group").new_group(ranks, timeout, barrier=tree.barrier)
 
 
 def destroy_process_group(group=None) -> None:
