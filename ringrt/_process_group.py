@@ -222,18 +222,8 @@ class ProcessGroup:
                 exchange.shm.release_if_unfinished()
             self.comm.mailbox.finished(self.group_id, seq, clean)
 
-    def reject(self, name: str, error: Exception) -> None:
-        """This rank refused an op's arguments: use up its sequence number and tell the
-        other members, so they raise CollectiveAbortedError instead of waiting."""
-        if self._broken is not None or self.comm.closed:
-            return
-        seq = self._seq
-        self._seq += 1
-        self.comm.mailbox.skipped(self.group_id, seq)
-        self.announce(wire.ABORT, seq, OpSpec(name, 0), [f"{type(error).__name__}: {error}"])
-
     def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
-        """Send an abort/mismatch notice about op ``seq`` to every other member."""
+        """Send a mismatch notice about op ``seq`` to every other member."""
         body = msgpack.packb(payload)
         header = wire.pack(kind, spec.op, 0, 0, wire.INLINE, self.group_id, self.comm.rank,
                             seq, -1, -1, 0)

@@ -6,7 +6,10 @@ means the default group, and ``async_op=True`` returns a :class:`ringrt.Work`. O
 is not a member of ``group`` a collective does nothing and returns None, as in torch.
 
 A bad argument raises ``TypeError``/``ValueError`` on the rank that passed it, before any byte
-is sent; the other members then raise ``CollectiveAbortedError`` instead of waiting.
+is sent and before the op takes its sequence number: the rejected call is a purely local
+event, so ``except ValueError: all_reduce(np.ascontiguousarray(x))`` carries on with the
+other ranks, which simply wait for the corrected call. (Left uncaught, the error ends the
+rank, and the others raise ``PeerLostError`` quoting it within a second or so.)
 """
 
 from __future__ import annotations
@@ -22,24 +25,6 @@ from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._process_group import NonMember, OpSpec
 from ringrt._reduce_ops import ReduceOp, combiner, finish
 from ringrt.distributed import resolve
-
-
-class _checking:
-    """``with _checking(group, name):`` run argument checks; on failure tell the group
-    before the error propagates. (A class, not @contextmanager: this is on every call.)"""
-
-    __slots__ = ("group", "name")
-
-    def __init__(self, group, name: str):
-        self.group, self.name = group, name
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, (TypeError, ValueError)):
-            self.group.reject(self.name, exc)
-        return False
 
 
 def _group(group, name: str):
@@ -96,14 +81,13 @@ def all_reduce(array, op=ReduceOp.SUM, group=None, async_op: bool = False):
 
     Raises:
         TypeError / ValueError: bad array or op on this rank (nothing is sent).
-        CollectiveMismatchError, CollectiveAbortedError, PeerLostError, TimeoutError.
+        CollectiveMismatchError, PeerLostError, TimeoutError.
     """
     pg = _group(group, "all_reduce")
     if pg is None:
         return None
-    with _checking(pg, "all_reduce"):
-        _validate.array("all_reduce", array, pg.comm.rank, writable=True)
-        redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.comm.rank)
+    _validate.array("all_reduce", array, pg.comm.rank, writable=True)
+    redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.comm.rank)
     algorithm = _algorithm(pg, "all_reduce", array.nbytes)
     body = functools.partial(_all_reduce, flat=_flat(array), redop=redop, algorithm=algorithm)
     spec = _spec("all_reduce", "all_reduce", array, redop=redop, shm=algorithm == "shm")
@@ -135,12 +119,11 @@ def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False)
     pg = _group(group, "reduce")
     if pg is None:
         return None
-    with _checking(pg, "reduce"):
-        _validate.array("reduce", array, pg.comm.rank)
-        root = _validate.root("reduce", dst, pg.members, pg.comm.rank, "dst")
-        if pg.rank == root:
-            _validate.writable_array("reduce", array, pg.comm.rank)
-        redop = _validate.reduce_op("reduce", op, array.dtype, pg.comm.rank)
+    _validate.array("reduce", array, pg.comm.rank)
+    root = _validate.root("reduce", dst, pg.members, pg.comm.rank, "dst")
+    if pg.rank == root:
+        _validate.writable_array("reduce", array, pg.comm.rank)
+    redop = _validate.reduce_op("reduce", op, array.dtype, pg.comm.rank)
     algorithm = _algorithm(pg, "reduce", array.nbytes)
     body = functools.partial(_reduce, flat=_flat(array), root=root, redop=redop,
                              algorithm=algorithm)
@@ -172,12 +155,11 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bo
     pg = _group(group, "reduce_scatter")
     if pg is None:
         return None
-    with _checking(pg, "reduce_scatter"):
-        rank = pg.comm.rank
-        _validate.array("reduce_scatter", output, rank, "output", writable=True)
-        inputs = _validate.array_list("reduce_scatter", input_list, pg.size, rank, "input_list",
-                                      like=output)
-        redop = _validate.reduce_op("reduce_scatter", op, output.dtype, rank)
+    rank = pg.comm.rank
+    _validate.array("reduce_scatter", output, rank, "output", writable=True)
+    inputs = _validate.array_list("reduce_scatter", input_list, pg.size, rank, "input_list",
+                                  like=output)
+    redop = _validate.reduce_op("reduce_scatter", op, output.dtype, rank)
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output),
                              inputs=[_flat(x) for x in inputs], redop=redop, algorithm=algorithm)
@@ -192,9 +174,8 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: 
     pg = _group(group, "reduce_scatter_tensor")
     if pg is None:
         return None
-    with _checking(pg, "reduce_scatter_tensor"):
-        _check_stacked(pg, "reduce_scatter_tensor", output, input, stacked="input")
-        redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, pg.comm.rank)
+    _check_stacked(pg, "reduce_scatter_tensor", output, input, stacked="input")
+    redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, pg.comm.rank)
     inputs = ring.split(_flat(input), pg.size)
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop,
@@ -233,11 +214,10 @@ def broadcast(array, src: int, group=None, async_op: bool = False):
     pg = _group(group, "broadcast")
     if pg is None:
         return None
-    with _checking(pg, "broadcast"):
-        _validate.array("broadcast", array, pg.comm.rank)
-        root = _validate.root("broadcast", src, pg.members, pg.comm.rank, "src")
-        if pg.rank != root:
-            _validate.writable_array("broadcast", array, pg.comm.rank)
+    _validate.array("broadcast", array, pg.comm.rank)
+    root = _validate.root("broadcast", src, pg.members, pg.comm.rank, "src")
+    if pg.rank != root:
+        _validate.writable_array("broadcast", array, pg.comm.rank)
     algorithm = _algorithm(pg, "broadcast", array.nbytes)
     body = functools.partial(_broadcast, flat=_flat(array), root=root, algorithm=algorithm)
     spec = _spec("broadcast", "broadcast", array, root=root, shm=algorithm == "shm")
@@ -265,11 +245,10 @@ def all_gather(array_list, array, group=None, async_op: bool = False):
     pg = _group(group, "all_gather")
     if pg is None:
         return None
-    with _checking(pg, "all_gather"):
-        rank = pg.comm.rank
-        _validate.array("all_gather", array, rank)
-        outputs = _validate.array_list("all_gather", array_list, pg.size, rank, "array_list",
-                                       writable=True, like=array)
+    rank = pg.comm.rank
+    _validate.array("all_gather", array, rank)
+    outputs = _validate.array_list("all_gather", array_list, pg.size, rank, "array_list",
+                                   writable=True, like=array)
     algorithm = _algorithm(pg, "all_gather", array.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=[_flat(o) for o in outputs], mine=_flat(array),
                              algorithm=algorithm)
@@ -284,8 +263,7 @@ def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
     pg = _group(group, "all_gather_into_tensor")
     if pg is None:
         return None
-    with _checking(pg, "all_gather_into_tensor"):
-        _check_stacked(pg, "all_gather_into_tensor", output, input, stacked="output")
+    _check_stacked(pg, "all_gather_into_tensor", output, input, stacked="output")
     algorithm = _algorithm(pg, "all_gather", input.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=ring.split(_flat(output), pg.size),
                              mine=_flat(input), algorithm=algorithm)
@@ -309,14 +287,13 @@ def gather(array, gather_list=None, dst: int = 0, group=None, async_op: bool = F
     pg = _group(group, "gather")
     if pg is None:
         return None
-    with _checking(pg, "gather"):
-        rank = pg.comm.rank
-        _validate.array("gather", array, rank)
-        root = _validate.root("gather", dst, pg.members, rank, "dst")
-        outputs = None
-        if pg.rank == root:
-            outputs = [_flat(o) for o in _validate.array_list(
-                "gather", gather_list, pg.size, rank, "gather_list", writable=True, like=array)]
+    rank = pg.comm.rank
+    _validate.array("gather", array, rank)
+    root = _validate.root("gather", dst, pg.members, rank, "dst")
+    outputs = None
+    if pg.rank == root:
+        outputs = [_flat(o) for o in _validate.array_list(
+            "gather", gather_list, pg.size, rank, "gather_list", writable=True, like=array)]
     body = functools.partial(_gather, outputs=outputs, mine=_flat(array), root=root)
     return pg.run(_spec("gather", "gather", array, root=root), body, async_op)
 
@@ -330,14 +307,13 @@ def scatter(array, scatter_list=None, src: int = 0, group=None, async_op: bool =
     pg = _group(group, "scatter")
     if pg is None:
         return None
-    with _checking(pg, "scatter"):
-        rank = pg.comm.rank
-        _validate.array("scatter", array, rank, writable=True)
-        root = _validate.root("scatter", src, pg.members, rank, "src")
-        inputs = None
-        if pg.rank == root:
-            inputs = [_flat(x) for x in _validate.array_list(
-                "scatter", scatter_list, pg.size, rank, "scatter_list", like=array)]
+    rank = pg.comm.rank
+    _validate.array("scatter", array, rank, writable=True)
+    root = _validate.root("scatter", src, pg.members, rank, "src")
+    inputs = None
+    if pg.rank == root:
+        inputs = [_flat(x) for x in _validate.array_list(
+            "scatter", scatter_list, pg.size, rank, "scatter_list", like=array)]
     body = functools.partial(_scatter, inputs=inputs, output=_flat(array), root=root)
     return pg.run(_spec("scatter", "scatter", array, root=root), body, async_op)
 
@@ -352,15 +328,14 @@ def all_to_all(output_list, input_list, group=None, async_op: bool = False):
     pg = _group(group, "all_to_all")
     if pg is None:
         return None
-    with _checking(pg, "all_to_all"):
-        rank = pg.comm.rank
-        inputs = _validate.array_list("all_to_all", input_list, pg.size, rank, "input_list")
-        outputs = _validate.array_list("all_to_all", output_list, pg.size, rank, "output_list",
-                                       writable=True)
-        for i, (o, x) in enumerate(zip(outputs, inputs, strict=True)):
-            if o.dtype != inputs[0].dtype or x.dtype != inputs[0].dtype:
-                raise ValueError(f"all_to_all: every array must have dtype {inputs[0].dtype} "
-                                 f"on rank {rank} (entry {i} differs)")
+    rank = pg.comm.rank
+    inputs = _validate.array_list("all_to_all", input_list, pg.size, rank, "input_list")
+    outputs = _validate.array_list("all_to_all", output_list, pg.size, rank, "output_list",
+                                   writable=True)
+    for i, (o, x) in enumerate(zip(outputs, inputs, strict=True)):
+        if o.dtype != inputs[0].dtype or x.dtype != inputs[0].dtype:
+            raise ValueError(f"all_to_all: every array must have dtype {inputs[0].dtype} "
+                             f"on rank {rank} (entry {i} differs)")
     body = functools.partial(_all_to_all, outputs=[_flat(o) for o in outputs],
                              inputs=[_flat(x) for x in inputs])
     spec = _spec("all_to_all", "all_to_all", inputs[0], count=-1)
@@ -373,15 +348,14 @@ def all_to_all_single(output, input, group=None, async_op: bool = False):
     pg = _group(group, "all_to_all_single")
     if pg is None:
         return None
-    with _checking(pg, "all_to_all_single"):
-        rank = pg.comm.rank
-        _validate.array("all_to_all_single", input, rank, "input")
-        _validate.array("all_to_all_single", output, rank, "output", writable=True)
-        _validate.same_shape("all_to_all_single", output, input, rank, "output")
-        rows = input.shape[0] if input.ndim else 1
-        if rows % pg.size:
-            raise ValueError(f"all_to_all_single: input.shape[0]={rows} is not divisible by the "
-                             f"group size {pg.size} on rank {rank}")
+    rank = pg.comm.rank
+    _validate.array("all_to_all_single", input, rank, "input")
+    _validate.array("all_to_all_single", output, rank, "output", writable=True)
+    _validate.same_shape("all_to_all_single", output, input, rank, "output")
+    rows = input.shape[0] if input.ndim else 1
+    if rows % pg.size:
+        raise ValueError(f"all_to_all_single: input.shape[0]={rows} is not divisible by the "
+                         f"group size {pg.size} on rank {rank}")
     body = functools.partial(_all_to_all, outputs=ring.split(_flat(output), pg.size),
                              inputs=ring.split(_flat(input), pg.size))
     return pg.run(_spec("all_to_all_single", "all_to_all", input), body, async_op)

@@ -3,14 +3,15 @@
 Every error a rank can see from the runtime derives from :class:`DistError`, so
 ``except ringrt.errors.DistError`` catches them all. Bad arguments are the exception: they
 raise the builtin ``TypeError`` / ``ValueError`` (as torch does) on the rank that made the
-mistake, before anything is sent, and the other ranks get :class:`CollectiveAbortedError`.
+mistake, before anything is sent and before the op is counted: a rejected call is a purely
+local event, and the other ranks keep waiting for the corrected call (uncaught, the error ends
+the rank, and the others raise :class:`PeerLostError` quoting it).
 
 ::
 
     DistError
      ├── NotInitializedError      (also RuntimeError) no process group yet / group destroyed
      ├── CollectiveMismatchError  ranks called different ops, or the same op differently
-     ├── CollectiveAbortedError   another rank rejected this op's arguments
      ├── PeerLostError            a peer died, its link was cut, or it raised and exited
      ├── TimeoutError             (also builtins.TimeoutError) op or rendezvous too slow
      └── StoreError               the rendezvous store refused or failed a request
@@ -29,7 +30,6 @@ __all__ = [
     "DistError",
     "NotInitializedError",
     "CollectiveMismatchError",
-    "CollectiveAbortedError",
     "PeerLostError",
     "TimeoutError",
     "StoreError",
@@ -67,26 +67,6 @@ class CollectiveMismatchError(DistError):
             f"collective mismatch on rank {rank} at op #{seq} ({op}): {detail}; disagreeing "
             f"{_ranks_text(self.ranks)}. Every rank of a group must call the same collectives "
             "in the same order with the same dtype, element count and root."
-        )
-
-
-class CollectiveAbortedError(DistError):
-    """Another rank rejected this collective's arguments, so this rank abandoned it too.
-
-    The rank that made the mistake raised ``TypeError``/``ValueError``; the group stays usable.
-
-    Attributes:
-        op, seq: the abandoned op and its sequence number.
-        rank: the rank raising this error. origin: the rank that rejected the op.
-        reason: the error text from the rejecting rank.
-    """
-
-    def __init__(self, op: str, seq: int, rank: int, origin: int, reason: str):
-        self.op, self.seq, self.rank, self.origin, self.reason = op, seq, rank, origin, reason
-        self.ranks = [origin]
-        super().__init__(
-            f"{op} (op #{seq}) abandoned on rank {rank}: rank {origin} rejected its arguments: "
-            f"{reason}"
         )
 
 

@@ -25,9 +25,7 @@ def _encode(pg, name: str, value) -> bytes:
     try:
         return _objects.encode(value)
     except TypeError as exc:
-        error = TypeError(f"{name}: {exc} (on rank {pg.comm.rank})")
-        pg.reject(name, error)
-        raise error from None
+        raise TypeError(f"{name}: {exc} (on rank {pg.comm.rank})") from None
 
 
 def _list_arg(pg, name: str, value, length: int | None, arg: str) -> list:
@@ -36,17 +34,12 @@ def _list_arg(pg, name: str, value, length: int | None, arg: str) -> list:
         error = (TypeError if not isinstance(value, list) else ValueError)(
             f"{name}: {arg} must be {want}, got {type(value).__name__}"
             f"{'' if not isinstance(value, list) else f' of {len(value)}'} on rank {pg.comm.rank}")
-        pg.reject(name, error)
         raise error
     return value
 
 
 def _root(pg, name, value, arg):
-    try:
-        return _validate.root(name, value, pg.members, pg.comm.rank, arg)
-    except (TypeError, ValueError) as exc:
-        pg.reject(name, exc)
-        raise
+    return _validate.root(name, value, pg.members, pg.comm.rank, arg)
 
 
 def broadcast_object_list(object_list: list, src: int = 0, group=None) -> None:
@@ -124,10 +117,8 @@ def scatter_object_list(output_list: list, input_list=None, src: int = 0, group=
         return
     _list_arg(pg, name, output_list, None, "output_list")
     if not output_list:
-        error = ValueError(f"{name}: output_list needs at least one entry on "
-                           f"rank {pg.comm.rank}")
-        pg.reject(name, error)
-        raise error
+        raise ValueError(f"{name}: output_list needs at least one entry on "
+                         f"rank {pg.comm.rank}")
     root = _root(pg, name, src, "src")
     payloads = None
     if pg.rank == root:

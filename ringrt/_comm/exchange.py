@@ -2,11 +2,11 @@
 
 :class:`Mailbox` demultiplexes this rank's inbox: messages for the op being run are returned,
 messages for later ops (or other groups, or point-to-point) are stashed until asked for, and
-stale messages of abandoned ops are dropped. :class:`Exchange` is one op's view: ``send`` /
+stale messages of ops that ended in an error are dropped. :class:`Exchange` is one op's view: ``send`` /
 ``recv`` by group rank, with the op's header stamped on every message.
 
-While an op waits it watches for, in order: a notice that another rank abandoned or found a
-mismatch in this op, a lost peer (from the sentinel), and the op's deadline. Receiving a
+While an op waits it watches for, in order: a notice that another rank found a mismatch in
+this op, a lost peer (from the sentinel), and the op's deadline. Receiving a
 message whose header describes a different op than ours is a mismatch; it is raised here and
 announced to the rest of the group so that nobody hangs.
 """
@@ -21,9 +21,8 @@ import numpy as np
 import zmq
 
 from ringrt._comm import wire
-from ringrt._comm.wire import ABORT, DATA, HEADER_BYTES, INLINE, MISMATCH, P2P
+from ringrt._comm.wire import DATA, HEADER_BYTES, INLINE, MISMATCH, P2P
 from ringrt.errors import (
-    CollectiveAbortedError,
     CollectiveMismatchError,
     DistError,
     TimeoutError,
@@ -68,10 +67,6 @@ class Mailbox:
         for key in [k for k in self._notices if k[0] == group and k[1] <= seq]:
             del self._notices[key]
 
-    def skipped(self, group: int, seq: int) -> None:
-        """This rank rejected op ``seq``: its messages are expected leftovers."""
-        self._unclean.setdefault(group, set()).add(seq)
-
     def _leftover(self, header) -> None:
         if header.seq in self._unclean.get(header.group, ()):
             return
@@ -81,7 +76,7 @@ class Mailbox:
         self.poison.setdefault(header.group, (MISMATCH, self.rank, [detail, [header.src]]))
 
     def notice(self, group: int, seq: int):
-        """The abort/mismatch notice for this op, if one arrived."""
+        """The mismatch notice for this op, if one arrived."""
         return self._notices.get((group, seq))
 
     def take(self, key: tuple, wait) -> tuple:
@@ -134,7 +129,7 @@ class Mailbox:
         except wire.BadFrame:
             self.dropped += 1
             return None
-        if header.kind in (ABORT, MISMATCH):
+        if header.kind == MISMATCH:
             self._record_notice(header, first)
             return None
         if header.kind == DATA and header.seq <= self._floor.get(header.group, -1):
@@ -317,11 +312,7 @@ class Exchange:
             raise error
 
     def _raise_notice(self, notice) -> None:
-        kind, origin, payload = notice
-        if kind == ABORT:
-            raise CollectiveAbortedError(self.spec.name, self.seq, self.comm.rank, origin,
-                                         payload[0])
-        detail, ranks = payload
+        _kind, origin, (detail, ranks) = notice
         error = CollectiveMismatchError(self.spec.name, self.seq, ranks, self.comm.rank,
                                         f"rank {origin} reports: {detail}")
         self.group.break_with(error)

@@ -282,10 +282,11 @@ class ShmOp:
                     self.check([peer])    # raises CollectiveMismatchError naming the peer
 
     def _insist_same_op(self, peer: int) -> None:
-        """A peer's ticket from a later op means it either finished this op and went on to a
-        small op (allowed: see :meth:`acquire_half`; its ``staged`` record shows this op)
-        or skipped this op because it rejected the arguments: then wait for its notice,
-        which ``check`` raises as CollectiveAbortedError."""
+        """A peer's ticket from a later op means it finished this op and went on to a small
+        op (allowed: see :meth:`acquire_half`; its ``staged`` record shows this op). Any
+        other later ticket would mean it never took part in this op, which a correct run
+        cannot produce (a rejected call takes no sequence number): wait until ``check``
+        names what went wrong (a mismatch, a lost peer or the deadline)."""
         segment = self.arena.segments[peer]
         parity, seq = self.seq & 1, self.seq
         while (segment.word.value >> 10) != (seq & 0x3FFFFF) and segment.staged[parity] != seq:

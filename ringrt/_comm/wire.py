@@ -6,7 +6,7 @@ Every message between ranks starts with :data:`HEADER` (little-endian)::
     group u32 | src i32 | seq i64 | count i64 | root i32 | index i32
 
 ``kind`` says what the message is (collective data, point-to-point data, or a notice that a
-rank abandoned an op), ``seq`` is the op's sequence number in its group (the tag for
+rank found a mismatch), ``seq`` is the op's sequence number in its group (the tag for
 point-to-point), ``count``/``dtype``/``root``/``redop`` describe the op as the *sender* called
 it — the receiver compares them with its own call, which is how mismatched collectives are
 caught without an extra round trip — and ``index`` numbers the messages one sender sends one
@@ -30,8 +30,8 @@ VERSION = 1
 HEADER = struct.Struct("<HBBBBBBIiqqii")
 HEADER_BYTES = HEADER.size                  # 40: keeps an inline payload 8-byte aligned
 
-# kind
-DATA, P2P, ABORT, MISMATCH = 1, 2, 3, 4
+# kind (3 was a notice that a rank rejected an op's arguments: rejections are now local)
+DATA, P2P, MISMATCH = 1, 2, 4
 
 # op codes: the wire-level collective (all_gather and all_gather_into_tensor share one).
 OP_NAMES = {

@@ -51,11 +51,15 @@ def _bad_calls(world):
 
 
 def bad_input(rank: int, world: int):
-    """Rank 1 makes each mistake in turn; after each, the group must still work."""
+    """Rank 1 makes each mistake in turn, catches the error and makes the correct call; the
+    others only ever make the correct call. A rejected call is local: every rank's correct
+    call must succeed, with the right result, and the group keeps working."""
     dist.init_process_group(timeout=20)
     results = {}
     for name, (bad, good) in _bad_calls(world).items():
-        results[name] = _outcome(bad if rank == 1 else good)
+        if rank == 1:
+            results[name] = _outcome(bad)
+        results[name + "/retry"] = _outcome(good)
         check = np.full(4, rank, np.int64)
         dist.all_reduce(check)
         big = np.full(600_000, rank, np.float32)     # large: the slot-reuse (acquire) path
@@ -64,6 +68,33 @@ def bad_input(rank: int, world: int):
             big[0] == check[0] else -1
     dist.destroy_process_group()
     return results
+
+
+def bad_input_then_other_op(rank: int, world: int):
+    """Rank 1 makes a bad all_reduce, catches it, then calls broadcast instead of retrying:
+    mismatch detection must name it on every rank, not hang."""
+    dist.init_process_group(timeout=20)
+    x = np.ones(8, np.float32)
+    if rank == 1:
+        _outcome(lambda: dist.all_reduce(np.ones((4, 4))[:, ::2]))
+        outcome = _outcome(lambda: dist.broadcast(x, src=0))
+    else:
+        outcome = _outcome(lambda: dist.all_reduce(x))
+    follow_up = _outcome(lambda: dist.barrier())
+    dist.destroy_process_group()
+    return {"outcome": outcome, "follow_up": follow_up}
+
+
+def bad_input_uncaught(rank: int, world: int):
+    """Rank 1's bad call is not caught: the rank dies, and the others, waiting in the matching
+    call, must raise PeerLostError quoting the error within seconds."""
+    dist.init_process_group(timeout=60)
+    dist.barrier()
+    if rank == 1:
+        dist.all_reduce(np.ones((4, 4))[:, ::2])         # raises ValueError, uncaught
+    pending = _outcome(lambda: dist.all_reduce(np.ones((4, 2))))
+    dist.destroy_process_group()
+    return {"pending": pending}
 
 
 def mismatch(rank: int, world: int, kind: str):
