@@ -36,23 +36,73 @@ from ringrt._flat import FlatLayout, check_float_params
 
 
 class ViewDict(dict):
-    """A dict of views into a flat buffer whose entries cannot be rebound.
+    """name -> view into one flat buffer (``ddp.params``, ``ddp.grads``): assigning writes
+    into the view, so the buffer that is communicated always holds what you assigned.
 
-    ``grads["w"] = dw`` would silently detach the entry from the buffer that is communicated,
-    so it raises; write in place instead: ``grads["w"][...] = dw`` or ``grads["w"] += dw``.
+    NumPy's in-place idioms work as written; Python runs ``d[k] -= v`` as
+    ``d[k] = d[k].__isub__(v)``, and assigning an entry its own view is a no-op::
+
+        ddp.params["w"] -= lr * ddp.grads["w"]    # in place
+        ddp.grads["w"] += dw                      # in place
+        ddp.grads["w"] = dw                       # copied into the view (shape must match)
+        ddp.grads["w"] = 0                        # a scalar fills it
+
+    Raises:
+        ValueError: the value's shape differs from the entry's.
+        TypeError: the value's dtype does not cast to the buffer's ('same_kind'), or an
+            entry is deleted.
+        KeyError: the name is not registered (entries cannot be added).
     """
 
+    def __init__(self, views=(), label: str = "views"):
+        super().__init__(views)
+        self.label = label
+
     def __setitem__(self, name, value):
-        raise TypeError(
-            f"cannot rebind {name!r}: these arrays are views into one flat buffer; write in "
-            f"place instead, e.g. grads[{name!r}][...] = value"
-        )
+        view = self.get(name)
+        if view is None:
+            raise KeyError(f"{self.label}[{name!r}]: no such parameter (registered: "
+                           f"{list(self)}); entries of a flat buffer cannot be added")
+        if value is view:
+            return                     # d[k] op= v: the view was already updated in place
+        value = np.asarray(value)
+        if value.ndim and value.shape != view.shape:
+            raise ValueError(f"{self.label}[{name!r}] has shape {view.shape}; cannot assign "
+                             f"an array of shape {value.shape} (the entry is a view into a "
+                             "flat buffer: values are copied in, shapes must match)")
+        try:
+            np.copyto(view, value, casting="same_kind")
+        except TypeError:
+            raise TypeError(f"{self.label}[{name!r}] is {view.dtype}; cannot assign "
+                            f"{value.dtype} values to it (cast them first)") from None
 
     def __delitem__(self, name):
-        raise TypeError(f"cannot delete {name!r} from a flat-buffer view dict")
+        raise TypeError(f"cannot delete {self.label}[{name!r}]: the entries are views into "
+                        "one flat buffer")
 
     def update(self, *args, **kwargs):
-        raise TypeError("cannot rebind entries of a flat-buffer view dict; write in place")
+        """Assign each entry as ``self[name] = value`` does (copying into the views)."""
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def setdefault(self, name, default=None):
+        """The entry's view (entries cannot be added)."""
+        if name not in self:
+            self[name] = default          # raises KeyError naming the registered entries
+        return self[name]
+
+    def _no_removal(self, *args):
+        raise TypeError(f"cannot remove entries of {self.label}: they are views into one flat "
+                        "buffer")
+
+    pop = popitem = clear = _no_removal
+
+    def __reduce__(self):
+        return dict, (dict(self),)       # copies (copy, deepcopy) are plain dicts
 
 
 @dataclass
@@ -95,8 +145,11 @@ class DistributedDataParallel:
         broadcast_from: rank whose parameters every replica starts from.
 
     Attributes:
-        params: name -> view into the flat parameter buffer (same order as given).
-        grads: name -> view into the flat gradient buffer; write gradients in place.
+        params: name -> view into the flat parameter buffer (same order as given); a
+            :class:`ViewDict`: ``ddp.params[k] -= lr * ddp.grads[k]`` and assignments write
+            into the buffer.
+        grads: name -> view into the flat gradient buffer; ``ddp.grads[k] += g``,
+            ``ddp.grads[k] = g`` (copied in, same shape) or a backward pass writing in place.
 
     Raises:
         TypeError: params are not floating ndarrays of one dtype. ValueError: empty params or
@@ -113,8 +166,8 @@ class DistributedDataParallel:
         self.layout = FlatLayout.of(params, order=reversed(list(params)))
         self.flat_params = self.layout.flatten(params, what="params")
         self.flat_grads = self.layout.empty()
-        self.params = _view_dict(self.layout.views(self.flat_params), params)
-        self.grads = _view_dict(self.layout.views(self.flat_grads), params)
+        self.params = _view_dict(self.layout.views(self.flat_params), params, "ddp.params")
+        self.grads = _view_dict(self.layout.views(self.flat_grads), params, "ddp.grads")
         cap_bytes = int(bucket_cap_mb * 2**20)
         self.buckets = [_Bucket(i, start, stop, frozenset(names))
                         for i, (start, stop, names) in enumerate(plan_buckets(self.layout,
@@ -209,5 +262,5 @@ class DistributedDataParallel:
             bucket.pending, bucket.work = len(bucket.names), None
 
 
-def _view_dict(views: dict[str, np.ndarray], order: Mapping) -> ViewDict:
-    return ViewDict((name, views[name]) for name in order)
+def _view_dict(views: dict[str, np.ndarray], order: Mapping, label: str) -> ViewDict:
+    return ViewDict(((name, views[name]) for name in order), label)

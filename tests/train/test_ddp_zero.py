@@ -78,11 +78,20 @@ def test_ddp_no_sync_accumulation_equals_the_full_batch(ddp_world):
                    for k, v in params_of(world[rank].arrays, "no_sync/").items())
 
 
+def test_ddp_numpy_idioms_train_like_a_single_process(ddp_world):
+    world_size, world = ddp_world
+    assert_matches(params_of(world[0].arrays, "idioms/"), workers.reference_plain_sgd(STEPS))
+    for rank in range(1, world_size):
+        assert all(v.tobytes() == world[0].arrays["idioms/" + k].tobytes()
+                   for k, v in params_of(world[rank].arrays, "idioms/").items())
+
+
 def test_ddp_misuse_raises_clear_errors(ddp_world):
     errors = ddp_world[1][0].values["misuse"]
     assert errors["unknown"][0] == "KeyError" and "'nope'" in errors["unknown"][1]
     assert errors["twice"][0] == "RuntimeError" and "twice" in errors["twice"][1]
-    assert errors["rebind"][0] == "TypeError" and "in place" in errors["rebind"][1]
+    assert errors["wrong_shape"][0] == "ValueError" and "ddp.grads['w0'] has shape" in \
+        errors["wrong_shape"][1]
     assert errors["mixed_dtypes"][0] == "TypeError" and "one dtype" in errors["mixed_dtypes"][1]
     assert errors["int_params"][0] == "TypeError" and "floating" in errors["int_params"][1]
     assert errors["zero_grad_in_flight"][0] == "RuntimeError"

@@ -81,12 +81,48 @@ def test_buckets_are_contiguous_in_buffer_order_and_respect_the_cap():
     assert len(plan_buckets(layout, cap_bytes=25 * 2**20)) == 1
 
 
-def test_view_dict_refuses_rebinding():
-    views = ViewDict(a=np.zeros(2))
-    with pytest.raises(TypeError, match=r"grads\['a'\]\[\.\.\.\] = value"):
-        views["a"] = np.ones(2)
-    views["a"][...] = 1                                  # in place is the way
-    assert views["a"].sum() == 2
+def _views():
+    flat = np.zeros(6, np.float32)
+    return flat, ViewDict({"w": flat[:4].reshape(2, 2), "b": flat[4:]}, "ddp.grads")
+
+
+def test_view_dict_numpy_in_place_idioms_write_the_flat_buffer():
+    flat, views = _views()
+    w = views["w"]
+    views["w"] += np.ones((2, 2))              # d[k] = d[k].__iadd__(v): the same view back
+    views["b"] -= 0.5 * np.ones(2)
+    views["w"] *= 3
+    assert views["w"] is w and np.shares_memory(views["w"], flat)
+    np.testing.assert_array_equal(flat, [3, 3, 3, 3, -0.5, -0.5])
+
+
+def test_view_dict_assigning_copies_into_the_view():
+    flat, views = _views()
+    new = np.arange(4.0).reshape(2, 2)         # float64 into float32: same kind, copied
+    views["w"] = new
+    views["b"] = 7                             # a scalar fills the entry
+    new[0, 0] = 100                            # the caller's array stays the caller's
+    assert np.shares_memory(views["w"], flat)
+    np.testing.assert_array_equal(flat, [0, 1, 2, 3, 7, 7])
+    views.update(b=np.array([1.0, 2.0]))
+    views |= {"w": np.zeros((2, 2))}
+    np.testing.assert_array_equal(flat, [0, 0, 0, 0, 1, 2])
+    assert type(dict(views)) is dict and dict(views)["w"] is views["w"]
+
+
+def test_view_dict_rejects_wrong_shapes_dtypes_names_and_removal():
+    flat, views = _views()
+    with pytest.raises(ValueError, match=r"ddp.grads\['w'\] has shape \(2, 2\).*shape \(4,\)"):
+        views["w"] = np.ones(4)
+    with pytest.raises(TypeError, match=r"ddp.grads\['b'\] is float32; cannot assign complex"):
+        views["b"] = np.ones(2, np.complex64)
+    with pytest.raises(KeyError, match="no such parameter"):
+        views["new"] = np.ones(2)
+    for remove in (lambda: views.pop("w"), lambda: views.__delitem__("w"), views.clear,
+                   views.popitem):
+        with pytest.raises(TypeError, match="views into one flat buffer"):
+            remove()
+    assert list(views) == ["w", "b"] and not flat.any()
 
 
 def test_state_tree_round_trip_keeps_types():

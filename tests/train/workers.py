@@ -87,6 +87,7 @@ def ddp_cases(rank: int, world_size: int, steps: int) -> dict:
     params, out["buckets/wide"] = _train_ddp(rank, world_size, steps, True, WIDE_BUCKET_MB,
                                              sizes=WIDE_SIZES)
     out.update({f"wide/{k}": v for k, v in params.items()})
+    out.update({f"idioms/{k}": v for k, v in _train_ddp_idioms(rank, world_size, steps).items()})
     out["misuse"] = _ddp_misuse()
     ringrt.destroy_process_group()
     return out
@@ -114,6 +115,42 @@ def _train_ddp(rank, world_size, steps, overlap, cap, micro_steps=1, sizes=SIZES
     return {k: v.copy() for k, v in ddp.params.items()}, len(ddp.buckets)
 
 
+def _train_ddp_idioms(rank, world_size, steps, lr=0.1):
+    """A plain NumPy loop, as users write it: gradients computed into the user's own arrays
+    and handed over by assignment or +=, the update by ``ddp.params[k] -= lr * ddp.grads[k]``."""
+    from ringrt.ddp import DistributedDataParallel
+
+    model = MLP(SIZES, seed=rank, dtype=np.float64)
+    ddp = DistributedDataParallel(model.params, bucket_cap_mb=TINY_BUCKET_MB)
+    model.params = ddp.params
+    mine = {name: np.zeros_like(p) for name, p in ddp.params.items()}
+    for step in range(steps):
+        x, y = local_batch(step, rank, world_size)
+        model.loss_and_grads(x, y, mine)
+        if step % 2:
+            for name, grad in mine.items():
+                ddp.grads[name] = grad                  # a new array: copied into the view
+        else:
+            ddp.zero_grad()
+            for name, grad in mine.items():
+                ddp.grads[name] += grad
+        ddp.sync()
+        for name in ddp.params:
+            ddp.params[name] -= lr * ddp.grads[name]
+    return {k: v.copy() for k, v in ddp.params.items()}
+
+
+def reference_plain_sgd(steps: int, lr: float = 0.1) -> dict[str, np.ndarray]:
+    """Single-process ``p -= lr * g`` on full-batch mean gradients."""
+    model = MLP(SIZES, seed=0, dtype=np.float64)
+    grads = {name: np.zeros_like(p) for name, p in model.params.items()}
+    for step in range(steps):
+        model.loss_and_grads(*global_batch(step), grads)
+        for name, p in model.params.items():
+            p -= lr * grads[name]
+    return model.params
+
+
 class _nothing:
     def __enter__(self):
         return self
@@ -131,7 +168,7 @@ def _ddp_misuse() -> dict:
     cases = {
         "unknown": lambda: ddp.grad_ready("nope"),
         "twice": lambda: (ddp.grad_ready("b2"), ddp.grad_ready("b2")),
-        "rebind": lambda: ddp.grads.__setitem__("w0", np.zeros((64, 32))),
+        "wrong_shape": lambda: ddp.grads.__setitem__("w0", np.zeros((3, 3))),
         "mixed_dtypes": lambda: DistributedDataParallel({"a": np.zeros(2), "b": np.zeros(
             2, np.float32)}),
         "int_params": lambda: DistributedDataParallel({"a": np.zeros(2, np.int64)}),
