@@ -28,6 +28,7 @@ import sys
 import numpy as np
 
 import ringrt as dist
+from benchmarks import _machine
 
 MPI_HINT = ("mpirun --oversubscribe -n N python -m benchmarks.collectives --compare gloo,mpi "
             "(add --mca btl tcp,self for MPI over TCP; python -m benchmarks.compare runs both)")
@@ -248,7 +249,8 @@ def describe_run(run_id: str, skipped) -> dict:
     knobs = ("RINGRT_ALGO", "RINGRT_NO_SHM", "RINGRT_SEGMENT_BYTES", "RINGRT_TRANSPORT",
              "RINGRT_SHM", "OMPI_MCA_btl", "OMP_NUM_THREADS")
     return {"run": run_id, "launcher": launcher(), "host": platform.node(),
-            "cpus": os.cpu_count(), "loadavg_start": LOAD_AT_START,
+            "cpus": os.cpu_count(), "machine": _machine.describe(),
+            "loadavg_start": LOAD_AT_START,
             "loadavg": os.getloadavg(),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "argv": sys.argv[1:], "versions": versions(),

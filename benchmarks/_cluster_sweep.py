@@ -28,6 +28,7 @@ import click
 import numpy as np
 
 import ringrt as dist
+from benchmarks import _machine
 from benchmarks._table import parse_size, sweep
 
 MIN_SAMPLE_S = 0.02          # batch small ops until one sample lasts this long
@@ -185,7 +186,8 @@ def main(ops, min_bytes, max_bytes, factor, samples, budget, out_path):
                 print(f"{op:>15} {results[-1]['chosen']:>18} {result['nbytes']:>10} B "
                       f"{result['median_s'] * 1e3:10.3f} ms  wrong {result['wrong']}", flush=True)
     if rank == 0:
-        record = {"world": world, "hosts": hosts, "results": results, "env": settings}
+        record = {"world": world, "hosts": hosts, "machine": _machine.describe(),
+                  "results": results, "env": settings}
         with open(out_path + ".tmp", "w") as f:
             json.dump(record, f, indent=1)
         os.replace(out_path + ".tmp", out_path)

@@ -167,15 +167,16 @@ def format_table(records: list[dict]) -> str:
 
 
 def compare_table(records: list[dict]) -> str:
-    """Merged runs, one row per (size, run): that run's median µs for ringrt, gloo and its
-    MPI system, and ringrt/x ratios within the run (every system of a run was measured in
-    turns at each size, so a burst of load from elsewhere hits them alike)."""
+    """Merged runs, one row per (size, run): ringrt/x ratios within the run first (every
+    system of a run was measured in turns at each size, so a burst of load from elsewhere
+    hits them alike, and ratios travel between machines where absolute times do not), then
+    that run's median µs for ringrt, gloo and its MPI system."""
     lines = []
     for (op, world, dtype), group in _groups(records, ("op", "world", "dtype")).items():
-        lines.append(f"# {op}  world {world}  {dtype}: median time (us) of the slowest rank; "
-                     "r/x = ringrt/x in the same run (< 1: ringrt faster)")
-        lines.append(f"# {'size':>6}  {'run':<16} {'ringrt':>10} {'gloo':>10} {'mpi':>10} "
-                     f"{'(mpi)':<6} {'r/gloo':>7} {'r/mpi':>7}")
+        lines.append(f"# {op}  world {world}  {dtype}: r/x = ringrt/x in the same run (< 1: "
+                     "ringrt faster); then median time (us) of the slowest rank")
+        lines.append(f"# {'size':>6}  {'run':<16} {'r/gloo':>7} {'r/mpi':>7} {'ringrt':>10} "
+                     f"{'gloo':>10} {'mpi':>10} {'(mpi)':<6}")
         for (nbytes, run), row in _groups(group, ("bytes", "run")).items():
             base = _find_ringrt(row)
             gloo = next((r for r in row if r["system"] == "gloo"), None)
@@ -183,8 +184,8 @@ def compare_table(records: list[dict]) -> str:
             cells = [_cell(rec, 10, 1) for rec in (base, gloo, mpi)]
             ratios = [_cell(other and base and ratio(base["median_us"], other["median_us"]), 7, 2)
                       for other in (gloo, mpi)]
-            lines.append(f"  {format_size(nbytes):>6}  {run:<16} {' '.join(cells)} "
-                         f"{mpi['system'][4:] if mpi else '-':<6} {' '.join(ratios)}")
+            lines.append(f"  {format_size(nbytes):>6}  {run:<16} {' '.join(ratios)} "
+                         f"{' '.join(cells)} {mpi['system'][4:] if mpi else '-':<6}")
         lines.append("")
     return "\n".join(lines)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import click
 
+from benchmarks import _machine
 from benchmarks._table import human, parse_size
 from ringrt._algorithms import cost_model as cm
 
@@ -365,7 +365,9 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
     """Benchmark collectives across netlab hosts (see the module docstring)."""
     if saved:
         record = json.loads(Path(saved).read_text())
-        click.echo(f"{record['date']}, {record['machine']}\n")
+        machine = record["machine"]
+        click.echo(f"{record['date']}, "
+                   f"{machine if isinstance(machine, str) else _machine.summary(machine)}\n")
         for run in record["runs"]:
             click.echo(report(run["profile"], run, run["link"], parse_size(table_min_bytes)))
         return
@@ -394,22 +396,11 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
 
 
 def save(json_path: str, runs: list[dict], env: dict) -> None:
-    record = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
+    record = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": _machine.describe(),
               "env": env, "runs": runs}
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(record, indent=1))
     click.echo(f"wrote {json_path}", err=True)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (f"{os.cpu_count()} x {cpu}, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import sys
 import click
 
 import ringrt as dist
-from benchmarks import _backends, _measure, _table
+from benchmarks import _backends, _machine, _measure, _table
 from benchmarks._progress import Progress
 
 DTYPES = ("float32", "float64", "int32", "int64")
@@ -127,6 +127,7 @@ def default_run_label(systems, world: int) -> str:
 def header(systems, skipped, world: int, run_id: str) -> str:
     lines = [f"# ringrt collective benchmark: world {world}, launched by "
              f"{_backends.launcher()}, run {run_id}",
+             f"# machine: {_machine.summary()}",
              f"# systems: {', '.join(s.name for s in systems)}"]
     lines += [f"# skipped {name}: {reason}" for name, reason in skipped]
     return "\n".join(lines) + "\n"

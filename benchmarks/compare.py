@@ -32,7 +32,7 @@ import tempfile
 
 import click
 
-from benchmarks import _table
+from benchmarks import _machine, _table
 
 PLOT_TITLE = ("collectives on 2 cores: ringrt vs torch gloo vs Open MPI (shm, tcp); "
               "median over runs")
@@ -176,8 +176,9 @@ def write(merged: dict, out_path: str, plot_path: str) -> None:
     click.echo("")
     for run in merged["runs"]:
         start = run.get("loadavg_start", ["?"])[0]
-        click.echo(f"# run {run['run']}: {run['date']}, load average {start:.3} at start, "
-                   f"{run['loadavg'][0]:.3} at end (the 2 cores are shared with others)")
+        machine = _machine.summary(run["machine"]) if "machine" in run else "machine unknown"
+        click.echo(f"# run {run['run']}: {run['date']}, {machine}, load average {start:.3} at "
+                   f"start, {run['loadavg'][0]:.3} at end")
     click.echo("\n" + _table.compare_table(records))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:

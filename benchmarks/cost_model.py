@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from benchmarks import _machine
 from benchmarks._table import human
 from ringrt._algorithms import cost_model as cm
 
@@ -209,7 +210,8 @@ def main(lab_path, loopback_path, measure_loopback, loopback_max_bytes, json_pat
     """Fit the cost model to lab and loopback measurements; print tables (see above)."""
     if measure_loopback:
         records = run_loopback((2, 3), loopback_max_bytes)
-        Path(loopback_path).write_text(json.dumps({"runs": records}, indent=1))
+        Path(loopback_path).write_text(json.dumps({"machine": _machine.describe(),
+                                                   "runs": records}, indent=1))
     environments = load(lab_path, loopback_path)
     gamma = numpy_gamma()
     click.echo(f"γ measured (np.add float32, 64 MiB, this machine): {gamma * 1e9:.3f} ns/B "
@@ -221,7 +223,8 @@ def main(lab_path, loopback_path, measure_loopback, loopback_max_bytes, json_pat
         click.echo(f"### {name}: predicted vs measured\n")
         click.echo("\n".join(comparison_table(points, fits[name])) + "\n\n(* not fitted: "
                    "predicted from the fit of the other ops)\n")
-    output = {"gamma_numpy": gamma, "fits": {n: vars(f) for n, f in fits.items()}}
+    output = {"machine": _machine.describe(), "gamma_numpy": gamma,
+              "fits": {n: vars(f) for n, f in fits.items()}}
     output["predictions"] = extrapolate(fits, gamma, lab_path)
     Path(json_path).write_text(json.dumps(output, indent=1))
     click.echo(f"wrote {json_path}", err=True)

@@ -19,7 +19,7 @@ import sys
 import click
 
 import ringrt as dist
-from benchmarks import _backends, _measure, _table
+from benchmarks import _backends, _machine, _measure, _table
 
 SIZES = (4, 16 << 10, 1 << 20, 16 << 20, 64 << 20)
 GLOO_FACTOR = 0.5                  # ringrt <= 0.5x gloo
@@ -47,8 +47,8 @@ def format_report(records: list[dict], world: int) -> tuple[str, int]:
     """The targets table and the number of points that miss a goal."""
     lines = [f"# issue 5 targets: all_reduce float32 sum, world {world}; times in us "
              "(median / mean over iterations of the slowest rank)",
-             f"# {'size':>6} {'ringrt med':>11} {'mean':>9} {'gloo med':>10} {'mean':>9} "
-             f"{'r/gloo med':>10} {'mean':>6} {'mpi-tcp':>9} {'r/mpi':>6}  verdict"]
+             f"# {'size':>6} {'r/gloo med':>10} {'mean':>6} {'r/mpi':>6} {'ringrt med':>11} "
+             f"{'mean':>9} {'gloo med':>10} {'mean':>9} {'mpi-tcp':>9}  verdict"]
     failed = 0
     for i, nbytes in enumerate(SIZES):
         at = [r for r in records if r["bytes"] == nbytes]
@@ -60,12 +60,12 @@ def format_report(records: list[dict], world: int) -> tuple[str, int]:
         failed += bool(misses)
         g_med, g_mean = (gloo["median_us"], gloo["mean_us"]) if gloo else (None, None)
         lines.append(
-            f"  {_table.format_size(nbytes):>6} {ringrt['median_us']:11.1f} "
-            f"{ringrt['mean_us']:9.1f} {_num(g_med, 10)} {_num(g_mean, 9)} "
+            f"  {_table.format_size(nbytes):>6} "
             f"{_num(_table.ratio(ringrt['median_us'], g_med), 10, 2)} "
             f"{_num(_table.ratio(ringrt['mean_us'], g_mean), 6, 2)} "
-            f"{_num(mpi_us, 8)}{' ' if live_mpi or mpi_us is None else '*'} "
-            f"{_num(_table.ratio(ringrt['median_us'], mpi_us), 6, 2)}  "
+            f"{_num(_table.ratio(ringrt['median_us'], mpi_us), 6, 2)} "
+            f"{ringrt['median_us']:11.1f} {ringrt['mean_us']:9.1f} {_num(g_med, 10)} "
+            f"{_num(g_mean, 9)} {_num(mpi_us, 8)}{' ' if live_mpi or mpi_us is None else '*'}  "
             + ("PASS" if not misses else "FAIL: " + "; ".join(misses)))
     if world in ISSUE_GLOO:
         lines.append("# issue 5's gloo medians for reference: "
@@ -103,7 +103,7 @@ def main(budget, rounds, no_gloo, json_path, strict):
         for name, reason in skipped:
             click.echo(f"# skipped {name}: {reason}")
         text, failed = format_report(records, world)
-        click.echo(text)
+        click.echo(f"# machine: {_machine.summary()}\n{text}")
         if json_path:
             with open(json_path, "w") as f:
                 f.write(_table.json_text({

@@ -24,6 +24,7 @@ import click
 import numpy as np
 
 import ringrt as dist
+from benchmarks import _machine
 from examples.mlp import MLP
 from ringrt.ddp import DistributedDataParallel
 from ringrt.optim import Adam, ZeroRedundancyOptimizer
@@ -117,7 +118,8 @@ def count_wrong(params, group) -> int:
 
 def report(results, sizes, batch, steps, bucket_cap_mb, json_path) -> None:
     numel = results[0]["numel"]
-    click.echo(f"\nTraining step: MLP {'-'.join(map(str, sizes))} ({numel / 1e6:.2f} M float32 "
+    click.echo(f"\n# machine: {_machine.summary()}")
+    click.echo(f"Training step: MLP {'-'.join(map(str, sizes))} ({numel / 1e6:.2f} M float32 "
                f"params), {batch} samples per rank, Adam, {steps} timed steps, DDP buckets of "
                f"{bucket_cap_mb:g} MiB")
     click.echo(f"{'world':>5}  {'mode':<12} {'median ms':>10} {'mean ms':>9} {'samples/s':>10} "
@@ -137,7 +139,8 @@ def report(results, sizes, batch, steps, bucket_cap_mb, json_path) -> None:
                        f"{r['state_bytes_per_rank'] / full:>7.3f}")
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"benchmark": "train_step", "sizes": sizes, "batch_per_rank": batch,
+            json.dump({"benchmark": "train_step", "machine": _machine.describe(),
+                       "sizes": sizes, "batch_per_rank": batch,
                        "steps": steps, "bucket_cap_mb": bucket_cap_mb, "results": results,
                        "median_of_medians_s": statistics.median(r["median_s"] for r in results)},
                       f, indent=1)

@@ -101,9 +101,19 @@ def test_compare_table_pairs_each_ratio_with_its_own_run():
                _rec("ringrt", 20.0, "ringrun"), _rec("gloo", 10.0, "ringrun")]
     rows = [line.split() for line in _table.compare_table(records).splitlines()
             if line.strip() and not line.startswith("#")]
-    assert rows == [["4", "shm", "10.0", "40.0", "5.0", "shm", "0.25", "2.00"],
-                    ["4", "tcp", "30.0", "60.0", "60.0", "tcp", "0.50", "0.50"],
-                    ["4", "ringrun", "20.0", "10.0", "-", "-", "2.00", "-"]]
+    assert rows == [["4", "shm", "0.25", "2.00", "10.0", "40.0", "5.0", "shm"],     # ratios lead
+                    ["4", "tcp", "0.50", "0.50", "30.0", "60.0", "60.0", "tcp"],
+                    ["4", "ringrun", "2.00", "-", "20.0", "10.0", "-", "-"]]
+
+
+def test_machine_description_measures_copy_bandwidth_and_cores():
+    from benchmarks import _machine
+
+    assert 0.1 < _machine.copy_bandwidth(1 << 20, repeats=2) < 1000            # GB/s
+    info = {"cpus": 16, "cpus_usable": 4, "copy_gb_s": 12.34, "cpu_model": "Some CPU"}
+    assert _machine.summary(info) == "16 cores (4 usable), NumPy copy 12.3 GB/s (Some CPU)"
+    info["cpus_usable"] = 16
+    assert _machine.summary(info).startswith("16 cores, NumPy copy 12.3 GB/s")
 
 
 def _simulate(op, count, world):
