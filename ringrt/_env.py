@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_MASTER_PORT = 29500
 
@@ -39,7 +41,8 @@ class JobSpec:
     local_rank: int = 0
     restart_count: int = 0
     store_hosted_elsewhere: bool = False   # the launcher hosts the store; rank 0 must not
-    encrypt: bool = False
+    encrypt: bool | None = None            # tri-state: see env_encrypt
+    insecure_tcp: bool = False             # RINGRT_INSECURE_TCP: unauthenticated tcp links
 
 
 def env_int(name: str, default: int | None = None, env=None) -> int | None:
@@ -70,6 +73,84 @@ def env_flag(name: str, env=None) -> bool:
     """True when the variable is set to 1/true/yes/on."""
     env = os.environ if env is None else env
     return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_encrypt(env=None) -> bool | None:
+    """``RINGRT_ENCRYPT``: 1 -> True (CurveZMQ on every socket), 0 -> False (token-checked
+    but not encrypted), unset -> None (the default: encrypted across hosts)."""
+    env = os.environ if env is None else env
+    raw = env.get("RINGRT_ENCRYPT", "").strip().lower()
+    if raw == "":
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"RINGRT_ENCRYPT={raw!r}: use 1 (encrypt everything), 0 (authenticate "
+                     "only) or leave it unset (encrypt across hosts)")
+
+
+def user_token_path(env=None) -> Path | None:
+    """Where this user's own token lives when the job sets no RINGRT_TOKEN:
+    ``RINGRT_TOKEN_FILE``, else ``$XDG_CONFIG_HOME/ringrt/token``, else
+    ``$HOME/.config/ringrt/token``; None without a home."""
+    env = os.environ if env is None else env
+    if env.get("RINGRT_TOKEN_FILE"):
+        return Path(env["RINGRT_TOKEN_FILE"])
+    if env.get("XDG_CONFIG_HOME"):
+        return Path(env["XDG_CONFIG_HOME"]) / "ringrt" / "token"
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".config" / "ringrt" / "token"
+    return None
+
+
+def job_token(env=None) -> str:
+    """The job's shared secret: ``RINGRT_TOKEN`` (ringrun sets a fresh one per job), else this
+    user's own secret in :func:`user_token_path` (created 0600 on first use), so a job
+    started by mpirun or srun without a token is still closed to other users; ranks on
+    hosts that do not share that file must be given ``RINGRT_TOKEN``.
+
+    Raises:
+        PermissionError: the token file is readable by other users, or owned by someone else.
+    """
+    env = os.environ if env is None else env
+    if env.get("RINGRT_TOKEN"):
+        return env["RINGRT_TOKEN"]
+    path = user_token_path(env)
+    if path is None:
+        return ""
+    try:
+        return _read_private(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            raise
+        return ""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staged = path.with_name(f".token-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(staged, path)              # never replaces a token another rank made
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(staged)
+        return _read_private(path)
+    except OSError:
+        return ""                              # no writable home: the job runs without one
+
+
+def _read_private(path: Path) -> str:
+    info = path.stat()
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{path} holds ringrt's token but is not private to you (owner "
+                              f"{info.st_uid}, mode {info.st_mode & 0o777:o}); chmod 600 it, "
+                              "or set RINGRT_TOKEN")
+    return path.read_text().strip()
 
 
 def _first_slurm_host(nodelist: str) -> str:
@@ -144,10 +225,11 @@ def resolve_job(init_method: str | None, rank: int | None, world_size: int | Non
         world_size=found_size,
         master_addr=addr,
         master_port=port,
-        token=env.get("RINGRT_TOKEN", ""),
+        token=job_token(env),
         source=source,
         local_rank=local_rank,
         restart_count=env_int("RINGRT_RESTART_COUNT", 0, env),
         store_hosted_elsewhere=env_flag("RINGRT_STORE_HOSTED", env),
-        encrypt=env_flag("RINGRT_ENCRYPT", env) if encrypt is None else bool(encrypt),
+        encrypt=env_encrypt(env) if encrypt is None else bool(encrypt),
+        insecure_tcp=env_flag("RINGRT_INSECURE_TCP", env),
     )

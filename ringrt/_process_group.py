@@ -14,6 +14,7 @@ mismatch or an op timeout; every later op on it raises the same error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import zlib
 from typing import NamedTuple
@@ -22,7 +23,9 @@ import msgpack
 import zmq
 
 from ringrt._comm import wire
+from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.exchange import Exchange, Mailbox
+from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
 from ringrt._comm.shm import HostArena
 from ringrt._comm.transport import (
@@ -34,7 +37,8 @@ from ringrt._comm.transport import (
 )
 from ringrt._comm.work import Executor
 from ringrt._deadline import Deadline, seconds
-from ringrt.errors import PeerLostError, TimeoutError
+from ringrt._env import job_token
+from ringrt.errors import DistError, PeerLostError
 
 
 class OpSpec(NamedTuple):
@@ -57,22 +61,25 @@ class _Comm:
     """The world-wide machinery of one rank: sockets, sentinel, mailbox, executor."""
 
     def __init__(self, store, rank: int, world_size: int, namespace: str, deadline: Deadline,
-                 curve=None):
+                 security: LinkSecurity):
         self.rank, self.world_size, self.store = rank, world_size, store
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
         self.arena = HostArena.create(rank, world_size)
+        self.guard = None
         try:
-            endpoints = Endpoints(route_address(store.host), self.ipc_dir, curve)
+            security = dataclasses.replace(security, nonce=job_nonce(store, namespace))
+            self.guard = Guard(self.context, rank, security)
+            endpoints = Endpoints(route_address(store.host), self.ipc_dir, security, self.guard)
             self.transport = Transport(self.context, rank, endpoints)
             self.sentinel = Sentinel(self.context, rank, endpoints)
-            card = {"data": self.transport.card, "heart": self.sentinel.card,
-                    "shm": self.arena.card if self.arena else None}
-            cards = _rendezvous(store, namespace, rank, world_size, card, deadline)
-            self.arena = _share_memory(self.arena, cards, store, namespace, rank, deadline)
+            cards = self._rendezvous(store, namespace, deadline, endpoints.mode)
+            self.arena = share_memory(self.arena, cards, store, namespace, rank, deadline)
         except BaseException:
             if self.arena is not None:
                 self.arena.close()
+            if self.guard is not None:
+                self.guard.stop()
             self.context.destroy(linger=0)
             remove_ipc_dir(self.ipc_dir)
             raise
@@ -83,6 +90,24 @@ class _Comm:
         self.executor = Executor(f"ringrt-ops-{rank}")
         self.next_group_id = 1
         self.closed = False
+
+    def _rendezvous(self, store, namespace: str, deadline: Deadline, mode: str) -> dict:
+        """Exchange address cards; listen on tcp (a second round) only if a peer needs it."""
+        card = {"data": self.transport.card, "heart": self.sentinel.card,
+                "shm": self.arena.card if self.arena else None}
+        cards = exchange_cards(store, f"{namespace}/card", self.rank, self.world_size, card,
+                               deadline)
+        if mode == "tcp" or len({c["data"]["host"] for c in cards.values()}) > 1:
+            _require_token(self.guard.security, self.rank)
+            network = {"data": self.transport.open_network(),
+                       "heart": self.sentinel.open_network()}
+            extra = exchange_cards(store, f"{namespace}/net", self.rank, self.world_size,
+                                   network, deadline)
+            for peer, theirs in cards.items():
+                theirs["data"].update(extra[peer]["data"])
+                theirs["heart"].update(extra[peer]["heart"])
+        open_gate(store, namespace, self.world_size, deadline)
+        return cards
 
     def close(self, linger_s: float, goodbye: bool = True) -> None:
         """Stop everything; queued messages get ``linger_s`` to leave."""
@@ -95,59 +120,20 @@ class _Comm:
             self.sentinel.say_goodbye(wait=1.0)
         self.sentinel.stop()
         self.transport.close(int(linger_s * 1000))
+        self.guard.stop()
         if self.arena is not None:
             self.arena.close()
         self.context.term()
         remove_ipc_dir(self.ipc_dir)
 
 
-def _rendezvous(store, namespace: str, rank: int, world_size: int, card: dict,
-                deadline: Deadline) -> dict[int, dict]:
-    """Publish this rank's address card, collect everyone's, and wait until all have read
-    theirs (so rank 0 may drop the store afterwards). Returns rank -> card."""
-    store.set(f"{namespace}/card/{rank}", msgpack.packb({"world_size": world_size, **card}))
-    keys = [f"{namespace}/card/{r}" for r in range(world_size)]
-    try:
-        store.wait(keys, timeout=deadline.remaining())
-    except TimeoutError as exc:
-        missing = [r for r, key in enumerate(keys) if not store.check([key])]
-        raise TimeoutError(
-            "rendezvous", None, missing, deadline.timeout, rank,
-            hint=f"Ranks {missing} never joined the store at {store.host}:{store.port}; check "
-                 "that every rank was started with the same MASTER_ADDR/MASTER_PORT and "
-                 "WORLD_SIZE.",
-        ) from exc
-    cards = {r: msgpack.unpackb(store.get(keys[r], timeout=deadline.remaining()))
-             for r in range(world_size)}
-    sizes = {r: c["world_size"] for r, c in cards.items() if c["world_size"] != world_size}
-    if sizes:
-        raise ValueError(f"rank {rank} has WORLD_SIZE={world_size} but ranks {sorted(sizes)} "
-                         f"have {sorted(set(sizes.values()))}; start every rank with the same")
-    if store.add(f"{namespace}/joined", 1) == world_size:
-        store.set(f"{namespace}/go", b"1")
-    store.get(f"{namespace}/go", timeout=deadline.remaining())
-    return cards
-
-
-def _share_memory(arena, cards, store, namespace, rank, deadline):
-    """Map every peer's shared-memory segment if all ranks are on this host and all could
-    make one; every rank must agree, so the outcome goes through the store."""
-    hosts = {c["data"]["host"] for c in cards.values()}
-    usable = arena is not None and len(hosts) == 1 and all(c["shm"] for c in cards.values())
-    if usable:
-        try:
-            arena.attach({r: c["shm"] for r, c in cards.items()})
-        except OSError:
-            usable = False
-    store.set(f"{namespace}/shm/{rank}", b"1" if usable else b"0")
-    keys = [f"{namespace}/shm/{r}" for r in range(len(cards))]
-    store.wait(keys, timeout=deadline.remaining())
-    everyone = all(store.get(k, timeout=deadline.remaining()) == b"1" for k in keys)
-    if arena is not None:
-        arena.unlink()           # every peer mapped it (or will not): nothing left in /dev/shm
-        if not everyone:
-            arena.close()
-    return arena if everyone else None
+def _require_token(security: LinkSecurity, rank: int) -> None:
+    if not security.token and not security.insecure:
+        raise DistError(
+            f"rank {rank}: this job needs tcp links (ranks on several hosts, or "
+            "RINGRT_TRANSPORT=tcp) and has no token to authenticate them; export the same "
+            "RINGRT_TOKEN to every rank (e.g. $(openssl rand -hex 16))"
+        )
 
 
 class ProcessGroup:
@@ -158,16 +144,18 @@ class ProcessGroup:
         rank, world_size: this process's rank in the world and the world's size.
         timeout: seconds each op may take before it raises ``TimeoutError``.
         namespace: store key prefix (distinct per job attempt).
-        curve: ``_curve.CurveKeys`` to encrypt every socket (None: plaintext).
+        security: how tcp links are authenticated and encrypted (default: the job token
+            from the environment, CurveZMQ across hosts; see ``_comm/auth.py``).
 
     Raises:
         ringrt.errors.TimeoutError: some rank did not join within ``timeout``.
     """
 
     def __init__(self, store, rank: int, world_size: int, timeout: float = 300.0,
-                 namespace: str = "ringrt", curve=None):
+                 namespace: str = "ringrt", security: LinkSecurity | None = None):
         timeout = seconds(timeout)
-        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), curve)
+        security = security or LinkSecurity(token=job_token())
+        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security)
         self._setup(comm, 0, list(range(world_size)), timeout)
 
     @classmethod

@@ -12,6 +12,7 @@ import atexit
 import sys
 
 from ringrt._algorithms import tree
+from ringrt._comm.auth import LinkSecurity
 from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
 from ringrt._env import env_float, resolve_job
@@ -42,9 +43,11 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
         timeout: seconds (or timedelta) for rendezvous and for each collective; when left at
             the default, ``RINGRT_TIMEOUT`` (set by ``ringrun --timeout``) wins.
         store: an already connected :class:`ringrt.Store` to rendezvous through.
-        encrypt: encrypt and authenticate all network traffic with CurveZMQ, keys derived
-            from ``RINGRT_TOKEN`` (default: ``RINGRT_ENCRYPT``, set by ``ringrun --encrypt``).
-            Every rank must agree.
+        encrypt: True: CurveZMQ (keys derived from the token) on every socket, the store
+            and loopback tcp included; False: token-authenticated but not encrypted; None
+            (default): ``RINGRT_ENCRYPT`` (``ringrun --encrypt`` sets 1), and when that is
+            unset, links to other hosts are encrypted and everything is authenticated.
+            Every rank must agree. See README "Security".
 
     Raises:
         ValueError: bad arguments, or the group is already initialised.
@@ -65,9 +68,10 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
     own_store = store is None
     if own_store:
         store = _connect_store(job, timeout, curve)
+    security = LinkSecurity(token=job.token, encrypt=job.encrypt, insecure=job.insecure_tcp)
     try:
         _world = ProcessGroup(store, job.rank, job.world_size, timeout,
-                              default_namespace(job.restart_count, _init_count), curve)
+                              default_namespace(job.restart_count, _init_count), security)
     except BaseException:
         if own_store:
             store.close()

@@ -2,13 +2,13 @@
 
 :class:`Mailbox` demultiplexes this rank's inbox: messages for the op being run are returned,
 messages for later ops (or other groups, or point-to-point) are stashed until asked for, and
-stale messages of ops that ended in an error are dropped. :class:`Exchange` is one op's view: ``send`` /
-``recv`` by group rank, with the op's header stamped on every message.
+stale messages of ops that ended in an error are dropped. :class:`Exchange` is one op's view:
+``send`` / ``recv`` by group rank, with the op's header stamped on every message.
 
 While an op waits it watches for, in order: a notice that another rank found a mismatch in
-this op, a lost peer (from the sentinel), and the op's deadline. Receiving a
-message whose header describes a different op than ours is a mismatch; it is raised here and
-announced to the rest of the group so that nobody hangs.
+this op, a lost peer (from the sentinel), and the op's deadline. Receiving a message whose
+header describes a different op than ours is a mismatch; it is raised here and announced to
+the rest of the group so that nobody hangs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Heartbeats: notice within seconds when a peer dies, is cut off, or fails.
 
-A daemon thread per rank owns a ``ROUTER`` socket (peers' heartbeats come in) and one
+A daemon thread per rank owns a ``ROUTER`` socket (peers' heartbeats come in; a second one
+on tcp when a peer runs on another host, secured like the data plane's tcp inbox) and one
 ``DEALER`` per peer (ours go out), separate from the data plane so heartbeats flow while a
 collective is busy. Every ``interval`` seconds it tells each peer "alive". A peer is *lost*
 when it
@@ -13,7 +14,7 @@ when it
   the grace lets its last in-flight data arrive first.
 
 The op thread reads :attr:`Sentinel.lost` while it waits; nothing here blocks a collective.
-Messages are msgpack ``[kind, rank, text]``.
+Messages are msgpack ``[kind, rank, text]``; anything else is dropped and counted.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ class Sentinel:
         self._departed: dict[int, float] = {}
         self._context = context
         self._endpoints = endpoints
-        self._router = context.socket(zmq.ROUTER)
-        self._router.setsockopt(zmq.LINGER, 0)
-        self.card = endpoints.bind(self._router, f"{rank}.h")
+        self._router = self._new_router()
+        self._routers = [self._router]
+        self.card = endpoints.bind_local(self._router, f"{rank}.h")
+        self.dropped = 0                      # malformed heartbeat messages
         self._dealers: dict[int, zmq.Socket] = {}
         self._last_heard: dict[int, float] = {}
         self._disconnected: dict[int, float] = {}
@@ -54,6 +56,21 @@ class Sentinel:
         self._outgoing: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _new_router(self) -> zmq.Socket:
+        router = self._context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        return router
+
+    def open_network(self) -> dict:
+        """Listen on tcp too (call before :meth:`start`); returns the card's tcp part."""
+        network = self._router if self.card.get("ipc") is None else self._new_router()
+        if network is not self._router:
+            self._routers.append(network)
+            self._poller.register(network, zmq.POLLIN)
+        tcp = self._endpoints.bind_network(network)
+        self.card = {**self.card, **tcp}
+        return tcp
 
     def start(self, cards: dict[int, dict]) -> None:
         """Connect to every peer's heartbeat socket and start the thread."""
@@ -98,7 +115,8 @@ class Sentinel:
             monitor.close(0)
         for dealer in self._dealers.values():
             dealer.close()
-        self._router.close(0)
+        for router in self._routers:
+            router.close(0)
 
     # -- the thread ---------------------------------------------------------------------
 
@@ -111,8 +129,9 @@ class Sentinel:
                 next_beat = now + self.interval
             self._send_announcements()
             ready = dict(self._poller.poll(int(min(self.interval, 0.1) * 1000)))
-            if self._router in ready:
-                self._drain()
+            for router in self._routers:
+                if router in ready:
+                    self._drain(router)
             for monitor, peer in self._monitors.items():
                 if monitor in ready:
                     self._note_disconnects(monitor, peer)
@@ -137,19 +156,22 @@ class Sentinel:
             self._broadcast(kind, text)
             sent.set()
 
-    def _drain(self) -> None:
+    def _drain(self, router: zmq.Socket) -> None:
         while True:
             try:
-                _identity, raw = self._router.recv_multipart(zmq.NOBLOCK)
+                _identity, raw = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             except (zmq.ZMQError, ValueError):
+                self.dropped += 1
                 continue
             try:
                 kind, peer, text = msgpack.unpackb(raw)
             except Exception:  # noqa: BLE001 - garbage from the network is dropped
+                self.dropped += 1
                 continue
-            if peer not in self._last_heard:
+            if type(peer) is not int or peer not in self._last_heard:
+                self.dropped += 1
                 continue
             self._last_heard[peer] = time.monotonic()
             if kind == FAILED:

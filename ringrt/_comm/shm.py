@@ -20,6 +20,10 @@ holds a control block and one staging slot:
 Segments are unlinked as soon as every peer has mapped them, so nothing is left in
 ``/dev/shm`` even if a rank is killed. Space is reserved with ``posix_fallocate`` up front:
 a full tmpfs makes the job fall back to sockets instead of crashing with SIGBUS later.
+
+Only this user can open a segment: it is created 0600 (and checked), a peer's segment is
+mapped only if this user owns it and nobody else may read it (issue 10), and segments left by
+our own ranks that died before unlinking them (``ringrt-PID-...``, PID gone) are removed.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ import ctypes
 import mmap
 import os
 import secrets
+import stat
 import struct
 import time
 
 import numpy as np
 
 from ringrt._comm import futex
+from ringrt._comm.stale import remove_stale
 from ringrt._env import env_flag, env_int
 
+SHM_DIR, SHM_PREFIX = "/dev/shm", "ringrt-"
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
 PUBLISHED_FIELDS = 8
@@ -66,9 +73,13 @@ class _Segment:
     """
 
     def __init__(self, path: str, size: int, create: bool):
-        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o600)
         try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
+                raise PermissionError(f"shared-memory segment {path} is not private to this "
+                                      f"user (owner {info.st_uid}, mode {info.st_mode & 0o777:o})")
             if create:
                 os.posix_fallocate(fd, 0, size)
             self.map = mmap.mmap(fd, size)
@@ -98,7 +109,7 @@ class HostArena:
         self.rank = rank
         self.world_size = world_size
         self.slot_bytes = max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
-        self.path = f"/dev/shm/ringrt-{secrets.token_hex(8)}-{rank}"
+        self.path = f"{SHM_DIR}/{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(8)}-{rank}"
         self.own = _Segment(self.path, CONTROL_BYTES + self.slot_bytes, create=True)
         self.segments: dict[int, _Segment] = {rank: self.own}
         self.released = 0                      # the last ticket this rank released
@@ -113,6 +124,7 @@ class HostArena:
             return None
         if os.environ.get("RINGRT_TRANSPORT", "auto").lower() == "tcp":
             return None
+        remove_stale(SHM_DIR, SHM_PREFIX)
         try:
             return cls(rank, world_size)
         except OSError:

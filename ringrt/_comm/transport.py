@@ -1,11 +1,14 @@
-"""This rank's data-plane sockets: one inbox every peer pushes to, one outbox per peer.
+"""This rank's data-plane sockets: inboxes every peer pushes to, one outbox per peer.
 
-Each rank binds one ``PULL`` socket (the inbox) on ``ipc://`` (a socket file under a short
-``/tmp`` directory) and on ``tcp://`` (the interface that routes to ``MASTER_ADDR``), and
-publishes both addresses through the store. A peer connects its ``PUSH`` socket to the ipc
-address when both run on the same host and to the tcp address otherwise. ZeroMQ keeps
-per-connection FIFO order, which the algorithms rely on: messages from one sender to one
-receiver arrive in the order they were sent.
+A rank listens only where a peer needs it (issue 10): on ``ipc://`` (a socket file in a
+directory only this user may enter) for peers on this host, and - only once the rendezvous
+shows a peer on another host, or with ``RINGRT_TRANSPORT=tcp`` - on ``tcp://`` (the
+interface that routes to ``MASTER_ADDR``) for the others. Each is its own ``PULL`` socket,
+because the mechanism is per socket: the ipc inbox needs none (the kernel checks who may
+connect), the tcp inbox admits only peers that prove the job token (``auth.py``). A peer
+connects its ``PUSH`` outbox to our ipc inbox when both run on the same host and to the tcp
+one otherwise; ZeroMQ keeps per-connection FIFO order, which the algorithms rely on:
+messages from one sender to one receiver arrive in the order they were sent.
 
 High-water marks are off: an op never sends more than its own payload, so memory is bounded
 by the op, and a blocked ``send`` could otherwise deadlock two ranks sending to each other.
@@ -17,12 +20,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 
 import zmq
 
-from ringrt import _curve
+from ringrt._comm.auth import Guard, LinkSecurity
+from ringrt._comm.stale import remove_stale
 from ringrt.errors import DistError
 
 
@@ -59,54 +64,78 @@ def route_address(master_addr: str) -> str:
         probe.close()
 
 
+IPC_PREFIX = "rr-"
+
+
 def make_ipc_dir() -> str:
-    """A private, short directory for this rank's socket files (AF_UNIX paths cap at 107 B)."""
+    """A private, short directory for this rank's socket files (AF_UNIX paths cap at 107 B).
+
+    ``rr-PID-XXXX``, mode 0700 and owned by this user (checked: a directory made by someone
+    else would let them in); directories left by our own ranks that died without cleaning up
+    are removed first.
+    """
     parent = os.environ.get("RINGRT_IPC_DIR") or "/tmp"
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix="rr-", dir=parent)
+    remove_stale(parent, IPC_PREFIX)
+    path = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-", dir=parent)
+    info = os.lstat(path)
+    if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:
+        raise DistError(f"the ipc directory {path} is not private (owner {info.st_uid}, mode "
+                        f"{stat.S_IMODE(info.st_mode):o}); set RINGRT_IPC_DIR to a directory "
+                        "of your own")
+    return path
 
 
 class Endpoints:
-    """Binds a socket on ipc and/or tcp and picks the right peer address to connect to."""
+    """Binds this rank's listening sockets and picks the right peer address to connect to."""
 
-    def __init__(self, bind_addr: str, ipc_dir: str, curve=None):
+    def __init__(self, bind_addr: str, ipc_dir: str, security: LinkSecurity, guard: Guard):
         self.bind_addr = bind_addr
         self.ipc_dir = ipc_dir
-        self.curve = curve                  # CurveKeys when the job is encrypted
+        self.security = security
+        self.guard = guard
         self.mode = os.environ.get("RINGRT_TRANSPORT", "auto").lower()
         if self.mode not in ("auto", "tcp", "ipc"):
             raise ValueError(f"RINGRT_TRANSPORT={self.mode!r}: use auto, tcp or ipc")
 
-    def bind(self, sock: zmq.Socket, name: str) -> dict:
-        """Bind ``sock`` and return its address card ``{"host", "ipc", "tcp"}``."""
-        card = {"host": host_identity(), "ipc": None, "tcp": None}
-        _curve.serve(sock, self.curve)
-        if self.mode in ("auto", "ipc"):
+    def bind_local(self, sock: zmq.Socket, name: str) -> dict:
+        """Bind ``sock`` on ipc (unless RINGRT_TRANSPORT=tcp); returns the local card part
+        ``{"host", "ipc"}``."""
+        card = {"host": host_identity(), "ipc": None}
+        if self.mode != "tcp":
             path = os.path.join(self.ipc_dir, name)
             sock.bind(f"ipc://{path}")
             card["ipc"] = f"ipc://{path}"
-        if self.mode in ("auto", "tcp"):
-            try:
-                sock.bind(f"tcp://{self.bind_addr}:0")
-            except zmq.ZMQError as exc:
-                raise DistError(
-                    f"cannot listen on {self.bind_addr} ({exc}); set RINGRT_BIND_ADDR to an "
-                    "address of this host that the other ranks can reach"
-                ) from exc
-            card["tcp"] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return card
+
+    def bind_network(self, sock: zmq.Socket) -> dict:
+        """Secure ``sock`` and bind it on tcp; returns ``{"tcp", "tcp_auth"}``."""
+        if self.mode == "ipc":
+            raise DistError("RINGRT_TRANSPORT=ipc, but some peers run on other hosts; unset it")
+        mechanism = self.security.mechanism(self.bind_addr)
+        self.security.serve(sock, mechanism)
+        self.guard.watch(sock)
+        try:
+            sock.bind(f"tcp://{self.bind_addr}:0")
+        except zmq.ZMQError as exc:
+            raise DistError(
+                f"cannot listen on {self.bind_addr} ({exc}); set RINGRT_BIND_ADDR to an "
+                "address of this host that the other ranks can reach"
+            ) from exc
+        return {"tcp": sock.getsockopt_string(zmq.LAST_ENDPOINT), "tcp_auth": mechanism}
 
     def connect(self, sock: zmq.Socket, card: dict) -> str:
         """Connect ``sock`` to the peer described by ``card``; returns the address used."""
         address = self.choose(card)
-        _curve.connect_as_client(sock, self.curve)
+        if address.startswith("tcp://"):
+            self.security.connect_as_client(sock, card["tcp_auth"])
         sock.connect(address)
         return address
 
     def choose(self, card: dict) -> str:
         """The address to use for a peer's card: ipc on the same host, tcp otherwise."""
         same_host = card.get("host") == host_identity()
-        if card.get("ipc") and (same_host or not card.get("tcp")) and self.mode != "tcp":
+        if card.get("ipc") and same_host and self.mode != "tcp":
             return card["ipc"]
         if not card.get("tcp"):
             raise DistError(f"peer on host {card.get('host')!r} offers no tcp address")
@@ -114,20 +143,40 @@ class Endpoints:
 
 
 class Transport:
-    """The inbox and outboxes of one rank. Sends are thread-safe; receives are not (one
-    thread at a time runs ops, see ``_work.Executor``)."""
+    """The inboxes and outboxes of one rank. Sends are thread-safe; receives are not (one
+    thread at a time runs ops, see ``work.Executor``)."""
 
     def __init__(self, context: zmq.Context, rank: int, endpoints: Endpoints):
         self.rank = rank
         self._context = context
         self._endpoints = endpoints
-        self.inbox = context.socket(zmq.PULL)
-        self.inbox.setsockopt(zmq.RCVHWM, 0)
-        self.inbox.setsockopt(zmq.LINGER, 0)
-        self.card = endpoints.bind(self.inbox, f"{rank}.d")
+        self.inbox = self._new_inbox()
+        self.card = endpoints.bind_local(self.inbox, f"{rank}.d")
+        self._inboxes = [self.inbox]
+        self._poller: zmq.Poller | None = None
         self._outboxes: dict[int, zmq.Socket] = {}
         self.routes: dict[int, str] = {}          # peer -> "ipc" | "tcp" (what connect chose)
         self._send_lock = threading.Lock()
+
+    def _new_inbox(self) -> zmq.Socket:
+        inbox = self._context.socket(zmq.PULL)
+        inbox.setsockopt(zmq.RCVHWM, 0)
+        inbox.setsockopt(zmq.LINGER, 0)
+        return inbox
+
+    def open_network(self) -> dict:
+        """Listen on tcp too (a peer runs on another host); returns the card's tcp part."""
+        if self.card.get("ipc") is None:
+            network = self.inbox                       # tcp only: the one inbox
+        else:
+            network = self._new_inbox()
+            self._inboxes.append(network)
+            self._poller = zmq.Poller()
+            for inbox in self._inboxes:
+                self._poller.register(inbox, zmq.POLLIN)
+        tcp = self._endpoints.bind_network(network)
+        self.card = {**self.card, **tcp}
+        return tcp
 
     def connect(self, cards: dict[int, dict]) -> None:
         """Open an outbox to every peer in ``cards`` (rank -> address card)."""
@@ -160,22 +209,37 @@ class Transport:
 
     def recv(self, timeout_ms: int | None):
         """Receive one message as ``(first_frame, payload_frame_or_None)``; None on timeout."""
-        inbox = self.inbox
         try:
-            if timeout_ms == 0 and not inbox.poll(0):      # a quick look: no exception built
-                return None
-            try:
-                first = inbox.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                if not inbox.poll(timeout_ms):
-                    return None
-                first = inbox.recv(zmq.NOBLOCK, copy=False)
-            payload = inbox.recv(copy=False) if first.more else None
-            while inbox.getsockopt(zmq.RCVMORE):      # never leave a stray part behind
-                inbox.recv(copy=False)
-            return first, payload
+            if self._poller is None:
+                return self._recv_one(self.inbox, timeout_ms)
+            message = self._recv_any()                  # ipc and tcp: whichever has one
+            if message is not None or timeout_ms == 0 or not self._poller.poll(timeout_ms):
+                return message
+            return self._recv_any()
         except zmq.ZMQError as exc:
             raise DistError(f"rank {self.rank}: receive failed: {exc}") from exc
+
+    def _recv_any(self):
+        for inbox in self._inboxes:
+            message = self._recv_one(inbox, 0)
+            if message is not None:
+                return message
+        return None
+
+    @staticmethod
+    def _recv_one(inbox: zmq.Socket, timeout_ms: int | None):
+        if timeout_ms == 0 and not inbox.poll(0):      # a quick look: no exception built
+            return None
+        try:
+            first = inbox.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            if not inbox.poll(timeout_ms):
+                return None
+            first = inbox.recv(zmq.NOBLOCK, copy=False)
+        payload = inbox.recv(copy=False) if first.more else None
+        while inbox.getsockopt(zmq.RCVMORE):      # never leave a stray part behind
+            inbox.recv(copy=False)
+        return first, payload
 
     def close(self, linger_ms: int) -> None:
         """Close every socket, giving queued messages ``linger_ms`` to leave."""
@@ -183,10 +247,10 @@ class Transport:
             out.setsockopt(zmq.LINGER, linger_ms)
             out.close()
         self._outboxes.clear()
-        self.inbox.close(0)
+        for inbox in self._inboxes:
+            inbox.close(0)
 
 
 def remove_ipc_dir(path: str) -> None:
     """Delete this rank's socket directory (called once every socket is closed)."""
     shutil.rmtree(path, ignore_errors=True)
-

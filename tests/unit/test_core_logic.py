@@ -9,7 +9,7 @@ from ringrt import _objects
 from ringrt._algorithms import choice, segments
 from ringrt._comm import wire
 from ringrt._deadline import Deadline, seconds
-from ringrt._env import _first_slurm_host, resolve_job
+from ringrt._env import _first_slurm_host, env_encrypt, job_token, resolve_job
 from ringrt._reduce_ops import ReduceOp, combiner, finish
 
 
@@ -20,6 +20,31 @@ def test_env_method_reads_ringrun_variables():
     assert (job.rank, job.world_size, job.master_addr, job.master_port, job.token) == \
         (2, 4, "h0", 1234, "t")
     assert (job.local_rank, job.restart_count, job.source) == (1, 3, "env")
+
+
+def test_without_ringrt_token_the_users_own_private_token_is_used(tmp_path):
+    env = {"RINGRT_TOKEN_FILE": str(tmp_path / "cfg" / "token")}
+    token = job_token(env)
+    path = tmp_path / "cfg" / "token"
+    assert len(token) == 64 and path.read_text() == token
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert job_token(env) == token                        # every rank of this user agrees
+    assert job_token(dict(env, RINGRT_TOKEN="explicit")) == "explicit"
+    assert job_token({"HOME": str(tmp_path / "home")}) == \
+        (tmp_path / "home" / ".config" / "ringrt" / "token").read_text()
+    assert job_token({}) == ""                            # no home: no token to share
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="not private"):
+        job_token(env)
+
+
+def test_encrypt_setting_is_tri_state():
+    assert env_encrypt({}) is None and env_encrypt({"RINGRT_ENCRYPT": "1"}) is True
+    assert env_encrypt({"RINGRT_ENCRYPT": "0"}) is False
+    with pytest.raises(ValueError, match="RINGRT_ENCRYPT"):
+        env_encrypt({"RINGRT_ENCRYPT": "maybe"})
+    assert resolve_job(None, 0, 1, env={}).encrypt is None
+    assert resolve_job(None, 0, 1, encrypt=False, env={"RINGRT_ENCRYPT": "1"}).encrypt is False
 
 
 def test_slurm_fallback_when_rank_is_absent():

@@ -1,0 +1,82 @@
+"""How ranks find each other through the store: address cards, a nonce, a gate, shared memory.
+
+Every rank publishes an *address card* under the job attempt's namespace and reads everyone
+else's. Cards are exchanged in up to two rounds so that a rank listens only where a peer
+needs it (issue 10): round one carries the host identity, the ipc addresses and the
+shared-memory segment; only if it shows ranks on more than one host (or the job forces
+``RINGRT_TRANSPORT=tcp``) does every rank bind its tcp sockets and publish them in round two.
+The last rank in opens the gate, after which rank 0 may drop the store.
+"""
+
+from __future__ import annotations
+
+import os
+
+import msgpack
+
+from ringrt._deadline import Deadline
+from ringrt.errors import TimeoutError
+
+NONCE_BYTES = 16
+
+
+def job_nonce(store, namespace: str) -> bytes:
+    """A random nonce every rank of this rendezvous agrees on (the first writer wins)."""
+    return store.compare_set(f"{namespace}/nonce", b"", os.urandom(NONCE_BYTES))
+
+
+def exchange_cards(store, prefix: str, rank: int, world_size: int, card: dict,
+                   deadline: Deadline) -> dict[int, dict]:
+    """Publish this rank's card under ``prefix`` and collect everyone's: rank -> card.
+
+    Raises:
+        TimeoutError: some rank never published (named in the error).
+        ValueError: ranks disagree about the world size.
+    """
+    store.set(f"{prefix}/{rank}", msgpack.packb({"world_size": world_size, **card}))
+    keys = [f"{prefix}/{r}" for r in range(world_size)]
+    try:
+        store.wait(keys, timeout=deadline.remaining())
+    except TimeoutError as exc:
+        missing = [r for r, key in enumerate(keys) if not store.check([key])]
+        raise TimeoutError(
+            "rendezvous", None, missing, deadline.timeout, rank,
+            hint=f"Ranks {missing} never joined the store at {store.host}:{store.port}; check "
+                 "that every rank was started with the same MASTER_ADDR/MASTER_PORT and "
+                 "WORLD_SIZE.",
+        ) from exc
+    cards = {r: msgpack.unpackb(store.get(keys[r], timeout=deadline.remaining()))
+             for r in range(world_size)}
+    sizes = {r: c["world_size"] for r, c in cards.items() if c["world_size"] != world_size}
+    if sizes:
+        raise ValueError(f"rank {rank} has WORLD_SIZE={world_size} but ranks {sorted(sizes)} "
+                         f"have {sorted(set(sizes.values()))}; start every rank with the same")
+    return cards
+
+
+def open_gate(store, namespace: str, world_size: int, deadline: Deadline) -> None:
+    """Wait until every rank has read every card (so rank 0 may drop the store afterwards)."""
+    if store.add(f"{namespace}/joined", 1) == world_size:
+        store.set(f"{namespace}/go", b"1")
+    store.get(f"{namespace}/go", timeout=deadline.remaining())
+
+
+def share_memory(arena, cards, store, namespace, rank, deadline):
+    """Map every peer's shared-memory segment if all ranks are on this host and all could
+    make one; every rank must agree, so the outcome goes through the store."""
+    hosts = {c["data"]["host"] for c in cards.values()}
+    usable = arena is not None and len(hosts) == 1 and all(c["shm"] for c in cards.values())
+    if usable:
+        try:
+            arena.attach({r: c["shm"] for r, c in cards.items()})
+        except OSError:
+            usable = False
+    store.set(f"{namespace}/shm/{rank}", b"1" if usable else b"0")
+    keys = [f"{namespace}/shm/{r}" for r in range(len(cards))]
+    store.wait(keys, timeout=deadline.remaining())
+    everyone = all(store.get(k, timeout=deadline.remaining()) == b"1" for k in keys)
+    if arena is not None:
+        arena.unlink()           # every peer mapped it (or will not): nothing left in /dev/shm
+        if not everyone:
+            arena.close()
+    return arena if everyone else None

@@ -1,0 +1,150 @@
+"""Tier 2 (sockets in one process): who may deliver to a rank's tcp inbox, and what the wire
+shows (issue 10).
+
+A TCP relay between two transports records every byte on the wire, so the tests can see
+whether a marker payload travels in the clear; each receiver runs its own Guard (the ZAP
+handler) in its own context, as a rank does.
+"""
+
+import dataclasses
+import shutil
+import socket
+import threading
+
+import pytest
+import zmq
+
+from ringrt._comm.auth import CURVE, NULL, PLAIN, Guard, LinkSecurity
+from ringrt._comm.transport import Endpoints, Transport
+from ringrt._curve import derive_keys
+from tests.world import short_tmpdir
+
+MARKER = b"PLAINTEXT-MARKER-" * 64
+JOB = LinkSecurity(token="job-token", nonce=b"n" * 16)
+
+
+class Relay:
+    """Forward one TCP connection to ``target`` and keep a copy of the client's bytes."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target, self.captured = target, bytearray()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        client, _ = self.listener.accept()
+        upstream = socket.create_connection(self.target)
+        threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+        self._pump(client, upstream, self.captured)
+
+    @staticmethod
+    def _pump(src, dst, record):
+        try:
+            while data := src.recv(65536):
+                if record is not None:
+                    record.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        self.listener.close()
+
+
+def _send_through_relay(server: LinkSecurity, client: LinkSecurity, client_mechanism=None,
+                        wait_ms: int = 3000):
+    """Send MARKER from a ``client`` transport to a ``server`` one through a relay; returns
+    (what arrived or None, the bytes on the wire, the receiver's guard counts, mechanism)."""
+    contexts = [zmq.Context(), zmq.Context()]
+    dirs = [short_tmpdir(), short_tmpdir()]
+    guards = [Guard(contexts[0], 0, server), Guard(contexts[1], 1, client)]
+    receiver = Transport(contexts[0], 0, Endpoints("127.0.0.1", dirs[0], server, guards[0]))
+    card = receiver.open_network()
+    host, port = card["tcp"].rsplit("/", 1)[1].rsplit(":", 1)
+    relay = Relay((host, int(port)))
+    sender = Transport(contexts[1], 1, Endpoints("127.0.0.1", dirs[1], client, guards[1]))
+    sender.connect({0: {"host": "elsewhere", "ipc": None, "tcp": f"tcp://127.0.0.1:{relay.port}",
+                        "tcp_auth": client_mechanism or card["tcp_auth"]}})
+    try:
+        sender.send(0, MARKER)
+        message = receiver.recv(wait_ms)
+        received = None if message is None else bytes(message[0].buffer)
+        return received, bytes(relay.captured), dict(guards[0].counts), card["tcp_auth"]
+    finally:
+        sender.close(0)
+        receiver.close(0)
+        relay.close()
+        for guard in guards:
+            guard.stop()
+        for context in contexts:
+            context.term()
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.timeout(30)
+def test_loopback_default_is_plain_with_a_token_checked_password():
+    received, wire, counts, mechanism = _send_through_relay(JOB, JOB)
+    assert mechanism == PLAIN and received == MARKER
+    assert MARKER[:32] in wire                        # authenticated, not encrypted
+    assert b"job-token" not in wire                   # the token itself never crosses
+    assert counts["authenticated"] == 1 and counts["zap_denied"] == 0
+
+
+@pytest.mark.timeout(30)
+def test_other_hosts_get_curve_by_default_and_encrypt_true_takes_it_everywhere():
+    assert JOB.mechanism("10.1.2.3") == CURVE and JOB.mechanism("127.0.0.1") == PLAIN
+    assert dataclasses.replace(JOB, encrypt=False).mechanism("10.1.2.3") == PLAIN
+    assert dataclasses.replace(JOB, insecure=True).mechanism("10.1.2.3") == NULL
+    secret = dataclasses.replace(JOB, encrypt=True)
+    received, wire, counts, mechanism = _send_through_relay(secret, secret)
+    assert mechanism == CURVE and received == MARKER
+    assert len(wire) > len(MARKER) and b"PLAINTEXT-MARKER" not in wire
+    assert counts["authenticated"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_insecure_mode_is_the_unauthenticated_baseline():
+    insecure = dataclasses.replace(JOB, insecure=True)
+    received, wire, counts, mechanism = _send_through_relay(insecure, insecure)
+    assert mechanism == NULL and received == MARKER and MARKER[:32] in wire
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("client, mechanism, refusal", [
+    (dataclasses.replace(JOB, token="another-token"), None, "zap_denied"),     # another job
+    (dataclasses.replace(JOB, nonce=b"o" * 16), None, "zap_denied"),           # earlier restart
+    (JOB, NULL, "accepted"),                                                   # no credentials
+    (JOB, CURVE, "accepted"),                                                  # wrong mechanism
+], ids=["other-token", "other-nonce", "null-client", "curve-client"])
+def test_a_client_without_this_rendezvous_credential_cannot_deliver(client, mechanism, refusal):
+    received, _, counts, _ = _send_through_relay(JOB, client, mechanism, wait_ms=1500)
+    assert received is None
+    # counted: a ZAP denial, or (a mechanism mismatch closes silently) a connection that was
+    # accepted and never authenticated
+    assert counts[refusal] >= 1 and counts["authenticated"] == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_curve_client_with_another_token_cannot_deliver():
+    secret = dataclasses.replace(JOB, encrypt=True)
+    other = dataclasses.replace(secret, token="another-token")
+    received, _, counts, _ = _send_through_relay(secret, other, wait_ms=1500)
+    assert received is None and counts["authenticated"] == 0
+    assert counts["accepted"] >= 1
+
+
+def test_keys_need_a_token():
+    with pytest.raises(ValueError, match="RINGRT_TOKEN"):
+        derive_keys("")
+    assert derive_keys("a") == derive_keys("a") != derive_keys("b")
+
+
+def test_plain_password_binds_the_token_and_the_nonce():
+    other_nonce = dataclasses.replace(JOB, nonce=b"x" * 16)
+    assert JOB.password() != other_nonce.password() != \
+        dataclasses.replace(JOB, token="t2").password()
+    assert JOB.admits(b"PLAIN", [b"ringrt", JOB.password()])
+    assert not JOB.admits(b"PLAIN", [b"ringrt", other_nonce.password()])
+    assert not JOB.admits(b"NULL", [])
