@@ -85,6 +85,7 @@ class _Connection:
         self._peer, self._token = peer, token
         self._ids = itertools.count(1)
         self._session = False          # authenticated on the current TCP connection
+        self._key: bytes | None = None  # that session's sealing key (see _protocol)
         self.max_frame_bytes = proto.DEFAULT_MAX_FRAME_BYTES
         self._context = zmq.Context(io_threads=1)
         self._socket = self._context.socket(zmq.DEALER)
@@ -137,12 +138,14 @@ class _Connection:
         Raises:
             AuthenticationError: the server's token differs from ours.
         """
+        self._key = None
         nonce = os.urandom(proto.NONCE_BYTES)
         server_nonce, server_proof, max_frame = self._hello(nonce, deadline)
         expected = proto.server_proof(self._token, nonce, server_nonce)
         genuine = proto.proofs_match(expected, server_proof)
         proof = proto.client_proof(self._token, server_nonce, nonce) if genuine else b""
-        status, reason = self._exchange("auth", [proof], deadline)
+        self._key = proto.session_key(self._token, nonce, server_nonce)   # seals from here on
+        status, reason = self._exchange("auth", [proof], deadline, sealed=False)
         if not genuine or status == proto.AUTH_FAILED:
             raise self._peer.auth_error()
         if status != proto.OK:
@@ -164,7 +167,8 @@ class _Connection:
     def _hello(self, nonce: bytes, deadline: Deadline) -> tuple[bytes, bytes, int]:
         while True:
             try:
-                status, payload = self._exchange("hello", [nonce, proto.PROTOCOL_VERSION], deadline)
+                status, payload = self._exchange("hello", [nonce, proto.PROTOCOL_VERSION],
+                                                 deadline, sealed=False)
                 break
             except _ConnectionLost:   # the hello went down with the connection; zmq reconnects
                 continue
@@ -176,9 +180,12 @@ class _Connection:
                              f"{self._peer.port} failed: {payload!r}")
         return payload[0], payload[1], payload[2]
 
-    def _exchange(self, op: str, args: list, deadline: Deadline) -> tuple[str, object]:
+    def _exchange(self, op: str, args: list, deadline: Deadline, sealed: bool = True
+                  ) -> tuple[str, object]:
         request_id = next(self._ids)
         frame = proto.encode(request_id, op, args)
+        if sealed:
+            frame = proto.seal(self._key, proto.TO_SERVER, frame)
         if len(frame) > self.max_frame_bytes:
             raise ValueError(
                 f"store.{op}: request of {len(frame)} bytes exceeds the store's frame limit of "
@@ -204,20 +211,30 @@ class _Connection:
                 self._session = False
                 raise _ConnectionLost
             if self._socket in ready:
-                reply_id, status, payload = self._receive()
-                if reply_id == request_id:
-                    return status, payload
-                continue   # the late reply to a request we already gave up on
+                reply = self._receive()
+                if reply is not None and reply[0] == request_id:
+                    return reply[1], reply[2]
+                continue   # a late reply to a request we gave up on, or not genuine
             if deadline.expired():
                 raise _NoReply
 
-    def _receive(self) -> tuple[int, str, object]:
+    def _receive(self) -> tuple[int, str, object] | None:
+        """The next reply; None for one that is not genuine (a sealed reply whose tag does
+        not verify, or a plain one other than a refusal or a handshake answer)."""
         frame = self._socket.recv(zmq.NOBLOCK)
+        sealed = proto.is_sealed(frame)
+        if sealed:
+            frame = proto.unseal(self._key, proto.TO_CLIENT, frame) if self._key else None
+            if frame is None:
+                return None
         try:
-            return proto.decode(frame)
+            reply = proto.decode(frame)
         except proto.MalformedFrame as exc:
             raise StoreError(f"bad reply{self._peer.who} from the store at {self._peer.host}:"
                              f"{self._peer.port}: {exc}") from None
+        if not sealed and self._session and reply[1] != proto.REFUSED:
+            return None      # in a session only a refusal may come unsealed
+        return reply
 
     def _drain_events(self) -> bool:
         """Reads pending monitor events; True when the connection closed since the last look."""

@@ -17,6 +17,17 @@ never crosses the wire and each side proves it holds it::
 
 Distinct role labels stop a proof from being reflected back to its sender; nonces have a fixed
 length, so the concatenations are unambiguous.
+
+After the handshake every frame of the session, both ways, is *sealed*: a ``0xc1`` byte
+(never the first byte of a msgpack value), a 16-byte tag, then the msgpack frame::
+
+    session_key = HMAC(token, b"ringrt-store/session" + client_nonce + server_nonce)
+    tag         = HMAC(session_key, direction + frame)[:16]     direction: b"c>s" or b"s>c"
+
+and the server accepts a session's request ids only in increasing order. So a man in the
+middle of an authenticated connection cannot inject, alter or replay a request or a reply,
+and a frame cannot be spliced into another connection (its key differs); a plain frame on an
+authenticated connection is refused (issue 10). Handshake frames stay plain.
 """
 
 from __future__ import annotations
@@ -52,6 +63,10 @@ HANDSHAKE_FAILED_EVENTS = (
 
 _SERVER_ROLE = b"ringrt-store/server"
 _CLIENT_ROLE = b"ringrt-store/client"
+_SESSION_ROLE = b"ringrt-store/session"
+SEALED = b"\xc1"             # msgpack never starts a value with 0xc1 ("never used")
+TAG_BYTES = 16
+TO_SERVER, TO_CLIENT = b"c>s", b"s>c"
 
 
 class MalformedFrame(ValueError):
@@ -95,6 +110,30 @@ def client_proof(token: str, server_nonce: bytes, client_nonce: bytes) -> bytes:
 
 def _proof(token: str, role: bytes, challenge: bytes, own_nonce: bytes) -> bytes:
     return hmac.new(token.encode(), role + challenge + own_nonce, hashlib.sha256).digest()
+
+
+def session_key(token: str, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """The key that seals one authenticated session's frames (both sides derive it)."""
+    return _proof(token, _SESSION_ROLE, client_nonce, server_nonce)
+
+
+def seal(key: bytes, direction: bytes, frame: bytes) -> bytes:
+    """``frame`` with its tag: only a holder of the session key can make it."""
+    tag = hmac.new(key, direction + frame, hashlib.sha256).digest()[:TAG_BYTES]
+    return SEALED + tag + frame
+
+
+def is_sealed(frame: bytes) -> bool:
+    return frame[:1] == SEALED
+
+
+def unseal(key: bytes, direction: bytes, sealed: bytes) -> bytes | None:
+    """The frame inside ``sealed``, or None if its tag does not verify (forged or altered)."""
+    if len(sealed) <= 1 + TAG_BYTES or not is_sealed(sealed):
+        return None
+    tag, frame = sealed[1:1 + TAG_BYTES], sealed[1 + TAG_BYTES:]
+    expected = hmac.new(key, direction + frame, hashlib.sha256).digest()[:TAG_BYTES]
+    return frame if hmac.compare_digest(tag, expected) else None
 
 
 def proofs_match(expected: bytes, got: Any) -> bool:

@@ -7,8 +7,10 @@ handshake and remembers authenticated ZMQ identities; :class:`_ConnectionLedger`
 owns the sockets and the loop. The wire format is in ``_protocol``.
 
 Nothing from the network can stop the loop: malformed frames are dropped and counted,
-requests from peers that have not authenticated are refused and counted, and libzmq closes
-connections whose frames exceed ``max_frame_bytes`` before buffering them.
+requests from peers that have not authenticated are refused and counted, frames of an
+authenticated session whose tag does not verify (forged, altered, spliced from another
+connection) or whose request id is not new (replayed) are dropped and counted, and libzmq
+closes connections whose frames exceed ``max_frame_bytes`` before buffering them.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ class StoreServer:
         self._gate = _Gatekeeper(token)
         self._ledger = _ConnectionLedger()
         self._counts = dict.fromkeys(
-            ("requests", "dropped_frames", "refused", "auth_failures", "dropped_replies",
-             "internal_errors"), 0)
+            ("requests", "dropped_frames", "refused", "auth_failures", "forged_frames",
+             "replayed_frames", "dropped_replies", "internal_errors"), 0)
         self._stopping = threading.Event()
         self._close_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -108,8 +110,10 @@ class StoreServer:
         ``incomplete_connections`` those closed after it but before sending a complete frame
         (a frame over ``max_frame_bytes``, which libzmq refuses unread, or a truncated one);
         ``dropped_frames`` counts frames that reached the server but were not a valid request;
-        ``refused`` counts requests from peers that had not authenticated; ``clients`` counts
-        successful authentications.
+        ``refused`` counts requests from peers that had not authenticated (or unsealed
+        requests on an authenticated connection); ``forged_frames`` sealed frames whose tag
+        did not verify; ``replayed_frames`` sealed frames with a request id already used;
+        ``clients`` counts successful authentications.
         """
         ledger = self._ledger
         return {
@@ -235,34 +239,72 @@ class StoreServer:
         outbox, self._table.outbox = self._table.outbox, []
         for identity, frame in outbox:
             try:
-                self._router.send_multipart([identity, frame], zmq.NOBLOCK)
+                self._router.send_multipart([identity, self._gate.seal(identity, frame)],
+                                            zmq.NOBLOCK)
             except zmq.Again:   # that client's queue is full: it is not reading
                 self._counts["dropped_replies"] += 1
 
     # --- requests ---
 
     def _on_frame(self, identity: bytes, frame: bytes) -> None:
+        sealed = proto.is_sealed(frame)
+        if sealed:
+            frame = self._unseal(identity, frame)
+            if frame is None:
+                return
         try:
             request_id, op, args = proto.decode(frame)
         except proto.MalformedFrame:
             self._counts["dropped_frames"] += 1
             return
+        session = self._gate.session(identity)
+        if sealed and request_id <= session.last_request:
+            self._counts["replayed_frames"] += 1
+            return
+        if sealed:
+            session.last_request = request_id
         try:
-            self._dispatch(identity, request_id, op, args)
+            self._dispatch(identity, request_id, op, args, sealed)
         except Exception:   # a bug must not kill the rendezvous for the whole job
             self._counts["internal_errors"] += 1
             _log.exception("store server: request %r failed", op)
             self._reply(identity, request_id, proto.ERROR, f"internal error serving {op!r}")
 
-    def _dispatch(self, identity: bytes, request_id: int, op: str, args) -> None:
+    def _unseal(self, identity: bytes, frame: bytes) -> bytes | None:
+        """The frame inside a sealed one, or None (counted) when it is not genuine."""
+        session = self._gate.session(identity)
+        if session is None:       # sealed without a session: the client must authenticate
+            self._refuse_unknown(identity, frame)
+            return None
+        inner = proto.unseal(session.key, proto.TO_SERVER, frame)
+        if inner is None:
+            self._counts["forged_frames"] += 1
+        return inner
+
+    def _refuse_unknown(self, identity: bytes, sealed: bytes) -> None:
+        """Tell a client whose session the server does not know (it was forgotten, or this
+        is a new connection) to authenticate again, for the request id it used; a frame
+        that only looks sealed is garbage."""
+        try:
+            request_id, _op, _args = proto.decode(sealed[1 + proto.TAG_BYTES:])
+        except proto.MalformedFrame:
+            self._counts["dropped_frames"] += 1
+            return
+        self._counts["refused"] += 1
+        self._reply(identity, request_id, proto.REFUSED, "authenticate first")
+
+    def _dispatch(self, identity: bytes, request_id: int, op: str, args, sealed: bool) -> None:
         if not proto.args_fit(op, args):
             self._counts["dropped_frames"] += 1
-            if self._gate.trusts(identity):   # say why; strangers get nothing back
+            if sealed:   # say why; strangers get nothing back
                 self._reply(identity, request_id, proto.ERROR, f"unknown op or bad args: {op!r}")
             return
         if op in ("hello", "auth"):
+            if sealed:
+                self._counts["dropped_frames"] += 1
+                return
             return self._handshake(identity, request_id, op, args)
-        if not self._gate.trusts(identity):
+        if not sealed:    # a stranger, or a plain frame injected into a session
             self._counts["refused"] += 1
             return self._reply(identity, request_id, proto.REFUSED, "authenticate first")
         self._counts["requests"] += 1

@@ -178,9 +178,90 @@ def test_proof_for_one_connection_does_not_authenticate_another(server):
         second.send(proto.encode(3, "auth", [proof]))   # ...even after its own hello
         assert proto.decode(_recv(second))[1] == proto.AUTH_FAILED
         first.send(proto.encode(2, "auth", [proof]))
-        assert proto.decode(_recv(first))[1] == proto.OK
-        first.send(proto.encode(3, "num_keys", []))
-        assert proto.decode(_recv(first)) == (3, proto.OK, 0)
+        key = proto.session_key(TOKEN, nonce, server_nonce)
+        assert proto.decode(_open(key, _recv(first)))[1] == proto.OK
+        first.send(proto.seal(key, proto.TO_SERVER, proto.encode(3, "num_keys", [])))
+        assert proto.decode(_open(key, _recv(first))) == (3, proto.OK, 0)
+
+
+# --- a man in the middle of an authenticated connection ----------------------------------
+
+
+def _open(key: bytes, sealed: bytes) -> bytes:
+    frame = proto.unseal(key, proto.TO_CLIENT, sealed)
+    assert frame is not None, "the server's reply is not sealed with the session key"
+    return frame
+
+
+def _authenticate(dealer: zmq.Socket) -> bytes:
+    """Run the handshake by hand on a raw DEALER; returns the session key."""
+    nonce = bytes(random.getrandbits(8) for _ in range(proto.NONCE_BYTES))
+    dealer.send(proto.encode(1, "hello", [nonce, proto.PROTOCOL_VERSION]))
+    server_nonce = proto.decode(_recv(dealer))[2][0]
+    dealer.send(proto.encode(2, "auth", [proto.client_proof(TOKEN, server_nonce, nonce)]))
+    key = proto.session_key(TOKEN, nonce, server_nonce)
+    assert proto.decode(_open(key, _recv(dealer)))[:2] == (2, proto.OK)
+    return key
+
+
+def _sealed(key: bytes, request_id: int, op: str, args: list) -> bytes:
+    return proto.seal(key, proto.TO_SERVER, proto.encode(request_id, op, args))
+
+
+def test_plain_request_injected_into_a_session_is_refused(server, store):
+    """What an on-path attacker could write into an authenticated TCP stream."""
+    before = server.stats()
+    with _dealer(server.port) as dealer:
+        key = _authenticate(dealer)
+        dealer.send(proto.encode(3, "set", ["injected", b"x"]))
+        assert proto.decode(_open(key, _recv(dealer))) == (3, proto.REFUSED,
+                                                          "authenticate first")
+        dealer.send(_sealed(key, 4, "num_keys", []))          # the session still works
+        assert proto.decode(_open(key, _recv(dealer)))[:2] == (4, proto.OK)
+    assert server.stats()["refused"] == before["refused"] + 1
+    assert not store.check(["injected"])
+
+
+def test_forged_altered_and_spliced_frames_are_dropped_and_counted(server, store):
+    before = server.stats()
+    with _dealer(server.port) as first, _dealer(server.port) as second:
+        key, other = _authenticate(first), _authenticate(second)
+        forged = _sealed(b"k" * 32, 3, "set", ["forged", b"x"])            # no session key
+        altered = bytearray(_sealed(key, 4, "set", ["altered", b"x"]))
+        altered[-1] ^= 1                                                 # one bit flipped
+        spliced = _sealed(other, 5, "set", ["spliced", b"x"])             # second's frame
+        for frame in (forged, bytes(altered), spliced):
+            first.send(frame)
+        first.send(_sealed(key, 6, "num_keys", []))          # answered: nothing else was
+        assert proto.decode(_open(key, _recv(first)))[0] == 6
+    assert server.stats()["forged_frames"] == before["forged_frames"] + 3
+    assert not store.check(["forged"]) and not store.check(["altered"])
+    assert not store.check(["spliced"])
+
+
+def test_replayed_request_is_dropped_and_counted(server, store):
+    before = server.stats()
+    with _dealer(server.port) as dealer:
+        key = _authenticate(dealer)
+        add = _sealed(key, 3, "add", ["replayed", 1])
+        dealer.send(add)
+        assert proto.decode(_open(key, _recv(dealer))) == (3, proto.OK, 1)
+        dealer.send(add)                                      # captured and sent again
+        dealer.send(_sealed(key, 2, "add", ["replayed", 1]))  # an older id
+        dealer.send(_sealed(key, 4, "num_keys", []))
+        assert proto.decode(_open(key, _recv(dealer)))[0] == 4
+    assert server.stats()["replayed_frames"] == before["replayed_frames"] + 2
+    assert store.add("replayed", 0) == 1
+
+
+def test_sealing_rejects_tampering_and_the_wrong_direction():
+    key = b"s" * 32
+    sealed = proto.seal(key, proto.TO_CLIENT, b"frame")
+    assert proto.unseal(key, proto.TO_CLIENT, sealed) == b"frame"
+    assert proto.unseal(key, proto.TO_SERVER, sealed) is None         # reflected back
+    assert proto.unseal(b"t" * 32, proto.TO_CLIENT, sealed) is None
+    assert proto.unseal(key, proto.TO_CLIENT, sealed[:-1] + b"g") is None
+    assert proto.unseal(key, proto.TO_CLIENT, sealed[:10]) is None
 
 
 # --- hostile bytes on a plain TCP connection --------------------------------------------
@@ -362,3 +443,47 @@ def test_a_store_error_is_raised_when_the_port_is_not_a_store():
     finally:
         thread.join(timeout=5)
         listener.close()
+
+
+def test_client_accepts_only_replies_sealed_with_its_session_key():
+    """A server that knows the token plays along, then answers a get three ways: an injected
+    plain reply and one sealed with another key are ignored; the genuine one is taken."""
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.rcvtimeo = 10_000
+    port = router.bind_to_random_port(f"tcp://{HOST}")
+    results: list = []
+
+    def client():
+        try:
+            with Store(HOST, port, TOKEN, timeout=8) as store:
+                results.append(store.get("k"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            results.append(exc)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        identity, hello = router.recv_multipart()
+        hello_id, _, (client_nonce, _) = proto.decode(hello)
+        server_nonce = b"s" * proto.NONCE_BYTES
+        proof = proto.server_proof(TOKEN, client_nonce, server_nonce)
+        router.send_multipart([identity, proto.encode(hello_id, proto.OK,
+                                                      [server_nonce, proof, 1 << 16])])
+        identity, auth = router.recv_multipart()
+        key = proto.session_key(TOKEN, client_nonce, server_nonce)
+        router.send_multipart([identity, proto.seal(key, proto.TO_CLIENT, proto.encode(
+            proto.decode(auth)[0], proto.OK, None))])
+        identity, sealed_get = router.recv_multipart()
+        get_id, op, args = proto.decode(proto.unseal(key, proto.TO_SERVER, sealed_get))
+        assert (op, args[0]) == ("get", "k")
+        for reply in (proto.encode(get_id, proto.OK, b"injected"),
+                      proto.seal(b"x" * 32, proto.TO_CLIENT,
+                                 proto.encode(get_id, proto.OK, b"forged")),
+                      proto.seal(key, proto.TO_CLIENT, proto.encode(get_id, proto.OK, b"real"))):
+            router.send_multipart([identity, reply])
+        thread.join(timeout=10)
+    finally:
+        router.close(linger=0)
+        context.term()
+    assert results == [b"real"]
