@@ -48,6 +48,7 @@ from ringrt.distributed import (
     init_process_group,
     is_initialized,
     new_group,
+    stats,
 )
 from ringrt.object_collectives import (
     all_gather_object,
@@ -62,7 +63,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "init_process_group", "is_initialized", "get_rank", "get_world_size", "new_group",
-    "destroy_process_group", "get_store", "ProcessGroup", "NonMember", "Store", "Work",
+    "destroy_process_group", "get_store", "stats", "ProcessGroup", "NonMember", "Store", "Work",
     "ReduceOp", "errors",
     "all_reduce", "broadcast", "reduce", "all_gather", "all_gather_into_tensor",
     "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter", "all_to_all",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 import zlib
 from typing import NamedTuple
 
@@ -24,6 +25,7 @@ import zmq
 
 from ringrt._comm import wire
 from ringrt._comm.auth import Guard, LinkSecurity
+from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
@@ -87,6 +89,7 @@ class _Comm:
         self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
+        self.counters = OpCounters()
         self.executor = Executor(f"ringrt-ops-{rank}")
         self.next_group_id = 1
         self.closed = False
@@ -108,6 +111,24 @@ class _Comm:
                 theirs["heart"].update(extra[peer]["heart"])
         open_gate(store, namespace, self.world_size, deadline)
         return cards
+
+    def stats(self) -> dict:
+        """This rank's counters (see ``ringrt.stats``)."""
+        guard = self.guard.counts
+        transport = {
+            "routes": dict(sorted(self.transport.routes.items())),
+            "tcp_mechanism": self.transport.card.get("tcp_auth"),    # None: no tcp socket
+            "dropped_frames": self.mailbox.dropped,
+            "dropped_heartbeats": self.sentinel.dropped,
+            "disconnects": self.sentinel.disconnects,
+            "connections_accepted": guard["accepted"],
+            "connections_authenticated": guard["authenticated"],
+            "connections_refused": self.guard.refused(),
+            "zap_denied": guard["zap_denied"],
+            "handshake_failed": guard["handshake_failed"],
+        }
+        return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
+                "shm": dict(self.arena.counts) if self.arena is not None else None}
 
     def close(self, linger_s: float, goodbye: bool = True) -> None:
         """Stop everything; queued messages get ``linger_s`` to leave."""
@@ -200,6 +221,7 @@ class ProcessGroup:
         if self.arena is not None:
             self.arena.publish(exchange.published)
         clean = False
+        start = time.perf_counter()
         try:
             result = body(exchange)
             exchange.finish()
@@ -209,6 +231,8 @@ class ProcessGroup:
             if exchange.shm is not None:
                 exchange.shm.release_if_unfinished()
             self.comm.mailbox.finished(self.group_id, seq, clean)
+            self.comm.counters.record(spec.name, _payload_bytes(spec),
+                                      time.perf_counter() - start, not clean)
 
     def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
         """Send a mismatch notice about op ``seq`` to every other member."""
@@ -291,6 +315,11 @@ class ProcessGroup:
     def close(self, linger_s: float = 5.0, goodbye: bool = True) -> None:
         """Destroy the world group (closes sockets; subgroups die with it)."""
         self.comm.close(linger_s, goodbye)
+
+
+def _payload_bytes(spec: OpSpec) -> int:
+    dtype = wire.CODE_DTYPES.get(spec.dtype_code)
+    return spec.count * dtype.itemsize if dtype is not None and spec.count > 0 else 0
 
 
 def _is_consequence(why: str) -> bool:

@@ -121,6 +121,38 @@ def get_world_size(group=None) -> int:
     return -1 if isinstance(group, NonMember) else group.size
 
 
+def stats() -> dict:
+    """This rank's counters, for monitoring and for seeing what ringrt did and refused.
+
+    Returns:
+        A JSON-ready dict::
+
+            {"rank": 0,
+             "ops": {"all_reduce": {"calls", "bytes", "seconds", "failed"}, ...},
+             "algorithms": {"all_reduce/shm": 12, "broadcast/binomial": 1, ...},
+             "transport": {"routes": {peer: "ipc" | "tcp"},
+                           "tcp_mechanism": "curve" | "plain" | "null" | None,
+                           "dropped_frames",          # malformed or stale data messages
+                           "dropped_heartbeats",      # malformed heartbeat messages
+                           "disconnects",             # peer connections that dropped
+                           "connections_accepted",    # on this rank's tcp sockets
+                           "connections_authenticated",
+                           "connections_refused",     # never proved the job token
+                           "zap_denied", "handshake_failed"},
+             "shm": {"waits", "sleeps", "missed_wakeups"} or None,
+             "store": the store server's counters when this rank hosts it, else None}
+
+        ``bytes`` counts each op's array payload as this rank passed it; ``seconds`` is the
+        time spent inside ops (an async op from when it starts running).
+
+    Raises:
+        NotInitializedError: no process group.
+    """
+    world = resolve(None, "stats")
+    server_stats = getattr(_store, "server_stats", None)      # a user's store may not have it
+    return {**world.comm.stats(), "store": server_stats() if server_stats else None}
+
+
 def get_store():
     """The rendezvous :class:`ringrt.Store` the default group was built with."""
     resolve(None, "get_store")

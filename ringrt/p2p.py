@@ -9,6 +9,8 @@ the collectives' sequence numbering, so they may interleave freely with collecti
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import zmq
 
@@ -51,6 +53,7 @@ def _waiter(pg, name: str, peers, deadline: Deadline, tag: int):
 
 
 def _send_now(pg, array: np.ndarray, dst: int, tag: int, copy: bool) -> list:
+    pg.comm.counters.record("send", array.nbytes, 0.0)
     flat = array.reshape(-1).view(np.uint8)
     dtype = wire.DTYPE_CODES[array.dtype]
     pieces = segments(0, flat.size, 1) or [(0, 0)]
@@ -140,7 +143,10 @@ def _prepare_recv(name, array, src, group, tag):
     def job():
         peers = set(pg.members) - {rank} if src is None else {src}
         check = _waiter(pg, name, peers, Deadline(pg.timeout), tag)
-        return _receive(pg, array, src, tag, check)
+        start = time.perf_counter()
+        sender = _receive(pg, array, src, tag, check)
+        pg.comm.counters.record("recv", array.nbytes, time.perf_counter() - start)
+        return sender
     return pg, job
 
 

@@ -185,6 +185,7 @@ def run_world(
     failure_grace: float = 15.0,
     ranks: list[int] | None = None,
     on_started=None,
+    token: str | None = None,
 ) -> World:
     """Run ``target`` ("module:function") on ``world_size`` fresh processes.
 
@@ -197,8 +198,9 @@ def run_world(
             exit by themselves (ringrt should make them raise) and then kill them.
         ranks: start only these ranks (e.g. to test a rank that never arrives).
         on_started: called with ``(store_server, procs)`` once the ranks are running.
+        token: the job's RINGRT_TOKEN (default: a fresh random one).
     """
-    token = secrets.token_hex(16)
+    token = token or secrets.token_hex(16)
     outdir = short_tmpdir("rrw-")
     ipc_dir = short_tmpdir("rri-")
     server = _store_server(token)

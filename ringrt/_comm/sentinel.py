@@ -47,6 +47,7 @@ class Sentinel:
         self._routers = [self._router]
         self.card = endpoints.bind_local(self._router, f"{rank}.h")
         self.dropped = 0                      # malformed heartbeat messages
+        self.disconnects = 0                  # peer connections that dropped (maybe came back)
         self._dealers: dict[int, zmq.Socket] = {}
         self._last_heard: dict[int, float] = {}
         self._disconnected: dict[int, float] = {}
@@ -185,6 +186,7 @@ class Sentinel:
                 monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:
                 return
+            self.disconnects += 1
             self._disconnected.setdefault(peer, time.monotonic())
 
     def _judge(self, now: float) -> None:

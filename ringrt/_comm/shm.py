@@ -115,6 +115,9 @@ class HostArena:
         self.released = 0                      # the last ticket this rank released
         self.last_half_op = -2                 # seq of the last completed half-slot op
         self.oversubscribed = world_size > (os.cpu_count() or 1)
+        # waits: waits that found a peer not there yet; sleeps: futex sleeps among them;
+        # missed_wakeups: sleeps that ran their whole slice although the peer had signalled
+        self.counts = {"waits": 0, "sleeps": 0, "missed_wakeups": 0}
 
     @classmethod
     def create(cls, rank: int, world_size: int):
@@ -227,6 +230,8 @@ class HostArena:
         pending = [p for p in peers if not done(segments[p])]
         if not pending:
             return
+        counts = self.counts
+        counts["waits"] += 1
         spin_until = time.perf_counter() + SPIN_SECONDS
         while pending:
             segment = segments[pending[0]]
@@ -238,9 +243,13 @@ class HostArena:
                     os.sched_yield()
                 continue
             word = segment.release if release else segment.word
+            counts["sleeps"] += 1
+            slept = time.perf_counter()
             futex.wait(getattr(segment, address), word.value, sleep)
             if not done(segment):
                 check(pending)
+            elif time.perf_counter() - slept >= sleep * 0.9:
+                counts["missed_wakeups"] += 1
 
 
 class ShmOp:

@@ -149,6 +149,10 @@ class Store:
         """The number of keys in the store."""
         return self._typed(self._call("num_keys", [], "store.num_keys()"), int, "num_keys")
 
+    def server_stats(self) -> dict | None:
+        """The hosted server's counters (``StoreServer.stats``) when ``is_master``, else None."""
+        return self._server.stats() if self._server is not None else None
+
     def close(self) -> None:
         """Closes the connections, and stops the hosted server when ``is_master``. Idempotent."""
         self._pool.close()

@@ -200,3 +200,25 @@ def all_gather_in_place(rank: int, world: int):
         results[f"n{count}"] = out
     dist.destroy_process_group()
     return results
+
+
+def stats_counts(rank: int, world: int):
+    """A known mix of ops, then ringrt.stats() (and an object that is no collective)."""
+    dist.init_process_group(timeout=30)
+    for _ in range(3):
+        dist.all_reduce(np.ones(1000, np.float32))
+    dist.broadcast(np.ones(10, np.int64), src=0)
+    sub = dist.new_group([0, 1])
+    if rank in (0, 1):
+        dist.all_reduce(np.ones(4, np.float64), group=sub)
+    if rank == 0:
+        dist.send(np.ones(5, np.int32), 1)
+    elif rank == 1:
+        dist.recv(np.empty(5, np.int32), 0)
+    try:
+        dist.all_reduce(np.ones((4, 4))[:, ::2])       # rejected: local, counted nowhere
+    except ValueError:
+        pass
+    stats = dist.stats()
+    dist.destroy_process_group()
+    return {"stats": stats}

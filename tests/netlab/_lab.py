@@ -138,14 +138,17 @@ class Lab:
 
     def ringrun_everywhere(self, script: Path, outdir: Path, nproc: int, args=(),
                            env: dict | None = None, timeout: float = 60.0,
-                           op_timeout: float = 30.0) -> list[HostJob]:
-        """One ``ringrun --nnodes N --node-rank K`` per host; node 0 hosts the store."""
+                           op_timeout: float = 30.0, hosts: list[str] | None = None
+                           ) -> list[HostJob]:
+        """One ``ringrun --nnodes N --node-rank K`` per host (every lab host, or ``hosts``);
+        the first hosts the store."""
         full_env = dict(os.environ, PYTHONPATH=str(REPO), RINGRT_TOKEN=TOKEN,
                         NETLAB_TEST_OUT=str(outdir), **(env or {}))
-        master = self.hosts[self.names[0]]
+        names = hosts or self.names
+        master = self.hosts[names[0]]
         jobs = []
-        for node, host in enumerate(self.names):
-            cmd = [sys.executable, "-m", "launcher", "--nnodes", str(len(self.names)),
+        for node, host in enumerate(names):
+            cmd = [sys.executable, "-m", "launcher", "--nnodes", str(len(names)),
                    "--node-rank", str(node), "--master-addr", master,
                    "--master-port", str(MASTER_PORT), "--timeout", f"{op_timeout:g}",
                    "-n", str(nproc), str(script), *args]

@@ -8,6 +8,7 @@ worker's pid to ``pid{R}`` (the test checks every one is gone at the end). Modes
   on the regenerated inputs of every rank. Records this rank's routes (ipc/tcp per peer).
 - ``workload``: a short fixed mix (small collectives of every kind + 1 MiB all_reduces),
   checked, and timed (slowest rank): for runs under loss or Wi-Fi shaping.
+- ``attacked``: tests/security's checked workload while a tokenless attacker attacks.
 - ``loop``: all_reduce until the group breaks; writes ``ready{R}`` after the first op so the
   test knows when to cut a host, then records the error (type, ranks, time) and re-raises it.
 """
@@ -135,6 +136,13 @@ def workload(args) -> None:
     dist.destroy_process_group()
 
 
+def attacked(args) -> None:
+    """tests/security's workload while a tokenless attacker on a fourth host attacks."""
+    from tests.security.workers import under_attack
+
+    write(f"rank{RANK}.json", under_attack(RANK, int(os.environ["WORLD_SIZE"]), str(OUT)))
+
+
 def loop(args) -> None:
     """all_reduce until a peer is lost; record the error, wait for this host's other ranks to
     record theirs (else ringrun stops them the moment this rank fails), then re-raise."""
@@ -168,13 +176,13 @@ def wait_for_local_ranks(deadline: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["check", "workload", "loop"])
+    parser.add_argument("mode", choices=["check", "workload", "loop", "attacked"])
     parser.add_argument("--op-timeout", type=float, default=30.0)
     parser.add_argument("--mib", type=int, default=20, help="workload: 1 MiB all_reduces")
     parser.add_argument("--elements", type=int, default=1 << 16, help="loop: float32 elements")
     args = parser.parse_args()
     write(f"pid{RANK}", str(os.getpid()))
-    {"check": check, "workload": workload, "loop": loop}[args.mode](args)
+    {"check": check, "workload": workload, "loop": loop, "attacked": attacked}[args.mode](args)
 
 
 if __name__ == "__main__":

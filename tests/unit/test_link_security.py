@@ -8,8 +8,6 @@ handler) in its own context, as a rank does.
 
 import dataclasses
 import shutil
-import socket
-import threading
 
 import pytest
 import zmq
@@ -17,39 +15,11 @@ import zmq
 from ringrt._comm.auth import CURVE, NULL, PLAIN, Guard, LinkSecurity
 from ringrt._comm.transport import Endpoints, Transport
 from ringrt._curve import derive_keys
+from tests.relay import Relay
 from tests.world import short_tmpdir
 
 MARKER = b"PLAINTEXT-MARKER-" * 64
 JOB = LinkSecurity(token="job-token", nonce=b"n" * 16)
-
-
-class Relay:
-    """Forward one TCP connection to ``target`` and keep a copy of the client's bytes."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target, self.captured = target, bytearray()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        client, _ = self.listener.accept()
-        upstream = socket.create_connection(self.target)
-        threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
-        self._pump(client, upstream, self.captured)
-
-    @staticmethod
-    def _pump(src, dst, record):
-        try:
-            while data := src.recv(65536):
-                if record is not None:
-                    record.extend(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-
-    def close(self):
-        self.listener.close()
 
 
 def _send_through_relay(server: LinkSecurity, client: LinkSecurity, client_mechanism=None,
