@@ -17,6 +17,7 @@ Needs root (netlab). Examples::
     .venv/bin/python -m benchmarks.cluster --profile gige --shape '--delay 0ms'   # no delay daemon
     .venv/bin/python -m benchmarks.cluster --prefix rtlab --reuse  # a lab already up, as shaped
     .venv/bin/python -m benchmarks.cluster --from-json benchmarks/results/cluster.json  # tables
+    .venv/bin/python -m benchmarks.cluster --profile gige --security-cost   # issue 10's costs
 
 Writes ``benchmarks/results/cluster.json`` (``--json``), which benchmarks/cost_model.py reads.
 """
@@ -218,22 +219,30 @@ def _ring_goodput(lab: Lab, port: int, messages: int) -> list[float]:
 
 def run_sweep(lab: Lab, sweep_args: list[str], env: dict[str, str], timeout: float) -> dict:
     """benchmarks._cluster_sweep on every host (1 rank each); returns rank 0's JSON."""
+    record, share = run_module(lab, "benchmarks._cluster_sweep", sweep_args, "--out", env,
+                               timeout)
+    record["delay_daemon_cpu"] = share
+    return record
+
+
+def run_module(lab: Lab, module: str, args: list[str], out_option: str, env: dict[str, str],
+               timeout: float) -> tuple[dict, float | None]:
+    """``ringrun -n 1 -m MODULE ARGS OUT_OPTION FILE`` on every host at once; returns the JSON
+    rank 0 wrote and the delay daemon's CPU share meanwhile."""
     with tempfile.TemporaryDirectory(prefix="rrc-") as tmp:
-        out = Path(tmp) / "sweep.json"
+        out = Path(tmp) / "out.json"
         master = lab.hosts[lab.names[0]]
         setting = [f"{k}={v}" for k, v in env.items()]
         commands = {host: ["env", f"RINGRT_TOKEN={TOKEN}", *setting, sys.executable, "-m",
                            "launcher", "--nnodes", str(len(lab.names)), "--node-rank", str(i),
                            "--master-addr", master, "--master-port", str(MASTER_PORT),
                            "--timeout", "300", "--quiet-ranks", "-n", "1", "-m",
-                           "benchmarks._cluster_sweep", *sweep_args, "--out", str(out)]
+                           module, *args, out_option, str(out)]
                     for i, host in enumerate(lab.names)}
         with CpuMeter(lab.delay_daemon_pid()) as daemon:
             outputs = run_everywhere(lab, commands, timeout)
         sys.stdout.write(outputs[lab.names[0]])
-        record = json.loads(out.read_text())
-    record["delay_daemon_cpu"] = daemon.share
-    return record
+        return json.loads(out.read_text()), daemon.share
 
 
 # -- the report -------------------------------------------------------------------------
@@ -360,8 +369,12 @@ def _share(value) -> str:
               type=click.Path(dir_okay=False), help="Where to write the results.")
 @click.option("--from-json", "saved", type=click.Path(exists=True, dir_okay=False),
               help="Only print the report of results saved earlier (no lab needed).")
+@click.option("--security-cost", "security", is_flag=True,
+              help="Instead of the sweep: benchmarks.security_cost (all_reduce with no "
+                   "authentication, PLAIN and CurveZMQ, interleaved) on each profile; writes "
+                   "benchmarks/results/security_cost_PROFILE.json.")
 def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, factor, budget,
-         table_min_bytes, link_messages, shape_extra, env_items, json_path, saved):
+         table_min_bytes, link_messages, shape_extra, env_items, json_path, saved, security):
     """Benchmark collectives across netlab hosts (see the module docstring)."""
     if saved:
         record = json.loads(Path(saved).read_text())
@@ -384,6 +397,10 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
             if profile is not None:
                 lab.shape(profile, tuple(shape_extra.split()))
                 profile += f" {shape_extra}" if shape_extra else ""
+            if security:
+                security_cost(lab, profile or "as-shaped", min_bytes, max_bytes, factor, budget,
+                              env)
+                continue
             click.echo(f"== {profile or 'as shaped'}: measuring the link", err=True)
             link = measure_link(lab, link_messages)
             click.echo(f"   {link}", err=True)
@@ -392,7 +409,21 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
             annotate(record, link)
             runs.append({"profile": profile or "as shaped", "link": link, **record})
             click.echo(report(profile or "as shaped", record, link, parse_size(table_min_bytes)))
-    save(json_path, runs, env)
+    if not security:
+        save(json_path, runs, env)
+
+
+def security_cost(lab: Lab, profile: str, min_bytes: str, max_bytes: str, factor: int,
+                  budget: float, env: dict) -> None:
+    """benchmarks.security_cost across the lab's hosts; its JSON goes to the results."""
+    click.echo(f"== {profile}: security cost", err=True)
+    args = ["-b", min_bytes.removesuffix("iB"), "-e", max_bytes.removesuffix("iB"), "-f",
+            str(factor), "--budget", str(budget), "--rounds", "5"]
+    record, share = run_module(lab, "benchmarks.security_cost", args, "--json", env, 3600)
+    record.update(profile=profile, hosts=len(lab.names), delay_daemon_cpu=share)
+    path = RESULTS.with_name(f"security_cost_{profile.split()[0]}.json")
+    path.write_text(json.dumps(record, indent=1))
+    click.echo(f"wrote {path}", err=True)
 
 
 def save(json_path: str, runs: list[dict], env: dict) -> None:
