@@ -89,8 +89,9 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
 @click.option("--cpu-bind", is_flag=True,
               help="Pin local rank i to the i-th (mod count) CPU this process may use.")
 @click.option("--encrypt", is_flag=True,
-              help="Encrypt and authenticate all network traffic (store, data, heartbeats) "
-                   "with CurveZMQ, keys derived from the job token (RINGRT_ENCRYPT=1).")
+              help="CurveZMQ on every socket, the store and loopback tcp included (keys "
+                   "derived from the job token; RINGRT_ENCRYPT=1). Without it, links to "
+                   "other hosts are already encrypted and every link is token-checked.")
 @click.version_option(package_name="ringrt", prog_name="ringrun")
 @click.argument("target", metavar="SCRIPT")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
