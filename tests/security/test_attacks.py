@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -107,21 +106,3 @@ def test_single_host_over_tcp_refuses_and_counts_every_attack():
     plain_tries = sum(sum(1 for a in made if "plain" in a) for made in report["attempts"].values())
     assert denied >= plain_tries
     assert dropped == 0                               # nothing reached a mailbox
-
-
-def test_ipc_directory_and_shared_memory_are_private(tmp_path, monkeypatch):
-    from ringrt._comm.shm import HostArena
-    from ringrt._comm.transport import make_ipc_dir
-
-    monkeypatch.setenv("RINGRT_IPC_DIR", str(tmp_path))
-    path = make_ipc_dir()
-    info = os.stat(path)
-    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.geteuid()
-    arena = HostArena(0, 2)
-    try:
-        info = os.stat(arena.path)
-        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
-        assert f"-{os.getpid()}-" in arena.path or f"ringrt-{os.getpid()}-" in arena.path
-    finally:
-        arena.close()
-    shutil.rmtree(path)
