@@ -86,6 +86,22 @@ def exclusive_prefix(prefix: str = PREFIX, wait: float = LOCK_WAIT):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def running_lab(nhosts: int, *options: str):
+    """A lab of ``nhosts`` hosts, held under the machine-wide lock and always torn down.
+
+    Raises:
+        LabUnavailable: netlab is missing or unusable here.
+    """
+    check_usable()
+    with exclusive_prefix():
+        lab = Lab.up(nhosts, *options)
+        try:
+            yield lab
+        finally:
+            lab.down()
+
+
 @dataclass
 class HostJob:
     """One command running on one lab host; output goes to ``log`` (a file, never a pipe:

@@ -15,25 +15,14 @@ import pytest
 
 pytest.register_assert_rewrite("tests.netlab._lab")     # its helpers assert for the tests
 
-from tests.netlab._lab import (  # noqa: E402
-    HOSTS,
-    Lab,
-    LabUnavailable,
-    check_usable,
-    exclusive_prefix,
-)
+from tests.netlab._lab import HOSTS, LabUnavailable, running_lab  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def lab():
     try:
-        check_usable()
-        with exclusive_prefix():
-            running = Lab.up(HOSTS, "--profile", "gige")
-            try:
-                yield running
-            finally:
-                running.down()
+        with running_lab(HOSTS, "--profile", "gige") as running:
+            yield running
     except LabUnavailable as exc:
         pytest.skip(str(exc))
 

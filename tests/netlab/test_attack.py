@@ -22,12 +22,10 @@ from tests.netlab._lab import (
     REPO,
     WORKER,
     WORLD,
-    Lab,
     LabUnavailable,
-    check_usable,
     ended_job_results,
-    exclusive_prefix,
     outputs,
+    running_lab,
     wait_jobs,
 )
 from tests.security.captures import make_captures
@@ -40,13 +38,8 @@ JOB_TIMEOUT = 80.0
 def lab4():
     """Three job hosts and one for the attacker, on netlab's gige profile."""
     try:
-        check_usable()
-        with exclusive_prefix():
-            running = Lab.up(HOSTS + 1, "--profile", "gige")
-            try:
-                yield running
-            finally:
-                running.down()
+        with running_lab(HOSTS + 1, "--profile", "gige") as running:
+            yield running
     except LabUnavailable as exc:
         pytest.skip(str(exc))
 

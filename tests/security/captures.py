@@ -10,49 +10,25 @@ fresh keys of both sides.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import zmq
 
 from ringrt._comm import wire
-from ringrt._comm.auth import Guard, LinkSecurity
-from ringrt._comm.transport import Endpoints, Transport
-from tests.relay import Relay
-from tests.world import short_tmpdir
+from ringrt._comm.auth import LinkSecurity
+from tests.relay import tapped_pair
 
 
 def _capture(security: LinkSecurity) -> bytes:
-    contexts = [zmq.Context(), zmq.Context()]
-    dirs = [short_tmpdir(), short_tmpdir()]
-    guards = [Guard(contexts[0], 0, security), Guard(contexts[1], 1, security)]
-    receiver = Transport(contexts[0], 0, Endpoints("127.0.0.1", dirs[0], security, guards[0]))
-    card = receiver.open_network()
-    host, port = card["tcp"].rsplit("/", 1)[1].rsplit(":", 1)
-    relay = Relay((host, int(port)))
-    sender = Transport(contexts[1], 1, Endpoints("127.0.0.1", dirs[1], security, guards[1]))
-    sender.connect({0: {"host": "elsewhere", "ipc": None, "tcp": f"tcp://127.0.0.1:{relay.port}",
-                        "tcp_auth": card["tcp_auth"]}})
     dtype = wire.DTYPE_CODES[np.dtype(np.float64)]
-    try:
+    with tapped_pair(security, security) as pair:
         for seq in range(16):
             header = wire.pack(wire.DATA, wire.OP_CODES["all_reduce"], dtype, 1, wire.INLINE, 0,
                                1, seq, 1, -1, 0)
-            sender.send(0, header + np.full(1, 666.0).tobytes())
+            pair.sender.send(0, header + np.full(1, 666.0).tobytes())
         for _ in range(16):
-            assert receiver.recv(3000) is not None, "the capture job did not deliver"
-        return bytes(relay.captured)
-    finally:
-        sender.close(0)
-        receiver.close(0)
-        relay.close()
-        for guard in guards:
-            guard.stop()
-        for context in contexts:
-            context.term()
-        for path in dirs:
-            shutil.rmtree(path, ignore_errors=True)
+            assert pair.receiver.recv(3000) is not None, "the capture job did not deliver"
+        return bytes(pair.relay.captured)
 
 
 def make_captures(job_token: str, out_dir: Path) -> list[str]:

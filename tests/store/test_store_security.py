@@ -89,24 +89,41 @@ def test_wrong_token_from_the_environment_is_refused(monkeypatch, server):
         Store(HOST, server.port, timeout=5)
 
 
+class _Impostor:
+    """A bare ROUTER playing the store server by hand, with a real Store client talking to it
+    on a thread: ``outcome`` gets ``client_call(store)``'s result or exception."""
+
+    def __init__(self, client_call, timeout: float = 5):
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.rcvtimeo = 10_000  # a client that never writes fails instead of hanging
+        port = self.router.bind_to_random_port(f"tcp://{HOST}")
+        self.outcome: list = []
+
+        def client():
+            try:
+                with Store(HOST, port, TOKEN, timeout=timeout) as store:
+                    self.outcome.append(client_call(store))
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                self.outcome.append(exc)
+
+        self.thread = threading.Thread(target=client)
+        self.thread.start()
+
+    def __enter__(self) -> zmq.Socket:
+        return self.router
+
+    def __exit__(self, *exc_info) -> None:
+        self.thread.join(timeout=10)
+        self.router.close(linger=0)
+        self.context.term()
+
+
 def test_client_proves_nothing_to_a_server_without_the_token():
     """An impostor server (wrong token) gets an empty proof, and never sees the token."""
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.rcvtimeo = 10_000   # a client that never writes fails the test instead of hanging it
-    port = router.bind_to_random_port(f"tcp://{HOST}")
     seen: list[bytes] = []
-    errors: list[BaseException] = []
-
-    def attempt():
-        try:
-            Store(HOST, port, TOKEN, timeout=5)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            errors.append(exc)
-
-    client = threading.Thread(target=attempt)
-    client.start()
-    try:
+    impostor = _Impostor(lambda store: None)
+    with impostor as router:
         identity, hello = router.recv_multipart()
         seen.append(hello)
         request_id, _, (client_nonce, _) = proto.decode(hello)
@@ -116,11 +133,8 @@ def test_client_proves_nothing_to_a_server_without_the_token():
         seen.append(auth)
         auth_id, op, args = proto.decode(auth)
         router.send_multipart([identity, proto.encode(auth_id, proto.OK, None)])
-        client.join(timeout=10)
-    finally:
-        router.close(linger=0)
-        context.term()
     assert op == "auth" and args == [b""]
+    errors = impostor.outcome
     assert len(errors) == 1 and isinstance(errors[0], AuthenticationError)
     assert not any(TOKEN.encode() in frame for frame in seen)
 
@@ -448,22 +462,8 @@ def test_a_store_error_is_raised_when_the_port_is_not_a_store():
 def test_client_accepts_only_replies_sealed_with_its_session_key():
     """A server that knows the token plays along, then answers a get three ways: an injected
     plain reply and one sealed with another key are ignored; the genuine one is taken."""
-    context = zmq.Context()
-    router = context.socket(zmq.ROUTER)
-    router.rcvtimeo = 10_000
-    port = router.bind_to_random_port(f"tcp://{HOST}")
-    results: list = []
-
-    def client():
-        try:
-            with Store(HOST, port, TOKEN, timeout=8) as store:
-                results.append(store.get("k"))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            results.append(exc)
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
+    impostor = _Impostor(lambda store: store.get("k"), timeout=8)
+    with impostor as router:
         identity, hello = router.recv_multipart()
         hello_id, _, (client_nonce, _) = proto.decode(hello)
         server_nonce = b"s" * proto.NONCE_BYTES
@@ -482,8 +482,4 @@ def test_client_accepts_only_replies_sealed_with_its_session_key():
                                  proto.encode(get_id, proto.OK, b"forged")),
                       proto.seal(key, proto.TO_CLIENT, proto.encode(get_id, proto.OK, b"real"))):
             router.send_multipart([identity, reply])
-        thread.join(timeout=10)
-    finally:
-        router.close(linger=0)
-        context.term()
-    assert results == [b"real"]
+    assert impostor.outcome == [b"real"]

@@ -7,16 +7,12 @@ handler) in its own context, as a rank does.
 """
 
 import dataclasses
-import shutil
 
 import pytest
-import zmq
 
-from ringrt._comm.auth import CURVE, NULL, PLAIN, Guard, LinkSecurity
-from ringrt._comm.transport import Endpoints, Transport
+from ringrt._comm.auth import CURVE, NULL, PLAIN, LinkSecurity
 from ringrt._curve import derive_keys
-from tests.relay import Relay
-from tests.world import short_tmpdir
+from tests.relay import tapped_pair
 
 MARKER = b"PLAINTEXT-MARKER-" * 64
 JOB = LinkSecurity(token="job-token", nonce=b"n" * 16)
@@ -26,31 +22,11 @@ def _send_through_relay(server: LinkSecurity, client: LinkSecurity, client_mecha
                         wait_ms: int = 3000):
     """Send MARKER from a ``client`` transport to a ``server`` one through a relay; returns
     (what arrived or None, the bytes on the wire, the receiver's guard counts, mechanism)."""
-    contexts = [zmq.Context(), zmq.Context()]
-    dirs = [short_tmpdir(), short_tmpdir()]
-    guards = [Guard(contexts[0], 0, server), Guard(contexts[1], 1, client)]
-    receiver = Transport(contexts[0], 0, Endpoints("127.0.0.1", dirs[0], server, guards[0]))
-    card = receiver.open_network()
-    host, port = card["tcp"].rsplit("/", 1)[1].rsplit(":", 1)
-    relay = Relay((host, int(port)))
-    sender = Transport(contexts[1], 1, Endpoints("127.0.0.1", dirs[1], client, guards[1]))
-    sender.connect({0: {"host": "elsewhere", "ipc": None, "tcp": f"tcp://127.0.0.1:{relay.port}",
-                        "tcp_auth": client_mechanism or card["tcp_auth"]}})
-    try:
-        sender.send(0, MARKER)
-        message = receiver.recv(wait_ms)
+    with tapped_pair(server, client, client_mechanism) as pair:
+        pair.sender.send(0, MARKER)
+        message = pair.receiver.recv(wait_ms)
         received = None if message is None else bytes(message[0].buffer)
-        return received, bytes(relay.captured), dict(guards[0].counts), card["tcp_auth"]
-    finally:
-        sender.close(0)
-        receiver.close(0)
-        relay.close()
-        for guard in guards:
-            guard.stop()
-        for context in contexts:
-            context.term()
-        for path in dirs:
-            shutil.rmtree(path, ignore_errors=True)
+        return received, bytes(pair.relay.captured), dict(pair.guard.counts), pair.mechanism
 
 
 @pytest.mark.timeout(30)
