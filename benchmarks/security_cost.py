@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 
 import click
 
@@ -56,6 +57,46 @@ def open_groups(timeout: float = 300.0) -> list[Secured]:
     rank, world = dist.get_rank(), dist.get_world_size()
     return [Secured(name, ProcessGroup(store, rank, world, timeout, f"security-{name}",
                                        settings[name])) for name in MECHANISMS]
+
+
+CPU_SIZES = (4, 4096)                # bytes: small ops, where a per-message cost would show
+CPU_OPS = 2000                       # ops per mechanism and round
+
+
+def cpu_per_op(groups: list[Secured], rounds: int) -> dict[str, dict[int, float]]:
+    """Microseconds of CPU (this process, every thread: zmq's I/O thread does the crypto) per
+    all_reduce, mechanisms interleaved in ``rounds``, the mean over ranks. Latency on a
+    loaded 2-core machine swings by tens of microseconds; CPU time per op does not."""
+    import numpy as np
+
+    used = {g.name: {n: 0.0 for n in CPU_SIZES} for g in groups}
+    for nbytes in CPU_SIZES:
+        array = np.zeros(nbytes // 4, np.float32)
+        for r in range(rounds):
+            for group in groups[r % len(groups):] + groups[:r % len(groups)]:
+                group.barrier()
+                start = time.process_time()
+                for _ in range(CPU_OPS):
+                    dist.all_reduce(array, group=group.group)
+                used[group.name][nbytes] += time.process_time() - start
+    world = dist.get_world_size()
+    for name, per_size in used.items():
+        for nbytes, seconds in per_size.items():
+            total = np.array([seconds], np.float64)
+            dist.all_reduce(total)
+            per_size[nbytes] = float(total[0]) / world / (rounds * CPU_OPS) * 1e6
+    return used
+
+
+def cpu_report(used: dict[str, dict[int, float]]) -> str:
+    lines = ["# CPU per all_reduce (us, process time of every thread, mean over ranks)",
+             f"# {'size':>6} {'none':>8} {'plain':>8} {'curve':>8} {'+plain':>8} {'+curve':>8}"]
+    for nbytes in CPU_SIZES:
+        row = {name: used[name][nbytes] for name in MECHANISMS}
+        lines.append(f"  {_table.format_size(nbytes):>6} {row['none']:8.1f} {row['plain']:8.1f} "
+                     f"{row['curve']:8.1f} {row['plain'] - row['none']:8.1f} "
+                     f"{row['curve'] - row['none']:8.1f}")
+    return "\n".join(lines)
 
 
 def report(records: list[dict], default: str) -> str:
@@ -97,14 +138,18 @@ def main(min_bytes, max_bytes, step_factor, budget, rounds, json_path):
                                step_factor):
         records += _measure.measure(groups, "all_reduce", nbytes, "float32", plan,
                                     "security", rounds)
+    used = cpu_per_op(groups, rounds)
     if dist.get_rank() == 0:
         click.echo(report(records, default))
+        click.echo(cpu_report(used))
         wrong = sum(r["wrong"] for r in records)
         click.echo(f"# #wrong total: {wrong}")
         if json_path:
             with open(json_path, "w") as f:
                 json.dump({"benchmark": "security_cost", "machine": _machine.describe(),
                            "world": dist.get_world_size(), "default": default,
+                           "cpu_us_per_op": {name: {str(n): us for n, us in sizes.items()}
+                                             for name, sizes in used.items()},
                            "results": records}, f, indent=1)
             click.echo(f"# wrote {json_path}")
     for group in groups:
