@@ -9,7 +9,9 @@ when it
   (its process exited or was killed: the kernel closes its sockets, so this is seen within
   ~``departure_grace``; a connection that drops and comes back is forgiven),
 - has not been heard from for ``timeout`` seconds (frozen, or its link is cut),
-- announced a failure (an unhandled exception; see ``announce_failure``), or
+- announced a failure (an unhandled exception; see ``announce_failure``),
+- refused our credentials when we connected (its tcp socket failed the handshake: the ranks
+  disagree about RINGRT_TOKEN or RINGRT_ENCRYPT), or
 - said goodbye (``destroy_process_group``) and ``departure_grace`` seconds have passed —
   the grace lets its last in-flight data arrive first.
 
@@ -25,10 +27,15 @@ import time
 
 import msgpack
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from ringrt._env import env_float
 
 HEARTBEAT, FAILED, GOODBYE = "hb", "failed", "bye"
+_REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+REFUSED_REASON = ("it refused this rank's credentials: every rank must have the same "
+                  "RINGRT_TOKEN and RINGRT_ENCRYPT")
 
 
 class Sentinel:
@@ -82,7 +89,7 @@ class Sentinel:
             dealer = self._context.socket(zmq.DEALER)
             dealer.setsockopt(zmq.SNDHWM, 64)
             dealer.setsockopt(zmq.LINGER, 1000)
-            monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED | _REFUSED)
             self._monitors[monitor] = peer
             self._poller.register(monitor, zmq.POLLIN)
             self._endpoints.connect(dealer, card)
@@ -135,7 +142,7 @@ class Sentinel:
                     self._drain(router)
             for monitor, peer in self._monitors.items():
                 if monitor in ready:
-                    self._note_disconnects(monitor, peer)
+                    self._note_events(monitor, peer)
             self._judge(time.monotonic())
 
     def _broadcast(self, kind: str, text: str) -> None:
@@ -180,12 +187,15 @@ class Sentinel:
             elif kind == GOODBYE:
                 self._departed.setdefault(peer, time.monotonic())
 
-    def _note_disconnects(self, monitor: zmq.Socket, peer: int) -> None:
+    def _note_events(self, monitor: zmq.Socket, peer: int) -> None:
         while True:
             try:
-                monitor.recv_multipart(zmq.NOBLOCK)
+                event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))["event"]
             except zmq.ZMQError:
                 return
+            if event & _REFUSED:       # the peer's tcp socket would not take our credentials
+                self.lost.setdefault(peer, REFUSED_REASON)
+                continue
             self.disconnects += 1
             self._disconnected.setdefault(peer, time.monotonic())
 

@@ -106,3 +106,13 @@ def test_single_host_over_tcp_refuses_and_counts_every_attack():
     plain_tries = sum(sum(1 for a in made if "plain" in a) for made in report["attempts"].values())
     assert denied >= plain_tries
     assert dropped == 0                               # nothing reached a mailbox
+
+
+@pytest.mark.timeout(60)
+def test_ranks_holding_different_tokens_fail_fast_saying_so():
+    world = run_world("tests.security.workers:mismatched_link_token", 2, timeout=40,
+                      env={"RINGRT_TRANSPORT": "tcp", "RINGRT_NO_SHM": "1"})
+    for result in world.ranks:
+        kind, message = result.values["outcome"]
+        assert kind == "PeerLostError" and "RINGRT_TOKEN" in message, (result.rank, message)
+        assert result.values["took"] < 10
