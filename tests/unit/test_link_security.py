@@ -13,6 +13,7 @@ import pytest
 from ringrt._comm.auth import CURVE, NULL, PLAIN, LinkSecurity
 from ringrt._curve import derive_keys
 from tests.relay import tapped_pair
+from tests.store._util import eventually
 
 MARKER = b"PLAINTEXT-MARKER-" * 64
 JOB = LinkSecurity(token="job-token", nonce=b"n" * 16)
@@ -26,7 +27,10 @@ def _send_through_relay(server: LinkSecurity, client: LinkSecurity, client_mecha
         pair.sender.send(0, MARKER)
         message = pair.receiver.recv(wait_ms)
         received = None if message is None else bytes(message[0].buffer)
-        return received, bytes(pair.relay.captured), dict(pair.guard.counts), pair.mechanism
+        counts = pair.guard.counts          # the Guard thread counts monitor events as they come
+        eventually(lambda: counts["accepted"] and (received is None or counts["authenticated"]),
+                   what="the guard to count the connection")
+        return received, bytes(pair.relay.captured), dict(counts), pair.mechanism
 
 
 @pytest.mark.timeout(30)
