@@ -6,12 +6,15 @@ import enum
 
 import numpy as np
 
+from ringrt._dtypes import BFLOAT16, narrow, widen
+
 
 class ReduceOp(enum.IntEnum):
     """How ``all_reduce``, ``reduce`` and ``reduce_scatter`` combine the ranks' arrays.
 
-    ``AVG`` is ``SUM`` divided by the group size, and is only defined for floating dtypes.
-    On ``bool`` arrays ``SUM``/``MAX`` are logical or, ``PRODUCT``/``MIN`` logical and.
+    ``AVG`` is ``SUM`` divided by the group size, and is only defined for floating dtypes
+    (complex and bfloat16 included). On ``bool`` arrays ``SUM``/``MAX`` are logical or,
+    ``PRODUCT``/``MIN`` logical and; ``MIN``/``MAX`` are not defined on complex numbers.
     """
 
     SUM = 1
@@ -42,7 +45,14 @@ def combiner(op: ReduceOp, dtype: np.dtype):
 
     All our ufuncs are commutative bit-for-bit (IEEE add/multiply/min/max), which is why two
     ranks computing ``a + b`` and ``b + a`` end with identical bits.
+
+    float16 and bfloat16 round every combination to their own precision (NumPy computes a
+    float16 ``a + b`` in float32 and rounds once; bfloat16 does the same here), which is what
+    c10's Half/BFloat16 arithmetic, and so gloo, does: a sum over n ranks is rounded n - 1
+    times, in the algorithm's order.
     """
+    if dtype == BFLOAT16:
+        return _bfloat16_combiner(_UFUNCS[op])
     ufunc = _BOOL_UFUNCS[op] if dtype == np.bool_ else _UFUNCS[op]
 
     def combine(into: np.ndarray, other: np.ndarray, out: np.ndarray | None = None) -> None:
@@ -51,7 +61,18 @@ def combiner(op: ReduceOp, dtype: np.dtype):
     return combine
 
 
+def _bfloat16_combiner(ufunc):
+    def combine(into: np.ndarray, other: np.ndarray, out: np.ndarray | None = None) -> None:
+        narrow(ufunc(widen(into), widen(other)), into if out is None else out)
+
+    return combine
+
+
 def finish(op: ReduceOp, array: np.ndarray, group_size: int) -> None:
     """Apply the final step of ``op`` (the division of AVG) in place."""
-    if op == ReduceOp.AVG and group_size > 1:
+    if op != ReduceOp.AVG or group_size <= 1:
+        return
+    if array.dtype == BFLOAT16:
+        narrow(widen(array) / np.float32(group_size), array)
+    else:
         np.divide(array, array.dtype.type(group_size), out=array)
