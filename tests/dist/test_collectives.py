@@ -107,6 +107,21 @@ def test_subgroup_of_ranks_1_and_3():
 
 
 @pytest.mark.timeout(60)
+def test_groups_formed_by_their_members_alone():
+    world = run_world("tests.dist.workers:member_groups", 4, timeout=45)
+    sums = {"odd": 2.0 + 4.0, "low": 1.0 + 2.0 + 3.0}
+    for rank in range(4):
+        got = {**world[rank].arrays, **world[rank].values}
+        assert got["ids_distinct"]
+        for name, members in (("odd", [1, 3]), ("low", [0, 1, 2])):
+            if rank in members:
+                np.testing.assert_array_equal(got[name], np.full(5, sums[name], np.float32))
+                assert got[name + "_id"][0] == world[members[0]].arrays[name + "_id"][0]
+            else:
+                assert name not in got
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_send_recv_tags_and_any_source(world_size):
     world = run_world("tests.dist.workers:point_to_point", world_size, timeout=45)
