@@ -15,6 +15,8 @@ class ReduceOp(enum.IntEnum):
     ``AVG`` is ``SUM`` divided by the group size, and is only defined for floating dtypes
     (complex and bfloat16 included). On ``bool`` arrays ``SUM``/``MAX`` are logical or,
     ``PRODUCT``/``MIN`` logical and; ``MIN``/``MAX`` are not defined on complex numbers.
+    ``BAND``, ``BOR`` and ``BXOR`` (bitwise and, or, xor, as in torch) take integer and bool
+    arrays only.
     """
 
     SUM = 1
@@ -22,6 +24,9 @@ class ReduceOp(enum.IntEnum):
     PRODUCT = 3
     MIN = 4
     MAX = 5
+    BAND = 6
+    BOR = 7
+    BXOR = 8
 
 
 _UFUNCS = {
@@ -30,12 +35,18 @@ _UFUNCS = {
     ReduceOp.PRODUCT: np.multiply,
     ReduceOp.MIN: np.minimum,
     ReduceOp.MAX: np.maximum,
+    ReduceOp.BAND: np.bitwise_and,
+    ReduceOp.BOR: np.bitwise_or,
+    ReduceOp.BXOR: np.bitwise_xor,
 }
 _BOOL_UFUNCS = {
     ReduceOp.SUM: np.logical_or,
     ReduceOp.MAX: np.logical_or,
     ReduceOp.PRODUCT: np.logical_and,
     ReduceOp.MIN: np.logical_and,
+    ReduceOp.BAND: np.logical_and,
+    ReduceOp.BOR: np.logical_or,
+    ReduceOp.BXOR: np.logical_xor,
 }
 
 

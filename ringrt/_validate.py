@@ -74,12 +74,16 @@ def root(op: str, value, members: list[int], rank: int, name: str) -> int:
 
 
 def reduce_op(op: str, value, dtype: np.dtype, rank: int) -> ReduceOp:
-    """Check the reduction operator: AVG on floating dtypes only, MIN/MAX not on complex."""
+    """Check the reduction operator: AVG on floating dtypes only, MIN/MAX not on complex,
+    the bitwise ones on integers and bools only."""
     try:
         chosen = ReduceOp(value)
     except ValueError:
         raise ValueError(f"{op}: op={value!r} is not a ReduceOp on rank {rank}; use "
-                         "ringrt.ReduceOp.SUM, AVG, PRODUCT, MIN or MAX") from None
+                         "ringrt.ReduceOp.SUM, AVG, PRODUCT, MIN, MAX, BAND, BOR or BXOR") from None
+    if chosen in _BITWISE and not (dtype == np.bool_ or np.issubdtype(dtype, np.integer)):
+        raise ValueError(f"{op}: ReduceOp.{chosen.name} needs an integer or bool dtype, got "
+                         f"{dtype_name(dtype)} on rank {rank}")
     if chosen == ReduceOp.AVG and not is_floating(dtype):
         raise ValueError(f"{op}: ReduceOp.AVG needs a floating dtype, got {dtype_name(dtype)} on rank {rank};"
                          " use SUM and divide, or cast to float")
@@ -88,6 +92,9 @@ def reduce_op(op: str, value, dtype: np.dtype, rank: int) -> ReduceOp:
                          f"(got {dtype} on rank {rank}); reduce the real and imaginary parts "
                          "or the magnitudes instead")
     return chosen
+
+
+_BITWISE = (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR)
 
 
 def leading_dim(op: str, big: np.ndarray, small: np.ndarray, world: int, rank: int,

@@ -91,3 +91,17 @@ def test_avg_is_accepted_on_bfloat16_and_complex_refused_on_ints():
     assert _validate.reduce_op("all_reduce", ReduceOp.AVG, np.dtype(np.complex64), 0)
     with pytest.raises(ValueError, match="floating dtype"):
         _validate.reduce_op("all_reduce", ReduceOp.AVG, np.dtype(np.int32), 0)
+
+
+def test_bitwise_ops_on_integers_and_bools_only():
+    a = np.array([0b1100, 0b1010], np.int32)
+    for op, want in ((ReduceOp.BAND, [0b1000, 0b0010]), (ReduceOp.BOR, [0b1110, 0b1011]),
+                     (ReduceOp.BXOR, [0b0110, 0b1001])):
+        out = np.empty(2, np.int32)
+        combiner(op, a.dtype)(a, np.array([0b1010, 0b0011], np.int32), out)
+        assert out.tolist() == want
+    flags = np.array([True, False, True])
+    combiner(ReduceOp.BXOR, flags.dtype)(flags, np.array([True, True, False]))
+    assert flags.tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="integer or bool"):
+        _validate.reduce_op("all_reduce", ReduceOp.BOR, np.dtype(np.float32), 1)
