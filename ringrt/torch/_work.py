@@ -32,11 +32,11 @@ class RingrtWork(dist.Work):
     returns the ``torch.futures.Future`` that completes at the same moment.
     """
 
-    def __init__(self, future: Future, ringrt_works=(), source_rank: list | None = None):
+    def __init__(self, future: Future, ringrt_works=(), sender: list | None = None):
         super().__init__()
         self._future = future
         self._ringrt_works = list(ringrt_works)
-        self._sender = source_rank              # [group rank], filled in by recv
+        self._sender = sender                   # [group rank], filled in by recv
 
     def wait(self, timeout=None) -> bool:
         limit = seconds(timeout) or None            # torch passes timedelta(0) for "none"
@@ -78,14 +78,14 @@ class RingrtWork(dist.Work):
         return self._sender[0]
 
 
-def completed(value, source_rank: list | None = None) -> RingrtWork:
+def completed(value, sender: list | None = None) -> RingrtWork:
     """The Work of an op that already ran (inline)."""
     future = Future()
     future.set_result(value)
-    return RingrtWork(future, (), source_rank)
+    return RingrtWork(future, (), sender)
 
 
-def pending(ringrt_works, value, after=None, source_rank: list | None = None) -> RingrtWork:
+def pending(ringrt_works, value, after=None, sender: list | None = None) -> RingrtWork:
     """The Work of ops queued on ringrt's executor: its future completes when the last of
     ``ringrt_works`` is done, after ``after()`` (copying staged outputs back, ...), with
     ``value``, or with the first error."""
@@ -105,7 +105,7 @@ def pending(ringrt_works, value, after=None, source_rank: list | None = None) ->
         work.add_done_callback(on_done)
     if not works:
         _complete(future, works, value, after)
-    return RingrtWork(future, works, source_rank)
+    return RingrtWork(future, works, sender)
 
 
 def _complete(future: Future, works, value, after) -> None:
