@@ -60,10 +60,25 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         self._me = ringrt_group.comm.rank                # global rank, quoted in errors
         self._on_shutdown = on_shutdown
         self._coalescing: list[RingrtWork] | None = None
+        self._group_name = self._group_desc = ""
         self._async = env_choice("RINGRT_TORCH_ASYNC", ("thread", "inline"), "thread")
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
+
+    # torch keeps a group's name and description in its C++ backends, which a Python
+    # group has none of; these overrides (C++ names) keep them here (DeviceMesh reads them)
+    def setGroupName(self, name: str) -> None:
+        self._group_name = name
+
+    def getGroupName(self) -> str:
+        return self._group_name
+
+    def setGroupDesc(self, description: str) -> None:
+        self._group_desc = description
+
+    def getGroupDesc(self) -> str:
+        return self._group_desc
 
     def __repr__(self) -> str:
         return f"ProcessGroupRingrt(rank={self.rank()}, size={self.size()}, " \

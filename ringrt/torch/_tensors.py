@@ -78,18 +78,32 @@ def memory_order(tensor: torch.Tensor) -> list[int] | None:
 
 
 def flat(tensor: torch.Tensor) -> np.ndarray:
-    """A 1-D NumPy view of a checked tensor's memory, in memory order (no copy)."""
-    tensor = tensor.detach()
-    if not tensor.is_contiguous():
-        tensor = tensor.permute(memory_order(tensor))
-    if tensor.dtype == torch.bfloat16:
-        array = tensor.view(torch.int16).numpy().view(BFLOAT16)
-    else:
-        array = tensor.numpy()
-    if not array.flags.c_contiguous:         # reshape would copy: the op would miss the tensor
-        raise ValueError(f"cannot view a tensor of shape {tuple(tensor.shape)} and strides "
-                         f"{tensor.stride()} without a copy; pass tensor.contiguous()")
-    return array.reshape(-1)
+    """A 1-D NumPy view of a checked (dense) tensor's memory, in memory order (no copy).
+
+    A dense tensor's elements fill ``numel`` consecutive slots from its data pointer (torch
+    strides are never negative), whatever the order of its dimensions.
+    """
+    array = np.asarray(_Memory(tensor))
+    return array.view(BFLOAT16) if tensor.dtype == torch.bfloat16 else array
+
+
+class _Memory:
+    """A tensor's memory as NumPy's ``__array_interface__``; the array keeps it (and so the
+    tensor) alive. Unlike ``tensor.numpy()``, this leaves the storage resizable: torch marks a
+    storage non-resizable for good once ``.numpy()`` viewed it, and FSDP frees its unsharded
+    parameters by resizing their storage to 0."""
+
+    __slots__ = ("__array_interface__", "tensor")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self.__array_interface__ = {
+            "data": (tensor.data_ptr(), False), "shape": (tensor.numel(),),
+            "typestr": _TYPESTR[tensor.dtype], "version": 3}
+
+
+_TYPESTR = {t: (np.dtype(np.uint16) if d == BFLOAT16 else d).str
+            for t, d in NUMPY_DTYPES.items()}
 
 
 class Staging:

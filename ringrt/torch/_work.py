@@ -9,6 +9,12 @@ more ops -- with the op's tensors as its value, or with ringrt's own exception
 (``PeerLostError``, ``CollectiveMismatchError``, ``TimeoutError``): ``work.wait()``,
 ``fut.wait()`` and ``loss.backward()`` raise it.
 
+A callback may also *wait* for an op it started (PowerSGD's hook waits on an all_reduce's
+future inside its ``then`` callback); on ringrt's thread that op can only run if the waiter
+runs it, so the futures here are :class:`RingrtFuture`, whose ``wait()`` runs ringrt's queue
+on that thread up to its ops (as ``ringrt.Work.wait`` does), and so do the futures its
+``then`` returns.
+
 Why a Python ``Work`` and not ``torch._C._distributed_c10d._create_work_from_future``: the
 Work that makes ignores the future's error (its ``wait()`` returns True and its
 ``get_future()`` yields the exception as a value; torch 2.13), so a failed op would look
@@ -23,6 +29,42 @@ import torch.distributed as dist
 from torch.futures import Future
 
 from ringrt._deadline import seconds
+
+
+class RingrtFuture(Future):
+    """A ``torch.futures.Future`` of ringrt ops that may be waited on from ringrt's own
+    executor thread (in a callback): ``wait()`` runs the queued ops there first."""
+
+    def __init__(self, ringrt_works=()):
+        super().__init__()
+        self._ringrt_works = list(ringrt_works)
+
+    def wait(self):
+        _run_until_done(self._ringrt_works)
+        return super().wait()
+
+    def then(self, callback) -> RingrtFuture:
+        chained = super().then(callback)
+        mirror = RingrtFuture(self._ringrt_works)
+        chained.add_done_callback(lambda done: _copy_outcome(done, mirror))
+        return mirror
+
+
+def _run_until_done(ringrt_works) -> None:
+    for work in ringrt_works:                   # on ringrt's own thread too (callbacks)
+        try:
+            work.wait()
+        except Exception:  # noqa: BLE001 - the future carries the error
+            pass
+
+
+def _copy_outcome(source: Future, target: Future) -> None:
+    try:
+        value = source.value()
+    except Exception as exc:  # noqa: BLE001 - handed on
+        target.set_exception(exc)
+        return
+    target.set_result(value)
 
 
 class RingrtWork(dist.Work):
@@ -80,7 +122,7 @@ class RingrtWork(dist.Work):
 
 def completed(value, sender: list | None = None) -> RingrtWork:
     """The Work of an op that already ran (inline)."""
-    future = Future()
+    future = RingrtFuture()
     future.set_result(value)
     return RingrtWork(future, (), sender)
 
@@ -89,8 +131,8 @@ def pending(ringrt_works, value, after=None, sender: list | None = None) -> Ring
     """The Work of ops queued on ringrt's executor: its future completes when the last of
     ``ringrt_works`` is done, after ``after()`` (copying staged outputs back, ...), with
     ``value``, or with the first error."""
-    future = Future()
     works = list(ringrt_works)
+    future = RingrtFuture(works)
     outstanding = [len(works)]
     guard = threading.Lock()
 
