@@ -5,12 +5,11 @@ called. A blocking op runs inline on the caller's thread when nothing is queued 
 hand-off on the latency-critical path); otherwise it queues behind the async ops and waits.
 Only the thread holding the executor's lock touches the inbox.
 
-A finished op's :class:`Work` is completed, and its done-callbacks run, on the executor thread
-*after* the lock is released and the op left the queue: a callback may start more ops (torch
-futures run their ``then`` callbacks where the result is set, and DDP comm hooks chain
-collectives that way). A callback that blocks on an op queued behind it -- a blocking
-collective, or ``Work.wait`` -- gets the queue run on its own thread, in call order, instead of
-waiting for itself.
+A finished op's :class:`Work` is completed, and its done-callbacks run, on the thread that ran
+it *after* the lock is released and the op left the queue: a callback may start more ops, and
+even block on them (torch futures run their ``then`` callbacks where the result is set; DDP
+comm hooks such as PowerSGD chain collectives that way and wait on them), because another
+thread then runs the queue, still one op at a time and in call order (:class:`Executor`).
 """
 
 from __future__ import annotations
@@ -24,12 +23,11 @@ from ringrt._deadline import Deadline, seconds
 class Work:
     """Handle of an op started with ``async_op=True`` (like ``torch.distributed.Work``)."""
 
-    def __init__(self, description: str, executor: Executor | None = None):
+    def __init__(self, description: str):
         self.description = description
         self._done = threading.Event()
         self._exception: BaseException | None = None
         self._result = None
-        self._executor = executor
         self._callbacks: list | None = []
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -47,8 +45,6 @@ class Work:
             DistError, ValueError, ...: whatever the op raised.
         """
         limit = seconds(timeout)
-        if self._executor is not None and not self._done.is_set():
-            self._executor.run_queue_if_on_its_thread(self)
         if not self._done.wait(limit):
             from ringrt.errors import TimeoutError
 
@@ -110,20 +106,30 @@ def _call(callback, work: Work) -> None:
 
 
 class Executor:
-    """Runs jobs (zero-argument callables) one at a time, in submission order."""
+    """Runs jobs (zero-argument callables) one at a time, in submission order.
+
+    Jobs run on loop threads, one job at a time (the lock). A thread that finished a job
+    completes its Work -- runs its done-callbacks -- after dequeuing it and releasing the
+    lock; if more jobs are queued and no other thread is free to run them meanwhile, it first
+    starts one. So a callback that blocks (on a later op, a ``Work.wait``, a torch future) never
+    stalls the queue it waits on: some thread keeps running it, in order. Usually one thread
+    runs everything; a second appears while callbacks run, and extra ones retire once idle.
+    """
+
+    MAX_THREADS = 32          # bounds a runaway of callbacks each blocking on the next op
 
     def __init__(self, name: str):
         self._name = name
         self._lock = threading.Lock()          # held while a job runs
         self._queue: collections.deque = collections.deque()
-        self._wakeup = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._wakeup = threading.Condition()   # guards the queue and the thread counts below
+        self._threads: list[threading.Thread] = []
+        self._idle = 0                         # threads waiting for a job
+        self._running = 0                      # threads taking or running a job
         self._closed = False
 
     def run(self, job, description: str):
         """Run ``job`` now on this thread if nothing is queued, else after the queue."""
-        if self._queue and threading.current_thread() is self._thread:
-            self._run_queue_until(None)          # a done-callback blocking on a new op
         if not self._queue:
             with self._lock:
                 if not self._queue:
@@ -132,26 +138,14 @@ class Executor:
         work.wait()
         return work._result
 
-    def run_queue_if_on_its_thread(self, work: Work) -> None:
-        """Called by ``work.wait()``: on the executor thread itself (in a done-callback),
-        run the queue up to ``work`` here rather than wait for this thread to do it."""
-        if threading.current_thread() is self._thread:
-            self._run_queue_until(work)
-
-    def _run_queue_until(self, work: Work | None) -> None:
-        while self._queue and (work is None or not work.is_completed()):
-            self._run_next()
-
     def submit(self, job, description: str) -> Work:
-        """Queue ``job`` for the executor thread; returns its :class:`Work`."""
-        work = Work(description, self)
+        """Queue ``job`` for the loop threads; returns its :class:`Work`."""
+        work = Work(description)
         with self._wakeup:
             if self._closed:
                 raise RuntimeError("the process group was destroyed")
             self._queue.append((job, work))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            self._ensure_a_runner()
             self._wakeup.notify()
         return work
 
@@ -167,27 +161,61 @@ class Executor:
             return True
 
     def close(self) -> None:
-        """Stop the thread once the queue is empty (bounded)."""
+        """Stop the threads once the queue is empty (bounded)."""
         with self._wakeup:
             self._closed = True
             self._wakeup.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+    def _ensure_a_runner(self) -> None:
+        """With the condition held and jobs queued: start a thread unless one is idle or
+        already on its way to the next job."""
+        if self._idle or self._running or len(self._threads) >= self.MAX_THREADS:
+            return
+        thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}",
+                                  daemon=True)
+        self._threads.append(thread)
+        self._running += 1                     # counted before it starts: no double start
+        thread.start()
 
     def _loop(self) -> None:
+        me = threading.current_thread()
         while True:
+            finished = self._run_next()
             with self._wakeup:
-                while not self._queue and not self._closed:
-                    self._wakeup.wait()
-                if not self._queue:
+                self._running -= 1
+                if self._queue:
+                    self._ensure_a_runner()     # someone runs the queue while we run callbacks
+            if finished is not None:
+                finished()
+            with self._wakeup:
+                if not self._wait_for_a_job():
+                    self._threads.remove(me)
                     return
-            self._run_next()
+                self._running += 1
 
-    def _run_next(self) -> None:
-        """Run the job at the head of the queue, dequeue it, then complete its Work with the
-        lock released (its callbacks may start new ops)."""
+    def _wait_for_a_job(self) -> bool:
+        """(Condition held.) Wait until a job is queued; False when this thread should end
+        (the executor closed, or another thread already waits)."""
+        if self._idle and not self._queue:
+            return False                        # one idle thread is enough
+        self._idle += 1
+        while not self._queue and not self._closed:
+            self._wakeup.wait()
+        self._idle -= 1
+        return bool(self._queue)
+
+    def _run_next(self):
+        """Run the job at the head of the queue (if any) and dequeue it; returns the call
+        that completes its Work, to be made with the lock released (its callbacks may start
+        new ops), or None when another thread took the job first."""
         result, error = None, None
         with self._lock:
+            if not self._queue:
+                return None
             job, work = self._queue[0]
             try:
                 result = job()
@@ -197,4 +225,4 @@ class Executor:
                 with self._wakeup:
                     self._queue.popleft()
                     self._wakeup.notify_all()
-        work._finish(result, error)
+        return lambda: work._finish(result, error)

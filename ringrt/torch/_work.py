@@ -2,23 +2,23 @@
 
 A blocking op (``opts.asyncOp`` False, which ``dist.all_reduce(t)`` passes) runs inline on
 the caller's thread and returns a completed :class:`RingrtWork`. An async op
-(``async_op=True``, and every op DDP's reducer starts) is queued on ringrt's in-order
-executor thread; its ``torch.futures.Future`` completes on that thread once the data is
-there -- after ringrt released its lock and dequeued the op, so a ``then`` callback may start
-more ops -- with the op's tensors as its value, or with ringrt's own exception
-(``PeerLostError``, ``CollectiveMismatchError``, ``TimeoutError``): ``work.wait()``,
-``fut.wait()`` and ``loss.backward()`` raise it.
+(``async_op=True``, and every op DDP's reducer starts) is queued on ringrt's executor; its
+future completes on the thread that ran it once the data is there -- after ringrt released
+its lock and dequeued the op, so a ``then`` callback may start more ops and even wait for
+them (ringrt's executor then runs its queue on another thread) -- with the op's tensors as
+its value, or with the op's error:
 
-A callback may also *wait* for an op it started (PowerSGD's hook waits on an all_reduce's
-future inside its ``then`` callback); on ringrt's thread that op can only run if the waiter
-runs it, so the futures here are :class:`RingrtFuture`, whose ``wait()`` runs ringrt's queue
-on that thread up to its ops (as ``ringrt.Work.wait`` does), and so do the futures its
-``then`` returns.
+- ``work.wait()`` raises ringrt's own exception (``PeerLostError``,
+  ``CollectiveMismatchError``, ``TimeoutError``, ...);
+- the future (``work.get_future()``, which DDP's reducer waits on in C++, so
+  ``loss.backward()``) fails with a ``RuntimeError`` quoting it.
 
-Why a Python ``Work`` and not ``torch._C._distributed_c10d._create_work_from_future``: the
-Work that makes ignores the future's error (its ``wait()`` returns True and its
-``get_future()`` yields the exception as a value; torch 2.13), so a failed op would look
-like a successful one.
+Why the future quotes rather than carries the exception: from Python, torch can only fail a
+future through a ``then`` callback that raises. ``Future.set_exception`` stores the
+exception as the future's *value* (only Python's ``wait()`` re-raises it), so C++ waiters --
+DDP's reducer -- would take it for a result and crash parsing it (torch 2.13). For the same
+reason ``torch._C._distributed_c10d._create_work_from_future`` is not used: its Work's
+``wait()`` reports such a failed op as a success.
 """
 
 from __future__ import annotations
@@ -31,64 +31,36 @@ from torch.futures import Future
 from ringrt._deadline import seconds
 
 
-class RingrtFuture(Future):
-    """A ``torch.futures.Future`` of ringrt ops that may be waited on from ringrt's own
-    executor thread (in a callback): ``wait()`` runs the queued ops there first."""
-
-    def __init__(self, ringrt_works=()):
-        super().__init__()
-        self._ringrt_works = list(ringrt_works)
-
-    def wait(self):
-        _run_until_done(self._ringrt_works)
-        return super().wait()
-
-    def then(self, callback) -> RingrtFuture:
-        chained = super().then(callback)
-        mirror = RingrtFuture(self._ringrt_works)
-        chained.add_done_callback(lambda done: _copy_outcome(done, mirror))
-        return mirror
-
-
-def _run_until_done(ringrt_works) -> None:
-    for work in ringrt_works:                   # on ringrt's own thread too (callbacks)
-        try:
-            work.wait()
-        except Exception:  # noqa: BLE001 - the future carries the error
-            pass
-
-
-def _copy_outcome(source: Future, target: Future) -> None:
-    try:
-        value = source.value()
-    except Exception as exc:  # noqa: BLE001 - handed on
-        target.set_exception(exc)
-        return
-    target.set_result(value)
-
-
 class RingrtWork(dist.Work):
     """A torch ``Work`` over one or more ringrt ops (their ``ringrt.Work`` handles).
 
-    ``wait()`` blocks until every op is done and raises the first error; ``get_future()``
-    returns the ``torch.futures.Future`` that completes at the same moment.
+    ``wait()`` blocks until every op is done and raises the first error as ringrt raised it;
+    ``get_future()`` returns the ``torch.futures.Future`` that completes at the same moment.
     """
 
-    def __init__(self, future: Future, ringrt_works=(), sender: list | None = None):
+    def __init__(self, future: Future, ringrt_works=(), sender: list | None = None,
+                 outcome: list | None = None):
         super().__init__()
         self._future = future
         self._ringrt_works = list(ringrt_works)
         self._sender = sender                   # [group rank], filled in by recv
+        self._outcome = outcome if outcome is not None else [None]    # [error] once done
 
     def wait(self, timeout=None) -> bool:
         limit = seconds(timeout) or None            # torch passes timedelta(0) for "none"
-        for work in self._ringrt_works:             # on ringrt's own thread too (callbacks)
+        for work in self._ringrt_works:
             try:
                 work.wait(limit)
-            except Exception:  # noqa: BLE001 - the future carries the error, raised below
+            except Exception:  # noqa: BLE001 - raised below, once every op is done
                 if not work.is_completed():
                     raise                           # our timeout, not the op's error
-        self._future.wait()
+        try:
+            self._future.wait()             # returns once the op's outcome is recorded
+        except Exception:
+            if self._outcome[0] is None:
+                raise
+        if self._outcome[0] is not None:
+            raise self._outcome[0]          # ringrt's own exception, not the future's quote
         return True
 
     def get_future(self) -> Future:
@@ -98,16 +70,10 @@ class RingrtWork(dist.Work):
         return self._future.done()
 
     def is_success(self) -> bool:
-        return self._future.done() and self.exception() is None
+        return self._future.done() and self._outcome[0] is None
 
     def exception(self):
-        if not self._future.done():
-            return None
-        try:
-            self._future.value()
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return exc
-        return None
+        return self._outcome[0] if self._future.done() else None
 
     def result(self):
         """The op's output tensors (waits first)."""
@@ -122,17 +88,35 @@ class RingrtWork(dist.Work):
 
 def completed(value, sender: list | None = None) -> RingrtWork:
     """The Work of an op that already ran (inline)."""
-    future = RingrtFuture()
+    future = Future()
     future.set_result(value)
     return RingrtWork(future, (), sender)
+
+
+class _Failed:
+    """The base future's value when the op failed (turned into an error by ``_unwrap``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _unwrap(base: Future):
+    value = base.value()
+    if isinstance(value, _Failed):
+        raise value.error
+    return value
 
 
 def pending(ringrt_works, value, after=None, sender: list | None = None) -> RingrtWork:
     """The Work of ops queued on ringrt's executor: its future completes when the last of
     ``ringrt_works`` is done, after ``after()`` (copying staged outputs back, ...), with
-    ``value``, or with the first error."""
+    ``value``, or fails quoting the first error."""
     works = list(ringrt_works)
-    future = RingrtFuture(works)
+    base = Future()
+    future = base.then(_unwrap)          # failing a then-callback fails the future in C++
+    outcome: list = [None]
     outstanding = [len(works)]
     guard = threading.Lock()
 
@@ -141,24 +125,23 @@ def pending(ringrt_works, value, after=None, sender: list | None = None) -> Ring
             outstanding[0] -= 1
             if outstanding[0]:
                 return
-        _complete(future, works, value, after)
+        _complete(base, works, value, after, outcome)
 
     for work in works:
         work.add_done_callback(on_done)
     if not works:
-        _complete(future, works, value, after)
-    return RingrtWork(future, works, sender)
+        _complete(base, works, value, after, outcome)
+    return RingrtWork(future, works, sender, outcome)
 
 
-def _complete(future: Future, works, value, after) -> None:
-    """Set the future (runs its callbacks here, with no ringrt lock held)."""
+def _complete(base: Future, works, value, after, outcome: list) -> None:
+    """Set the base future (which runs the callbacks chained on the Work's future here, with
+    no ringrt lock held)."""
     error = next((w.exception() for w in works if w.exception() is not None), None)
     if error is None and after is not None:
         try:
             after()
         except Exception as exc:  # noqa: BLE001 - handed to the future
             error = exc
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+    outcome[0] = error
+    base.set_result(value if error is None else _Failed(error))
