@@ -73,29 +73,35 @@ def bad_input(rank: int, world: int) -> dict:
     return out
 
 
-def mismatch(rank: int, world: int, kind: str) -> dict:
-    """Rank 1 calls the op differently; every rank must raise CollectiveMismatchError."""
+MISMATCHES = {
+    "count": lambda rank, g: dist.all_reduce(torch.ones(9 if rank == 1 else 8), group=g),
+    "dtype": lambda rank, g: dist.all_reduce(
+        torch.ones(8, dtype=torch.bfloat16 if rank == 1 else torch.int16), group=g),
+    "op": lambda rank, g: dist.broadcast(torch.ones(8), src=0, group=g) if rank == 1
+    else dist.all_reduce(torch.ones(8), group=g),
+    "async": lambda rank, g: dist.all_reduce(torch.ones(100_000 if rank == 1 else 99_999),
+                                             group=g, async_op=True).wait(),
+}
+
+
+def mismatch(rank: int, world: int) -> dict:
+    """Rank 1 calls each op differently, on a fresh group of every rank (a mismatch breaks
+    the group it happens in), the last on the world group itself (shared memory); every rank
+    must raise CollectiveMismatchError naming the ranks, then again on the broken group."""
     dist.init_process_group("ringrt", timeout=datetime.timedelta(seconds=20))
-    calls = {
-        "count": lambda: dist.all_reduce(torch.ones(9 if rank == 1 else 8)),
-        "dtype": lambda: dist.all_reduce(torch.ones(8, dtype=torch.bfloat16 if rank == 1
-                                                    else torch.int16)),
-        "op": lambda: dist.broadcast(torch.ones(8), src=0) if rank == 1
-        else dist.all_reduce(torch.ones(8)),
-        "async": lambda: dist.all_reduce(torch.ones(100_000 if rank == 1 else 99_999),
-                                         async_op=True).wait(),
-    }
-    first = _outcome(calls[kind])
-    follow_up = _outcome(lambda: dist.all_reduce(torch.ones(2)))
-    named = []
-    try:
-        dist.barrier()
-    except errors.CollectiveMismatchError as exc:
-        named = exc.ranks
-    except Exception:  # noqa: BLE001 - recorded as "not the named error" below
-        named = ["other"]
+    out = {}
+    kinds = list(MISMATCHES)
+    for kind in kinds:
+        group = None if kind == kinds[-1] else dist.new_group(backend="ringrt")
+        out[kind] = _outcome(lambda: MISMATCHES[kind](rank, group))
+        out[kind + "/follow_up"] = _outcome(lambda: dist.all_reduce(torch.ones(2), group=group))
+        try:
+            dist.barrier(group=group)
+            out[kind + "/named"] = []
+        except errors.CollectiveMismatchError as exc:
+            out[kind + "/named"] = exc.ranks
     dist.destroy_process_group()
-    return {"first": first, "follow_up": follow_up, "named": named}
+    return out
 
 
 def peer_lost_in_backward(rank: int, world: int, how: str) -> dict:
@@ -120,37 +126,26 @@ def peer_lost_in_backward(rank: int, world: int, how: str) -> dict:
     return {"backward": backward, "following": following, "waited": waited}
 
 
-def op_timeout(rank: int, world: int) -> dict:
-    """Rank 1 stays alive but never joins rank 0's ops: they must time out naming it, as
-    the named ringrt error from the torch call, from ``work.wait()`` and from the future."""
+def timeouts(rank: int, world: int) -> dict:
+    """Rank 1 stays alive but never joins rank 0's ops: they must time out naming it, as the
+    named ringrt error from the torch call, from ``work.wait()``, from the future (quoting
+    it), first for an async op on a group of both ranks, then for a blocking one on the
+    world group."""
     dist.init_process_group("ringrt", timeout=datetime.timedelta(seconds=2))
     store = dist.distributed_c10d._get_default_store()
+    both = dist.new_group(backend="ringrt", timeout=datetime.timedelta(seconds=2))
     if rank == 1:
         store.wait(["rank0-done"], datetime.timedelta(seconds=60))
         dist.destroy_process_group()
         return {}
-    out = {"sync": _outcome(lambda: dist.all_reduce(torch.ones(4)))}
+    work = dist.all_reduce(torch.ones(4), group=both, async_op=True)
+    out = {"work": _outcome(work.wait), "future": _outcome(work.get_future().wait),
+           "completed": work.is_completed(), "exception": type(work.exception()).__name__,
+           "sync": _outcome(lambda: dist.all_reduce(torch.ones(4)))}
     try:
         dist.all_reduce(torch.ones(4))
     except errors.TimeoutError as exc:
         out["again"] = [type(exc).__name__, exc.ranks, isinstance(exc, TimeoutError)]
-    store.set("rank0-done", b"1")
-    dist.destroy_process_group()
-    return out
-
-
-def async_timeout(rank: int, world: int) -> dict:
-    """As op_timeout, for an async op: ``work.wait()`` and ``fut.wait()`` raise the error."""
-    dist.init_process_group("ringrt", timeout=datetime.timedelta(seconds=2))
-    store = dist.distributed_c10d._get_default_store()
-    if rank == 1:
-        store.wait(["rank0-done"], datetime.timedelta(seconds=60))
-        dist.destroy_process_group()
-        return {}
-    work = dist.all_reduce(torch.ones(4), async_op=True)
-    out = {"work": _outcome(work.wait), "future": _outcome(work.get_future().wait),
-           "completed": work.is_completed(),
-           "exception": type(work.exception()).__name__}
     store.set("rank0-done", b"1")
     dist.destroy_process_group()
     return out
