@@ -15,10 +15,14 @@ Thresholds (bytes of the whole array) and why:
   link with 2(n-1)/n of it: 67 vs 90+ MB/s at 64 MiB on the 1 Gbit/s lab, docs/cluster.md).
 - all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
   above it the ring.
-- When every rank of the world is on one host, world-group all_reduce, broadcast, all_gather,
-  reduce_scatter and barrier go through shared memory (``shm``) at every size: one memory
-  copy in and one out instead of socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1``
-  or ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off).
+- When every rank of the world is on one host, world-group all_reduce, broadcast, reduce,
+  all_gather, reduce_scatter, gather, scatter, all_to_all (equal blocks) and barrier go
+  through shared memory (``shm``) at every size: one memory copy in and one out instead of
+  socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1`` or
+  ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off). Measured with torch's collectives on
+  the "ringrt" backend, world 2 on this 2-core VM (benchmarks/torch_collectives.py,
+  2026-11-26): over sockets reduce took 0.8-1.1x gloo's time at 256 KiB-4 MiB, scatter
+  1.1-1.7x, all_to_all 1.1-1.7x; shared memory is what brings them under gloo's.
 - Across hosts, all_reduce and broadcast take their small/large threshold from the alpha-beta
   cost model (``cost_model``) with the parameters fitted on the netlab 1 Gbit/s lab
   (docs/cluster.md): the crossover grows with the group size (recursive doubling's log2(n)
@@ -41,13 +45,17 @@ GATHER_SMALL = 64 * 1024
 CHOICES = {
     "all_reduce": ("recursive_doubling", "ring", "shm"),
     "broadcast": ("binomial", "chain", "shm"),
-    "reduce": ("binomial", "chain", "ring"),
+    "reduce": ("binomial", "chain", "ring", "shm"),
     "all_gather": ("direct", "ring", "shm"),
     "reduce_scatter": ("direct", "ring", "shm"),
+    "gather": ("direct", "direct", "shm"),
+    "scatter": ("direct", "direct", "shm"),
+    "all_to_all": ("direct", "direct", "shm"),        # shm: equal blocks only (the caller's)
     "barrier": ("recursive_doubling", "shm"),
 }
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
-          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "barrier": 1 << 62}
+          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "gather": 1 << 62,
+          "scatter": 1 << 62, "all_to_all": 1 << 62, "barrier": 1 << 62}
 SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
 
 

@@ -23,12 +23,13 @@ from ringrt._deadline import Deadline, seconds
 class Work:
     """Handle of an op started with ``async_op=True`` (like ``torch.distributed.Work``)."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, executor: Executor | None = None):
         self.description = description
         self._done = threading.Event()
         self._exception: BaseException | None = None
         self._result = None
         self._callbacks: list | None = []
+        self._executor = executor
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the op finished; re-raise its error, if any.
@@ -45,6 +46,8 @@ class Work:
             DistError, ValueError, ...: whatever the op raised.
         """
         limit = seconds(timeout)
+        if self._executor is not None and not self._done.is_set():
+            self._executor.run_if_next(self)
         if not self._done.wait(limit):
             from ringrt.errors import TimeoutError
 
@@ -140,7 +143,7 @@ class Executor:
 
     def submit(self, job, description: str) -> Work:
         """Queue ``job`` for the loop threads; returns its :class:`Work`."""
-        work = Work(description)
+        work = Work(description, self)
         with self._wakeup:
             if self._closed:
                 raise RuntimeError("the process group was destroyed")
@@ -148,6 +151,17 @@ class Executor:
             self._ensure_a_runner()
             self._wakeup.notify()
         return work
+
+    def run_if_next(self, work: Work) -> None:
+        """Run ``work``'s job on this (waiting) thread if it is next in line and no job is
+        running: no thread hand-off when an async op is waited for right away (torch's
+        ``dist.recv`` is an ``irecv`` and a ``wait``). Call order is kept: only the head
+        of the queue may run, under the same lock as the loop threads."""
+        if not self._queue or self._queue[0][1] is not work or not self._lock.acquire(False):
+            return
+        finished = self._run_next(locked=True)
+        if finished is not None:
+            finished()
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued job ran; returns False if ``timeout`` passed first."""
@@ -208,12 +222,15 @@ class Executor:
         self._idle -= 1
         return bool(self._queue)
 
-    def _run_next(self):
+    def _run_next(self, locked: bool = False):
         """Run the job at the head of the queue (if any) and dequeue it; returns the call
         that completes its Work, to be made with the lock released (its callbacks may start
-        new ops), or None when another thread took the job first."""
+        new ops), or None when another thread took the job first. ``locked``: the caller
+        already holds the lock (released here)."""
         result, error = None, None
-        with self._lock:
+        if not locked:
+            self._lock.acquire()
+        try:
             if not self._queue:
                 return None
             job, work = self._queue[0]
@@ -225,4 +242,6 @@ class Executor:
                 with self._wakeup:
                     self._queue.popleft()
                     self._wakeup.notify_all()
+        finally:
+            self._lock.release()
         return lambda: work._finish(result, error)

@@ -327,9 +327,15 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         out_rows = _checks.splits(name, output_split_sizes, output, size, self._me, "output")
         in_rows = _checks.splits(name, input_split_sizes, input, size, self._me, "input")
         staging = _tensors.Staging()
-        outs = _row_views(staging.output(output), output, out_rows)
-        ins = _row_views(staging.input(input), input, in_rows)
-        start = functools.partial(collectives.all_to_all, outs, ins, self.ringrt_group)
+        out, inp = staging.output(output), staging.input(input)
+        if not output_split_sizes and not input_split_sizes:
+            # equal splits on every rank (torch's meaning of no sizes): shared memory allowed
+            _checks.same_kind(name, output, input, self._me, "output", input.numel())
+            start = functools.partial(collectives.all_to_all_single, out, inp,
+                                      self.ringrt_group)
+        else:
+            start = functools.partial(collectives.all_to_all, _row_views(out, output, out_rows),
+                                      _row_views(inp, input, in_rows), self.ringrt_group)
         return self._run(opts, [lambda async_op: start(async_op=async_op)], output,
                          staging.copy_back)
 

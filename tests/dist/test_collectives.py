@@ -15,12 +15,13 @@ from tests.world import run_world
 # Force the algorithm not chosen by default, with tiny segments so pipelining is exercised.
 ALTERNATE = {
     "RINGRT_ALGO": "all_reduce=ring,broadcast=chain,reduce=ring,all_gather=ring,"
-                   "reduce_scatter=ring",
+                   "reduce_scatter=ring,gather=direct,scatter=direct,all_to_all=direct",
     "RINGRT_SEGMENT_BYTES": "1024",
 }
 SMALL_ALGOS = {
     "RINGRT_ALGO": "all_reduce=recursive_doubling,broadcast=binomial,reduce=binomial,"
-                   "all_gather=direct,reduce_scatter=direct",
+                   "all_gather=direct,reduce_scatter=direct,gather=direct,scatter=direct,"
+                   "all_to_all=direct",
 }
 
 

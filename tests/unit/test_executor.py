@@ -70,3 +70,21 @@ def test_a_raising_callback_does_not_stop_the_executor(executor, capsys):
     work.add_done_callback(lambda w: 1 / 0)
     work.wait(5)
     assert executor.submit(lambda: "alive", "next").result() == "alive"
+
+
+def test_a_job_waited_for_right_away_runs_on_the_waiting_thread():
+    """White box: jobs queued with no loop thread to run them (as if it had not woken yet);
+    waiting for the head runs it here; a job behind another is not jumped ahead."""
+    from ringrt._comm.work import Work
+
+    executor = Executor("no-threads")
+    ran = []
+    first, second = Work("first", executor), Work("second", executor)
+    executor._queue.extend([(lambda: ran.append("first") or threading.current_thread().name,
+                             first),
+                            (lambda: ran.append("second"), second)])
+    executor.run_if_next(second)                # not the head: must not run
+    assert ran == [] and not second.is_completed()
+    assert first.result() == threading.current_thread().name
+    second.wait(5)
+    assert ran == ["first", "second"] and not executor._queue
