@@ -28,12 +28,14 @@ Blocking calls run inline; async ones on ringrt's executor thread (``_work``).
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
 import torch
 import torch.distributed as dist
 
 from ringrt import collectives, p2p
-from ringrt._env import env_choice
+from ringrt._env import env_choice, env_int
 from ringrt._reduce_ops import ReduceOp
 from ringrt.torch import _checks, _tensors
 from ringrt.torch._work import RingrtWork, completed, pending
@@ -61,7 +63,17 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         self._on_shutdown = on_shutdown
         self._coalescing: list[RingrtWork] | None = None
         self._group_name = self._group_desc = ""
-        self._async = env_choice("RINGRT_TORCH_ASYNC", ("thread", "inline"), "thread")
+        # How async ops run: "thread" (on ringrt's executor, overlapping the caller's work),
+        # "inline" (on the caller's thread, before the call returns) or "auto": inline for
+        # the async ops torch's C++ starts (DDP's bucket all-reduces) when this host has
+        # fewer than two cores per rank, else thread. Overlap needs a free core: on the
+        # 2-core VM, world 2, a 1.3 M-parameter DDP step spent 2.6 ms communicating inline
+        # and 3.5 ms through the thread (gloo: 8.2; benchmarks/torch_train_step.py,
+        # 2026-11-26). Async ops of torch's Python API always overlap (a script may rely on
+        # it). RINGRT_TORCH_ASYNC sets the mode.
+        self.async_mode = env_choice("RINGRT_TORCH_ASYNC", ("auto", "thread", "inline"),
+                                     "auto")
+        self._few_cores = _cores_per_local_rank() < 2
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
@@ -89,10 +101,10 @@ class ProcessGroupRingrt(dist.ProcessGroup):
     def _run(self, opts, starts, value, after=None, sender=None) -> RingrtWork:
         """Run ringrt ops: each of ``starts`` is ``start(async_op) -> ringrt Work | None``.
 
-        Inline when torch waits at once (or RINGRT_TORCH_ASYNC=inline), else queued on
+        Inline when torch waits at once (or :attr:`async_mode` says so), else queued on
         ringrt's executor; ``after()`` runs once they are done (copying staged outputs back).
         """
-        if not _checks.wants_async(opts) or self._async == "inline":
+        if not _checks.wants_async(opts) or self._inline():
             for start in starts:
                 start(False)
             if after is not None:
@@ -103,6 +115,18 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         if self._coalescing is not None:
             self._coalescing.append(work)
         return work
+
+    def _inline(self) -> bool:
+        """Whether an async op runs inline (see :attr:`async_mode`)."""
+        mode = self.async_mode
+        if mode != "auto":
+            return mode == "inline"
+        if not self._few_cores:
+            return False
+        caller = sys._getframe(2)                # the first frame outside this module
+        while caller is not None and caller.f_globals.get("__name__") == __name__:
+            caller = caller.f_back
+        return caller is None or caller.f_globals.get("__name__") != _TORCH_API
 
     def _global(self, group_rank: int) -> int:
         return self._members[group_rank]
@@ -389,6 +413,19 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def abort(self) -> None:
         self.shutdown()
+
+
+_TORCH_API = "torch.distributed.distributed_c10d"
+
+
+def _cores_per_local_rank() -> float:
+    """Cores this process may use over the ranks on this host (LOCAL_WORLD_SIZE, which
+    ringrun and torchrun set)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not Linux
+        cores = os.cpu_count() or 1
+    return cores / max(1, env_int("LOCAL_WORLD_SIZE", 1))
 
 
 def _single_list(lists):

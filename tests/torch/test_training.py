@@ -4,7 +4,8 @@ the parameters they end with over gloo, and those of one process on the whole ba
 
 At world 2 every reduction is one addition, so ringrt and gloo must agree bit for bit; at
 world 4 their summation orders differ, so both must be as close to the single-process
-parameters as each other.
+parameters as each other. The two worlds run torch's async ops the two ways the backend can
+(``RINGRT_TORCH_ASYNC``): inline on the calling thread, and on ringrt's executor thread.
 """
 
 import numpy as np
@@ -20,9 +21,9 @@ REFERENCE = {"ddp_no_sync": "single_micro", "ddp_unused": "single_skip",
              "zero": "single_momentum"}
 
 
-def train(world_size: int) -> list[dict]:
+def train(world_size: int, async_mode: str) -> list[dict]:
     world = run_world("tests.torch.train_workers:train_everything", world_size, timeout=120,
-                      env={"RINGRT_TIMEOUT": "30"})
+                      env={"RINGRT_TIMEOUT": "30", "RINGRT_TORCH_ASYNC": async_mode})
     return [world[r].arrays for r in range(world_size)]
 
 
@@ -37,7 +38,7 @@ def check_against_single_process(results: list[dict]) -> None:
 
 @pytest.mark.timeout(150)
 def test_world_2_matches_gloo_bit_for_bit_and_the_single_process_run():
-    results = train(2)
+    results = train(2, "inline")          # DDP's all-reduces on the backward thread
     check_against_single_process(results)
     for name in VARIANTS:
         for got in results:
@@ -46,7 +47,7 @@ def test_world_2_matches_gloo_bit_for_bit_and_the_single_process_run():
 
 @pytest.mark.timeout(150)
 def test_world_4_is_as_close_to_the_single_process_run_as_gloo():
-    results = train(4)
+    results = train(4, "thread")          # DDP's all-reduces on ringrt's thread
     check_against_single_process(results)
     for name in VARIANTS:
         single = results[0][REFERENCE.get(name, "single")]
