@@ -66,14 +66,15 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         # How async ops run: "thread" (on ringrt's executor, overlapping the caller's work),
         # "inline" (on the caller's thread, before the call returns) or "auto": inline for
         # the async ops torch's C++ starts (DDP's bucket all-reduces) when this host has
-        # fewer than two cores per rank, else thread. Overlap needs a free core: on the
+        # fewer than two cores per rank (or the group is one rank), else thread. Overlap needs a free core: on the
         # 2-core VM, world 2, a 1.3 M-parameter DDP step spent 2.6 ms communicating inline
         # and 3.5 ms through the thread (gloo: 8.2; benchmarks/torch_train_step.py,
         # 2026-11-26). Async ops of torch's Python API always overlap (a script may rely on
         # it). RINGRT_TORCH_ASYNC sets the mode.
         self.async_mode = env_choice("RINGRT_TORCH_ASYNC", ("auto", "thread", "inline"),
                                      "auto")
-        self._few_cores = _cores_per_local_rank() < 2
+        # alone in its group an op exchanges nothing: no work to overlap, inline is cheaper
+        self._few_cores = _cores_per_local_rank() < 2 or ringrt_group.size == 1
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
