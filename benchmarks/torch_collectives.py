@@ -148,7 +148,18 @@ def write_json(path: str, world: int, records: list[dict]) -> None:
     doc["runs"].sort(key=lambda run: run["world"])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+        f.write(json_lines(doc))
+
+
+def json_lines(doc: dict) -> str:
+    """``doc`` as JSON with one line per record, so results in git diff line by line."""
+    runs = []
+    for run in doc["runs"]:
+        head = json.dumps({k: v for k, v in run.items() if k != "records"})[:-1]
+        records = ",\n".join("   " + json.dumps(r) for r in run["records"])
+        runs.append(f"  {head}, \"records\": [\n{records}\n  ]}}")
+    return (f'{{"benchmark": {json.dumps(doc["benchmark"])}, "runs": [\n'
+            + ",\n".join(runs) + "\n]}\n")
 
 
 if __name__ == "__main__":
