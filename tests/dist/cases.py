@@ -114,6 +114,17 @@ def _reduce(stacked: np.ndarray, case: Case) -> np.ndarray:
     return stacked.max(axis=0)
 
 
+def same_bits(got: np.ndarray, want: np.ndarray) -> bool:
+    """Bit-identical, except the sign of a zero in complex results: a product of complex
+    numbers is exact here, but whether an exactly-zero part comes out as +0.0 or -0.0
+    depends on the order the factors were multiplied in, which differs per algorithm."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return False
+    if np.issubdtype(got.dtype, np.complexfloating):
+        got, want = got + 0.0, want + 0.0          # -0.0 + 0.0 == +0.0
+    return got.tobytes() == want.tobytes()
+
+
 def expected_for_rank(case: Case, world: int, rank: int) -> np.ndarray:
     """The array ``rank`` must end with (see workers.run_case for what it returns)."""
     ref = reference(case, world)
