@@ -100,19 +100,20 @@ class ProcessGroupRingrt(dist.ProcessGroup):
     # -- running ------------------------------------------------------------------------
 
     def _run(self, opts, starts, value, after=None, sender=None) -> RingrtWork:
-        """Run ringrt ops: each of ``starts`` is ``start(async_op) -> ringrt Work | None``.
+        """Run ringrt ops: each of ``starts`` is ``start(async_op=...) -> ringrt Work | None``
+        (a collective with its arguments bound).
 
         Inline when torch waits at once (or :attr:`async_mode` says so), else queued on
         ringrt's executor; ``after()`` runs once they are done (copying staged outputs back).
         """
-        if not _checks.wants_async(opts) or self._inline():
+        if not opts.asyncOp or self._inline():
             for start in starts:
-                start(False)
+                start(async_op=False)
             if after is not None:
                 after()
             work = completed(value, sender)
         else:
-            work = pending([start(True) for start in starts], value, after, sender)
+            work = pending([start(async_op=True) for start in starts], value, after, sender)
         if self._coalescing is not None:
             self._coalescing.append(work)
         return work
@@ -145,7 +146,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         if factor != 1.0:
             tensor.detach().mul_(factor)
         start = functools.partial(collectives.all_reduce, array, redop, self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], tensors)
+        return self._run(opts, [start], tensors)
 
     def allreduce_coalesced(self, tensors, opts=None):
         """One all_reduce over the tensors packed into one flat buffer (as gloo does)."""
@@ -172,7 +173,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
                     t.copy_(packed[offset:offset + t.numel()].view_as(t))
                     offset += t.numel()
         start = functools.partial(collectives.all_reduce, array, redop, self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], tensors, unpack)
+        return self._run(opts, [start], tensors, unpack)
 
     def reduce(self, tensors, opts=None):
         opts = opts if opts is not None else dist.ReduceOptions()
@@ -187,7 +188,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
                 tensor = scaled                        # leave the caller's tensor as it was
         start = functools.partial(collectives.reduce, _tensors.flat(tensor), self._global(root),
                                   redop, self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], tensors)
+        return self._run(opts, [start], tensors)
 
     def reduce_scatter(self, outputs, input_lists, opts=None):
         opts = opts if opts is not None else dist.ReduceScatterOptions()
@@ -199,7 +200,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         arrays = [staging.input(_scaled(t, factor)) for t in inputs]
         start = functools.partial(collectives.reduce_scatter, staging.output(output), arrays,
                                   redop, self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], outputs,
+        return self._run(opts, [start], outputs,
                          staging.copy_back)
 
     def reduce_scatter_single(self, output, input, opts=None):
@@ -239,7 +240,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         root = _checks.root("broadcast", opts.rootRank, self.size(), self._me, "src")
         start = functools.partial(collectives.broadcast, _tensors.flat(tensor),
                                   self._global(root), self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], tensors)
+        return self._run(opts, [start], tensors)
 
     def allgather(self, output_lists, inputs, opts=None):
         opts = opts if opts is not None else dist.AllgatherOptions()
@@ -304,7 +305,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
             arrays = [staging.output(t) for t in outputs]
         start = functools.partial(collectives.gather, staging.input(tensor), arrays,
                                   self._global(root), self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], output_lists,
+        return self._run(opts, [start], output_lists,
                          staging.copy_back)
 
     def scatter(self, outputs, input_lists, opts=None):
@@ -319,7 +320,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
             arrays = [staging.input(t) for t in inputs]
         start = functools.partial(collectives.scatter, staging.output(tensor), arrays,
                                   self._global(root), self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], outputs,
+        return self._run(opts, [start], outputs,
                          staging.copy_back)
 
     def alltoall(self, outputs, inputs, opts=None):
@@ -335,7 +336,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         out_arrays = [staging.output(t) for t in outs]
         start = functools.partial(collectives.all_to_all, out_arrays,
                                   [staging.input(t) for t in ins], self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], outputs,
+        return self._run(opts, [start], outputs,
                          staging.copy_back)
 
     def all_to_all_single(self, output, input, output_split_sizes, input_split_sizes,
@@ -361,7 +362,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         else:
             start = functools.partial(collectives.all_to_all, _row_views(out, output, out_rows),
                                       _row_views(inp, input, in_rows), self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], output,
+        return self._run(opts, [start], output,
                          staging.copy_back)
 
     alltoall_base = all_to_all_single
@@ -369,7 +370,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
     def barrier(self, opts=None):
         opts = opts if opts is not None else dist.BarrierOptions()
         start = functools.partial(collectives.barrier, self.ringrt_group)
-        return self._run(opts, [lambda async_op: start(async_op=async_op)], None)
+        return self._run(opts, [start], None)
 
     # -- point to point -------------------------------------------------------------------
 

@@ -67,16 +67,17 @@ def reduce_op(op: str, torch_op, tensor: torch.Tensor, rank: int) -> tuple[Reduc
     PREMUL_SUM (``dist._make_nccl_premul_sum(factor)``) is a SUM of the inputs each scaled by
     ``factor`` first, as NCCL defines it; floating tensors only.
     """
-    kind = getattr(torch_op, "op", torch_op)
+    kind = torch_op.op                    # opts.reduceOp is always a ReduceOp object
+    ours = _REDUCE_OPS.get(kind)
+    if ours is not None:
+        return ours, 1.0
     if kind == dist.ReduceOp.PREMUL_SUM:
         if not (tensor.is_floating_point() or tensor.is_complex()):
             raise ValueError(f"{op}: PREMUL_SUM needs a floating tensor, got {tensor.dtype} on "
                              f"rank {rank}")
         return ReduceOp.SUM, float(torch_op.factor)
-    if kind not in _REDUCE_OPS:
-        raise ValueError(f"{op}: reduction {kind} is not supported by the ringrt backend on "
-                         f"rank {rank}")
-    return _REDUCE_OPS[kind], 1.0
+    raise ValueError(f"{op}: reduction {kind} is not supported by the ringrt backend on "
+                     f"rank {rank}")
 
 
 def splits(op: str, sizes, tensor: torch.Tensor, group_size: int, rank: int,
@@ -95,7 +96,3 @@ def splits(op: str, sizes, tensor: torch.Tensor, group_size: int, rank: int,
     return sizes
 
 
-def wants_async(opts) -> bool:
-    """Whether torch will not wait for the op at once (C++ callers such as DDP's reducer
-    leave ``asyncOp`` at its default, True)."""
-    return getattr(opts, "asyncOp", True)

@@ -41,6 +41,10 @@ def check(op: str, tensor, rank: int, name: str = "tensor") -> torch.Tensor:
         TypeError: not a tensor, not on the CPU, sparse, or an unsupported dtype.
         ValueError: not dense (a slice with gaps, overlapping or broadcast strides).
     """
+    if isinstance(tensor, torch.Tensor) and tensor.is_cpu and tensor.layout is torch.strided \
+            and tensor.dtype in NUMPY_DTYPES and tensor.is_contiguous() \
+            and not (tensor.is_conj() or tensor.is_neg()):
+        return tensor                         # the common case, checked in one go
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(tensor).__name__} on "
                         f"rank {rank}")

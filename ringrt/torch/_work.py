@@ -38,15 +38,18 @@ class RingrtWork(dist.Work):
     ``get_future()`` returns the ``torch.futures.Future`` that completes at the same moment.
     """
 
-    def __init__(self, future: Future, ringrt_works=(), sender: list | None = None,
-                 outcome: list | None = None):
+    def __init__(self, future: Future | None, ringrt_works=(), sender: list | None = None,
+                 outcome: list | None = None, value=None):
         super().__init__()
-        self._future = future
-        self._ringrt_works = list(ringrt_works)
+        self._future = future                   # None: done, made on demand from ``value``
+        self._value = value
+        self._ringrt_works = ringrt_works
         self._sender = sender                   # [group rank], filled in by recv
-        self._outcome = outcome if outcome is not None else [None]    # [error] once done
+        self._outcome = outcome if outcome is not None else _SUCCESS  # [error] once done
 
     def wait(self, timeout=None) -> bool:
+        if self._future is None:                    # an op that ran inline
+            return True
         limit = seconds(timeout) or None            # torch passes timedelta(0) for "none"
         for work in self._ringrt_works:
             try:
@@ -64,21 +67,24 @@ class RingrtWork(dist.Work):
         return True
 
     def get_future(self) -> Future:
+        if self._future is None:
+            self._future = Future()
+            self._future.set_result(self._value)
         return self._future
 
     def is_completed(self) -> bool:
-        return self._future.done()
+        return self._future is None or self._future.done()
 
     def is_success(self) -> bool:
-        return self._future.done() and self._outcome[0] is None
+        return self.is_completed() and self._outcome[0] is None
 
     def exception(self):
-        return self._outcome[0] if self._future.done() else None
+        return self._outcome[0] if self.is_completed() else None
 
     def result(self):
         """The op's output tensors (waits first)."""
         self.wait()
-        return self._future.value()
+        return self.get_future().value()
 
     def _source_rank(self) -> int:
         """The group rank a ``recv``/``recv_anysource`` received from (torch's name)."""
@@ -86,11 +92,12 @@ class RingrtWork(dist.Work):
         return self._sender[0]
 
 
+_SUCCESS = [None]            # the outcome of every op that ran inline (never written to)
+
+
 def completed(value, sender: list | None = None) -> RingrtWork:
-    """The Work of an op that already ran (inline)."""
-    future = Future()
-    future.set_result(value)
-    return RingrtWork(future, (), sender)
+    """The Work of an op that already ran (inline); its future is made only if asked for."""
+    return RingrtWork(None, (), sender, value=value)
 
 
 class _Failed:
