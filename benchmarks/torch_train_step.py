@@ -115,7 +115,7 @@ def make_runners(widths, batch, rank) -> dict[str, Runner]:
 def mlp(widths) -> nn.Module:
     torch.manual_seed(0)
     layers = []
-    for fan_in, fan_out in zip(widths, widths[1:]):
+    for fan_in, fan_out in zip(widths, widths[1:], strict=False):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 
@@ -156,7 +156,7 @@ def summarize(slowest, world, batch, widths, wrong, worst) -> dict:
     for entry in stats.values():
         entry["samples_per_s"] = world * batch / (entry["median_ms"] / 1e3)
         entry["overhead_ms"] = entry["median_ms"] - local
-    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
     return {"world": world, "batch_per_rank": batch, "sizes": widths, "params": params,
             "steps": len(slowest["local"]), "systems": stats, "wrong": wrong,
             "max_param_gap": worst, "machine": _machine.describe(), "torch": torch.__version__}

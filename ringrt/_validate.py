@@ -85,8 +85,8 @@ def reduce_op(op: str, value, dtype: np.dtype, rank: int) -> ReduceOp:
         raise ValueError(f"{op}: ReduceOp.{chosen.name} needs an integer or bool dtype, got "
                          f"{dtype_name(dtype)} on rank {rank}")
     if chosen == ReduceOp.AVG and not is_floating(dtype):
-        raise ValueError(f"{op}: ReduceOp.AVG needs a floating dtype, got {dtype_name(dtype)} on rank {rank};"
-                         " use SUM and divide, or cast to float")
+        raise ValueError(f"{op}: ReduceOp.AVG needs a floating dtype, got {dtype_name(dtype)} "
+                         f"on rank {rank}; use SUM and divide, or cast to float")
     if chosen in (ReduceOp.MIN, ReduceOp.MAX) and np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"{op}: ReduceOp.{chosen.name} is not defined on complex numbers "
                          f"(got {dtype} on rank {rank}); reduce the real and imaginary parts "

@@ -25,7 +25,7 @@ from torch.distributed.constants import default_pg_timeout
 
 from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
-from ringrt._env import env_float, env_flag, resolve_job
+from ringrt._env import env_flag, env_float, resolve_job
 from ringrt._process_group import ProcessGroup, default_namespace
 from ringrt.distributed import report_failures_to
 from ringrt.torch import _rendezvous

@@ -4,6 +4,7 @@ DDP's backward, timeouts (run by tests/world.py)."""
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import signal
 import time
@@ -93,8 +94,9 @@ def mismatch(rank: int, world: int) -> dict:
     kinds = list(MISMATCHES)
     for kind in kinds:
         group = None if kind == kinds[-1] else dist.new_group(backend="ringrt")
-        out[kind] = _outcome(lambda: MISMATCHES[kind](rank, group))
-        out[kind + "/follow_up"] = _outcome(lambda: dist.all_reduce(torch.ones(2), group=group))
+        out[kind] = _outcome(functools.partial(MISMATCHES[kind], rank, group))
+        out[kind + "/follow_up"] = _outcome(
+            functools.partial(dist.all_reduce, torch.ones(2), group=group))
         try:
             dist.barrier(group=group)
             out[kind + "/named"] = []

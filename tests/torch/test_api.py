@@ -22,7 +22,7 @@ def total(values) -> float:
 
 @pytest.mark.timeout(120)
 def test_async_ops_complete_in_call_order_and_callbacks_may_start_ops(tour):
-    for rank, got in enumerate(tour):
+    for got in tour:
         sums = [total(r + i for r in range(WORLD)) for i in range(5)]
         want = np.concatenate([np.full(1000 * (i + 1), s, np.float32) for i, s in enumerate(sums)])
         np.testing.assert_array_equal(got["async_and_futures/async_sums"], want)
