@@ -70,7 +70,8 @@ def _new_world(store, rank: int, size: int, timeout: float) -> ProcessGroup:
     curve = derive_keys(job.token) if job.encrypt or env_flag("RINGRT_ENCRYPT") else None
     namespace = default_namespace(job.restart_count, _worlds_built) + "/torch"
     _worlds_built += 1
-    world = ProcessGroup(StoreOverTorch(store, rank), rank, size, timeout, namespace, curve)
+    world = ProcessGroup(StoreOverTorch(store, rank, job.master_addr), rank, size, timeout,
+                         namespace, curve)
     report_failures_to(world)
     atexit.register(world.close)
     return world

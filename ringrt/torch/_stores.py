@@ -91,16 +91,16 @@ class StoreOverTorch:
     Args:
         store: the torch store (any prefix chain).
         rank: this rank, quoted in errors.
-        host: the address peers reach the store at, when the store cannot tell (default:
-            the TCPStore at the bottom of the chain, else 127.0.0.1).
+        default_host: the master's address when the store cannot tell (a FileStore or
+            HashStore has no server); ringrt listens on the interface that routes to it.
     """
 
-    def __init__(self, store: dist.Store, rank: int, host: str | None = None):
+    def __init__(self, store: dist.Store, rank: int, default_host: str = "127.0.0.1"):
         self.torch_store, self.rank = store, rank
         bottom = _bottom(store)
         if isinstance(bottom, TorchStoreOverRingrt):
             bottom = bottom.ringrt_store
-        self.host = host or getattr(bottom, "host", None) or "127.0.0.1"
+        self.host = getattr(bottom, "host", None) or default_host
         self.port = getattr(bottom, "port", 0)
         self.timeout = seconds(store.timeout)
 

@@ -69,6 +69,18 @@ def through_a_tcp_store(rank: int, world: int) -> dict:
     return {"total": total.tolist(), "pair": pair.tolist()}
 
 
+def through_a_file(rank: int, world: int, path: str) -> dict:
+    """init_method="file://PATH": torch's FileStore, which has no server (ringrt binds the
+    interface that routes to MASTER_ADDR)."""
+    dist.init_process_group("ringrt", init_method=f"file://{path}", rank=rank, world_size=world)
+    total = torch.full((3,), float(rank + 1))
+    dist.all_reduce(total)
+    pair = torch.ones(2)
+    dist.all_reduce(pair, group=dist.new_group([0, 1]))
+    dist.destroy_process_group()
+    return {"total": total.tolist(), "pair": pair.tolist()}
+
+
 def env_through_ringrt_store(rank: int, world: int) -> dict:
     """env:// as under ringrun: torch's store is ringrt's (the token-checked one), for the
     default group and for gloo groups alike."""

@@ -1,9 +1,12 @@
-"""How a torch job finds its peers on "ringrt": torchrun, a TCPStore (tcp://), env:// under
-ringrun through ringrt's token-checked store (tests/torch/rendezvous_workers.py)."""
+"""How a torch job finds its peers on "ringrt": torchrun, a TCPStore (tcp://), file://,
+env:// under ringrun through ringrt's token-checked store (tests/torch/rendezvous_workers.py)."""
+
+import os
+import shutil
 
 import pytest
 
-from tests.world import run_world
+from tests.world import run_world, short_tmpdir
 
 
 @pytest.mark.timeout(90)
@@ -27,6 +30,18 @@ def test_a_tcp_store_handed_to_init_process_group():
         assert world[rank].values["total"] == [6.0] * 3
         if rank in (1, 2):
             assert world[rank].values["pair"] == [3.0, 3.0]
+
+
+@pytest.mark.timeout(60)
+def test_a_file_init_method():
+    directory = short_tmpdir("rrf-")
+    try:
+        world = run_world("tests.torch.rendezvous_workers:through_a_file", 2, timeout=45,
+                          args={"path": os.path.join(directory, "store")})
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    for rank in range(2):
+        assert world[rank].values == {"total": [3.0] * 3, "pair": [2.0, 2.0]}
 
 
 @pytest.mark.timeout(60)
