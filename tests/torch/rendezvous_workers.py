@@ -100,6 +100,12 @@ def env_through_ringrt_store(rank: int, world: int) -> dict:
     dist.all_reduce(y)
     out["second_init"] = y.tolist()
     dist.destroy_process_group()
+    dist.init_process_group("gloo")                       # gloo's world, a ringrt subgroup:
+    ours = dist.new_group(backend="ringrt")               # a ringrt world of its own
+    z = torch.full((2,), float(rank + 1))
+    dist.all_reduce(z, group=ours)
+    out["under_gloo"] = [z.tolist(), dist.get_backend(ours)]
+    dist.destroy_process_group()
     return out
 
 

@@ -52,6 +52,7 @@ def test_env_under_ringrun_goes_through_ringrts_store_for_every_group():
         assert got["ringrt_store"], got["store"]
         assert got["backend"] == "ringrt" and got["gloo_sum"] == [2.0, 2.0]
         assert got["second_init"] == [1.0, 1.0]
+        assert got["under_gloo"] == [[3.0, 3.0], "ringrt"]
 
 
 @pytest.mark.timeout(60)
