@@ -34,7 +34,7 @@ def check_table(world_size: int) -> None:
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("world_size", [2, 3, 4])
 def test_every_collective_matches_gloo_and_the_reference(world_size):
     compared = check_table(world_size)
     assert compared > 200, f"only {compared} results could be compared with gloo"
