@@ -173,11 +173,26 @@ def subgroups(rank: int, world: int) -> dict:
     return out
 
 
+def functional(rank: int, world: int) -> dict:
+    """torch's functional collectives and DTensor, which reach the backend from C++."""
+    import torch.distributed._functional_collectives as funcol
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    total = funcol.all_reduce(torch.full((4,), float(rank + 1)), "sum", dist.group.WORLD)
+    gathered = funcol.all_gather_tensor(torch.full((2,), float(rank)), 0, dist.group.WORLD)
+    mesh = init_device_mesh("cpu", (world,))
+    sharded = distribute_tensor(torch.arange(4.0 * world), mesh, [Shard(0)])
+    return {"all_reduce": total.numpy(), "all_gather": gathered.numpy(),
+            "dtensor": sharded.full_tensor().numpy(), "local": sharded.to_local().numpy()}
+
+
 def api_tour(rank: int, world: int) -> dict:
     """One world running every function above in turn."""
     dist.init_process_group("ringrt")
     out = {}
-    for part in (async_and_futures, point_to_point, object_collectives, coalescing, subgroups):
+    for part in (async_and_futures, point_to_point, object_collectives, coalescing, subgroups,
+                 functional):
         for key, value in part(rank, world).items():
             out[f"{part.__name__}/{key}"] = value
     dist.barrier()

@@ -1,5 +1,6 @@
 """The rest of the torch API on "ringrt", in one world of 4: async ops and futures,
-point-to-point, object collectives, coalescing, subgroups (tests/torch/api_workers.py)."""
+point-to-point, object collectives, coalescing, subgroups, functional collectives and
+DTensor (tests/torch/api_workers.py)."""
 
 import numpy as np
 import pytest
@@ -100,3 +101,16 @@ def test_subgroups_next_to_gloo_and_world_ops(tour):
             assert got["subgroups/odd_gloo_equal"]
         if rank in (2, 3):
             np.testing.assert_array_equal(got["subgroups/local"], np.full(2, 5.0, np.float32))
+
+
+@pytest.mark.timeout(120)
+def test_functional_collectives_and_dtensor(tour):
+    for rank, got in enumerate(tour):
+        np.testing.assert_array_equal(got["functional/all_reduce"],
+                                      np.full(4, total(r + 1 for r in range(WORLD)), np.float32))
+        np.testing.assert_array_equal(got["functional/all_gather"],
+                                      np.repeat(np.arange(WORLD, dtype=np.float32), 2))
+        np.testing.assert_array_equal(got["functional/dtensor"],
+                                      np.arange(4.0 * WORLD, dtype=np.float32))
+        np.testing.assert_array_equal(got["functional/local"],
+                                      np.arange(4.0 * rank, 4.0 * rank + 4, dtype=np.float32))
