@@ -25,7 +25,7 @@ from torch.distributed.constants import default_pg_timeout
 
 from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
-from ringrt._env import env_flag, env_float, resolve_job
+from ringrt._env import env_float, resolve_job
 from ringrt._process_group import ProcessGroup, default_namespace
 from ringrt.distributed import report_failures_to
 from ringrt.torch import _rendezvous
@@ -67,14 +67,19 @@ def _new_world(store, rank: int, size: int, timeout: float) -> ProcessGroup:
         warnings.warn("RINGRT_TOKEN is not set: ringrt's connections are not authenticated; "
                       "export the same secret to every rank (ringrun does this for you)",
                       stacklevel=4)
-    curve = derive_keys(job.token) if job.encrypt or env_flag("RINGRT_ENCRYPT") else None
     namespace = default_namespace(job.restart_count, _worlds_built) + "/torch"
     _worlds_built += 1
     world = ProcessGroup(StoreOverTorch(store, rank, job.master_addr), rank, size, timeout,
-                         namespace, curve)
+                         namespace=namespace, **_link_options(job))
     report_failures_to(world)
     atexit.register(world.close)
     return world
+
+
+def _link_options(job) -> dict:
+    """How the world's sockets are secured: as ``ringrt.init_process_group`` does it
+    (CurveZMQ with token-derived keys when ``RINGRT_ENCRYPT`` asks for it)."""
+    return {"curve": derive_keys(job.token) if job.encrypt else None}
 
 
 def _close_default_world() -> None:
