@@ -107,7 +107,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         Inline when torch waits at once (or :attr:`async_mode` says so), else queued on
         ringrt's executor; ``after()`` runs once they are done (copying staged outputs back).
         """
-        if not opts.asyncOp or self._inline():
+        if not getattr(opts, "asyncOp", True) or self._inline():   # older torch: none
             for start in starts:
                 start(async_op=False)
             if after is not None:
