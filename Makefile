@@ -1,18 +1,19 @@
 # Quick start: `make demo` (install, then train on 4 ranks) and `make test`.
-# Every target creates its own virtualenv in .venv and installs what it needs.
+# Every target creates its own virtualenv in .venv and installs what it needs; `make test`
+# installs the torch extra too (torch==2.13.0 CPU), so the torch backend is tested.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo bench install clean lab-deps
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,torch]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +32,10 @@ test: $(STAMP) lab-deps
 
 demo: $(STAMP)
 	$(VENV)/bin/ringrun -n 4 examples/train.py
+
+# The same digits, a small torch CNN, torch DDP over the "ringrt" backend.
+demo-torch: $(STAMP)
+	$(VENV)/bin/ringrun -n 4 examples/torch_train.py
 
 # make bench: every collective, ringrt against torch gloo and Open MPI (shared memory and TCP)
 # at worlds 2 and 4, merged into benchmarks/results/collectives.{json,png}, then issue 5's
@@ -58,3 +63,16 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# make bench-torch: torch's collectives and a torch DDP training step, "ringrt" backend vs gloo
+# interleaved in the same jobs, at worlds 1, 2 and 4 (about 5 minutes on 2 cores); results in
+# benchmarks/results/torch_*.json. Larger worlds: BENCH_TORCH_WORLDS="1 2 4 8 16".
+BENCH_TORCH_WORLDS ?= 1 2 4
+
+bench-torch: $(STAMP)
+	for n in $(BENCH_TORCH_WORLDS); do \
+	  $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_train_step \
+	    --json benchmarks/results/torch_train_step.json || exit 1; \
+	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
+	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
+	done

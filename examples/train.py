@@ -13,7 +13,6 @@ optimizer state and the data position, so a resumed run continues bit for bit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # mlp.py, when run as a script
 from mlp import MLP, load_digits  # noqa: E402
+from progress import progress, say  # noqa: E402
 
 import ringrt as dist  # noqa: E402
 from ringrt import checkpoint  # noqa: E402
@@ -144,61 +144,6 @@ def make_trainer(model: MLP, lr: float, zero: bool, overlap: bool, bucket_cap_mb
         optimizer.step(ddp.grads)
         return loss
     return ddp_step, optimizer
-
-
-class _Bar:
-    """Rank 0's click progress bar with the latest loss and throughput."""
-
-    def __init__(self, bar):
-        self.bar, self.status = bar, ""
-
-    def show(self, loss: float, samples_per_s: float) -> None:
-        self.status = f"loss {loss:.3f}, {samples_per_s:,.0f} samples/s"
-        self.bar.update(1)
-
-
-class _NoBar:
-    def show(self, loss: float, samples_per_s: float) -> None:
-        pass
-
-
-class _TerminalThroughLauncher:
-    """stdout as click sees it under ringrun on a terminal: ringrun draws our \r updates in
-    place (it sets RINGRUN_TTY=1), so the bar may render although stdout is a pipe."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text):
-        return self._stream.write(text)
-
-    def flush(self):
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return True
-
-
-@contextlib.contextmanager
-def progress(rank: int, length: int, label: str):
-    """Rank 0's progress bar with loss and samples/s, on a terminal (directly, or through
-    ringrun, which draws carriage-return updates in place). Elsewhere (logs, CI) the
-    per-epoch lines carry the same figures."""
-    through_launcher = os.environ.get("RINGRUN_TTY") == "1"
-    if rank != 0 or not (sys.stdout.isatty() or through_launcher):
-        yield _NoBar()
-        return
-    holder = _Bar(None)
-    stream = _TerminalThroughLauncher(sys.stdout) if through_launcher else sys.stdout
-    with click.progressbar(length=length, label=label, width=24, file=stream,
-                           item_show_func=lambda _: holder.status) as bar:
-        holder.bar = bar
-        yield holder
-
-
-def say(rank: int, message: str) -> None:
-    if rank == 0:
-        click.echo(message)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 Layout (data flows down; each layer only imports the ones above it, which
 ``tests/unit/test_layering.py`` checks)::
 
-    errors.py _env.py _deadline.py _reduce_ops.py _curve.py
+    errors.py _env.py _deadline.py _dtypes.py _reduce_ops.py _curve.py
                          foundations: the DistError tree, the environment (env://, tcp://, SLURM,
-                         Open MPI/PMI -> JobSpec), deadlines, reduction kernels, token-derived keys
+                         Open MPI/PMI -> JobSpec), deadlines, bfloat16, reduction kernels,
+                         token-derived keys
     store/               the rendezvous key-value store: client, server, protocol, token handshake
     _comm/               this rank's communication: wire header, transport (inbox + outboxes),
                          shared memory + futex, heartbeat sentinel, one op's exchange, executor
@@ -20,6 +21,8 @@ Layout (data flows down; each layer only imports the ones above it, which
                          argument checks in _validate.py, object encoding in _objects.py)
     ddp.py optim/ checkpoint.py _flat.py   training on top of the collectives
     data/                DistributedSampler, DataLoader, datasets
+    torch/               the "ringrt" backend of torch.distributed (``import ringrt.torch``; the
+                         only part that imports torch, which ``import ringrt`` never does)
 """
 
 from ringrt import errors

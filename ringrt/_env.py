@@ -153,6 +153,16 @@ def _read_private(path: Path) -> str:
     return path.read_text().strip()
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str, env=None) -> str:
+    """Read a variable that must be one of ``choices`` (default when unset), clearly."""
+    env = os.environ if env is None else env
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ValueError(f"environment variable {name}={raw!r} must be one of "
+                         f"{', '.join(choices)}")
+    return raw
+
+
 def _first_slurm_host(nodelist: str) -> str:
     """First host of a SLURM node list: 'node[03-05,9],gpu1' -> 'node03'."""
     match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())

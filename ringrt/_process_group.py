@@ -3,8 +3,9 @@
 ``ProcessGroup(store, rank, world_size, timeout)`` builds a working world group directly
 (tests use it without any global state): it rendezvouses through the store, binds this rank's
 sockets, connects to every peer and starts the heartbeat sentinel. Subgroups
-(:meth:`ProcessGroup.new_group`) share the world's sockets; their messages carry their own
-group id and sequence numbers.
+(:meth:`ProcessGroup.new_group`, every rank calling, or :meth:`ProcessGroup.new_member_group`,
+members only) share the world's sockets; their messages carry their own group id and
+sequence numbers.
 
 An op runs as: check the group is usable -> take the next sequence number -> run the
 algorithm on an :class:`~ringrt._comm.exchange.Exchange` (inline, or on the executor thread for
@@ -41,6 +42,10 @@ from ringrt._comm.work import Executor
 from ringrt._deadline import Deadline, seconds
 from ringrt._env import job_token
 from ringrt.errors import DistError, PeerLostError
+
+# Ids of groups formed by their members alone (new_member_group) start here, far above the
+# ids new_group counts up from 1, so the two kinds never collide in one job.
+MEMBER_GROUP_IDS = 1 << 24
 
 
 class OpSpec(NamedTuple):
@@ -177,6 +182,7 @@ class ProcessGroup:
         timeout = seconds(timeout)
         security = security or LinkSecurity(token=job_token())
         comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security)
+        comm.namespace = namespace           # job-wide keys of member-formed subgroups
         self._setup(comm, 0, list(range(world_size)), timeout)
 
     @classmethod
@@ -310,6 +316,40 @@ class ProcessGroup:
         timeout = self.timeout if timeout is None else seconds(timeout)
         if self.comm.rank not in members:
             return NonMember(group_id, members)
+        return ProcessGroup._subgroup(self.comm, group_id, members, timeout)
+
+    def new_member_group(self, members, store, timeout: float | None = None) -> ProcessGroup:
+        """Create a subgroup that only its members call (non-members never hear of it).
+
+        torch builds a backend's group on member ranks only, so the members cannot count
+        groups together as :meth:`new_group` does; they agree on the group's id through
+        ``store`` instead, a store namespace private to this group that every member passes
+        (torch hands each group its own prefix store). The lowest member draws the id from a
+        job-wide counter in the world's store, above :meth:`new_group`'s ids, and publishes it
+        there; the others read it. No message goes between ranks: data that reaches a member
+        before it formed the group waits in its mailbox.
+
+        Args:
+            members: global ranks of the group, this rank among them.
+            store: set/get store (``get`` blocks until the key is set) private to the group.
+            timeout: the group's op timeout (default: this group's).
+
+        Raises:
+            ValueError: ``members`` is empty, out of range, or lacks this rank.
+            ringrt.errors.TimeoutError: the lowest member never published the id.
+        """
+        members = sorted(set(int(r) for r in members))
+        rank, world = self.comm.rank, self.comm.world_size
+        if not members or not 0 <= members[0] <= members[-1] < world or rank not in members:
+            raise ValueError(f"new_member_group: members {members} must be ranks in [0, {world})"
+                             f" that include this rank ({rank})")
+        timeout = self.timeout if timeout is None else seconds(timeout)
+        if rank == members[0]:
+            drawn = self.comm.store.add(f"{self.comm.namespace}/member_group_ids", 1)
+            group_id = MEMBER_GROUP_IDS + drawn
+            store.set("ringrt_group_id", str(group_id))
+        else:
+            group_id = int(store.get("ringrt_group_id", timeout=timeout))
         return ProcessGroup._subgroup(self.comm, group_id, members, timeout)
 
     def close(self, linger_s: float = 5.0, goodbye: bool = True) -> None:

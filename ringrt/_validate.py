@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from ringrt._comm.wire import DTYPE_CODES
+from ringrt._dtypes import is_floating
+from ringrt._dtypes import name as dtype_name
 from ringrt._reduce_ops import ReduceOp
 
-SUPPORTED = ", ".join(str(d) for d in DTYPE_CODES if d is not None)
+SUPPORTED = ", ".join(dtype_name(d) for d in DTYPE_CODES if d is not None)
 
 
 def array(op: str, value, rank: int, name: str = "array", writable: bool = False) -> np.ndarray:
@@ -57,8 +59,8 @@ def array_list(op: str, values, length: int, rank: int, name: str, writable: boo
 def same_shape(op: str, value: np.ndarray, like: np.ndarray, rank: int, name: str) -> None:
     """Check ``value`` has ``like``'s dtype and element count."""
     if value.dtype != like.dtype or value.size != like.size:
-        raise ValueError(f"{op}: {name} is {value.dtype}[{value.size}] on rank {rank} but must "
-                         f"match the input, {like.dtype}[{like.size}]")
+        raise ValueError(f"{op}: {name} is {dtype_name(value.dtype)}[{value.size}] on rank {rank} "
+                         f"but must match the input, {dtype_name(like.dtype)}[{like.size}]")
 
 
 def root(op: str, value, members: list[int], rank: int, name: str) -> int:
@@ -72,16 +74,27 @@ def root(op: str, value, members: list[int], rank: int, name: str) -> int:
 
 
 def reduce_op(op: str, value, dtype: np.dtype, rank: int) -> ReduceOp:
-    """Check the reduction operator (and that AVG is used on floating dtypes only)."""
+    """Check the reduction operator: AVG on floating dtypes only, MIN/MAX not on complex,
+    the bitwise ones on integers and bools only."""
     try:
         chosen = ReduceOp(value)
     except ValueError:
         raise ValueError(f"{op}: op={value!r} is not a ReduceOp on rank {rank}; use "
-                         "ringrt.ReduceOp.SUM, AVG, PRODUCT, MIN or MAX") from None
-    if chosen == ReduceOp.AVG and not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"{op}: ReduceOp.AVG needs a floating dtype, got {dtype} on rank {rank};"
-                         " use SUM and divide, or cast to float")
+                         "ringrt.ReduceOp.SUM, AVG, PRODUCT, MIN, MAX, BAND, BOR or BXOR") from None
+    if chosen in _BITWISE and not (dtype == np.bool_ or np.issubdtype(dtype, np.integer)):
+        raise ValueError(f"{op}: ReduceOp.{chosen.name} needs an integer or bool dtype, got "
+                         f"{dtype_name(dtype)} on rank {rank}")
+    if chosen == ReduceOp.AVG and not is_floating(dtype):
+        raise ValueError(f"{op}: ReduceOp.AVG needs a floating dtype, got {dtype_name(dtype)} "
+                         f"on rank {rank}; use SUM and divide, or cast to float")
+    if chosen in (ReduceOp.MIN, ReduceOp.MAX) and np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{op}: ReduceOp.{chosen.name} is not defined on complex numbers "
+                         f"(got {dtype} on rank {rank}); reduce the real and imaginary parts "
+                         "or the magnitudes instead")
     return chosen
+
+
+_BITWISE = (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR)
 
 
 def leading_dim(op: str, big: np.ndarray, small: np.ndarray, world: int, rank: int,
@@ -89,7 +102,8 @@ def leading_dim(op: str, big: np.ndarray, small: np.ndarray, world: int, rank: i
     """Check ``big`` holds ``world`` x ``small``, concatenated or stacked along dim 0 (the
     *_tensor ops accept both, as torch does), with the same dtype."""
     if big.dtype != small.dtype:
-        raise ValueError(f"{op}: {big_name} is {big.dtype} but {small_name} is {small.dtype} on "
+        raise ValueError(f"{op}: {big_name} is {dtype_name(big.dtype)} but {small_name} is "
+                         f"{dtype_name(small.dtype)} on "
                          f"rank {rank}; they must match")
     concatenated = big.ndim >= 1 and small.ndim >= 1 and big.shape[0] == world * small.shape[0]
     stacked = big.shape == (world, *small.shape)

@@ -129,12 +129,18 @@ def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False)
     algorithm = _algorithm(pg, "reduce", array.nbytes)
     body = functools.partial(_reduce, flat=_flat(array), root=root, redop=redop,
                              algorithm=algorithm)
-    return pg.run(_spec("reduce", "reduce", array, root=root, redop=redop), body, async_op)
+    spec = _spec("reduce", "reduce", array, root=root, redop=redop, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
 def _reduce(ex, flat, root, redop, algorithm):
-    work = flat if ex.rank == root else flat.copy()
     combine = combiner(redop, flat.dtype)
+    if algorithm == "shm":
+        shm.reduce_shm(ex.shm, flat, combine, root)
+        if ex.rank == root:
+            finish(redop, flat, ex.size)
+        return
+    work = flat if ex.rank == root else flat.copy()
     if algorithm == "chain":
         tree.reduce_chain(ex, work, combine, root)
     elif algorithm == "ring":
@@ -296,12 +302,18 @@ def gather(array, gather_list=None, dst: int = 0, group=None, async_op: bool = F
     if pg.rank == root:
         outputs = [_flat(o) for o in _validate.array_list(
             "gather", gather_list, pg.size, rank, "gather_list", writable=True, like=array)]
-    body = functools.partial(_gather, outputs=outputs, mine=_flat(array), root=root)
-    return pg.run(_spec("gather", "gather", array, root=root), body, async_op)
+    algorithm = _algorithm(pg, "gather", array.nbytes)
+    body = functools.partial(_gather, outputs=outputs, mine=_flat(array), root=root,
+                             algorithm=algorithm)
+    spec = _spec("gather", "gather", array, root=root, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
-def _gather(ex, outputs, mine, root):
-    direct.gather_direct(ex, outputs, mine, root)
+def _gather(ex, outputs, mine, root, algorithm):
+    if algorithm == "shm":
+        shm.gather_shm(ex.shm, outputs, mine, root)
+    else:
+        direct.gather_direct(ex, outputs, mine, root)
 
 
 def scatter(array, scatter_list=None, src: int = 0, group=None, async_op: bool = False):
@@ -316,12 +328,18 @@ def scatter(array, scatter_list=None, src: int = 0, group=None, async_op: bool =
     if pg.rank == root:
         inputs = [_flat(x) for x in _validate.array_list(
             "scatter", scatter_list, pg.size, rank, "scatter_list", like=array)]
-    body = functools.partial(_scatter, inputs=inputs, output=_flat(array), root=root)
-    return pg.run(_spec("scatter", "scatter", array, root=root), body, async_op)
+    algorithm = _algorithm(pg, "scatter", array.nbytes * pg.size)
+    body = functools.partial(_scatter, inputs=inputs, output=_flat(array), root=root,
+                             algorithm=algorithm)
+    spec = _spec("scatter", "scatter", array, root=root, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
-def _scatter(ex, inputs, output, root):
-    direct.scatter_direct(ex, inputs, output, root)
+def _scatter(ex, inputs, output, root, algorithm):
+    if algorithm == "shm":
+        shm.scatter_shm(ex.shm, inputs, output, root)
+    else:
+        direct.scatter_direct(ex, inputs, output, root)
 
 
 def all_to_all(output_list, input_list, group=None, async_op: bool = False):
@@ -358,13 +376,19 @@ def all_to_all_single(output, input, group=None, async_op: bool = False):
     if rows % pg.size:
         raise ValueError(f"all_to_all_single: input.shape[0]={rows} is not divisible by the "
                          f"group size {pg.size} on rank {rank}")
+    # Equal blocks on every rank by definition, so every rank may take shared memory.
+    algorithm = _algorithm(pg, "all_to_all", input.nbytes)
     body = functools.partial(_all_to_all, outputs=ring.split(_flat(output), pg.size),
-                             inputs=ring.split(_flat(input), pg.size))
-    return pg.run(_spec("all_to_all_single", "all_to_all", input), body, async_op)
+                             inputs=ring.split(_flat(input), pg.size), algorithm=algorithm)
+    spec = _spec("all_to_all_single", "all_to_all", input, shm=algorithm == "shm")
+    return pg.run(spec, body, async_op)
 
 
-def _all_to_all(ex, outputs, inputs):
-    direct.all_to_all_direct(ex, outputs, inputs)
+def _all_to_all(ex, outputs, inputs, algorithm="direct"):
+    if algorithm == "shm":
+        shm.all_to_all_shm(ex.shm, outputs, inputs)
+    else:
+        direct.all_to_all_direct(ex, outputs, inputs)
 
 
 def barrier(group=None, async_op: bool = False):

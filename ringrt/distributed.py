@@ -25,6 +25,7 @@ _world: ProcessGroup | None = None
 _store = None
 _init_count = 0
 _previous_excepthook = None
+_other_worlds: list[ProcessGroup] = []     # also told of a failure (ringrt.torch's world)
 
 
 def init_process_group(backend: str | None = "zmq", init_method: str | None = None,
@@ -191,6 +192,15 @@ def destroy_process_group(group=None) -> None:
             store.close()
 
 
+def report_failures_to(world: ProcessGroup) -> None:
+    """Tell ``world``'s peers, too, when this process dies of an unhandled exception (for
+    worlds other than the default group: ``ringrt.torch`` builds its own)."""
+    _other_worlds[:] = [w for w in _other_worlds if not w.comm.closed]
+    if world not in _other_worlds:
+        _other_worlds.append(world)
+    _install_failure_report()
+
+
 def _install_failure_report() -> None:
     global _previous_excepthook
     if _previous_excepthook is None:
@@ -201,9 +211,10 @@ def _install_failure_report() -> None:
 
 def _report_failure_then_exit(exc_type, exc, tb) -> None:
     """Tell the peers this rank is failing (they raise PeerLostError), then print as usual."""
-    world = _world
-    if world is not None and not world.comm.closed:
-        reason = f"{exc_type.__name__}: {exc}".strip()
+    reason = f"{exc_type.__name__}: {exc}".strip()
+    for world in [_world, *_other_worlds]:
+        if world is None or world.comm.closed:
+            continue
         try:
             world.comm.sentinel.announce_failure(reason[:2000])
             world.close(linger_s=1.0, goodbye=False)

@@ -90,7 +90,7 @@ class PeerLostError(DistError):
         seq: int | None = None,
     ):
         self.ranks, self.reason, self.rank, self.op, self.seq = sorted(ranks), reason, rank, op, seq
-        where = f" during {op} (op #{seq})" if op is not None else ""
+        where = "" if op is None else f" during {op}" + ("" if seq is None else f" (op #{seq})")
         super().__init__(
             f"{_ranks_text(self.ranks)} lost{where}, seen from rank {rank}: {reason}. "
             "The process group cannot be used any more; restart the job (ringrun --max-restarts "

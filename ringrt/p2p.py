@@ -162,9 +162,9 @@ def _receive(pg, array: np.ndarray, src, tag: int, check) -> int:
     flat = array.reshape(-1).view(np.uint8)
     problem = None
     if header.dtype != wire.DTYPE_CODES[array.dtype] or header.count != array.size:
-        problem = (f"rank {sender} sent {wire.CODE_DTYPES.get(header.dtype)}[{header.count}] "
-                   f"with tag {tag} but rank {pg.comm.rank} receives into "
-                   f"{array.dtype}[{array.size}]")
+        problem = (f"rank {sender} sent {wire.dtype_name(wire.CODE_DTYPES.get(header.dtype))}"
+                   f"[{header.count}] with tag {tag} but rank {pg.comm.rank} receives into "
+                   f"{wire.dtype_name(array.dtype)}[{array.size}]")
     for index, (a, b) in enumerate(pieces):
         if index:
             header, first, payload = mailbox.take(key, check)

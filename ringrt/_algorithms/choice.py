@@ -15,10 +15,16 @@ Thresholds (bytes of the whole array) and why:
   link with 2(n-1)/n of it: 67 vs 90+ MB/s at 64 MiB on the 1 Gbit/s lab, docs/cluster.md).
 - all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
   above it the ring.
-- When every rank of the world is on one host, world-group all_reduce, broadcast, all_gather,
-  reduce_scatter and barrier go through shared memory (``shm``) at every size: one memory
-  copy in and one out instead of socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1``
-  or ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off).
+- When every rank of the world is on one host (and there are at least two: alone, the socket
+  algorithms send nothing while shared memory would still copy in and out),
+  world-group all_reduce, broadcast, reduce, all_gather, reduce_scatter, all_to_all (equal
+  blocks) and barrier go through shared memory (``shm``) at every size, gather and scatter
+  from ``SHM_FROM`` up: one memory copy in and one out instead of
+  socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1`` or
+  ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off). Measured with torch's collectives on
+  the "ringrt" backend, world 2 on this 2-core VM (benchmarks/torch_collectives.py,
+  2026-11-26): over sockets reduce took 0.8-1.1x gloo's time at 256 KiB-4 MiB, scatter
+  1.1-1.7x, all_to_all 1.1-1.7x; shared memory is what brings them under gloo's.
 - Across hosts, all_reduce and broadcast take their small/large threshold from the alpha-beta
   cost model (``cost_model``) with the parameters fitted on the netlab 1 Gbit/s lab
   (docs/cluster.md): the crossover grows with the group size (recursive doubling's log2(n)
@@ -41,14 +47,24 @@ GATHER_SMALL = 64 * 1024
 CHOICES = {
     "all_reduce": ("recursive_doubling", "ring", "shm"),
     "broadcast": ("binomial", "chain", "shm"),
-    "reduce": ("binomial", "chain", "ring"),
+    "reduce": ("binomial", "chain", "ring", "shm"),
     "all_gather": ("direct", "ring", "shm"),
     "reduce_scatter": ("direct", "ring", "shm"),
+    "gather": ("direct", "direct", "shm"),
+    "scatter": ("direct", "direct", "shm"),
+    "all_to_all": ("direct", "direct", "shm"),        # shm: equal blocks only (the caller's)
     "barrier": ("recursive_doubling", "shm"),
 }
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
-          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "barrier": 1 << 62}
+          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "gather": 1 << 62,
+          "scatter": 1 << 62, "all_to_all": 1 << 62, "barrier": 1 << 62}
 SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
+# gather and scatter take shared memory only from this size: below it only the root needs to
+# wait (sockets), where a shared-memory phase makes every rank wait for every other. World 4
+# on 2 cores, torch's collectives on the "ringrt" backend (benchmarks/torch_collectives.py,
+# 2026-11-26), median / gloo's: gather 16 B-16 KiB 0.25 direct vs 0.80-0.91 shm; scatter
+# 0.33-0.35 vs 0.98-1.08; from 256 KiB-1 MiB shm wins (scatter 1.0-1.1 vs 1.3-1.5 direct).
+SHM_FROM = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
 
 
 _parsed: tuple[str, dict] = ("", {})
@@ -94,11 +110,11 @@ def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int =
     arena's slot size when the group can use shared memory, else None; ``spans_hosts`` says
     whether its members are on more than one host. Every rank computes the same answer."""
     forced = _forced().get(op)
-    shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and \
+    shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and world > 1 and \
         nbytes <= SHM_MAX_PIECES * (shm_slot_bytes // 2)
     if forced and (forced != "shm" or shm_ok):
         return forced
-    if shm_ok:
+    if shm_ok and nbytes >= SHM_FROM.get(op, 0):
         return "shm"
     small, large = CHOICES[op][:2]
     if spans_hosts and op in ("all_reduce", "broadcast") and world > 2:

@@ -92,6 +92,94 @@ def _all_reduce_small(op, flat: np.ndarray, combine) -> None:
     op.release()
 
 
+def reduce_shm(op, flat: np.ndarray, combine, root: int) -> None:
+    """``root``'s array becomes the reduction; the others' arrays are only read.
+
+    The steps of :func:`all_reduce_shm`, so the bits equal an all-reduce's, except that a
+    rank other than ``root`` reduces its chunk into its slot instead of its array, and only
+    ``root`` copies the reduced chunks out.
+    """
+    dtype = flat.dtype
+    if flat.nbytes * 2 <= op.arena.slot_bytes and flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC:
+        half = op.half()
+        op.acquire_half()
+        op.slot(op.rank, dtype, flat.size, 0, half)[...] = flat
+        op.phase()
+        if op.rank == root:
+            _sum_slots(op, flat, flat.size, 0, combine, half)
+        op.half_done()
+        op.release()
+        return
+    op.acquire()
+    for start, stop, region in _pieces(op, flat.size, flat.itemsize):
+        count = stop - start
+        bounds = chunk_bounds(count, op.size)
+        a, b = bounds[op.rank]
+        staged = op.slot(op.rank, dtype, count, 0, region)
+        staged[:a] = flat[start:start + a]
+        staged[b:] = flat[start + b:stop]
+        op.phase()
+        mine = flat[start + a:start + b] if op.rank == root else staged[a:b]
+        if op.rank != root:
+            mine[...] = flat[start + a:start + b]
+        for q in op.peers:                               # fixed order, as all_reduce_shm
+            combine(mine, op.slot(q, dtype, b - a, a, region))
+        staged[a:b] = mine
+        op.phase()
+        if op.rank == root:
+            for q in op.peers:
+                qa, qb = bounds[q]
+                flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa, region)
+    op.release()
+
+
+def gather_shm(op, outputs: list[np.ndarray] | None, mine: np.ndarray, root: int) -> None:
+    """``root``'s ``outputs[q]`` receives rank q's ``mine`` (only ``root`` reads slots)."""
+    dtype = mine.dtype
+    op.acquire()
+    for start, stop, region in _pieces(op, mine.size, mine.itemsize):
+        if op.rank != root:
+            op.slot(op.rank, dtype, stop - start, 0, region)[...] = mine[start:stop]
+        op.phase()
+        if op.rank == root:
+            for q in range(op.size):
+                outputs[q][start:stop] = op.slot(q, dtype, stop - start, 0, region) \
+                    if q != root else mine[start:stop]
+    op.release()
+
+
+def scatter_shm(op, inputs: list[np.ndarray] | None, output: np.ndarray, root: int) -> None:
+    """Rank j's ``output`` receives ``root``'s ``inputs[j]``, staged in ``root``'s slot."""
+    dtype = output.dtype
+    op.acquire()
+    for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
+        count = stop - start
+        if op.rank == root:
+            for j in op.peers:
+                op.slot(root, dtype, count, j * count, region)[...] = inputs[j][start:stop]
+        op.phase()
+        output[start:stop] = inputs[root][start:stop] if op.rank == root else \
+            op.slot(root, dtype, count, op.rank * count, region)
+    op.release()
+
+
+def all_to_all_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray]) -> None:
+    """``outputs[q]`` receives rank q's ``inputs[this rank]``; every block the same size
+    (the caller's choice: uneven splits go over sockets)."""
+    dtype = outputs[0].dtype
+    op.acquire()
+    for start, stop, region in _pieces(op, outputs[0].size, outputs[0].itemsize,
+                                       blocks=op.size):
+        count = stop - start
+        for j in op.peers:
+            op.slot(op.rank, dtype, count, j * count, region)[...] = inputs[j][start:stop]
+        op.phase()
+        for q in range(op.size):
+            outputs[q][start:stop] = inputs[q][start:stop] if q == op.rank else \
+                op.slot(q, dtype, count, op.rank * count, region)
+    op.release()
+
+
 def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
     """Copy root's array into every rank's through root's slot."""
     dtype = flat.dtype

@@ -235,6 +235,9 @@ class HostArena:
         spin_until = time.perf_counter() + SPIN_SECONDS
         while pending:
             segment = segments[pending[0]]
+            # read the word before testing it: a signal landing between the test and the
+            # futex call then makes the call return at once instead of sleeping a slice
+            seen = (segment.release if release else segment.word).value
             if done(segment):
                 pending.pop(0)
                 continue
@@ -242,10 +245,9 @@ class HostArena:
                 if self.oversubscribed:
                     os.sched_yield()
                 continue
-            word = segment.release if release else segment.word
             counts["sleeps"] += 1
             slept = time.perf_counter()
-            futex.wait(getattr(segment, address), word.value, sleep)
+            futex.wait(getattr(segment, address), seen, sleep)
             if not done(segment):
                 check(pending)
             elif time.perf_counter() - slept >= sleep * 0.9:

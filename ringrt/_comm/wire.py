@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ringrt._dtypes import BFLOAT16
+from ringrt._dtypes import name as dtype_name
+
 MAGIC = 0x5252          # "RR"
 VERSION = 1
 HEADER = struct.Struct("<HBBBBBBIiqqii")
@@ -46,7 +49,7 @@ OP_CODES = {name: code for code, name in OP_NAMES.items()}
 INLINE = 1              # payload follows the header inside the first frame
 
 _DTYPES = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-           np.uint64, np.float16, np.float32, np.float64]
+           np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128, BFLOAT16]
 DTYPE_CODES = {np.dtype(t): code for code, t in enumerate(_DTYPES, start=1)}
 DTYPE_CODES[None] = 0                           # ops without an array payload (objects, barrier)
 CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
@@ -105,10 +108,9 @@ def unpack(buffer) -> Header:
 def describe_signature(signature: tuple) -> str:
     """Human text for a signature tuple, for mismatch messages."""
     op, dtype, count, root, redop = signature
-    dtype_name = CODE_DTYPES.get(dtype)
     parts = [OP_NAMES.get(op, f"op{op}")]
-    if dtype_name is not None:
-        parts.append(f"dtype={dtype_name}")
+    if CODE_DTYPES.get(dtype) is not None:
+        parts.append(f"dtype={dtype_name(CODE_DTYPES[dtype])}")
     if count >= 0:
         parts.append(f"count={count}")
     if root >= 0:

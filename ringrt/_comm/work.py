@@ -4,6 +4,12 @@ One executor per process runs every op of every group strictly in the order the 
 called. A blocking op runs inline on the caller's thread when nothing is queued (no thread
 hand-off on the latency-critical path); otherwise it queues behind the async ops and waits.
 Only the thread holding the executor's lock touches the inbox.
+
+A finished op's :class:`Work` is completed, and its done-callbacks run, on the thread that ran
+it *after* the lock is released and the op left the queue: a callback may start more ops, and
+even block on them (torch futures run their ``then`` callbacks where the result is set; DDP
+comm hooks such as PowerSGD chain collectives that way and wait on them), because another
+thread then runs the queue, still one op at a time and in call order (:class:`Executor`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from ringrt._deadline import Deadline, seconds
 class Work:
     """Handle of an op started with ``async_op=True`` (like ``torch.distributed.Work``)."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, executor: Executor | None = None):
         self.description = description
         self._done = threading.Event()
         self._exception: BaseException | None = None
         self._result = None
+        self._callbacks: list | None = []
+        self._executor = executor
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the op finished; re-raise its error, if any.
@@ -38,6 +46,8 @@ class Work:
             DistError, ValueError, ...: whatever the op raised.
         """
         limit = seconds(timeout)
+        if self._executor is not None and not self._done.is_set():
+            self._executor.run_if_next(self)
         if not self._done.wait(limit):
             from ringrt.errors import TimeoutError
 
@@ -64,20 +74,61 @@ class Work:
         self.wait()
         return self._result
 
+    def add_done_callback(self, callback) -> None:
+        """Call ``callback(work)`` once the op finished (now, if it already has).
+
+        It runs on the thread that finishes the op (the executor's), with no ringrt lock held,
+        so it may start other ops. It must not raise: an exception is reported to stderr.
+        """
+        with _CALLBACKS_LOCK:
+            pending = self._callbacks is not None
+            if pending:
+                self._callbacks.append(callback)
+        if not pending:
+            _call(callback, self)
+
     def _finish(self, result=None, exception: BaseException | None = None) -> None:
         self._result, self._exception = result, exception
+        with _CALLBACKS_LOCK:
+            callbacks, self._callbacks = self._callbacks, None
         self._done.set()
+        for callback in callbacks or ():
+            _call(callback, self)
+
+
+_CALLBACKS_LOCK = threading.Lock()      # guards Work._callbacks (held for a list append only)
+
+
+def _call(callback, work: Work) -> None:
+    try:
+        callback(work)
+    except Exception:  # noqa: BLE001 - a callback's bug must not kill the executor thread
+        import traceback
+
+        traceback.print_exc()
 
 
 class Executor:
-    """Runs jobs (zero-argument callables) one at a time, in submission order."""
+    """Runs jobs (zero-argument callables) one at a time, in submission order.
+
+    Jobs run on loop threads, one job at a time (the lock). A thread that finished a job
+    completes its Work -- runs its done-callbacks -- after dequeuing it and releasing the
+    lock; if more jobs are queued and no other thread is free to run them meanwhile, it first
+    starts one. So a callback that blocks (on a later op, a ``Work.wait``, a torch future) never
+    stalls the queue it waits on: some thread keeps running it, in order. Usually one thread
+    runs everything; a second appears while callbacks run, and extra ones retire once idle.
+    """
+
+    MAX_THREADS = 32          # bounds a runaway of callbacks each blocking on the next op
 
     def __init__(self, name: str):
         self._name = name
         self._lock = threading.Lock()          # held while a job runs
         self._queue: collections.deque = collections.deque()
-        self._wakeup = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._wakeup = threading.Condition()   # guards the queue and the thread counts below
+        self._threads: list[threading.Thread] = []
+        self._idle = 0                         # threads waiting for a job
+        self._running = 0                      # threads taking or running a job
         self._closed = False
 
     def run(self, job, description: str):
@@ -91,17 +142,26 @@ class Executor:
         return work._result
 
     def submit(self, job, description: str) -> Work:
-        """Queue ``job`` for the executor thread; returns its :class:`Work`."""
-        work = Work(description)
+        """Queue ``job`` for the loop threads; returns its :class:`Work`."""
+        work = Work(description, self)
         with self._wakeup:
             if self._closed:
                 raise RuntimeError("the process group was destroyed")
             self._queue.append((job, work))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            self._ensure_a_runner()
             self._wakeup.notify()
         return work
+
+    def run_if_next(self, work: Work) -> None:
+        """Run ``work``'s job on this (waiting) thread if it is next in line and no job is
+        running: no thread hand-off when an async op is waited for right away (torch's
+        ``dist.recv`` is an ``irecv`` and a ``wait``). Call order is kept: only the head
+        of the queue may run, under the same lock as the loop threads."""
+        if not self._queue or self._queue[0][1] is not work or not self._lock.acquire(False):
+            return
+        finished = self._run_next(locked=True)
+        if finished is not None:
+            finished()
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every queued job ran; returns False if ``timeout`` passed first."""
@@ -115,27 +175,73 @@ class Executor:
             return True
 
     def close(self) -> None:
-        """Stop the thread once the queue is empty (bounded)."""
+        """Stop the threads once the queue is empty (bounded)."""
         with self._wakeup:
             self._closed = True
             self._wakeup.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+    def _ensure_a_runner(self) -> None:
+        """With the condition held and jobs queued: start a thread unless one is idle or
+        already on its way to the next job."""
+        if self._idle or self._running or len(self._threads) >= self.MAX_THREADS:
+            return
+        thread = threading.Thread(target=self._loop, name=f"{self._name}-{len(self._threads)}",
+                                  daemon=True)
+        self._threads.append(thread)
+        self._running += 1                     # counted before it starts: no double start
+        thread.start()
 
     def _loop(self) -> None:
+        me = threading.current_thread()
         while True:
+            finished = self._run_next()
             with self._wakeup:
-                while not self._queue and not self._closed:
-                    self._wakeup.wait()
-                if not self._queue:
+                self._running -= 1
+                if self._queue:
+                    self._ensure_a_runner()     # someone runs the queue while we run callbacks
+            if finished is not None:
+                finished()
+            with self._wakeup:
+                if not self._wait_for_a_job():
+                    self._threads.remove(me)
                     return
-            with self._lock:
-                job, work = self._queue[0]
-                try:
-                    work._finish(job())
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiter
-                    work._finish(exception=exc)
-                finally:
-                    with self._wakeup:
-                        self._queue.popleft()
-                        self._wakeup.notify_all()
+                self._running += 1
+
+    def _wait_for_a_job(self) -> bool:
+        """(Condition held.) Wait until a job is queued; False when this thread should end
+        (the executor closed, or another thread already waits)."""
+        if self._idle and not self._queue:
+            return False                        # one idle thread is enough
+        self._idle += 1
+        while not self._queue and not self._closed:
+            self._wakeup.wait()
+        self._idle -= 1
+        return bool(self._queue)
+
+    def _run_next(self, locked: bool = False):
+        """Run the job at the head of the queue (if any) and dequeue it; returns the call
+        that completes its Work, to be made with the lock released (its callbacks may start
+        new ops), or None when another thread took the job first. ``locked``: the caller
+        already holds the lock (released here)."""
+        result, error = None, None
+        if not locked:
+            self._lock.acquire()
+        try:
+            if not self._queue:
+                return None
+            job, work = self._queue[0]
+            try:
+                result = job()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                error = exc
+            finally:
+                with self._wakeup:
+                    self._queue.popleft()
+                    self._wakeup.notify_all()
+        finally:
+            self._lock.release()
+        return lambda: work._finish(result, error)

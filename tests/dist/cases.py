@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ALL_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-              "float16", "float32", "float64"]
+              "float16", "float32", "float64", "complex64", "complex128"]
 REDOPS = ["SUM", "AVG", "PRODUCT", "MIN", "MAX"]
 SMALL_SIZES = [0, 1, 7, 1023]
 BIG = 300_003                       # float32: 1.2 MB, above the 1 MiB line; odd on purpose
@@ -35,6 +35,8 @@ def make_input(case: Case, rank: int, shape_of=None) -> np.ndarray:
     rng = np.random.default_rng(zlib.crc32(f"{case.name}/{rank}".encode()))
     low, high = (1, 3) if case.redop == "PRODUCT" else (0, 4)
     values = rng.integers(low, high, size=case.size if shape_of is None else shape_of)
+    if case.dtype.startswith("complex"):      # Gaussian integers: products stay exact
+        values = values + 1j * rng.integers(0, 2, size=values.shape)
     return values.astype(case.dtype)
 
 
@@ -48,10 +50,11 @@ def cases(world: int, big: bool = True) -> list[Case]:
     """Every (op, dtype, size, redop, root) combination run in one world."""
     table = []
     for dtype in ALL_DTYPES:
-        floating = dtype.startswith("float")
+        floating = dtype.startswith(("float", "complex"))
         for size in SMALL_SIZES:
             for redop in REDOPS:
-                if redop == "AVG" and not floating:
+                if (redop == "AVG" and not floating) or \
+                        (redop in ("MIN", "MAX") and dtype.startswith("complex")):
                     continue
                 table.append(Case(f"all_reduce/{dtype}/{size}/{redop}", "all_reduce", dtype,
                                   size, redop))
@@ -109,6 +112,17 @@ def _reduce(stacked: np.ndarray, case: Case) -> np.ndarray:
     if case.redop == "MIN":
         return stacked.min(axis=0)
     return stacked.max(axis=0)
+
+
+def same_bits(got: np.ndarray, want: np.ndarray) -> bool:
+    """Bit-identical, except the sign of a zero in complex results: a product of complex
+    numbers is exact here, but whether an exactly-zero part comes out as +0.0 or -0.0
+    depends on the order the factors were multiplied in, which differs per algorithm."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return False
+    if np.issubdtype(got.dtype, np.complexfloating):
+        got, want = got + 0.0, want + 0.0          # -0.0 + 0.0 == +0.0
+    return got.tobytes() == want.tobytes()
 
 
 def expected_for_rank(case: Case, world: int, rank: int) -> np.ndarray:

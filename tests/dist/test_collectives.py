@@ -9,18 +9,19 @@ bit-identical results.
 import numpy as np
 import pytest
 
-from tests.dist.cases import cases, expected_for_rank
+from tests.dist.cases import cases, expected_for_rank, same_bits
 from tests.world import run_world
 
 # Force the algorithm not chosen by default, with tiny segments so pipelining is exercised.
 ALTERNATE = {
     "RINGRT_ALGO": "all_reduce=ring,broadcast=chain,reduce=ring,all_gather=ring,"
-                   "reduce_scatter=ring",
+                   "reduce_scatter=ring,gather=direct,scatter=direct,all_to_all=direct",
     "RINGRT_SEGMENT_BYTES": "1024",
 }
 SMALL_ALGOS = {
     "RINGRT_ALGO": "all_reduce=recursive_doubling,broadcast=binomial,reduce=binomial,"
-                   "all_gather=direct,reduce_scatter=direct",
+                   "all_gather=direct,reduce_scatter=direct,gather=direct,scatter=direct,"
+                   "all_to_all=direct",
 }
 
 
@@ -35,8 +36,7 @@ def check_world(world_size, big, env=None, tcp=False):
         for rank in range(world_size):
             got = world[rank].arrays[case.name]
             want = expected_for_rank(case, world_size, rank)
-            if got.dtype != want.dtype or got.shape != want.reshape(got.shape).shape or \
-                    got.tobytes() != want.reshape(got.shape).tobytes():
+            if got.size != want.size or not same_bits(got, want.reshape(got.shape)):
                 failures.append(f"{case.name} rank {rank}: got {got.ravel()[:8]} want "
                                 f"{want.ravel()[:8]}")
     assert not failures, f"{len(failures)} wrong:\n" + "\n".join(failures[:30])
@@ -104,6 +104,21 @@ def test_subgroup_of_ranks_1_and_3():
                                                         np.float32))
         np.testing.assert_array_equal(got["e"], np.full(2, 2 if rank in (0, 2) else rank))
         assert got["objs"] == ([1, 3] if member else [None, None])
+
+
+@pytest.mark.timeout(60)
+def test_groups_formed_by_their_members_alone():
+    world = run_world("tests.dist.workers:member_groups", 4, timeout=45)
+    sums = {"odd": 2.0 + 4.0, "low": 1.0 + 2.0 + 3.0}
+    for rank in range(4):
+        got = {**world[rank].arrays, **world[rank].values}
+        assert got["ids_distinct"]
+        for name, members in (("odd", [1, 3]), ("low", [0, 1, 2])):
+            if rank in members:
+                np.testing.assert_array_equal(got[name], np.full(5, sums[name], np.float32))
+                assert got[name + "_id"][0] == world[members[0]].arrays[name + "_id"][0]
+            else:
+                assert name not in got
 
 
 @pytest.mark.timeout(60)

@@ -117,6 +117,30 @@ def subgroups(rank: int, world: int):
     return out
 
 
+def member_groups(rank: int, world: int):
+    """Groups formed by their members alone (ProcessGroup.new_member_group), as torch forms
+    them: [1, 3] and [0, 1, 2], each agreeing on its id through its own store prefix; the
+    non-members never call. Rank 1, in both, forms them in the opposite order."""
+    from ringrt.store import PrefixStore
+
+    dist.init_process_group(timeout=30)
+    world_group, store = dist.distributed.resolve(), dist.get_store()
+    plan = {"odd": [1, 3], "low": [0, 1, 2]}
+    order = ["low", "odd"] if rank == 1 else ["odd", "low"]
+    groups = {name: world_group.new_member_group(plan[name], PrefixStore(f"g/{name}", store))
+              for name in order if rank in plan[name]}
+    out = {"ids_distinct": len({g.group_id for g in groups.values()}) == len(groups)}
+    for name in order:
+        if name in groups:
+            x = np.full(70_000 if name == "odd" else 5, float(rank + 1), np.float32)
+            dist.all_reduce(x, group=groups[name])
+            out[name] = x[:5]
+            out[name + "_id"] = np.array([groups[name].group_id])
+    dist.barrier()
+    dist.destroy_process_group()
+    return out
+
+
 def point_to_point(rank: int, world: int):
     """Ring of sends with tags, then any-source receives on rank 0, then isend/irecv."""
     dist.init_process_group(timeout=30)

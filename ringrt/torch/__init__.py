@@ -1,0 +1,40 @@
+"""ringrt as a ``torch.distributed`` backend: unmodified PyTorch code over ringrt.
+
+::
+
+    import torch.distributed as dist
+    import ringrt.torch                     # registers the "ringrt" backend
+    dist.init_process_group("ringrt")       # under ringrun (env://), torchrun, or tcp://
+
+Every collective, point-to-point op and object collective on CPU tensors then runs over
+ringrt -- shared memory on one host, ZeroMQ across hosts, the tensors' own memory (no
+copies) -- with ringrt's errors (``ringrt.errors.PeerLostError``,
+``CollectiveMismatchError``, ``TimeoutError``) coming out of the torch call, ``work.wait()``
+or ``loss.backward()``. DDP, ZeroRedundancyOptimizer and FSDP work unchanged.
+
+Importing this module also makes ``env://`` rendezvous through ringrt's authenticated store
+when ``ringrun`` hosts it (``_rendezvous``); ``import ringrt`` alone never imports torch.
+
+Layout (each module imports only those above it)::
+
+    _tensors.py     tensors as NumPy views (zero-copy), dtypes (bfloat16 too), layouts
+    _checks.py      argument checks of the torch ops, before the first byte
+    _work.py        torch Work and Future over ringrt's async ops; errors into them
+    _stores.py      torch Store <-> ringrt Store adapters, both ways
+    _backend.py     ProcessGroupRingrt: every torch op mapped to a ringrt collective
+    _rendezvous.py  env:// under ringrun through ringrt's store
+    _creator.py     the creator torch calls: one ringrt world per process, subgroups on it
+"""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+
+from ringrt.torch import _creator, _rendezvous
+from ringrt.torch._backend import BACKEND_NAME, ProcessGroupRingrt
+
+__all__ = ["BACKEND_NAME", "ProcessGroupRingrt"]
+
+dist.Backend.register_backend(BACKEND_NAME, _creator.create, extended_api=True,
+                              devices=["cpu"])
+_rendezvous.install()
