@@ -103,14 +103,15 @@ class _Comm:
         """Exchange address cards; listen on tcp (a second round) only if a peer needs it."""
         card = {"data": self.transport.card, "heart": self.sentinel.card,
                 "shm": self.arena.card if self.arena else None}
+        token = self.guard.security.token
         cards = exchange_cards(store, f"{namespace}/card", self.rank, self.world_size, card,
-                               deadline)
+                               deadline, token)
         if mode == "tcp" or len({c["data"]["host"] for c in cards.values()}) > 1:
             _require_token(self.guard.security, self.rank)
             network = {"data": self.transport.open_network(),
                        "heart": self.sentinel.open_network()}
             extra = exchange_cards(store, f"{namespace}/net", self.rank, self.world_size,
-                                   network, deadline)
+                                   network, deadline, token)
             for peer, theirs in cards.items():
                 theirs["data"].update(extra[peer]["data"])
                 theirs["heart"].update(extra[peer]["heart"])

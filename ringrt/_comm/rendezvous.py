@@ -6,16 +6,23 @@ needs it (issue 10): round one carries the host identity, the ipc addresses and 
 shared-memory segment; only if it shows ranks on more than one host (or the job forces
 ``RINGRT_TRANSPORT=tcp``) does every rank bind its tcp sockets and publish them in round two.
 The last rank in opens the gate, after which rank 0 may drop the store.
+
+Cards are signed with the job token (HMAC over the key they are published under and their
+bytes): ringrt's own store already admits only token holders, but the store torch hands the
+backend under torchrun is an unauthenticated TCPStore, where anyone on the machine could
+otherwise swap a card and have ranks send their data to an address of theirs (issue 10).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 import msgpack
 
 from ringrt._deadline import Deadline
-from ringrt.errors import TimeoutError
+from ringrt.errors import DistError, TimeoutError
 
 NONCE_BYTES = 16
 
@@ -25,15 +32,41 @@ def job_nonce(store, namespace: str) -> bytes:
     return store.compare_set(f"{namespace}/nonce", b"", os.urandom(NONCE_BYTES))
 
 
+def _signature(token: str, key: str, body: bytes) -> bytes:
+    return hmac.new(token.encode(), b"ringrt-card-v1/" + key.encode() + b"\0" + body,
+                    hashlib.sha256).digest()
+
+
+def _seal_card(token: str, key: str, card: dict) -> bytes:
+    body = msgpack.packb(card)
+    return msgpack.packb([body, _signature(token, key, body)])
+
+
+def _open_card(token: str, key: str, raw: bytes, rank: int, peer: int) -> dict:
+    try:
+        body, signature = msgpack.unpackb(raw)
+        genuine = hmac.compare_digest(signature, _signature(token, key, body))
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        genuine = False
+    if not genuine:
+        raise DistError(
+            f"rank {rank}: rank {peer}'s address card ({key}) is not signed with this job's "
+            "token: the ranks disagree about RINGRT_TOKEN, or someone wrote into the store "
+            "(torch's TCPStore under torchrun is not authenticated; ringrun's store is)")
+    return msgpack.unpackb(body)
+
+
 def exchange_cards(store, prefix: str, rank: int, world_size: int, card: dict,
-                   deadline: Deadline) -> dict[int, dict]:
+                   deadline: Deadline, token: str = "") -> dict[int, dict]:
     """Publish this rank's card under ``prefix`` and collect everyone's: rank -> card.
 
     Raises:
         TimeoutError: some rank never published (named in the error).
         ValueError: ranks disagree about the world size.
+        DistError: a card is not signed with ``token``.
     """
-    store.set(f"{prefix}/{rank}", msgpack.packb({"world_size": world_size, **card}))
+    own = f"{prefix}/{rank}"
+    store.set(own, _seal_card(token, own, {"world_size": world_size, **card}))
     keys = [f"{prefix}/{r}" for r in range(world_size)]
     try:
         store.wait(keys, timeout=deadline.remaining())
@@ -45,8 +78,8 @@ def exchange_cards(store, prefix: str, rank: int, world_size: int, card: dict,
                  "that every rank was started with the same MASTER_ADDR/MASTER_PORT and "
                  "WORLD_SIZE.",
         ) from exc
-    cards = {r: msgpack.unpackb(store.get(keys[r], timeout=deadline.remaining()))
-             for r in range(world_size)}
+    cards = {r: _open_card(token, keys[r], store.get(keys[r], timeout=deadline.remaining()),
+                           rank, r) for r in range(world_size)}
     sizes = {r: c["world_size"] for r, c in cards.items() if c["world_size"] != world_size}
     if sizes:
         raise ValueError(f"rank {rank} has WORLD_SIZE={world_size} but ranks {sorted(sizes)} "
