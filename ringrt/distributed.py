@@ -144,13 +144,15 @@ def stats() -> dict:
              "store": the store server's counters when this rank hosts it, else None}
 
         ``bytes`` counts each op's array payload as this rank passed it; ``seconds`` is the
-        time spent inside ops (an async op from when it starts running).
+        time spent inside ops (an async op from when it starts running). Without a default
+        ringrt group, the counters are those of the world behind ``ringrt.torch``'s groups.
 
     Raises:
         NotInitializedError: no process group.
     """
-    world = resolve(None, "stats")
-    server_stats = getattr(_store, "server_stats", None)      # a user's store may not have it
+    torch_world = next((w for w in _other_worlds if not w.comm.closed), None)
+    world = resolve(None, "stats") if _world is not None or torch_world is None else torch_world
+    server_stats = getattr(_store, "server_stats", None) if world is _world else None
     return {**world.comm.stats(), "store": server_stats() if server_stats else None}
 
 
