@@ -197,3 +197,21 @@ def test_plot_series_take_the_median_over_runs():
     lines = plot.series(records, "all_reduce")
     assert lines[("ringrt", 2)] == [(4, pytest.approx(20.0))]
     assert lines[("gloo", 2)] == [(16, 5.0)] and lines[("gloo", 4)] == [(4, 7.0)]
+
+
+def test_readme_report_puts_ratios_first_and_pairs_runs():
+    from benchmarks import report
+
+    def rec(system, run, us, world=2, nbytes=4):
+        return {"system": system, "run": run, "op": "all_reduce", "world": world,
+                "bytes": nbytes, "median_us": us, "mean_us": us * 2}
+
+    doc = {"runs": [{"run": "shm", "date": "d", "cpus": 2, "loadavg_start": [1.0],
+                     "machine": {"cpus": 2, "cpus_usable": 2, "copy_gb_s": 9.8,
+                                 "cpu_model": "X"}}],
+           "results": [rec("ringrt", "shm", 10), rec("gloo", "shm", 40), rec("mpi-shm", "shm", 5),
+                       rec("ringrt", "tcp", 30), rec("mpi-tcp", "tcp", 60)]}
+    row = report.all_reduce_table(doc)[2]
+    assert row == "| 2 | 4 B | 0.25 | 0.50 | 10.0 | 40.0 | 5.0 | 60.0 |"
+    assert "NumPy copy 9.8 GB/s" in report.run_lines(doc)[0]
+    assert report.worst_ratios(doc)[2] == "| all_reduce | 0.25 | 0.25 |"
