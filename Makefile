@@ -60,6 +60,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.compare --worlds 2,4 --op all \
 	  --out benchmarks/results/collectives.json --plot benchmarks/results/collectives.png
 	$(PY) -m benchmarks.compare --worlds 2,4 --targets benchmarks/results/targets.json
+	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache
