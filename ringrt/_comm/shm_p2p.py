@@ -46,7 +46,7 @@ from ringrt._comm.channel import Reader, Ring, Writer
 from ringrt._comm.shm import SLICE_SECONDS
 from ringrt._comm.work import Work
 from ringrt._env import env_int
-from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedError
+from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedError, PeerLostError
 
 # Spin this long on the doorbell before sleeping on it. Waking a sleeping process costs
 # 50-250 us on this VM (an idle vCPU must be woken), against the 20-40 us a message takes
@@ -159,7 +159,10 @@ class ShmPointToPoint:
                 reader = self._readers[peer]
                 if not reader.ready():
                     continue
-                record = reader.front()
+                try:
+                    record = reader.front()
+                except OSError:
+                    return None                  # posting it reports the lost message
                 if record is not None and record.group == group and record.tag == tag:
                     return self._deliver(reader, record, array, tag, self._now)
         return None
@@ -235,7 +238,11 @@ class ShmPointToPoint:
                 reader = self._readers[src]
                 if not reader.ready():
                     continue
-                record = reader.front()
+                try:
+                    record = reader.front()
+                except OSError as exc:
+                    done += self._lost_ring(src, exc)
+                    continue
                 if record is None:
                     continue
                 progressed = True
@@ -258,6 +265,18 @@ class ShmPointToPoint:
         key = (record.group, record.tag, record.src)
         self._stash.setdefault(key, deque()).append((next(self._arrival), record, payload))
         self.counts["stashed"] += 1
+
+    def _lost_ring(self, src: int, exc: OSError) -> list:
+        """(Lock held.) ``src``'s next message lies in a grown ring that cannot be mapped:
+        its name was removed after ``src`` exited (``channel.py``), so every receive that
+        could take it fails, now and later."""
+        error = PeerLostError([src], f"the ring holding its next message cannot be mapped "
+                              f"({exc}): it exited before this rank received it, and the "
+                              "ring was removed since", self.rank, "recv")
+        done = []
+        for receive in [r for r in self._posted if src in r.peers]:
+            done += self._fail(receive, error)
+        return done
 
     def _fail(self, receive: Receive, error: BaseException) -> list:
         """(Lock held.) Withdraw a posted receive that cannot complete."""

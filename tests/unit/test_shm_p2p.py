@@ -18,7 +18,7 @@ from ringrt._comm import channel, shm
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.shm import HostArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
-from ringrt.errors import CollectiveMismatchError, TimeoutError
+from ringrt.errors import CollectiveMismatchError, PeerLostError, TimeoutError
 
 
 class Host:
@@ -200,7 +200,7 @@ def test_a_grown_ring_is_mapped_only_if_private(host2, shm_dir):
     (grown,) = [p for p in shm_dir.iterdir() if p.name.endswith("-p2p")]
     assert os.stat(grown).st_mode & 0o777 == 0o600
     os.chmod(grown, 0o644)
-    with pytest.raises(PermissionError, match="not private"):
+    with pytest.raises(PeerLostError, match="not private"):
         recv(host2[1], np.empty(200_000), 0)
     os.chmod(grown, 0o600)
 
@@ -210,3 +210,13 @@ def test_a_grow_record_naming_anything_else_is_refused():
         channel.Ring.open_grown("../etc/passwd", 4096)
     with pytest.raises(OSError, match="no ring of ringrt's"):
         channel.Ring.open_grown("ringrt-1-x-0", 4096)
+
+
+def test_a_grown_ring_removed_before_it_was_read_loses_its_messages_by_name(host2, shm_dir):
+    host2[0].send(1, 0, 0, np.ones(200_000))
+    host2.close([0])                                   # the writer left
+    for grown in shm_dir.iterdir():                    # and another job swept its ring
+        grown.unlink()
+    for _ in range(2):
+        with pytest.raises(PeerLostError, match="rank 0 lost during recv.*cannot be mapped"):
+            recv(host2[1], np.empty(200_000), 0)
