@@ -54,6 +54,12 @@ from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedErro
 # 8 B ring exchange through torch, world 2, median 57 us at 50, 55 at 1000; world 4 (4 ranks
 # on 2 cores, where spinning takes the core the sender needs) got worse above 50.
 SPIN_SECONDS = env_int("RINGRT_P2P_SPIN_US", 50) * 1e-6
+# ... plus the time the sender needs to copy a message of the receiving array's size (at
+# 2 GB/s, up to 1 ms more) when every rank has a core of its own: a 1 MiB exchange at world 2
+# sometimes fell into a mode where each rank slept through the other's 150 us copy and paid
+# the wake-up, 680 us a call instead of 230 (2026-11-27). With more ranks than cores the
+# spin stays short: it would take the core the sender needs.
+SPIN_BYTES_PER_SECOND, SPIN_EXTRA_SECONDS = 2e9, 1e-3
 _DTYPE_CODES = wire.DTYPE_CODES
 
 
@@ -299,12 +305,16 @@ class ShmPointToPoint:
         """Drive until ``receive`` completes (or ``limit`` seconds pass, leaving it posted).
 
         Between drives it waits for the doorbell to change: spinning for ``SPIN_SECONDS``
-        (yielding the core when ranks outnumber cores), then sleeping on the futex in
-        slices; after each drive that leaves it incomplete, the receive's check runs.
+        (longer for a large array while every rank has a core; yielding the core when ranks
+        outnumber cores), then sleeping on the futex in slices; after each drive that leaves
+        it incomplete, the receive's check runs.
         """
         end = None if limit is None else time.monotonic() + limit
         doorbell = self._doorbell
-        spin_until = time.perf_counter() + SPIN_SECONDS
+        spin = SPIN_SECONDS
+        if not self._arena.oversubscribed:
+            spin += min(receive.array.nbytes / SPIN_BYTES_PER_SECOND, SPIN_EXTRA_SECONDS)
+        spin_until = time.perf_counter() + spin
         while True:
             seen = doorbell.value
             with self._lock:
