@@ -9,7 +9,8 @@ kernel. Through the torch backend a ring exchange of 8 B took 410 us (2.7x gloo)
 **Sending** copies the message into the channel to the peer (growing it if needed, never
 waiting for the reader: ``channel.py``), then changes the peer's *doorbell* (a futex word in
 its arena segment) and wakes it. So ``send`` and ``isend`` both return as soon as the copy is
-made: the copy is ``isend``'s snapshot.
+made: the copy is ``isend``'s snapshot. With more ranks than cores the sender then yields its
+core, handing it to the receiver it woke (see :meth:`ShmPointToPoint.send`).
 
 **Receiving** is matched as MPI does it. A receive is *posted* (``src`` or any member, a tag,
 a group); messages are read from the channels of the senders a posted receive could match,
@@ -131,19 +132,7 @@ class ShmPointToPoint:
     # -- sending --------------------------------------------------------------------------
 
     def send(self, dst: int, group: int, tag: int, array: np.ndarray) -> None:
-        """Copy ``array`` into the channel to ``dst`` and ring its doorbell."""
-        payload = array.reshape(-1).view(np.uint8)
-        with self._send_lock:
-            self._writers[dst].append(_DTYPE_CODES[array.dtype], group, self.rank, tag,
-                                      array.size, payload)
-            self._ring(dst)
-
-    def _ring(self, dst: int) -> None:
-        """Give ``dst``'s doorbell a value nobody wrote before, then wake it.
-
-        Values are ``count * world_size + rank``: distinct across senders and over time, so
-        a reader that read the doorbell, found nothing, and sleeps on that value is woken by
-        any later message, whoever sends it and however the writes race.
+        """Copy ``array`` into the channel to ``dst`` and ring its doorbell.
 
         With more ranks than cores, the sender then yields its core: the receiver it just
         woke may be waiting for that very core. Passing the baton keeps the ranks of a ring
@@ -151,12 +140,27 @@ class ShmPointToPoint:
         exchange, 4 ranks on 2 cores, slowest rank's time per call (median) 260 -> 81-150 us,
         and 1.4x -> 0.4x gloo's through torch (2026-11-27).
         """
+        payload = array.reshape(-1).view(np.uint8)
+        with self._send_lock:
+            if self._closed:
+                raise NotInitializedError("send: the process group was destroyed")
+            self._writers[dst].append(_DTYPE_CODES[array.dtype], group, self.rank, tag,
+                                      array.size, payload)
+            self._ring(dst)
+        if self._oversubscribed:
+            os.sched_yield()
+
+    def _ring(self, dst: int) -> None:
+        """Give ``dst``'s doorbell a value nobody wrote before, then wake it.
+
+        Values are ``count * world_size + rank``: distinct across senders and over time, so
+        a reader that read the doorbell, found nothing, and sleeps on that value is woken by
+        any later message, whoever sends it and however the writes race.
+        """
         self._stamp += 1
         word, address = self._bells[dst]
         word.value = (self._stamp * self.world_size + self.rank) & 0xFFFFFFFF
         futex.wake(address)
-        if self._oversubscribed:
-            os.sched_yield()
 
     # -- receiving ------------------------------------------------------------------------
 

@@ -18,7 +18,12 @@ from ringrt._comm import channel, shm
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.shm import HostArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
-from ringrt.errors import CollectiveMismatchError, PeerLostError, TimeoutError
+from ringrt.errors import (
+    CollectiveMismatchError,
+    NotInitializedError,
+    PeerLostError,
+    TimeoutError,
+)
 
 
 class Host:
@@ -220,3 +225,14 @@ def test_a_grown_ring_removed_before_it_was_read_loses_its_messages_by_name(host
     for _ in range(2):
         with pytest.raises(PeerLostError, match="rank 0 lost during recv.*cannot be mapped"):
             recv(host2[1], np.empty(200_000), 0)
+
+
+def test_after_close_sends_and_receives_say_the_group_is_gone(host2):
+    pending = host2[1].post("irecv", np.empty(1), 0, 0, 0, [0], never_fails)
+    host2.close([0, 1])
+    with pytest.raises(NotInitializedError, match="destroyed"):
+        host2[0].send(1, 0, 0, np.ones(1))
+    with pytest.raises(NotInitializedError, match="destroyed"):
+        pending.wait()
+    with pytest.raises(NotInitializedError, match="destroyed"):
+        recv(host2[1], np.empty(1), 0)
