@@ -41,6 +41,7 @@ import struct
 import numpy as np
 
 from ringrt._comm import shm
+from ringrt.errors import DistError
 
 RECORD_ALIGN = 64
 # One struct, not the 40-byte wire header: a record is read where it was written, by this
@@ -177,7 +178,14 @@ class Writer:
         old = self.ring
         capacity = max(GROWN_MIN_BYTES, 2 * old.capacity, 2 * (need + GROW_RESERVE))
         capacity = -(-capacity // 4096) * 4096
-        new = Ring.create_grown(capacity, self.owner, self.peer)
+        try:
+            new = Ring.create_grown(capacity, self.owner, self.peer)
+        except OSError as exc:
+            raise DistError(
+                f"rank {self.owner}: a point-to-point message to rank {self.peer} needs a "
+                f"{capacity}-byte ring in {shm.SHM_DIR}, which cannot be made ({exc}); nothing "
+                f"was sent. Free space there (df {shm.SHM_DIR}; Docker: --shm-size), or set "
+                "RINGRT_P2P=sockets on every rank") from exc
         self.grown_paths.append(new.path)
         name = os.path.basename(new.path).encode()
         body = _GROW_BODY.pack(capacity) + name

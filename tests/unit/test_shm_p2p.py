@@ -20,6 +20,7 @@ from ringrt._comm.shm import HostArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
 from ringrt.errors import (
     CollectiveMismatchError,
+    DistError,
     NotInitializedError,
     PeerLostError,
     TimeoutError,
@@ -236,3 +237,14 @@ def test_after_close_sends_and_receives_say_the_group_is_gone(host2):
         pending.wait()
     with pytest.raises(NotInitializedError, match="destroyed"):
         recv(host2[1], np.empty(1), 0)
+
+
+def test_a_full_dev_shm_refuses_the_message_saying_what_to_do(host2, monkeypatch):
+    def no_room(path, size, create):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(shm, "map_private", no_room)
+    with pytest.raises(DistError, match="nothing was sent.*RINGRT_P2P=sockets"):
+        host2[0].send(1, 0, 0, np.ones(200_000))
+    host2[0].send(1, 0, 0, np.ones(10))                  # fits the first ring: still works
+    got = np.empty(10)
+    assert recv(host2[1], got, 0) == 0 and got.sum() == 10
