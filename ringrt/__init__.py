@@ -12,7 +12,8 @@ Layout (data flows down; each layer only imports the ones above it, which
                          token-derived keys
     store/               the rendezvous key-value store: client, server, protocol, token handshake
     _comm/               this rank's communication: wire header, transport (inbox + outboxes),
-                         shared memory + futex, heartbeat sentinel, one op's exchange, executor
+                         shared memory + futex, same-host point-to-point channels, heartbeat
+                         sentinel, one op's exchange, executor
     _process_group.py    ProcessGroup: members, sequence numbers, rendezvous, running an op
     _algorithms/         ring, tree (recursive doubling, binomial, chain), direct, shm; choice
                          of algorithm and the cost model behind it

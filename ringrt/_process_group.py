@@ -24,13 +24,14 @@ from typing import NamedTuple
 import msgpack
 import zmq
 
-from ringrt._comm import wire
+from ringrt._comm import channel, wire
 from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
 from ringrt._comm.shm import HostArena
+from ringrt._comm.shm_p2p import ShmPointToPoint
 from ringrt._comm.transport import (
     Endpoints,
     Transport,
@@ -40,7 +41,7 @@ from ringrt._comm.transport import (
 )
 from ringrt._comm.work import Executor
 from ringrt._deadline import Deadline, seconds
-from ringrt._env import job_token
+from ringrt._env import env_choice, job_token
 from ringrt.errors import DistError, PeerLostError
 
 # Ids of groups formed by their members alone (new_member_group) start here, far above the
@@ -72,7 +73,11 @@ class _Comm:
         self.rank, self.world_size, self.store = rank, world_size, store
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
-        self.arena = HostArena.create(rank, world_size)
+        # Point-to-point over shared memory needs a little room in every arena segment; it is
+        # used only if every rank made that room (RINGRT_P2P=sockets on any rank: nobody).
+        p2p_mode = env_choice("RINGRT_P2P", ("auto", "sockets"), "auto")
+        p2p_bytes = channel.area_bytes(world_size) if p2p_mode == "auto" else 0
+        self.arena = HostArena.create(rank, world_size, p2p_bytes)
         self.guard = None
         try:
             security = dataclasses.replace(security, nonce=job_nonce(store, namespace))
@@ -95,6 +100,9 @@ class _Comm:
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
+        self.p2p = None                      # None: point-to-point goes over the sockets
+        if self.arena is not None and all(c["shm"]["p2p_bytes"] for c in cards.values()):
+            self.p2p = ShmPointToPoint(self.arena, self.sentinel.lost, self.counters)
         self.executor = Executor(f"ringrt-ops-{rank}")
         self.next_group_id = 1
         self.closed = False
@@ -134,7 +142,8 @@ class _Comm:
             "handshake_failed": guard["handshake_failed"],
         }
         return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
-                "shm": dict(self.arena.counts) if self.arena is not None else None}
+                "shm": dict(self.arena.counts) if self.arena is not None else None,
+                "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"}}
 
     def close(self, linger_s: float, goodbye: bool = True) -> None:
         """Stop everything; queued messages get ``linger_s`` to leave."""
@@ -143,6 +152,8 @@ class _Comm:
         self.closed = True
         self.executor.drain(linger_s)
         self.executor.close()
+        if self.p2p is not None:
+            self.p2p.close()
         if goodbye:
             self.sentinel.say_goodbye(wait=1.0)
         self.sentinel.stop()

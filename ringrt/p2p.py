@@ -2,9 +2,19 @@
 
 Signatures follow the spec (``send(array, dst, tag=0)``, ``recv(array, src=None, tag=0)``),
 with ``group`` after ``tag``; pass it by keyword as in torch. Messages from one sender with
-one tag arrive in the order sent. ``recv(src=None)`` takes the
-earliest-arrived message with the tag from any member. Point-to-point messages are outside
-the collectives' sequence numbering, so they may interleave freely with collectives.
+one tag arrive in the order sent. ``recv(src=None)`` takes a message with the tag from any
+member (one that arrived before the call first, earliest first). Point-to-point messages are
+outside the collectives' sequence numbering, so they may interleave freely with collectives.
+
+Two paths, chosen once per job (every rank computes the same from the address cards):
+
+- **shared memory** (``_comm/shm_p2p.py``) when the world's ranks share a host and its
+  shared-memory arena (so not with ``RINGRT_NO_SHM``, ``RINGRT_TRANSPORT=tcp`` or
+  ``RINGRT_P2P=sockets`` on any rank): a message is copied into a ring the receiver maps and
+  copied out into the receiving array; a receive completes on whichever thread drives it
+  (its waiter), not on the executor.
+- **sockets** otherwise: messages go through the transport like the collectives' (ipc on one
+  host, tcp across hosts), and a receive is a job of the executor.
 """
 
 from __future__ import annotations
@@ -18,11 +28,12 @@ from ringrt import _validate
 from ringrt._algorithms.segments import segments
 from ringrt._comm import wire
 from ringrt._comm.exchange import HEADER_BYTES, INLINE_MAX_BYTES, POLL_SLICE_MS
+from ringrt._comm.shm_p2p import mismatch
 from ringrt._comm.work import Work
 from ringrt._deadline import Deadline
 from ringrt._process_group import NonMember
 from ringrt.distributed import resolve
-from ringrt.errors import CollectiveMismatchError, TimeoutError
+from ringrt.errors import TimeoutError
 
 _SEND = wire.OP_CODES["send"]
 
@@ -80,16 +91,30 @@ def _prepare_send(name: str, array, dst, tag, group):
     tag = _check_tag(name, tag, rank)
     if dst == rank:
         raise ValueError(f"{name}: rank {rank} cannot send to itself")
+    lost = pg.comm.sentinel.lost
+    if dst in lost:
+        raise pg.lost_error({dst: lost[dst]}, name, None)
     return pg, tag
 
 
+def _send_shm(pg, array: np.ndarray, dst: int, tag: int) -> None:
+    pg.comm.counters.record("send", array.nbytes, 0.0)
+    pg.comm.p2p.send(dst, pg.group_id, tag, array)
+
+
 def send(array, dst: int, tag: int = 0, group=None) -> None:
-    """Send ``array`` to global rank ``dst``; returns once zmq no longer needs the buffer.
+    """Send ``array`` to global rank ``dst``; returns once ``array`` may be reused (it never
+    waits for ``dst`` to receive).
 
     Raises:
-        TypeError / ValueError: bad array, ``dst`` or tag. PeerLostError, TimeoutError.
+        TypeError / ValueError: bad array, ``dst`` or tag.
+        PeerLostError: ``dst`` is known to be lost, or is lost while a large message leaves.
+        TimeoutError: a large message did not leave within the group timeout (sockets).
     """
     pg, tag = _prepare_send("send", array, dst, tag, group)
+    if pg.comm.p2p is not None:
+        _send_shm(pg, array, dst, tag)
+        return
     deadline = Deadline(pg.timeout)
     check = _waiter(pg, "send", {dst}, deadline, tag)
     for tracker in _send_now(pg, array, dst, tag, copy=False):
@@ -105,10 +130,11 @@ def isend(array, dst: int, tag: int = 0, group=None) -> Work:
     """Start sending ``array`` to ``dst`` (a snapshot is taken, so ``array`` may be reused
     at once). Returns a completed-on-send Work."""
     pg, tag = _prepare_send("isend", array, dst, tag, group)
-    _send_now(pg, array, dst, tag, copy=True)
-    work = Work(f"isend to {dst} (tag {tag})")
-    work._finish()
-    return work
+    if pg.comm.p2p is not None:
+        _send_shm(pg, array, dst, tag)
+    else:
+        _send_now(pg, array, dst, tag, copy=True)
+    return Work.done(f"isend to {dst} (tag {tag})")
 
 
 def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
@@ -122,14 +148,29 @@ def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
         CollectiveMismatchError: the sender's array has another dtype or size.
         PeerLostError, TimeoutError.
     """
-    pg, job = _prepare_recv("recv", array, src, group, tag)
-    return pg.comm.executor.run(job, "recv")
+    pg, tag = _prepare_recv("recv", array, src, group, tag)
+    if pg.comm.p2p is None:
+        return pg.comm.executor.run(_socket_job(pg, "recv", array, src, tag), "recv")
+    sender = _receive_ready(pg, array, src, tag)
+    if sender is not None:
+        return sender
+    return _post_shm(pg, "recv", array, src, tag).result()
 
 
 def irecv(array, src: int | None = None, tag: int = 0, group=None) -> Work:
-    """Start receiving into ``array``; ``Work.result()`` is the sender's global rank."""
-    pg, job = _prepare_recv("irecv", array, src, group, tag)
-    return pg.comm.executor.submit(job, "irecv")
+    """Start receiving into ``array``; ``Work.result()`` is the sender's global rank.
+
+    On one host the receive completes on the thread that waits for it (or asks
+    ``is_completed``), or in the background once a done-callback is added; over sockets it
+    runs on the executor, after the ops queued before it.
+    """
+    pg, tag = _prepare_recv("irecv", array, src, group, tag)
+    if pg.comm.p2p is None:
+        return pg.comm.executor.submit(_socket_job(pg, "irecv", array, src, tag), "irecv")
+    sender = _receive_ready(pg, array, src, tag)
+    if sender is not None:
+        return Work.done(f"irecv from {sender} (tag {tag})", sender)
+    return _post_shm(pg, "irecv", array, src, tag)
 
 
 def _prepare_recv(name, array, src, group, tag):
@@ -138,16 +179,35 @@ def _prepare_recv(name, array, src, group, tag):
     _validate.array(name, array, rank, writable=True)
     if src is not None:
         _validate.root(name, src, pg.members, rank, "src")
-    tag = _check_tag(name, tag, rank)
+        if src == rank:
+            raise ValueError(f"{name}: rank {rank} cannot receive from itself")
+    return pg, _check_tag(name, tag, rank)
 
+
+def _peers(pg, src) -> set:
+    return set(pg.members) - {pg.comm.rank} if src is None else {src}
+
+
+def _receive_ready(pg, array: np.ndarray, src, tag: int) -> int | None:
+    peers = pg.members if src is None else None
+    return pg.comm.p2p.receive_ready(array, src, tag, pg.group_id,
+                                     peers and [q for q in peers if q != pg.comm.rank])
+
+
+def _post_shm(pg, name: str, array: np.ndarray, src, tag: int) -> Work:
+    peers = _peers(pg, src)
+    check = _waiter(pg, name, peers, Deadline(pg.timeout), tag)
+    return pg.comm.p2p.post(name, array, src, tag, pg.group_id, peers, check)
+
+
+def _socket_job(pg, name: str, array: np.ndarray, src, tag: int):
     def job():
-        peers = set(pg.members) - {rank} if src is None else {src}
-        check = _waiter(pg, name, peers, Deadline(pg.timeout), tag)
+        check = _waiter(pg, name, _peers(pg, src), Deadline(pg.timeout), tag)
         start = time.perf_counter()
         sender = _receive(pg, array, src, tag, check)
         pg.comm.counters.record("recv", array.nbytes, time.perf_counter() - start)
         return sender
-    return pg, job
+    return job
 
 
 def _receive(pg, array: np.ndarray, src, tag: int, check) -> int:
@@ -160,11 +220,7 @@ def _receive(pg, array: np.ndarray, src, tag: int, check) -> int:
     key = (wire.P2P, pg.group_id, tag, sender)
     pieces = segments(0, max(header.count, 0) * _itemsize(header.dtype), 1) or [(0, 0)]
     flat = array.reshape(-1).view(np.uint8)
-    problem = None
-    if header.dtype != wire.DTYPE_CODES[array.dtype] or header.count != array.size:
-        problem = (f"rank {sender} sent {wire.dtype_name(wire.CODE_DTYPES.get(header.dtype))}"
-                   f"[{header.count}] with tag {tag} but rank {pg.comm.rank} receives into "
-                   f"{wire.dtype_name(array.dtype)}[{array.size}]")
+    problem = mismatch(sender, header.dtype, header.count, array, tag, pg.comm.rank)
     for index, (a, b) in enumerate(pieces):
         if index:
             header, first, payload = mailbox.take(key, check)
@@ -172,7 +228,7 @@ def _receive(pg, array: np.ndarray, src, tag: int, check) -> int:
             data = first.buffer[HEADER_BYTES:] if header.flags & wire.INLINE else payload
             flat[a:b] = np.frombuffer(data, np.uint8)
     if problem is not None:
-        raise CollectiveMismatchError("recv", tag, [sender], pg.comm.rank, problem)
+        raise problem
     return sender
 
 

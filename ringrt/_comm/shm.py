@@ -16,6 +16,12 @@ holds a control block and one staging slot:
 - ``published``: (group, seq, op, dtype, count, root, redop, algorithm) of the op this rank
   is in — set at the start of *every* world op, socket ops too. A rank waiting for a peer
   compares it with its own, which is how mismatched calls are caught here without headers.
+- ``doorbell`` (uint32, a futex word of point-to-point): a peer that wrote a message for this
+  rank into a channel changes it and wakes this rank (``channel.py``, ``shm_p2p.py``).
+
+Between the control block and the slot lies the *point-to-point area* (``p2p_bytes``, sized
+by ``channel.area_bytes``; none when point-to-point goes over sockets): the first ring of
+each channel from this rank to a peer. The collectives never touch it.
 
 Segments are unlinked as soon as every peer has mapped them, so nothing is left in
 ``/dev/shm`` even if a rank is killed. Space is reserved with ``posix_fallocate`` up front:
@@ -45,6 +51,7 @@ from ringrt._env import env_flag, env_int
 SHM_DIR, SHM_PREFIX = "/dev/shm", "ringrt-"
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
+_DOORBELL_AT = 192                # its own cache line: point-to-point never disturbs tickets
 PUBLISHED_FIELDS = 8
 DEFAULT_SLOT_BYTES = 16 << 20
 SPIN_SECONDS = env_int("RINGRT_SHM_SPIN_US", 50) * 1e-6   # spin before sleeping on the futex
@@ -65,37 +72,63 @@ _PUBLISHED = struct.Struct(f"<{PUBLISHED_FIELDS}q")
 _INT64 = struct.Struct("<q")
 
 
+def map_private(path: str, size: int, create: bool) -> mmap.mmap:
+    """Map the shared-memory file ``path`` (``size`` bytes), creating it if ``create``.
+
+    Created 0600 with O_EXCL and room reserved (``posix_fallocate``: a full tmpfs fails here
+    with OSError, not with SIGBUS later); opened only if this user owns it and nobody else
+    may read or write it, never through a symlink.
+
+    Raises:
+        PermissionError: the file is not private to this user.
+        OSError: it cannot be created, opened or mapped (no room, gone, ...).
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if create else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
+            raise PermissionError(f"shared-memory segment {path} is not private to this "
+                                  f"user (owner {info.st_uid}, mode {info.st_mode & 0o777:o})")
+        if create:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError:
+                os.unlink(path)
+                raise
+        elif info.st_size != size:
+            raise OSError(f"shared-memory segment {path} has {info.st_size} bytes, expected "
+                          f"{size}")
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
 class _Segment:
-    """One rank's mapped segment: its ticket word, staged records, published op and slot.
+    """One rank's mapped segment: its ticket word, staged records, published op, doorbell,
+    point-to-point area and slot.
 
     The control words are accessed through ctypes views (``word.value``): they are read
     and written on every op, and ctypes is several times cheaper per access than NumPy.
     """
 
-    def __init__(self, path: str, size: int, create: bool):
-        flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if create else 0)
-        fd = os.open(path, flags, 0o600)
-        try:
-            info = os.fstat(fd)
-            if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
-                raise PermissionError(f"shared-memory segment {path} is not private to this "
-                                      f"user (owner {info.st_uid}, mode {info.st_mode & 0o777:o})")
-            if create:
-                os.posix_fallocate(fd, 0, size)
-            self.map = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
+    def __init__(self, path: str, size: int, create: bool, p2p_bytes: int = 0):
+        self.map = map_private(path, size, create)
         self.word = ctypes.c_uint32.from_buffer(self.map, _TICKET_AT)
         self.release = ctypes.c_uint32.from_buffer(self.map, _RELEASE_AT)
         self.release_address = ctypes.addressof(self.release)
         self.staged = (ctypes.c_int64 * 2).from_buffer(self.map, _STAGED_AT)   # by parity
         self.ticket_address = ctypes.addressof(self.word)
-        self.slot = np.frombuffer(self.map, np.uint8, size - CONTROL_BYTES, CONTROL_BYTES)
+        self.doorbell = ctypes.c_uint32.from_buffer(self.map, _DOORBELL_AT)
+        self.doorbell_address = ctypes.addressof(self.doorbell)
+        self.p2p_bytes = p2p_bytes
+        slot_at = CONTROL_BYTES + p2p_bytes
+        self.slot = np.frombuffer(self.map, np.uint8, size - slot_at, slot_at)
         if create:
             self.staged[0] = self.staged[1] = -1
 
     def close(self) -> None:
-        self.word = self.release = self.staged = self.slot = None
+        self.word = self.release = self.staged = self.slot = self.doorbell = None
         try:
             self.map.close()
         except BufferError:      # a caller still holds a view; the mapping dies with it
@@ -105,12 +138,14 @@ class _Segment:
 class HostArena:
     """This rank's segment and its peers', once every peer has attached."""
 
-    def __init__(self, rank: int, world_size: int):
+    def __init__(self, rank: int, world_size: int, p2p_bytes: int = 0):
         self.rank = rank
         self.world_size = world_size
         self.slot_bytes = max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
+        self.p2p_bytes = p2p_bytes
         self.path = f"{SHM_DIR}/{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(8)}-{rank}"
-        self.own = _Segment(self.path, CONTROL_BYTES + self.slot_bytes, create=True)
+        self.own = _Segment(self.path, CONTROL_BYTES + p2p_bytes + self.slot_bytes, create=True,
+                            p2p_bytes=p2p_bytes)
         self.segments: dict[int, _Segment] = {rank: self.own}
         self.released = 0                      # the last ticket this rank released
         self.last_half_op = -2                 # seq of the last completed half-slot op
@@ -120,29 +155,31 @@ class HostArena:
         self.counts = {"waits": 0, "sleeps": 0, "missed_wakeups": 0}
 
     @classmethod
-    def create(cls, rank: int, world_size: int):
-        """This rank's arena, or None when shared memory is off (sockets only). Whether every
-        rank is on one host is only known after rendezvous: see ``_process_group``."""
+    def create(cls, rank: int, world_size: int, p2p_bytes: int = 0):
+        """This rank's arena (with a point-to-point area of ``p2p_bytes``), or None when
+        shared memory is off (sockets only). Whether every rank is on one host is only known
+        after rendezvous: see ``_process_group``."""
         if world_size < 2 or env_flag("RINGRT_NO_SHM"):
             return None
         if os.environ.get("RINGRT_TRANSPORT", "auto").lower() == "tcp":
             return None
         remove_stale(SHM_DIR, SHM_PREFIX)
         try:
-            return cls(rank, world_size)
+            return cls(rank, world_size, p2p_bytes=p2p_bytes)
         except OSError:
             return None            # no /dev/shm, or no room in it
 
     @property
     def card(self) -> dict:
-        return {"path": self.path, "slot_bytes": self.slot_bytes}
+        return {"path": self.path, "slot_bytes": self.slot_bytes, "p2p_bytes": self.p2p_bytes}
 
     def attach(self, cards: dict[int, dict]) -> None:
         """Map every peer's segment (call after rendezvous, before :meth:`unlink`)."""
         for peer, card in cards.items():
             if peer != self.rank:
-                self.segments[peer] = _Segment(card["path"],
-                                               CONTROL_BYTES + card["slot_bytes"], create=False)
+                size = CONTROL_BYTES + card["p2p_bytes"] + card["slot_bytes"]
+                self.segments[peer] = _Segment(card["path"], size, create=False,
+                                               p2p_bytes=card["p2p_bytes"])
         self.slot_bytes = min(card["slot_bytes"] for card in cards.values())
 
     def unlink(self) -> None:

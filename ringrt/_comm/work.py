@@ -21,15 +21,31 @@ from ringrt._deadline import Deadline, seconds
 
 
 class Work:
-    """Handle of an op started with ``async_op=True`` (like ``torch.distributed.Work``)."""
+    """Handle of an op started with ``async_op=True`` (like ``torch.distributed.Work``).
 
-    def __init__(self, description: str, executor: Executor | None = None):
+    An op runs on the executor (``executor``), or - a same-host receive - completes whenever
+    a thread drives its ``progress`` engine (``shm_p2p.ShmPointToPoint``): ``wait`` drives
+    until it is done, ``is_completed`` and ``exception`` drive once without blocking, and a
+    done-callback asks the engine to drive in the background, since nobody may ever wait.
+    """
+
+    def __init__(self, description: str, executor: Executor | None = None, progress=None):
         self.description = description
         self._done = threading.Event()
         self._exception: BaseException | None = None
         self._result = None
         self._callbacks: list | None = []
         self._executor = executor
+        self._progress = progress
+
+    @classmethod
+    def done(cls, description: str, result=None) -> Work:
+        """A Work whose op already finished with ``result`` (built without the event and
+        callback list a pending one needs: ``isend`` returns one per call)."""
+        work = cls.__new__(cls)
+        work.description, work._done, work._exception = description, _FINISHED, None
+        work._result, work._callbacks, work._executor, work._progress = result, None, None, None
+        return work
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the op finished; re-raise its error, if any.
@@ -48,6 +64,9 @@ class Work:
         limit = seconds(timeout)
         if self._executor is not None and not self._done.is_set():
             self._executor.run_if_next(self)
+        if self._progress is not None and not self._done.is_set():
+            self._progress.wait_for(self, limit)       # returns once done or after limit
+            limit = 0
         if not self._done.wait(limit):
             from ringrt.errors import TimeoutError
 
@@ -59,15 +78,17 @@ class Work:
 
     def is_completed(self) -> bool:
         """True once the op finished, successfully or not."""
+        if self._progress is not None and not self._done.is_set():
+            self._progress.poll()
         return self._done.is_set()
 
     def is_success(self) -> bool:
         """True once the op finished without error."""
-        return self._done.is_set() and self._exception is None
+        return self.is_completed() and self._exception is None
 
     def exception(self) -> BaseException | None:
         """The op's error once it finished with one, else None."""
-        return self._exception if self._done.is_set() else None
+        return self._exception if self.is_completed() else None
 
     def result(self):
         """What the op produced (for ops that return something, e.g. ``irecv``'s sender)."""
@@ -86,6 +107,8 @@ class Work:
                 self._callbacks.append(callback)
         if not pending:
             _call(callback, self)
+        elif self._progress is not None:
+            self._progress.in_background(self)
 
     def _finish(self, result=None, exception: BaseException | None = None) -> None:
         self._result, self._exception = result, exception
@@ -97,6 +120,8 @@ class Work:
 
 
 _CALLBACKS_LOCK = threading.Lock()      # guards Work._callbacks (held for a list append only)
+_FINISHED = threading.Event()           # the event of every Work.done (set, never cleared)
+_FINISHED.set()
 
 
 def _call(callback, work: Work) -> None:

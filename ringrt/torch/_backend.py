@@ -18,7 +18,8 @@ reduce_scatter_single (_reduce_scatter_base), ..   reduce_scatter_tensor
 gather / scatter / alltoall                        gather / scatter / all_to_all
 all_to_all_single (alltoall_base)                  all_to_all_single, or all_to_all of views
 barrier                                            barrier
-send / recv / recv_anysource                       isend (a snapshot) / irecv
+send / recv / recv_anysource                       isend (a snapshot) / irecv (completed on
+                                                   the waiting thread: ``DeferredWork``)
 _start_coalescing / _end_coalescing                one Work for the ops in between
 =================================================  ===========================================
 
@@ -38,7 +39,7 @@ from ringrt import collectives, p2p
 from ringrt._env import env_choice, env_int
 from ringrt._reduce_ops import ReduceOp
 from ringrt.torch import _checks, _tensors
-from ringrt.torch._work import RingrtWork, completed, pending
+from ringrt.torch._work import DeferredWork, RingrtWork, completed, pending
 
 BACKEND_NAME = "ringrt"
 
@@ -381,13 +382,13 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         tensor = _checks.one_tensor("send", tensors, self._me)
         _checks.root("send", dst, self.size(), self._me, "dst")
         p2p.isend(_tensors.flat(tensor), self._global(dst), tag, self.ringrt_group)
-        return completed(tensors)
+        return self._coalesced(completed(tensors))
 
     def recv(self, tensors, src: int, tag: int = 0):
         tensor = _checks.one_tensor("recv", tensors, self._me)
         _checks.root("recv", src, self.size(), self._me, "src")
         work = p2p.irecv(_tensors.flat(tensor), self._global(src), tag, self.ringrt_group)
-        return pending([work], tensors, sender=[src])
+        return self._coalesced(DeferredWork([work], tensors, sender=[src]))
 
     def recv_anysource(self, tensors, tag: int = 0):
         tensor = _checks.one_tensor("recv", tensors, self._me)
@@ -396,18 +397,29 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
         def note_sender():
             sender[0] = self._members.index(work.result())
-        return pending([work], tensors, note_sender, sender)
+        return self._coalesced(DeferredWork([work], tensors, note_sender, sender))
 
     # -- coalescing and lifetime ----------------------------------------------------------
 
     def _start_coalescing(self, device=None) -> None:
         self._coalescing = []
 
+    def _coalesced(self, work: RingrtWork) -> RingrtWork:
+        if self._coalescing is not None:
+            self._coalescing.append(work)
+        return work
+
     def _end_coalescing(self, device=None) -> RingrtWork:
-        """One Work for every op started since :meth:`_start_coalescing`."""
+        """One Work for every op started since :meth:`_start_coalescing` (deferred: a
+        ``batch_isend_irecv`` is waited for at once, its receives complete on that thread)."""
         works, self._coalescing = self._coalescing or [], None
         ringrt_works = [w for work in works for w in work._ringrt_works]
-        return pending(ringrt_works, [work.get_future() for work in works])
+
+        def settle_each():
+            for work in works:
+                work.wait()
+        return DeferredWork(ringrt_works, after=settle_each,
+                            value_of=lambda: [work.get_future() for work in works])
 
     def shutdown(self) -> None:
         if self._on_shutdown is not None:

@@ -13,6 +13,11 @@ its value, or with the op's error:
 - the future (``work.get_future()``, which DDP's reducer waits on in C++, so
   ``loss.backward()``) fails with a ``RuntimeError`` quoting it.
 
+A same-host receive (``recv``, ``recv_anysource``) and a coalesced batch (``batch_isend_irecv``)
+return a :class:`DeferredWork` instead: ringrt completes such a receive on the thread that
+waits for it, so ``wait()`` does the work without a thread hop; only ``get_future()`` makes
+a future, and with it a background driver (a future must complete while nobody waits).
+
 Why the future quotes rather than carries the exception: from Python, torch can only fail a
 future through a ``then`` callback that raises. ``Future.set_exception`` stores the
 exception as the future's *value* (only Python's ``wait()`` re-raises it), so C++ waiters --
@@ -152,3 +157,86 @@ def _complete(base: Future, works, value, after, outcome: list) -> None:
             error = exc
     outcome[0] = error
     base.set_result(value if error is None else _Failed(error))
+
+
+class DeferredWork(RingrtWork):
+    """A torch ``Work`` over ringrt ops that complete when driven (``ringrt.p2p``'s
+    same-host receives: see the module docstring), or over any ringrt ops.
+
+    Args:
+        ringrt_works: the ops' ``ringrt.Work`` handles.
+        value: the future's value; ``value_of()`` computes it instead, when given.
+        after: run once every op is done, before the outcome is final (its error fails the
+            Work).
+        sender: ``[group rank]`` a receive fills in (``_source_rank``).
+    """
+
+    def __init__(self, ringrt_works, value=None, after=None, sender: list | None = None,
+                 value_of=None):
+        super().__init__(None, list(ringrt_works), sender, [None], value)
+        self._after = after
+        self._value_of = value_of
+        self._settled = False
+        self._guard = threading.Lock()
+
+    def wait(self, timeout=None) -> bool:
+        limit = seconds(timeout) or None             # torch passes timedelta(0) for "none"
+        for work in self._ringrt_works:
+            try:
+                work.wait(limit)
+            except Exception:  # noqa: BLE001 - raised below, once every op is done
+                if not work.is_completed():
+                    raise                            # our timeout, not the op's error
+        self._settle()
+        if self._outcome[0] is not None:
+            raise self._outcome[0]
+        return True
+
+    def _settle(self) -> None:
+        """Once every op is done: run ``after`` and record the outcome (once)."""
+        with self._guard:
+            if self._settled:
+                return
+            self._settled = True
+            error = next((w.exception() for w in self._ringrt_works
+                          if w.exception() is not None), None)
+            if error is None and self._after is not None:
+                try:
+                    self._after()
+                except Exception as exc:  # noqa: BLE001 - the Work's outcome
+                    error = exc
+            self._outcome[0] = error
+
+    def get_future(self) -> Future:
+        with self._guard:
+            if self._future is not None:
+                return self._future
+            base = Future()
+            self._future = base.then(_unwrap)
+        value = self._value_of() if self._value_of is not None else self._value
+        outstanding = [len(self._ringrt_works)]
+        count_guard = threading.Lock()
+
+        def on_done(_work) -> None:
+            with count_guard:
+                outstanding[0] -= 1
+                if outstanding[0]:
+                    return
+            self._settle()
+            error = self._outcome[0]
+            base.set_result(value if error is None else _Failed(error))
+
+        for work in self._ringrt_works:
+            work.add_done_callback(on_done)
+        if not self._ringrt_works:
+            outstanding[0] = 1
+            on_done(None)
+        return self._future
+
+    def is_completed(self) -> bool:
+        if self._future is not None:
+            return self._future.done()
+        if all(w.is_completed() for w in self._ringrt_works):
+            self._settle()
+            return True
+        return False

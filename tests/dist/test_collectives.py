@@ -123,8 +123,10 @@ def test_groups_formed_by_their_members_alone():
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("world_size", [2, 4])
-def test_send_recv_tags_and_any_source(world_size):
-    world = run_world("tests.dist.workers:point_to_point", world_size, timeout=45)
+@pytest.mark.parametrize("p2p", ["auto", "sockets"])
+def test_send_recv_tags_and_any_source(world_size, p2p):
+    world = run_world("tests.dist.workers:point_to_point", world_size, timeout=45,
+                      env={"RINGRT_P2P": p2p})
     for rank in range(world_size):
         left = (rank - 1) % world_size
         got = {**world[rank].arrays, **world[rank].values}
@@ -148,9 +150,11 @@ def test_object_collectives():
 
 
 @pytest.mark.timeout(60)
-def test_last_messages_survive_the_sender_leaving():
-    world = run_world("tests.dist.workers:last_message", 2, timeout=45)
+@pytest.mark.parametrize("p2p", ["auto", "sockets"])
+def test_last_messages_survive_the_sender_leaving(p2p):
+    world = run_world("tests.dist.workers:last_message", 2, timeout=45, env={"RINGRT_P2P": p2p})
     assert world[0].values["ok"]
+    assert world[0].values["path"] == ("shm" if p2p == "auto" else "sockets")
 
 
 @pytest.mark.timeout(90)

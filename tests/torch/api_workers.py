@@ -198,3 +198,42 @@ def api_tour(rank: int, world: int) -> dict:
     dist.barrier()
     dist.destroy_process_group()
     return out
+
+
+def point_to_point_more(rank: int, world: int) -> dict:
+    """Point-to-point beyond the tour (run on each path: shared memory and sockets): the
+    tour's part, a receive's future, polling, batches in both directions, any-source."""
+    dist.init_process_group("ringrt")
+    out = {f"tour/{k}": v for k, v in point_to_point(rank, world).items()}
+    right, left = (rank + 1) % world, (rank - 1) % world
+    into = torch.empty(4)
+    future = dist.irecv(into, left, tag=1).get_future()    # completes with nobody waiting
+    dist.send(torch.full((4,), rank + 0.5), right, tag=1)
+    out["future"] = future.wait()[0].numpy()
+    polled = torch.empty(2)
+    work = dist.irecv(polled, left, tag=2)
+    dist.isend(torch.full((2,), float(rank)), right, tag=2)
+    while not work.is_completed():
+        pass
+    out["polled"] = polled.numpy()
+    sends = [torch.full((70_000,), float(rank * 10 + i)) for i in range(3)]
+    from_left = [torch.empty(70_000) for _ in range(3)]
+    from_right = [torch.empty(70_000) for _ in range(3)]
+    ops = [dist.P2POp(dist.isend, t, right) for t in sends] + \
+          [dist.P2POp(dist.isend, t, left) for t in sends] + \
+          [dist.P2POp(dist.irecv, t, left) for t in from_left] + \
+          [dist.P2POp(dist.irecv, t, right) for t in from_right]
+    for work in dist.batch_isend_irecv(ops):
+        work.wait()
+    out["batch_left"] = torch.stack([t[:2] for t in from_left]).numpy()
+    out["batch_right"] = torch.stack([t[:2] for t in from_right]).numpy()
+    if rank == 0:
+        got = torch.empty(1)
+        works = [dist.irecv(got.clone(), tag=4) for _ in range(world - 1)]
+        out["any_source"] = sorted(w._source_rank() for w in works)
+    else:
+        dist.send(torch.ones(1), 0, tag=4)
+    out["path"] = dist.group.WORLD.ringrt_group.comm.stats()["p2p"]["path"]
+    dist.barrier()
+    dist.destroy_process_group()
+    return out
