@@ -57,9 +57,25 @@ def _sum_slots(op, out: np.ndarray, count: int, offset: int, combine, byte_offse
 
 def all_reduce_shm(op, flat: np.ndarray, combine) -> None:
     """In-place all-reduce of a 1-D array through the staging slots."""
+    _reduce_through_slots(op, flat, combine, root=None)
+
+
+def reduce_shm(op, flat: np.ndarray, combine, root: int) -> None:
+    """``root``'s array becomes the reduction; the others' arrays are only read.
+
+    The steps of :func:`all_reduce_shm`, so the bits equal an all-reduce's, except that a
+    rank other than ``root`` reduces its chunk into its slot instead of its array, and only
+    ``root`` copies the reduced chunks out.
+    """
+    _reduce_through_slots(op, flat, combine, root)
+
+
+def _reduce_through_slots(op, flat: np.ndarray, combine, root: int | None) -> None:
+    """The reduction every rank (``root`` None) or only ``root`` ends with in ``flat``."""
     dtype = flat.dtype
+    keeps = root is None or op.rank == root          # this rank's array gets the result
     if flat.nbytes * 2 <= op.arena.slot_bytes and flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC:
-        _all_reduce_small(op, flat, combine)
+        _reduce_small(op, flat, combine, keeps)
         return
     op.acquire()
     for start, stop, region in _pieces(op, flat.size, flat.itemsize):
@@ -70,66 +86,33 @@ def all_reduce_shm(op, flat: np.ndarray, combine) -> None:
         staged[:a] = flat[start:start + a]               # peers reduce these chunks; ours is
         staged[b:] = flat[start + b:stop]                # reduced straight from our array
         op.phase()
-        mine = flat[start + a:start + b]
+        if keeps:
+            mine = flat[start + a:start + b]
+        else:                                            # the array is only read: the slot
+            mine = staged[a:b]
+            mine[...] = flat[start + a:start + b]
         for q in op.peers:                               # fixed order: the same bits every run
             combine(mine, op.slot(q, dtype, b - a, a, region))
-        staged[a:b] = mine
+        if keeps:
+            staged[a:b] = mine
         op.phase()
-        for q in op.peers:
-            qa, qb = bounds[q]
-            flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa, region)
+        if keeps:
+            for q in op.peers:
+                qa, qb = bounds[q]
+                flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa, region)
     op.release()
 
 
-def _all_reduce_small(op, flat: np.ndarray, combine) -> None:
-    """One phase: stage into this op's half slot, then every rank sums all the halves."""
+def _reduce_small(op, flat: np.ndarray, combine, keeps: bool) -> None:
+    """One phase: stage into this op's half slot, then the ranks that keep the result sum
+    all the halves."""
     half = op.half()
     op.acquire_half()
     op.slot(op.rank, flat.dtype, flat.size, 0, half)[...] = flat
     op.phase()
-    _sum_slots(op, flat, flat.size, 0, combine, half)
+    if keeps:
+        _sum_slots(op, flat, flat.size, 0, combine, half)
     op.half_done()
-    op.release()
-
-
-def reduce_shm(op, flat: np.ndarray, combine, root: int) -> None:
-    """``root``'s array becomes the reduction; the others' arrays are only read.
-
-    The steps of :func:`all_reduce_shm`, so the bits equal an all-reduce's, except that a
-    rank other than ``root`` reduces its chunk into its slot instead of its array, and only
-    ``root`` copies the reduced chunks out.
-    """
-    dtype = flat.dtype
-    if flat.nbytes * 2 <= op.arena.slot_bytes and flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC:
-        half = op.half()
-        op.acquire_half()
-        op.slot(op.rank, dtype, flat.size, 0, half)[...] = flat
-        op.phase()
-        if op.rank == root:
-            _sum_slots(op, flat, flat.size, 0, combine, half)
-        op.half_done()
-        op.release()
-        return
-    op.acquire()
-    for start, stop, region in _pieces(op, flat.size, flat.itemsize):
-        count = stop - start
-        bounds = chunk_bounds(count, op.size)
-        a, b = bounds[op.rank]
-        staged = op.slot(op.rank, dtype, count, 0, region)
-        staged[:a] = flat[start:start + a]
-        staged[b:] = flat[start + b:stop]
-        op.phase()
-        mine = flat[start + a:start + b] if op.rank == root else staged[a:b]
-        if op.rank != root:
-            mine[...] = flat[start + a:start + b]
-        for q in op.peers:                               # fixed order, as all_reduce_shm
-            combine(mine, op.slot(q, dtype, b - a, a, region))
-        staged[a:b] = mine
-        op.phase()
-        if op.rank == root:
-            for q in op.peers:
-                qa, qb = bounds[q]
-                flat[start + qa:start + qb] = op.slot(q, dtype, qb - qa, qa, region)
     op.release()
 
 

@@ -55,13 +55,7 @@ class RingrtWork(dist.Work):
     def wait(self, timeout=None) -> bool:
         if self._future is None:                    # an op that ran inline
             return True
-        limit = seconds(timeout) or None            # torch passes timedelta(0) for "none"
-        for work in self._ringrt_works:
-            try:
-                work.wait(limit)
-            except Exception:  # noqa: BLE001 - raised below, once every op is done
-                if not work.is_completed():
-                    raise                           # our timeout, not the op's error
+        _wait_for_ops(self._ringrt_works, timeout)
         try:
             self._future.wait()             # returns once the op's outcome is recorded
         except Exception:
@@ -180,13 +174,7 @@ class DeferredWork(RingrtWork):
         self._guard = threading.Lock()
 
     def wait(self, timeout=None) -> bool:
-        limit = seconds(timeout) or None             # torch passes timedelta(0) for "none"
-        for work in self._ringrt_works:
-            try:
-                work.wait(limit)
-            except Exception:  # noqa: BLE001 - raised below, once every op is done
-                if not work.is_completed():
-                    raise                            # our timeout, not the op's error
+        _wait_for_ops(self._ringrt_works, timeout)
         self._settle()
         if self._outcome[0] is not None:
             raise self._outcome[0]
@@ -240,3 +228,16 @@ class DeferredWork(RingrtWork):
             self._settle()
             return True
         return False
+
+
+def _wait_for_ops(ringrt_works, timeout) -> None:
+    """Wait until every ringrt op is done; an op's own error is left for the caller to raise
+    once all are done, a timeout of this wait is raised at once."""
+    limit = seconds(timeout) or None                 # torch passes timedelta(0) for "none"
+    for work in ringrt_works:
+        try:
+            work.wait(limit)
+        except Exception:  # noqa: BLE001 - raised by the caller, once every op is done
+            if not work.is_completed():
+                raise                                # our timeout, not the op's error
+

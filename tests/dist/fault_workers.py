@@ -10,16 +10,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt import errors
-
-
-def _outcome(fn):
-    """Run fn; return (exception class name, message, seconds taken)."""
-    start = time.monotonic()
-    try:
-        fn()
-        return ["ok", "", time.monotonic() - start]
-    except Exception as exc:  # noqa: BLE001 - the test inspects what was raised
-        return [type(exc).__name__, str(exc), time.monotonic() - start]
+from tests._outcome import outcome as _outcome
 
 
 def _bad_calls(world):

@@ -13,6 +13,7 @@ import numpy as np
 import ringrt as dist
 from ringrt import errors
 from ringrt._dtypes import BFLOAT16
+from tests._outcome import outcome as _outcome
 
 # (dtype, elements): empty, tiny, odd, past the first ring (64 KiB), past a grown ring (1 MiB)
 SIZES = [(np.float32, 0), (np.int8, 1), (np.bool_, 4097), (np.complex64, 9_000),
@@ -24,16 +25,6 @@ def message(rank: int, index: int, dtype, count: int) -> np.ndarray:
     message, exact in every dtype."""
     values = (np.arange(count) % 7) + 3 * rank + index
     return (values % 2).astype(dtype) if dtype == np.bool_ else values.astype(dtype)
-
-
-def _outcome(fn):
-    """Run fn; return (exception class name, message, seconds taken)."""
-    start = time.monotonic()
-    try:
-        fn()
-        return ["ok", "", time.monotonic() - start]
-    except Exception as exc:  # noqa: BLE001 - the test inspects what was raised
-        return [type(exc).__name__, str(exc), time.monotonic() - start]
 
 
 def matrix(rank: int, world: int):

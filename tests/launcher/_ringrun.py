@@ -123,3 +123,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def final_accuracy(stdout: str) -> float:
+    """The accuracy an example's rank 0 printed last ("[0] final test accuracy 97.2%")."""
+    import re
+
+    match = re.search(r"\[0\] final test accuracy ([\d.]+)%", stdout)
+    assert match, stdout
+    return float(match.group(1)) / 100
+

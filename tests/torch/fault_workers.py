@@ -7,23 +7,13 @@ import datetime
 import functools
 import os
 import signal
-import time
 
 import torch
 import torch.distributed as dist
 
 import ringrt.torch  # noqa: F401 - registers the backend
 from ringrt import errors
-
-
-def _outcome(fn) -> list:
-    """Run fn; return [exception class name, message, seconds taken]."""
-    start = time.monotonic()
-    try:
-        fn()
-        return ["ok", "", time.monotonic() - start]
-    except Exception as exc:  # noqa: BLE001 - the test inspects what was raised
-        return [type(exc).__name__, str(exc), time.monotonic() - start]
+from tests._outcome import outcome as _outcome
 
 
 def _bad_calls(world: int) -> dict:

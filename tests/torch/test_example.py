@@ -3,29 +3,12 @@ with the parameters it ends with over gloo (world 2: every gradient sum is one a
 
 from __future__ import annotations
 
-import re
-import shutil
-
 import pytest
 import torch
 
-from tests.launcher._ringrun import run
-from tests.world import short_tmpdir
+from tests.launcher._ringrun import final_accuracy, run
 
 SCRIPT = "examples/torch_train.py"
-
-
-@pytest.fixture
-def workdir():
-    path = short_tmpdir("rrt-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def final_accuracy(stdout: str) -> float:
-    match = re.search(r"\[0\] final test accuracy ([\d.]+)%", stdout)
-    assert match, stdout
-    return float(match.group(1)) / 100
 
 
 @pytest.mark.timeout(120)

@@ -97,14 +97,8 @@ def zero_run(rank, world, group) -> torch.Tensor:
     from torch.distributed.optim import ZeroRedundancyOptimizer
 
     model = DDP(fresh_model(), process_group=group)
-    optimizer = ZeroRedundancyOptimizer(model.parameters(), torch.optim.SGD,
-                                        process_group=group, lr=LR, momentum=0.9)
-    for step in range(STEPS):
-        optimizer.zero_grad()
-        x, y = batch(step)
-        nn.functional.cross_entropy(model(shard(x, rank, world)), shard(y, rank, world)) \
-            .backward()
-        optimizer.step()
+    train_steps(model, rank, world, ZeroRedundancyOptimizer(
+        model.parameters(), torch.optim.SGD, process_group=group, lr=LR, momentum=0.9))
     return flat_params(model.module)
 
 
@@ -119,13 +113,7 @@ def fsdp_run(rank, world, group) -> torch.Tensor:
     for layer in (model.conv, model.fc1, model.fc2, model.side):
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    for step in range(STEPS):
-        optimizer.zero_grad()
-        x, y = batch(step)
-        nn.functional.cross_entropy(model(shard(x, rank, world)), shard(y, rank, world)) \
-            .backward()
-        optimizer.step()
+    train_steps(model, rank, world)
     return torch.cat([p.full_tensor().detach().reshape(-1) for p in model.parameters()])
 
 
@@ -148,13 +136,7 @@ def fsdp1_run(rank, world, group) -> torch.Tensor:
 
     model = FSDP(fresh_model(), process_group=group, device_id=torch.device("cpu"),
                  use_orig_params=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    for step in range(STEPS):
-        optimizer.zero_grad()
-        x, y = batch(step)
-        nn.functional.cross_entropy(model(shard(x, rank, world)), shard(y, rank, world)) \
-            .backward()
-        optimizer.step()
+    train_steps(model, rank, world)
     with FSDP.summon_full_params(model):
         return flat_params(model.module)
 
@@ -205,3 +187,15 @@ def train_everything(rank: int, world: int) -> dict:
     dist.barrier()
     dist.destroy_process_group()
     return out
+
+
+def train_steps(model, rank: int, world: int, optimizer=None) -> None:
+    """STEPS of ``optimizer`` (default: SGD) on this rank's shard of every global batch."""
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=LR)
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        x, y = batch(step)
+        nn.functional.cross_entropy(model(shard(x, rank, world)), shard(y, rank, world)) \
+            .backward()
+        optimizer.step()
+

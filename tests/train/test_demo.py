@@ -8,32 +8,16 @@ same parameters, bit for bit, as a run that never crashed.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.launcher._ringrun import REPO, run
-from tests.world import short_tmpdir
+from tests.launcher._ringrun import REPO, final_accuracy, run
 
 TRAIN = "examples/train.py"
 EPOCHS = "3"            # 22 steps per epoch at the default global batch of 64
-
-
-@pytest.fixture
-def workdir():
-    path = short_tmpdir("rrd-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def final_accuracy(stdout: str) -> float:
-    match = re.search(r"\[0\] final test accuracy ([\d.]+)%", stdout)
-    assert match, stdout
-    return float(match.group(1)) / 100
 
 
 @pytest.mark.parametrize("mode", [[], ["--zero"]], ids=["ddp", "zero"])
