@@ -42,8 +42,9 @@ def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None =
 
 def _algorithm(pg, op: str, nbytes: int) -> str:
     """Pick the algorithm (the same on every rank: it depends on shared facts only)."""
-    algorithm = choose(op, nbytes, pg.arena.slot_bytes if pg.arena is not None else None,
-                       pg.size, pg.spans_hosts)
+    arena = pg.arena
+    algorithm = choose(op, nbytes, arena.slot_bytes if arena is not None else None, pg.size,
+                       pg.spans_hosts, arena is not None and arena.oversubscribed)
     pg.comm.counters.chose(op, algorithm)
     return algorithm
 

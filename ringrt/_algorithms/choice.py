@@ -19,7 +19,8 @@ Thresholds (bytes of the whole array) and why:
   algorithms send nothing while shared memory would still copy in and out),
   world-group all_reduce, broadcast, reduce, all_gather, reduce_scatter, all_to_all (equal
   blocks) and barrier go through shared memory (``shm``) at every size, gather and scatter
-  from ``SHM_FROM`` up: one memory copy in and one out instead of
+  too (with more ranks than cores, from ``SHM_FROM_OVERSUBSCRIBED`` up): one memory copy in
+  and one out instead of
   socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1`` or
   ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off). Measured with torch's collectives on
   the "ringrt" backend, world 2 on this 2-core VM (benchmarks/torch_collectives.py,
@@ -59,12 +60,15 @@ _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce"
           "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "gather": 1 << 62,
           "scatter": 1 << 62, "all_to_all": 1 << 62, "barrier": 1 << 62}
 SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
-# gather and scatter take shared memory only from this size: below it only the root needs to
-# wait (sockets), where a shared-memory phase makes every rank wait for every other. World 4
-# on 2 cores, torch's collectives on the "ringrt" backend (benchmarks/torch_collectives.py,
-# 2026-11-26), median / gloo's: gather 16 B-16 KiB 0.25 direct vs 0.80-0.91 shm; scatter
-# 0.33-0.35 vs 0.98-1.08; from 256 KiB-1 MiB shm wins (scatter 1.0-1.1 vs 1.3-1.5 direct).
-SHM_FROM = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
+# With more ranks than cores, gather and scatter take shared memory only from this size:
+# below it only the root needs to wait (sockets), where a shared-memory phase makes every rank
+# wait for every other, and some of them are off the cores. World 4 on 2 cores, torch's
+# collectives on the "ringrt" backend (benchmarks/torch_collectives.py, 2026-11-26), median /
+# gloo's: gather 16 B-16 KiB 0.25 direct vs 0.80-0.91 shm; scatter 0.33-0.35 vs 0.98-1.08;
+# from 256 KiB-1 MiB shm wins (scatter 1.0-1.1 vs 1.3-1.5 direct). With a core per rank,
+# shared memory wins at every size: world 2 on 2 cores, scatter 8 B-16 KiB 0.34-0.40 shm vs
+# 0.52-0.62 direct, gather even (0.25-0.47 both).
+SHM_FROM_OVERSUBSCRIBED = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
 
 
 _parsed: tuple[str, dict] = ("", {})
@@ -104,17 +108,19 @@ def network_threshold(op: str, world: int) -> int:
 
 
 def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int = 2,
-           spans_hosts: bool = False) -> str:
+           spans_hosts: bool = False, oversubscribed: bool = False) -> str:
     """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
     the blocks one rank stages) in a group of ``world`` ranks. ``shm_slot_bytes`` is the
     arena's slot size when the group can use shared memory, else None; ``spans_hosts`` says
-    whether its members are on more than one host. Every rank computes the same answer."""
+    whether its members are on more than one host; ``oversubscribed``, whether the host has
+    fewer cores than ranks (shared memory only: every rank sees the same host). Every rank
+    computes the same answer."""
     forced = _forced().get(op)
     shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and world > 1 and \
         nbytes <= SHM_MAX_PIECES * (shm_slot_bytes // 2)
     if forced and (forced != "shm" or shm_ok):
         return forced
-    if shm_ok and nbytes >= SHM_FROM.get(op, 0):
+    if shm_ok and (not oversubscribed or nbytes >= SHM_FROM_OVERSUBSCRIBED.get(op, 0)):
         return "shm"
     small, large = CHOICES[op][:2]
     if spans_hosts and op in ("all_reduce", "broadcast") and world > 2:

@@ -4,7 +4,7 @@ Why not the sockets: a ZeroMQ message between two processes crosses two I/O thre
 kernel. Through the torch backend a ring exchange of 8 B took 410 us (2.7x gloo) and 16 MiB
 17.6 ms (1.4x); a futex-signalled ring in shared memory moves 8 B in ~2 us of raw latency and
 16 MiB with one copy in and one copy out (2 ms each into 4 KiB tmpfs pages). Measured on the
-2-core VM, 2026-11-27; the figures after the change are in the README ("Point-to-point").
+2-core VM, 2026-11-26; the figures after the change are in the README ("Point-to-point").
 
 **Sending** copies the message into the channel to the peer (growing it if needed, never
 waiting for the reader: ``channel.py``), then changes the peer's *doorbell* (a futex word in
@@ -58,7 +58,7 @@ SPIN_SECONDS = env_int("RINGRT_P2P_SPIN_US", 50) * 1e-6
 # ... plus the time the sender needs to copy a message of the receiving array's size (at
 # 2 GB/s, up to 1 ms more) when every rank has a core of its own: a 1 MiB exchange at world 2
 # sometimes fell into a mode where each rank slept through the other's 150 us copy and paid
-# the wake-up, 680 us a call instead of 230 (2026-11-27). With more ranks than cores the
+# the wake-up, 680 us a call instead of 230 (2026-11-26). With more ranks than cores the
 # spin stays short: it would take the core the sender needs.
 SPIN_BYTES_PER_SECOND, SPIN_EXTRA_SECONDS = 2e9, 1e-3
 _DTYPE_CODES = wire.DTYPE_CODES
@@ -138,7 +138,7 @@ class ShmPointToPoint:
         woke may be waiting for that very core. Passing the baton keeps the ranks of a ring
         exchange in step instead of letting some run ahead while others stall: 8 B ring
         exchange, 4 ranks on 2 cores, slowest rank's time per call (median) 260 -> 81-150 us,
-        and 1.4x -> 0.4x gloo's through torch (2026-11-27).
+        and 1.4x -> 0.4x gloo's through torch (2026-11-26).
         """
         payload = array.reshape(-1).view(np.uint8)
         with self._send_lock:

@@ -185,3 +185,12 @@ def test_peer_lost_error_names_the_cause_not_the_ranks_that_left_after():
     assert error.ranks == [4, 5] and "ranks [2, 3] have since left" in str(error)
     only_left = group.lost_error({3: lost[3]}, None, None)
     assert only_left.ranks == [3]
+
+
+def test_gather_and_scatter_take_shared_memory_small_only_with_a_core_per_rank():
+    slot = 16 << 20
+    for op in ("gather", "scatter"):
+        assert choice.choose(op, 64, slot, world=2) == "shm"
+        assert choice.choose(op, 64, slot, world=4, oversubscribed=True) == "direct"
+        assert choice.choose(op, 1 << 20, slot, world=4, oversubscribed=True) == "shm"
+        assert choice.choose(op, 64, None, world=2) == "direct"            # no shared memory
