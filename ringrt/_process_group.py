@@ -28,6 +28,7 @@ from ringrt._comm import channel, wire
 from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
+from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
 from ringrt._comm.shm import HostArena
@@ -97,6 +98,9 @@ class _Comm:
             raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
         self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
+        # multi-host jobs: an arena over this host's ranks, for two-level collectives
+        self.host_arena = local_host_arena(self.hosts, rank, store, namespace, deadline,
+                                           self.guard.security.token)
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
@@ -161,6 +165,8 @@ class _Comm:
         self.guard.stop()
         if self.arena is not None:
             self.arena.close()
+        if self.host_arena is not None:
+            self.host_arena.close()
         self.context.term()
         remove_ipc_dir(self.ipc_dir)
 
@@ -214,6 +220,7 @@ class ProcessGroup:
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
         self.arena = comm.arena if group_id == 0 else None
+        self.host_arena = comm.host_arena if group_id == 0 else None     # see _comm/host_shm
         # Every rank computes this from the same cards, so algorithm choices agree.
         self.spans_hosts = len({comm.hosts[m] for m in members}) > 1
 

@@ -278,3 +278,97 @@ def bus_factor(op: str, world: int) -> float:
     if op in ("broadcast", "reduce"):
         return 1.0
     return 0.0
+
+
+# -- two levels: hosts joined by a network, ranks inside a host by memory ------------------
+#
+# A group spread over H hosts with ``sizes[h]`` ranks each (n in all, L the most on a host).
+# Network steps cost the α, β, γ, o above; a step inside a host costs ``local_alpha`` (a
+# shared-memory phase) and ``local_beta`` per byte copied. Ranks of one host share its link,
+# so k ranks sending across hosts at once see k·β each.
+#
+# =============  ==============================================================================
+# op             two-level time (cross(op', S', H, k) = the cheaper flat algorithm of op' on
+#                S' bytes over H ranks, with β·k)
+# =============  ==============================================================================
+# all_reduce     even hosts: 3αl + 3S·βl + cross(all_reduce, S/L, H, L)   (each local index
+#                all-reduces its share; L shares on a link at once)
+#                uneven:     3αl + 3S·βl + cross(all_reduce, S, H, 1)     (through leaders)
+# broadcast      αl + S·βl + cross(broadcast, S, H, 1)
+# reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
+# all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
+# barrier        2αl + cross(barrier, 0, H, 1)
+# =============  ==============================================================================
+#
+# The flat algorithms on the same hosts: the classic formulas over n ranks, with β scaled by
+# the ranks of one host that cross its link at once: 1 for a ring whose ranks are grouped by
+# host (one edge leaves each host), L for the others (every rank of a host has remote peers).
+
+TWO_LEVEL_OPS = ("all_reduce", "broadcast", "reduce", "all_gather", "barrier")
+# A shared-memory phase and a byte of memory copy on the 2-core VM (shm.py's measurements:
+# 10-80 us a phase when busy; ~2 GB/s per copy with 12 ranks on 2 cores).
+LOCAL_ALPHA, LOCAL_BETA = 50e-6, 1 / 2e9
+
+
+def _cheapest(op: str, nbytes: float, world: int, alpha: float, beta: float, gamma: float,
+              overhead: float) -> tuple[str, float]:
+    """(algorithm, seconds) of the cheapest flat algorithm of ``op`` (0 s alone)."""
+    if world < 2:
+        return ALGORITHMS[op][0], 0.0
+    timed = [(predict(op, a, nbytes, world, alpha, beta, gamma, overhead), a)
+             for a in ALGORITHMS[op]]
+    seconds, algorithm = min(timed)
+    return algorithm, seconds
+
+
+def cross_host(op: str, nbytes: float, hosts: int, streams: int, alpha: float, beta: float,
+               gamma: float = 0.0, overhead: float = 0.0) -> tuple[str, float]:
+    """The cross-host step of a two-level op: ``streams`` groups of one rank per host run it
+    at once over the same links. Returns (cheapest flat algorithm, seconds)."""
+    return _cheapest(op, nbytes, hosts, alpha, beta * max(1, streams), gamma, overhead)
+
+
+def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
+                      beta: float, gamma: float = 0.0, overhead: float = 0.0,
+                      local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA
+                      ) -> float:
+    """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks."""
+    hosts, most = len(sizes), max(sizes)
+    net = (alpha, beta, gamma, overhead)
+    size = 0.0 if op == "barrier" else float(nbytes)
+    if op == "all_reduce":
+        even = len(set(sizes)) == 1
+        share, streams = (size / most, most) if even else (size, 1)
+        return 3 * local_alpha + 3 * size * local_beta + \
+            cross_host(op, share, hosts, streams, *net)[1]
+    if op == "broadcast":
+        return local_alpha + size * local_beta + cross_host(op, size, hosts, 1, *net)[1]
+    if op == "reduce":
+        return 2 * local_alpha + 2 * size * local_beta + size * gamma + \
+            cross_host("broadcast", size, hosts, 1, *net)[1]
+    if op == "all_gather":
+        swap = 0.0 if hosts < 2 else alpha + max(0, hosts - 2) * overhead + \
+            (hosts - 1) / hosts * size * beta
+        return 2 * local_alpha + 2 * size * local_beta + swap
+    if op == "barrier":
+        return 2 * local_alpha + cross_host("barrier", 0, hosts, 1, *net)[1]
+    raise ValueError(f"no two-level algorithm for {op!r}; those with one: {TWO_LEVEL_OPS}")
+
+
+def predict_flat_on_hosts(op: str, algorithm: str, nbytes: float, sizes: tuple[int, ...],
+                          alpha: float, beta: float, gamma: float = 0.0,
+                          overhead: float = 0.0) -> float:
+    """Predicted seconds of a flat algorithm over every rank of hosts of ``sizes`` ranks
+    (ranks grouped by host, as ringrun numbers them)."""
+    sharing = 1 if algorithm in ("ring", "chain") else max(sizes)
+    return predict(op, algorithm, nbytes, sum(sizes), alpha, beta * sharing, gamma, overhead)
+
+
+def prefer_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
+                     beta: float, gamma: float = 0.0, overhead: float = 0.0) -> bool:
+    """Whether two levels are predicted no slower than every flat algorithm of ``op``."""
+    if op not in TWO_LEVEL_OPS or len(sizes) < 2 or max(sizes) < 2:
+        return False
+    flat = min(predict_flat_on_hosts(op, a, nbytes, sizes, alpha, beta, gamma, overhead)
+               for a in ALGORITHMS[op])
+    return predict_two_level(op, nbytes, sizes, alpha, beta, gamma, overhead) <= flat

@@ -1,0 +1,59 @@
+"""Rank-side functions of tests/dist/test_hierarchical.py: the collective table on a world
+whose ranks claim different hosts (RINGRT_HOST_ID), so the two-level algorithms run on one
+machine (tcp over loopback between "hosts", shared memory or ipc inside one)."""
+
+from __future__ import annotations
+
+import ringrt as dist
+from tests.dist.cases import Case, cases, make_input
+from tests.dist.workers import run_case
+
+
+def _chosen() -> dict:
+    return dist.stats()["algorithms"]
+
+
+def hierarchical_matrix(rank: int, world: int, big: bool = False, subgroup=None):
+    """Every case of cases.cases(world) on the world; then, if ``subgroup`` (global ranks)
+    is given, the table of that size on a subgroup (non-members run nothing)."""
+    dist.init_process_group(timeout=60)
+    from ringrt.distributed import _world     # debug accessor: was the host arena made?
+
+    results = {case.name: run_case(case, rank, world) for case in cases(world, big)}
+    if subgroup is not None:
+        group = dist.new_group(subgroup)
+        if rank in subgroup:
+            results.update(_subgroup_cases(rank, subgroup, group))
+    dist.barrier()
+    values = {"algorithms": _chosen(), "host_arena": _world.comm.host_arena is not None}
+    dist.destroy_process_group()
+    return {**results, **values}
+
+
+ROOTLESS = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter",
+            "reduce_scatter_tensor", "all_to_all", "all_to_all_single")
+
+
+def subgroup_cases(size: int):
+    """The cases run on a subgroup: the rootless ones of the table, then broadcast and
+    reduce from every member (``sub/{op}/root{i}``, i the root's group rank)."""
+    return [case for case in cases(size, False) if case.op in ROOTLESS]
+
+
+def _subgroup_cases(rank: int, subgroup: list[int], group) -> dict:
+    me = subgroup.index(rank)
+    results = {f"sub/{case.name}": run_case(case, me, len(subgroup), group=group)
+               for case in subgroup_cases(len(subgroup))}
+    for root, global_root in enumerate(subgroup):
+        for size in (5, 300_003):
+            x = rooted_input(me, root, size)
+            dist.broadcast(x, src=global_root, group=group)
+            results[f"sub/broadcast/root{root}/{size}"] = x
+            x = rooted_input(me, root, size)
+            dist.reduce(x, dst=global_root, group=group)
+            results[f"sub/reduce/root{root}/{size}"] = x
+    return results
+
+
+def rooted_input(group_rank: int, root: int, size: int):
+    return make_input(Case(f"rooted/{root}/{size}", "reduce", "float32", size), group_rank)
