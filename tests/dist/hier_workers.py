@@ -57,3 +57,30 @@ def _subgroup_cases(rank: int, subgroup: list[int], group) -> dict:
 
 def rooted_input(group_rank: int, root: int, size: int):
     return make_input(Case(f"rooted/{root}/{size}", "reduce", "float32", size), group_rank)
+
+
+HIERARCHICAL = ("all_reduce=hierarchical,broadcast=hierarchical,reduce=hierarchical,"
+                "all_gather=hierarchical,barrier=hierarchical")
+FLAT = "all_reduce=ring,broadcast=chain,reduce=chain,all_gather=ring"
+
+
+def float_sums(rank: int, world: int, sizes=(1000, 300_003)):
+    """all_reduce of random (non-integer) float32 data, forced two-level then forced flat:
+    ``{two_level,flat}/{size}`` for the parent to compare (rounding may differ)."""
+    import os
+
+    import numpy as np
+
+    dist.init_process_group(timeout=60)
+    out = {}
+    for setting, algo in (("two_level", HIERARCHICAL), ("flat", FLAT)):
+        os.environ["RINGRT_ALGO"] = algo
+        for size in sizes:
+            x = np.random.default_rng(rank * 7919 + size).standard_normal(size) \
+                .astype(np.float32)
+            dist.all_reduce(x)
+            out[f"{setting}/{size}"] = x
+    os.environ.pop("RINGRT_ALGO")
+    out["algorithms"] = _chosen()
+    dist.destroy_process_group()
+    return out

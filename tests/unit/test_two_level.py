@@ -1,0 +1,102 @@
+"""The two-level collectives' pure parts: host layouts, the cost model's two-level formulas
+and the flat-vs-hierarchical choice (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringrt._algorithms import choice
+from ringrt._algorithms import cost_model as cm
+from ringrt._algorithms.layout import Layout
+
+NET = (choice.NETWORK_ALPHA, choice.NETWORK_BETA, 0.0, choice.NETWORK_OVERHEAD)
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def no_forcing(monkeypatch):
+    monkeypatch.delenv("RINGRT_ALGO", raising=False)
+
+
+def test_layout_groups_ranks_by_host_in_rank_order():
+    where = Layout.of(["b", "b", "a", "c", "a", "c", "c"])
+    assert where.hosts == ((0, 1), (2, 4), (3, 5, 6))
+    assert where.sizes == (2, 2, 3) and not where.even and where.two_level
+    assert where.host_of(4) == 1 and where.local_ranks(5) == (3, 5, 6)
+    assert where.leaders() == [0, 2, 3]
+    assert where.leaders(root=5) == [0, 2, 5]
+    assert where.same_index(6) == [6]                  # local index 2: only the third host
+    assert where.same_index(4) == [1, 4, 5]
+    assert not Layout.of(["a", "b", "c"]).two_level       # one rank per host
+    assert not Layout.of(["a", "a"]).two_level             # one host
+    assert Layout.of(["a", "a", "b", "b"]).even
+
+
+@pytest.mark.parametrize("nbytes", [4, 4096, 64 * 1024, MiB, 64 * MiB])
+@pytest.mark.parametrize("op", cm.TWO_LEVEL_OPS)
+def test_choice_follows_the_model(op, nbytes):
+    """Two levels exactly where the model predicts them no slower than every flat algorithm;
+    always for all_reduce and for latency-bound sizes (every flat algorithm takes more
+    cross-host steps); a large broadcast over few ranks per host may stay a flat chain."""
+    for sizes in ((4, 4, 4), (2, 2, 2), (2, 1, 3)):
+        two = cm.predict_two_level(op, nbytes, sizes, *NET)
+        flat = min(cm.predict_flat_on_hosts(op, a, nbytes, sizes, *NET)
+                   for a in cm.ALGORITHMS[op])
+        picked = choice.choose(op, nbytes, None, sum(sizes), True, False, sizes)
+        assert (picked == "hierarchical") == (two <= flat), (op, nbytes, sizes, two, flat)
+        if op == "all_reduce" or nbytes <= MiB:
+            assert picked == "hierarchical", (op, nbytes, sizes, two, flat)
+
+
+def test_no_two_levels_where_they_cannot_help():
+    for sizes in ((1, 1, 1), (4,), None):
+        assert not choice.two_level("all_reduce", MiB, sizes)
+    assert choice.choose("all_reduce", MiB, None, 3, True, False, (1, 1, 1)) == "ring"
+    for op in ("gather", "scatter", "all_to_all", "reduce_scatter"):       # stay flat
+        assert not choice.two_level(op, MiB, (4, 4, 4))
+        assert not cm.prefer_two_level(op, MiB, (4, 4, 4), *NET)
+
+
+def test_flat_wins_when_local_steps_cost_more_than_the_network():
+    """The choice really compares: with a free network and slow memory, flat wins."""
+    slow_local = cm.predict_two_level("all_reduce", MiB, (4, 4, 4), 1e-9, 1e-12,
+                                      local_alpha=1.0, local_beta=1e-3)
+    flat = cm.predict_flat_on_hosts("all_reduce", "ring", MiB, (4, 4, 4), 1e-9, 1e-12)
+    assert flat < slow_local
+
+
+def test_even_hosts_split_the_link_between_local_ranks():
+    """Even hosts all-reduce S/L per local index with L streams on a link: the bandwidth term
+    equals one all-reduce of S among the hosts, while the flat ring over n ranks pays the
+    2(n-1)/n factor and 2(n-1) steps."""
+    size, sizes = 64 * MiB, (4, 4, 4)
+    algorithm, cross = cm.cross_host("all_reduce", size / 4, 3, 4, *NET)
+    assert algorithm == "ring"
+    assert cross == pytest.approx(cm.predict("all_reduce", "ring", size, 3, *NET), rel=1e-9)
+    ring12 = cm.predict_flat_on_hosts("all_reduce", "ring", size, sizes, *NET)
+    assert ring12 / cross == pytest.approx((22 * NET[0] + 22 / 12 * size * NET[1]) /
+                                           (4 * NET[0] + 4 / 3 * size * NET[1]), rel=1e-9)
+
+
+def test_cross_host_algorithm_by_size():
+    assert choice.cross_algorithm("all_reduce", 4, 3, 4) == "recursive_doubling"
+    assert choice.cross_algorithm("all_reduce", 16 * MiB, 3, 4) == "ring"
+    assert choice.cross_algorithm("broadcast", 4, 3, 1) == "binomial"
+    assert choice.cross_algorithm("broadcast", 64 * MiB, 8, 1) == "chain"
+
+
+def test_forcing(monkeypatch):
+    monkeypatch.setenv("RINGRT_ALGO", "all_reduce=ring,broadcast=hierarchical")
+    assert choice.choose("all_reduce", 4, None, 12, True, False, (4, 4, 4)) == "ring"
+    assert choice.choose("broadcast", MiB, None, 12, True, False, (4, 4, 4)) == "hierarchical"
+    # forced two levels where they cannot apply: the ordinary flat choice
+    assert choice.choose("broadcast", 4, None, 3, True, False, (1, 1, 1)) == "binomial"
+    assert choice.choose("broadcast", 4, 1 << 20, 4, False, False, None) == "shm"
+    monkeypatch.setenv("RINGRT_ALGO", "gather=hierarchical")
+    with pytest.raises(ValueError, match="not valid"):
+        choice.choose("gather", 4, None, 12, True, False, (4, 4, 4))
+
+
+def test_two_level_formulas_reject_other_ops():
+    with pytest.raises(ValueError, match="no two-level"):
+        cm.predict_two_level("scatter", 4, (2, 2), *NET)
