@@ -84,3 +84,25 @@ def float_sums(rank: int, world: int, sizes=(1000, 300_003)):
     out["algorithms"] = _chosen()
     dist.destroy_process_group()
     return out
+
+
+def own_subgroup_failures(rank: int, subgroup: list[int], results: dict) -> list[str]:
+    """This rank's wrong subgroup results (the netlab worker checks its own)."""
+    import numpy as np
+
+    from tests.dist.cases import expected_for_rank, same_bits
+
+    me, size = subgroup.index(rank), len(subgroup)
+    failures = [f"sub/{case.name}" for case in subgroup_cases(size)
+                if not same_bits(results[f"sub/{case.name}"],
+                                 expected_for_rank(case, size, me)
+                                 .reshape(results[f"sub/{case.name}"].shape))]
+    for root in range(size):
+        for count in (5, 300_003):
+            inputs = [rooted_input(i, root, count) for i in range(size)]
+            want = np.sum(inputs, axis=0, dtype=np.float32) if me == root else inputs[me]
+            if not np.array_equal(results[f"sub/broadcast/root{root}/{count}"], inputs[root]):
+                failures.append(f"sub/broadcast/root{root}/{count}")
+            if not np.array_equal(results[f"sub/reduce/root{root}/{count}"], want):
+                failures.append(f"sub/reduce/root{root}/{count}")
+    return failures
