@@ -134,10 +134,27 @@ def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...]) -> b
                                        0.0, NETWORK_OVERHEAD)
 
 
+def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
+    """``shares`` or ``leaders`` (see ``cost_model.two_level_all_reduce``);
+    ``RINGRT_TWO_LEVEL=shares|leaders`` forces one (shares only where hosts are even)."""
+    forced = os.environ.get("RINGRT_TWO_LEVEL", "")
+    if forced not in ("", "shares", "leaders"):
+        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose shares or leaders")
+    if forced == "leaders" or len(set(host_sizes)) != 1:
+        return "leaders"
+    return forced or _all_reduce_variant(nbytes, host_sizes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
+    return cost_model.two_level_all_reduce(nbytes, host_sizes, NETWORK_ALPHA, NETWORK_BETA,
+                                           0.0, NETWORK_OVERHEAD)[0]
+
+
 @functools.lru_cache(maxsize=1024)
 def cross_algorithm(op: str, nbytes: int, hosts: int, streams: int) -> str:
     """The flat algorithm of the cross-host step of a two-level op (see
-    ``cost_model.cross_host``): ``all_reduce`` ring | recursive_doubling, ``broadcast``
+    ``cost_model.cross_host``): ``all_reduce`` ring | recursive_doubling | direct, ``broadcast``
     binomial | chain, ``reduce`` binomial | ring (run as the chain: the same traffic)."""
     if nbytes < MODEL_THRESHOLD_RANGE[0] and op != "all_reduce":
         return CHOICES[op][0]                 # latency-bound: the tree

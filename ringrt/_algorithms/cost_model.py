@@ -57,6 +57,9 @@ ALGORITHMS = {
     "reduce": ("binomial", "ring"),
     "barrier": ("recursive_doubling",),
 }
+# Algorithms only the cross-host step of a two-level op uses: with few hosts, every leader
+# sending its array to every other one (one step) beats recursive doubling's log2 + 2.
+CROSS_ONLY = {"all_reduce": ("direct",)}
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ def _direct(op: str, size: float, n: int) -> Terms:
         return Terms(1.0, share, 0.0, extra)
     if op == "reduce_scatter":
         return Terms(1.0, share, share, extra)
+    if op == "all_reduce":                  # send the whole array to every peer, sum them all
+        return Terms(1.0, (n - 1) * size, (n - 1) * size, extra)
     raise ValueError(f"no direct algorithm for {op}")
 
 
@@ -163,7 +168,7 @@ def terms(op: str, algorithm: str, nbytes: float, world: int,
     """
     if world < 1:
         raise ValueError(f"world must be >= 1, got {world}")
-    if algorithm not in ALGORITHMS.get(op, ()):
+    if algorithm not in ALGORITHMS.get(op, ()) + CROSS_ONLY.get(op, ()):
         raise ValueError(f"unknown algorithm {algorithm!r} for {op!r}; known: {ALGORITHMS}")
     if world == 1:
         return Terms(0.0)
@@ -291,9 +296,12 @@ def bus_factor(op: str, world: int) -> float:
 # op             two-level time (cross(op', S', H, k) = the cheaper flat algorithm of op' on
 #                S' bytes over H ranks, with β·k)
 # =============  ==============================================================================
-# all_reduce     even hosts: 3αl + 3S·βl + cross(all_reduce, S/L, H, L)   (each local index
-#                all-reduces its share; L shares on a link at once)
-#                uneven:     3αl + 3S·βl + cross(all_reduce, S, H, 1)     (through leaders)
+# all_reduce     the cheaper of
+#                shares (even hosts): 3αl + 3S·βl + cross(all_reduce, S/L, H, L)
+#                  + steps·(L-1)·o   (each local index all-reduces its share; L messages on a
+#                  link per step)
+#                leaders: 3αl + (L+1)S·βl + cross(all_reduce, S, H, 1)
+#                (cross all_reduce may also be "direct": α + (H-2)o + (H-1)S(β+γ))
 # broadcast      αl + S·βl + cross(broadcast, S, H, 1)
 # reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
 # all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
@@ -311,12 +319,12 @@ LOCAL_ALPHA, LOCAL_BETA = 50e-6, 1 / 2e9
 
 
 def _cheapest(op: str, nbytes: float, world: int, alpha: float, beta: float, gamma: float,
-              overhead: float) -> tuple[str, float]:
-    """(algorithm, seconds) of the cheapest flat algorithm of ``op`` (0 s alone)."""
+              overhead: float, algorithms: tuple[str, ...]) -> tuple[str, float]:
+    """(algorithm, seconds) of the cheapest of ``algorithms`` for ``op`` (0 s alone)."""
     if world < 2:
-        return ALGORITHMS[op][0], 0.0
+        return algorithms[0], 0.0
     timed = [(predict(op, a, nbytes, world, alpha, beta, gamma, overhead), a)
-             for a in ALGORITHMS[op]]
+             for a in algorithms]
     seconds, algorithm = min(timed)
     return algorithm, seconds
 
@@ -324,8 +332,33 @@ def _cheapest(op: str, nbytes: float, world: int, alpha: float, beta: float, gam
 def cross_host(op: str, nbytes: float, hosts: int, streams: int, alpha: float, beta: float,
                gamma: float = 0.0, overhead: float = 0.0) -> tuple[str, float]:
     """The cross-host step of a two-level op: ``streams`` groups of one rank per host run it
-    at once over the same links. Returns (cheapest flat algorithm, seconds)."""
-    return _cheapest(op, nbytes, hosts, alpha, beta * max(1, streams), gamma, overhead)
+    at once over the same links, each step then posting ``streams - 1`` more messages per
+    host (``overhead`` each). Returns (cheapest flat algorithm, seconds)."""
+    algorithms = ALGORITHMS[op] + CROSS_ONLY.get(op, ())
+    algorithm, seconds = _cheapest(op, nbytes, hosts, alpha, beta * max(1, streams), gamma,
+                                   overhead, algorithms)
+    extra = steps(op, algorithm, hosts) * (max(1, streams) - 1) * overhead
+    return algorithm, seconds + extra
+
+
+def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, beta: float,
+                         gamma: float = 0.0, overhead: float = 0.0,
+                         local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA
+                         ) -> tuple[str, float]:
+    """The cheaper two-level all_reduce: ``shares`` (even hosts only: local reduce-scatter,
+    L cross-host all-reduces of S/L, local all-gather; 3 copies of S through memory) or
+    ``leaders`` (reduce to a leader, which adds L slots, leaders all-reduce S, broadcast:
+    L + 1 copies). Returns (variant, seconds)."""
+    hosts, most = len(sizes), max(sizes)
+    net = (alpha, beta, gamma, overhead)
+    size = float(nbytes)
+    leaders = 3 * local_alpha + (most + 1) * size * local_beta + \
+        cross_host("all_reduce", size, hosts, 1, *net)[1]
+    if len(set(sizes)) != 1:
+        return "leaders", leaders
+    shares = 3 * local_alpha + 3 * size * local_beta + \
+        cross_host("all_reduce", size / most, hosts, most, *net)[1]
+    return ("shares", shares) if shares < leaders else ("leaders", leaders)
 
 
 def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
@@ -337,10 +370,7 @@ def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: flo
     net = (alpha, beta, gamma, overhead)
     size = 0.0 if op == "barrier" else float(nbytes)
     if op == "all_reduce":
-        even = len(set(sizes)) == 1
-        share, streams = (size / most, most) if even else (size, 1)
-        return 3 * local_alpha + 3 * size * local_beta + \
-            cross_host(op, share, hosts, streams, *net)[1]
+        return two_level_all_reduce(size, sizes, *net, local_alpha, local_beta)[1]
     if op == "broadcast":
         return local_alpha + size * local_beta + cross_host(op, size, hosts, 1, *net)[1]
     if op == "reduce":

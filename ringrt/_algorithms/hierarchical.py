@@ -5,11 +5,14 @@ Ranks on one host reach each other through memory; hosts reach each other over s
 latency steps; these algorithms take the few cross-host steps of a group of one rank per host
 and do the rest inside the hosts:
 
-- all_reduce, every host with as many ranks (L): reduce-scatter inside the host (local index
+- all_reduce, ``shares`` (every host with as many ranks, L, and a large enough array: the cost
+  model decides, ``choice.all_reduce_variant``): reduce-scatter inside the host (local index
   i ends with share i of the array reduced over its host), all-reduce of share i across hosts
   among the ranks with local index i (L groups at once, so every local rank drives a share of
-  the link), all-gather inside the host. With uneven hosts: reduce to a host leader, leaders
-  all-reduce, broadcast from the leader.
+  the link), all-gather inside the host. ``leaders`` (uneven hosts, or small arrays, where L
+  processes per host sending would only add messages): reduce to a host leader, leaders
+  all-reduce (ring, recursive doubling, or with few hosts direct: one step), broadcast from
+  the leader.
 - reduce / broadcast: through one leader per host (the root on its own host).
 - all_gather: gather to the leader, leaders swap host blocks (one message per pair of
   hosts), broadcast inside the host.
@@ -33,8 +36,9 @@ from __future__ import annotations
 import numpy as np
 
 from ringrt._algorithms import direct, hierarchical_shm, ring, shm, tree
-from ringrt._algorithms.choice import cross_algorithm
+from ringrt._algorithms.choice import all_reduce_variant, cross_algorithm
 from ringrt._algorithms.layout import Layout, SubExchange
+from ringrt._algorithms.segments import segments
 from ringrt._comm.shm import ShmOp
 
 # Above this the inside-a-host level goes over ipc sockets: an op has at most 1023 shared-
@@ -162,7 +166,7 @@ def _local_root(where: Layout, leaders: list[int], rank: int) -> int:
 def all_reduce(ex, flat: np.ndarray, combine, where: Layout, arena) -> None:
     """In-place all-reduce of a 1-D array (see the module docstring)."""
     local = _Local(ex, where, arena)
-    if where.even:
+    if all_reduce_variant(flat.nbytes, where.sizes) == "shares":
         share = local.reduce_scatter(flat, combine)
         _cross_all_reduce(SubExchange(ex, where.same_index(ex.rank)), share, combine,
                           streams=local.size)
@@ -178,10 +182,34 @@ def all_reduce(ex, flat: np.ndarray, combine, where: Layout, arena) -> None:
 def _cross_all_reduce(cross: SubExchange, data: np.ndarray, combine, streams: int) -> None:
     if cross.size < 2:
         return
-    if cross_algorithm("all_reduce", data.nbytes, cross.size, streams) == "ring":
+    algorithm = cross_algorithm("all_reduce", data.nbytes, cross.size, streams)
+    if algorithm == "ring":
         ring.all_reduce_ring(cross, data, combine)
+    elif algorithm == "direct":
+        _all_reduce_direct(cross, data, combine)
     else:
         tree.all_reduce_recursive_doubling(cross, data, combine)
+
+
+def _all_reduce_direct(ex, data: np.ndarray, combine) -> None:
+    """One step: every rank sends its array to every other, then each sums all of them in
+    rank order (so every rank gets the same bits). Sends are snapshots: ``data`` is
+    overwritten while zmq may still be sending it."""
+    for peer in range(ex.size):
+        if peer != ex.rank:
+            for a, b in segments(0, data.size, data.itemsize):
+                ex.send(peer, data[a:b], snapshot=True)
+    arrays = [data if q == ex.rank else np.empty_like(data) for q in range(ex.size)]
+    for peer in range(ex.size):
+        if peer != ex.rank:
+            into = arrays[peer]
+            for a, b in segments(0, into.size, into.itemsize):
+                into[a:b] = ex.as_array(ex.recv(peer), into.dtype, b - a, peer)
+    total = arrays[0] if ex.rank == 0 else arrays[0].copy()
+    for other in arrays[1:]:
+        combine(total, other)
+    if total is not data:
+        data[...] = total
 
 
 def reduce(ex, work: np.ndarray, combine, root: int, where: Layout, arena) -> None:

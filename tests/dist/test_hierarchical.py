@@ -57,7 +57,8 @@ def subgroup_failures(world, subgroup: list[int]) -> list[str]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("layout, subgroup, env", [
     ([2, 1, 3], [0, 1, 2, 4, 5], {}),                       # uneven: through host leaders
-    ([2, 2, 2], [0, 1, 4, 5], {"RINGRT_SEGMENT_BYTES": "65536"}),   # even: shares per rank
+    ([2, 2, 2], [0, 1, 4, 5], {"RINGRT_SEGMENT_BYTES": "65536",  # even: shares per rank
+                               "RINGRT_TWO_LEVEL": "shares"}),
     ([3, 3], [0, 1, 4, 5], {"RINGRT_NO_SHM": "1"}),         # ipc sockets inside hosts
 ], ids=["2-1-3", "2-2-2", "3-3-sockets"])
 def test_every_collective_two_level(layout, subgroup, env):

@@ -16,6 +16,7 @@ MiB = 1 << 20
 @pytest.fixture(autouse=True)
 def no_forcing(monkeypatch):
     monkeypatch.delenv("RINGRT_ALGO", raising=False)
+    monkeypatch.delenv("RINGRT_TWO_LEVEL", raising=False)
 
 
 def test_layout_groups_ranks_by_host_in_rank_order():
@@ -66,20 +67,33 @@ def test_flat_wins_when_local_steps_cost_more_than_the_network():
 
 
 def test_even_hosts_split_the_link_between_local_ranks():
-    """Even hosts all-reduce S/L per local index with L streams on a link: the bandwidth term
-    equals one all-reduce of S among the hosts, while the flat ring over n ranks pays the
-    2(n-1)/n factor and 2(n-1) steps."""
-    size, sizes = 64 * MiB, (4, 4, 4)
-    algorithm, cross = cm.cross_host("all_reduce", size / 4, 3, 4, *NET)
-    assert algorithm == "ring"
-    assert cross == pytest.approx(cm.predict("all_reduce", "ring", size, 3, *NET), rel=1e-9)
-    ring12 = cm.predict_flat_on_hosts("all_reduce", "ring", size, sizes, *NET)
-    assert ring12 / cross == pytest.approx((22 * NET[0] + 22 / 12 * size * NET[1]) /
-                                           (4 * NET[0] + 4 / 3 * size * NET[1]), rel=1e-9)
+    """Shares: L all-reduces of S/L share each link, so the bandwidth term equals one
+    all-reduce of S among the hosts, 4/3·S·β for 3 hosts, where the flat ring over 12 ranks
+    pays 22/12·S·β (and 22 steps); each extra stream costs o a step."""
+    size, beta = 64 * MiB, NET[1]
+    _, cross = cm.cross_host("all_reduce", size / 4, 3, 4, 0.0, beta, 0.0, 0.0)
+    assert cross == pytest.approx(4 / 3 * size * beta, rel=1e-9)
+    algorithm, with_overhead = cm.cross_host("all_reduce", size / 4, 3, 4, 0.0, beta, 0.0, 1e-3)
+    assert with_overhead == pytest.approx(cross + cm.steps("all_reduce", algorithm, 3) * 3e-3)
+    flat = cm.predict_flat_on_hosts("all_reduce", "ring", size, (4, 4, 4), 0.0, beta)
+    assert flat == pytest.approx(22 / 12 * size * beta, rel=1e-9)
+
+
+def test_all_reduce_variant_by_size(monkeypatch):
+    assert choice.all_reduce_variant(4, (4, 4, 4)) == "leaders"
+    assert choice.all_reduce_variant(64 * MiB, (4, 4, 4)) == "shares"
+    assert choice.all_reduce_variant(64 * MiB, (2, 1, 3)) == "leaders"       # uneven
+    monkeypatch.setenv("RINGRT_TWO_LEVEL", "shares")
+    assert choice.all_reduce_variant(4, (4, 4, 4)) == "shares"
+    assert choice.all_reduce_variant(4, (2, 1, 3)) == "leaders"
+    monkeypatch.setenv("RINGRT_TWO_LEVEL", "bogus")
+    with pytest.raises(ValueError, match="RINGRT_TWO_LEVEL"):
+        choice.all_reduce_variant(4, (4, 4, 4))
 
 
 def test_cross_host_algorithm_by_size():
-    assert choice.cross_algorithm("all_reduce", 4, 3, 4) == "recursive_doubling"
+    assert choice.cross_algorithm("all_reduce", 4, 3, 1) == "direct"          # one step
+    assert choice.cross_algorithm("all_reduce", 4, 8, 1) == "recursive_doubling"
     assert choice.cross_algorithm("all_reduce", 16 * MiB, 3, 4) == "ring"
     assert choice.cross_algorithm("broadcast", 4, 3, 1) == "binomial"
     assert choice.cross_algorithm("broadcast", 64 * MiB, 8, 1) == "chain"
