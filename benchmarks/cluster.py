@@ -292,7 +292,8 @@ def predicted_ms(record: dict, result: dict) -> float | None:
     op, nbytes = result["op"], result["nbytes"]
     try:
         if algorithm == "hierarchical":
-            return cm.predict_two_level(op, nbytes, sizes, *net) * 1e3
+            variant = record.get("env", {}).get("RINGRT_TWO_LEVEL") or "leaders"
+            return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant) * 1e3
         if op == "reduce" and algorithm == "chain":          # a broadcast chain's traffic
             return cm.predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, *net) * 1e3
         return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net) * 1e3

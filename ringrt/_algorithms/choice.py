@@ -125,30 +125,30 @@ def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None) -> bool:
     forced = _forced().get(op)
     if forced is not None:
         return forced == "hierarchical"
-    return _predicted_two_level(op, nbytes, host_sizes)
+    variant = all_reduce_variant(nbytes, host_sizes) if op == "all_reduce" else None
+    return _predicted_two_level(op, nbytes, host_sizes, variant)
 
 
 @functools.lru_cache(maxsize=1024)
-def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...]) -> bool:
+def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...],
+                         variant: str | None) -> bool:
     return cost_model.prefer_two_level(op, nbytes, host_sizes, NETWORK_ALPHA, NETWORK_BETA,
-                                       0.0, NETWORK_OVERHEAD)
+                                       0.0, NETWORK_OVERHEAD, variant)
 
 
 def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
-    """``shares`` or ``leaders`` (see ``cost_model.two_level_all_reduce``);
-    ``RINGRT_TWO_LEVEL=shares|leaders`` forces one (shares only where hosts are even)."""
+    """``leaders`` or ``shares`` (see ``cost_model.two_level_all_reduce``).
+
+    ``leaders`` unless ``RINGRT_TWO_LEVEL=shares`` (even hosts only). The model prefers
+    shares from 4 MiB on 3 hosts x 4 ranks, but on the netlab lab (12 ranks on 2 cores) leaders
+    measured faster at every size, 256 KiB-16 MiB by 8-16 % (docs/cluster.md): there the
+    extra processes driving the link cost CPU the model does not charge for. Shares should pay
+    where every rank has a core and one process cannot fill the link.
+    """
     forced = os.environ.get("RINGRT_TWO_LEVEL", "")
     if forced not in ("", "shares", "leaders"):
         raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose shares or leaders")
-    if forced == "leaders" or len(set(host_sizes)) != 1:
-        return "leaders"
-    return forced or _all_reduce_variant(nbytes, host_sizes)
-
-
-@functools.lru_cache(maxsize=1024)
-def _all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
-    return cost_model.two_level_all_reduce(nbytes, host_sizes, NETWORK_ALPHA, NETWORK_BETA,
-                                           0.0, NETWORK_OVERHEAD)[0]
+    return "shares" if forced == "shares" and len(set(host_sizes)) == 1 else "leaders"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -343,9 +343,9 @@ def cross_host(op: str, nbytes: float, hosts: int, streams: int, alpha: float, b
 
 def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, beta: float,
                          gamma: float = 0.0, overhead: float = 0.0,
-                         local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA
-                         ) -> tuple[str, float]:
-    """The cheaper two-level all_reduce: ``shares`` (even hosts only: local reduce-scatter,
+                         local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA,
+                         variant: str | None = None) -> tuple[str, float]:
+    """The cheaper two-level all_reduce (or ``variant``'s time): ``shares`` (even hosts only: local reduce-scatter,
     L cross-host all-reduces of S/L, local all-gather; 3 copies of S through memory) or
     ``leaders`` (reduce to a leader, which adds L slots, leaders all-reduce S, broadcast:
     L + 1 copies). Returns (variant, seconds)."""
@@ -354,23 +354,26 @@ def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, be
     size = float(nbytes)
     leaders = 3 * local_alpha + (most + 1) * size * local_beta + \
         cross_host("all_reduce", size, hosts, 1, *net)[1]
-    if len(set(sizes)) != 1:
+    if len(set(sizes)) != 1 or variant == "leaders":
         return "leaders", leaders
     shares = 3 * local_alpha + 3 * size * local_beta + \
         cross_host("all_reduce", size / most, hosts, most, *net)[1]
+    if variant == "shares":
+        return "shares", shares
     return ("shares", shares) if shares < leaders else ("leaders", leaders)
 
 
 def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
                       beta: float, gamma: float = 0.0, overhead: float = 0.0,
-                      local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA
-                      ) -> float:
-    """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks."""
+                      local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA,
+                      variant: str | None = None) -> float:
+    """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks
+    (all_reduce: the cheaper variant, or ``variant``)."""
     hosts, most = len(sizes), max(sizes)
     net = (alpha, beta, gamma, overhead)
     size = 0.0 if op == "barrier" else float(nbytes)
     if op == "all_reduce":
-        return two_level_all_reduce(size, sizes, *net, local_alpha, local_beta)[1]
+        return two_level_all_reduce(size, sizes, *net, local_alpha, local_beta, variant)[1]
     if op == "broadcast":
         return local_alpha + size * local_beta + cross_host(op, size, hosts, 1, *net)[1]
     if op == "reduce":
@@ -395,10 +398,12 @@ def predict_flat_on_hosts(op: str, algorithm: str, nbytes: float, sizes: tuple[i
 
 
 def prefer_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
-                     beta: float, gamma: float = 0.0, overhead: float = 0.0) -> bool:
+                     beta: float, gamma: float = 0.0, overhead: float = 0.0,
+                     variant: str | None = None) -> bool:
     """Whether two levels are predicted no slower than every flat algorithm of ``op``."""
     if op not in TWO_LEVEL_OPS or len(sizes) < 2 or max(sizes) < 2:
         return False
     flat = min(predict_flat_on_hosts(op, a, nbytes, sizes, alpha, beta, gamma, overhead)
                for a in ALGORITHMS[op])
-    return predict_two_level(op, nbytes, sizes, alpha, beta, gamma, overhead) <= flat
+    return predict_two_level(op, nbytes, sizes, alpha, beta, gamma, overhead,
+                             variant=variant) <= flat
