@@ -26,8 +26,8 @@ Thresholds (bytes of the whole array) and why:
   the "ringrt" backend, world 2 on this 2-core VM (benchmarks/torch_collectives.py,
   2026-11-26): over sockets reduce took 0.8-1.1x gloo's time at 256 KiB-4 MiB, scatter
   1.1-1.7x, all_to_all 1.1-1.7x; shared memory is what brings them under gloo's.
-- Across hosts, when some host has several ranks of the group, all_reduce, broadcast,
-  reduce, all_gather and barrier go in two levels (``hierarchical``: inside each host, between
+- Across hosts, when some host has several ranks of the group, all_reduce, broadcast (from
+  ``ROOTED_TWO_LEVEL_FROM``), reduce (idem), all_gather and barrier go in two levels (``hierarchical``: inside each host, between
   hosts, back; see ``hierarchical.py``) whenever the cost model predicts it no slower than
   every flat algorithm (``cost_model.prefer_two_level``); ``RINGRT_ALGO=all_reduce=hierarchical``
   forces it (where the group spans hosts), ``RINGRT_ALGO=all_reduce=ring`` etc. force flat.
@@ -115,6 +115,16 @@ def network_threshold(op: str, world: int) -> int:
     return high if crossing is None else min(high, max(low, crossing))
 
 
+# Broadcast and reduce stay flat below this: measured on the netlab lab (3 hosts x 4 ranks, 2
+# cores; benchmarks/results/cluster-hier-3x4-other.json), back-to-back 4 B-16 KiB broadcasts
+# took 1.3-1.4 ms two-level vs 0.58-1.14 ms binomial, reduces 0.86-1.15 vs 0.65-0.91 ms: a
+# binomial root only sends, so consecutive ops overlap, while the shared-memory step inside a
+# host makes every local rank wait for every other. From 256 KiB two levels won (broadcast 6.2
+# vs 6.2-8.4 ms, reduce 5.0 vs 7.7-8.1 ms). The cost model, which times one op alone, cannot
+# see that overlap.
+ROOTED_TWO_LEVEL_FROM = 64 * 1024
+
+
 def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None) -> bool:
     """Whether ``op`` goes in two levels (``hierarchical``) over hosts of ``host_sizes``
     ranks: forced by RINGRT_ALGO=op=hierarchical, or predicted no slower than flat by the
@@ -125,6 +135,8 @@ def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None) -> bool:
     forced = _forced().get(op)
     if forced is not None:
         return forced == "hierarchical"
+    if op in ("broadcast", "reduce") and nbytes < ROOTED_TWO_LEVEL_FROM:
+        return False
     variant = all_reduce_variant(nbytes, host_sizes) if op == "all_reduce" else None
     return _predicted_two_level(op, nbytes, host_sizes, variant)
 

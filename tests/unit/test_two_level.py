@@ -45,6 +45,9 @@ def test_choice_follows_the_model(op, nbytes):
         flat = min(cm.predict_flat_on_hosts(op, a, nbytes, sizes, *NET)
                    for a in cm.ALGORITHMS[op])
         picked = choice.choose(op, nbytes, None, sum(sizes), True, False, sizes)
+        if op in ("broadcast", "reduce") and nbytes < choice.ROOTED_TWO_LEVEL_FROM:
+            assert picked == "binomial"            # measured: back-to-back flat trees overlap
+            continue
         assert (picked == "hierarchical") == (two <= flat), (op, nbytes, sizes, two, flat)
         if op == "all_reduce" or nbytes <= MiB:
             assert picked == "hierarchical", (op, nbytes, sizes, two, flat)
@@ -107,6 +110,7 @@ def test_forcing(monkeypatch):
     monkeypatch.setenv("RINGRT_ALGO", "all_reduce=ring,broadcast=hierarchical")
     assert choice.choose("all_reduce", 4, None, 12, True, False, (4, 4, 4)) == "ring"
     assert choice.choose("broadcast", MiB, None, 12, True, False, (4, 4, 4)) == "hierarchical"
+    assert choice.choose("broadcast", 4, None, 12, True, False, (4, 4, 4)) == "hierarchical"
     # forced two levels where they cannot apply: the ordinary flat choice
     assert choice.choose("broadcast", 4, None, 3, True, False, (1, 1, 1)) == "binomial"
     assert choice.choose("broadcast", 4, 1 << 20, 4, False, False, None) == "shm"
