@@ -292,13 +292,30 @@ def predicted_ms(record: dict, result: dict) -> float | None:
     op, nbytes = result["op"], result["nbytes"]
     try:
         if algorithm == "hierarchical":
-            variant = record.get("env", {}).get("RINGRT_TWO_LEVEL") or "leaders"
+            variant = _variant(record, op, nbytes, sizes)
             return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant) * 1e3
         if op == "reduce" and algorithm == "chain":          # a broadcast chain's traffic
             return cm.predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, *net) * 1e3
         return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net) * 1e3
     except ValueError:
         return None
+
+
+def _variant(record: dict, op: str, nbytes: int, sizes: tuple[int, ...]) -> str | None:
+    """The two-level all_reduce variant the run used (its RINGRT_TWO_LEVEL, if any)."""
+    if op != "all_reduce":
+        return None
+    from ringrt._algorithms import choice
+
+    saved = os.environ.get("RINGRT_TWO_LEVEL")
+    os.environ["RINGRT_TWO_LEVEL"] = record.get("env", {}).get("RINGRT_TWO_LEVEL", "")
+    try:
+        return choice.all_reduce_variant(nbytes, sizes)
+    finally:
+        if saved is None:
+            os.environ.pop("RINGRT_TWO_LEVEL")
+        else:
+            os.environ["RINGRT_TWO_LEVEL"] = saved
 
 
 def bandwidth_table(record: dict, min_bytes: int) -> list[str]:

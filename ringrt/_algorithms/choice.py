@@ -148,19 +148,33 @@ def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...],
                                        0.0, NETWORK_OVERHEAD, variant)
 
 
-def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
-    """``leaders`` or ``shares`` (see ``cost_model.two_level_all_reduce``).
+# Two-level all_reduce of arrays up to this size: every rank swaps host sums (``direct``).
+# Measured on netlab gige (benchmarks/results/cluster-hier-3x2-all_reduce.json, 3 hosts x 2
+# ranks on 2 cores): through leaders, 4 B-16 KiB took 1.46-1.84 ms vs 1.24-1.68 ms flat
+# recursive doubling, two shared-memory phases costing more than they save.
+DIRECT_TWO_LEVEL_MAX = 16 * 1024
 
-    ``leaders`` unless ``RINGRT_TWO_LEVEL=shares`` (even hosts only). The model prefers
-    shares from 4 MiB on 3 hosts x 4 ranks, but on the netlab lab (12 ranks on 2 cores) leaders
-    measured faster at every size, 256 KiB-16 MiB by 8-16 % (docs/cluster.md): there the
-    extra processes driving the link cost CPU the model does not charge for. Shares should pay
-    where every rank has a core and one process cannot fill the link.
+
+def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
+    """``direct`` (up to ``DIRECT_TWO_LEVEL_MAX``), else ``leaders``; ``shares`` only when
+    forced (see ``cost_model.two_level_all_reduce``). ``RINGRT_TWO_LEVEL=direct|leaders|
+    shares`` forces one (shares only where hosts are even).
+
+    The model prefers shares from 4 MiB on 3 hosts x 4 ranks, but on the netlab lab (12 ranks
+    on 2 cores) leaders measured faster at every size, 256 KiB-16 MiB by 6-16 %
+    (docs/cluster.md): there the extra processes driving the link cost CPU the model does not
+    charge for. Shares should pay where every rank has a core and one process cannot fill the
+    link.
     """
     forced = os.environ.get("RINGRT_TWO_LEVEL", "")
-    if forced not in ("", "shares", "leaders"):
-        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose shares or leaders")
-    return "shares" if forced == "shares" and len(set(host_sizes)) == 1 else "leaders"
+    if forced not in ("", "direct", "shares", "leaders"):
+        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose direct, leaders "
+                         "or shares")
+    if forced == "shares":
+        return "shares" if len(set(host_sizes)) == 1 else "leaders"
+    if forced:
+        return forced
+    return "direct" if nbytes <= DIRECT_TWO_LEVEL_MAX else "leaders"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -302,6 +302,8 @@ def bus_factor(op: str, world: int) -> float:
 #                  link per step)
 #                leaders: 3αl + (L+1)S·βl + cross(all_reduce, S, H, 1)
 #                (cross all_reduce may also be "direct": α + (H-2)o + (H-1)S(β+γ))
+#                direct (small): αl + L·S·βl + α + (f-1)o + f·S(β+γ), f = the most messages
+#                  a rank sends (max over hosts h of Σ_g≠h ceil(L_g / L_h))
 # broadcast      αl + S·βl + cross(broadcast, S, H, 1)
 # reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
 # all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
@@ -348,10 +350,16 @@ def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, be
     """The cheaper two-level all_reduce (or ``variant``'s time): ``shares`` (even hosts only: local reduce-scatter,
     L cross-host all-reduces of S/L, local all-gather; 3 copies of S through memory) or
     ``leaders`` (reduce to a leader, which adds L slots, leaders all-reduce S, broadcast:
-    L + 1 copies). Returns (variant, seconds)."""
+    L + 1 copies); ``direct`` only when asked for (every rank all-reduces inside its host
+    and swaps host sums with one rank of every other host). Returns (variant, seconds)."""
     hosts, most = len(sizes), max(sizes)
     net = (alpha, beta, gamma, overhead)
     size = float(nbytes)
+    if variant == "direct":              # one local all-reduce, host sums swapped in one step
+        fan_out = max(sum(-(-other // mine) for g, other in enumerate(sizes) if g != h)
+                      for h, mine in enumerate(sizes))
+        return "direct", local_alpha + most * size * local_beta + alpha + \
+            (fan_out - 1) * overhead + fan_out * size * (beta + gamma)
     leaders = 3 * local_alpha + (most + 1) * size * local_beta + \
         cross_host("all_reduce", size, hosts, 1, *net)[1]
     if len(set(sizes)) != 1 or variant == "leaders":

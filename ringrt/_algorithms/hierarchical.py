@@ -12,7 +12,9 @@ and do the rest inside the hosts:
   the link), all-gather inside the host. ``leaders`` (uneven hosts, or small arrays, where L
   processes per host sending would only add messages): reduce to a host leader, leaders
   all-reduce (ring, recursive doubling, or with few hosts direct: one step), broadcast from
-  the leader.
+  the leader. ``direct`` (small arrays): every rank all-reduces inside its host, then swaps
+  host sums with one rank of every other host: one shared-memory phase and one cross-host
+  step, where leaders take two phases (every local rank waits for the leader in the second).
 - reduce / broadcast: through one leader per host (the root on its own host).
 - all_gather: gather to the leader, leaders swap host blocks (one message per pair of
   hosts), broadcast inside the host.
@@ -116,6 +118,14 @@ class _Local:
             chunks[self.index][...] = share
         ring.all_gather_ring(self.sockets, chunks)
 
+    def all_reduce(self, flat: np.ndarray, combine) -> None:
+        """Every local rank ends with the host's reduction (the same bits on each)."""
+        op = self.shm(flat.nbytes)
+        if op is not None:
+            shm.all_reduce_shm(op, flat, combine)
+        else:
+            tree.all_reduce_recursive_doubling(self.sockets, flat, combine)
+
     def reduce(self, work: np.ndarray, combine, root: int) -> None:
         """Local index ``root``'s ``work`` becomes the host's reduction (others' ``work``
         may be overwritten: pass scratch copies)."""
@@ -166,7 +176,12 @@ def _local_root(where: Layout, leaders: list[int], rank: int) -> int:
 def all_reduce(ex, flat: np.ndarray, combine, where: Layout, arena) -> None:
     """In-place all-reduce of a 1-D array (see the module docstring)."""
     local = _Local(ex, where, arena)
-    if all_reduce_variant(flat.nbytes, where.sizes) == "shares":
+    variant = all_reduce_variant(flat.nbytes, where.sizes)
+    if variant == "direct":
+        local.all_reduce(flat, combine)
+        _swap_host_sums(ex, flat, combine, where)
+        return
+    if variant == "shares":
         share = local.reduce_scatter(flat, combine)
         _cross_all_reduce(SubExchange(ex, where.same_index(ex.rank)), share, combine,
                           streams=local.size)
@@ -177,6 +192,32 @@ def all_reduce(ex, flat: np.ndarray, combine, where: Layout, arena) -> None:
     if ex.rank in leaders:
         _cross_all_reduce(SubExchange(ex, leaders), flat, combine, streams=1)
     local.broadcast(flat, 0)
+
+
+def _swap_host_sums(ex, flat: np.ndarray, combine, where: Layout) -> None:
+    """Every rank holds its host's sum; it sends it to the ranks of other hosts that picked
+    it and receives one host sum from every other host (from the rank of that host with
+    local index ``i % ranks there``), then adds the host sums in host order: one cross-host
+    step, and every rank gets the same bits whatever the layout."""
+    host = where.host_of(ex.rank)
+    mine = where.hosts[host]
+    index = mine.index(ex.rank)
+    for g, ranks in enumerate(where.hosts):
+        if g != host:
+            for k, peer in enumerate(ranks):
+                if k % len(mine) == index:
+                    ex.send(peer, flat, snapshot=True)
+    sums = []
+    for g, ranks in enumerate(where.hosts):
+        if g == host:
+            sums.append(flat)
+            continue
+        partner = ranks[index % len(ranks)]
+        sums.append(ex.as_array(ex.recv(partner), flat.dtype, flat.size, partner))
+    total = sums[0].copy()
+    for other in sums[1:]:
+        combine(total, other)
+    flat[...] = total
 
 
 def _cross_all_reduce(cross: SubExchange, data: np.ndarray, combine, streams: int) -> None:

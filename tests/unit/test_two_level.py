@@ -37,10 +37,12 @@ def test_layout_groups_ranks_by_host_in_rank_order():
 @pytest.mark.parametrize("op", cm.TWO_LEVEL_OPS)
 def test_choice_follows_the_model(op, nbytes):
     """Two levels exactly where the model predicts them no slower than every flat algorithm;
-    always for all_reduce and for latency-bound sizes (every flat algorithm takes more
-    cross-host steps); a large broadcast over few ranks per host may stay a flat chain."""
+    on even hosts always for all_reduce and for latency-bound sizes (every flat algorithm
+    takes more cross-host steps); a large broadcast over few ranks per host may stay a flat
+    chain, and a small all_reduce on uneven hosts flat recursive doubling (a rank alone on its
+    host would send its host sum to 5 ranks)."""
     for sizes in ((4, 4, 4), (2, 2, 2), (2, 1, 3)):
-        variant = "leaders" if op == "all_reduce" else None      # what ringrt runs
+        variant = choice.all_reduce_variant(nbytes, sizes) if op == "all_reduce" else None
         two = cm.predict_two_level(op, nbytes, sizes, *NET, variant=variant)
         flat = min(cm.predict_flat_on_hosts(op, a, nbytes, sizes, *NET)
                    for a in cm.ALGORITHMS[op])
@@ -49,7 +51,7 @@ def test_choice_follows_the_model(op, nbytes):
             assert picked == "binomial"            # measured: back-to-back flat trees overlap
             continue
         assert (picked == "hierarchical") == (two <= flat), (op, nbytes, sizes, two, flat)
-        if op == "all_reduce" or nbytes <= MiB:
+        if len(set(sizes)) == 1 and (op == "all_reduce" or nbytes <= MiB):
             assert picked == "hierarchical", (op, nbytes, sizes, two, flat)
 
 
@@ -84,15 +86,23 @@ def test_even_hosts_split_the_link_between_local_ranks():
 
 
 def test_all_reduce_variant(monkeypatch):
-    """The model would take shares for large arrays on even hosts; ringrt takes leaders
-    unless told (measured faster on the 2-core lab, see choice.all_reduce_variant)."""
-    assert cm.two_level_all_reduce(4, (4, 4, 4), *NET)[0] == "leaders"
+    """direct for small arrays, leaders above; the model alone would take shares for large
+    arrays on even hosts, which ringrt does only when told (measured slower on the 2-core
+    lab, see choice.all_reduce_variant)."""
+    assert choice.all_reduce_variant(4, (4, 4, 4)) == "direct"
+    assert choice.all_reduce_variant(choice.DIRECT_TWO_LEVEL_MAX, (2, 1, 3)) == "direct"
+    assert choice.all_reduce_variant(choice.DIRECT_TWO_LEVEL_MAX + 4, (4, 4, 4)) == "leaders"
     assert cm.two_level_all_reduce(64 * MiB, (4, 4, 4), *NET)[0] == "shares"
     assert cm.two_level_all_reduce(64 * MiB, (2, 1, 3), *NET)[0] == "leaders"   # uneven
     assert choice.all_reduce_variant(64 * MiB, (4, 4, 4)) == "leaders"
+    direct = cm.predict_two_level("all_reduce", 4, (4, 4, 4), *NET, variant="direct")
+    leaders = cm.predict_two_level("all_reduce", 4, (4, 4, 4), *NET, variant="leaders")
+    assert direct < leaders
     monkeypatch.setenv("RINGRT_TWO_LEVEL", "shares")
     assert choice.all_reduce_variant(4, (4, 4, 4)) == "shares"
     assert choice.all_reduce_variant(4, (2, 1, 3)) == "leaders"
+    monkeypatch.setenv("RINGRT_TWO_LEVEL", "leaders")
+    assert choice.all_reduce_variant(4, (4, 4, 4)) == "leaders"
     monkeypatch.setenv("RINGRT_TWO_LEVEL", "bogus")
     with pytest.raises(ValueError, match="RINGRT_TWO_LEVEL"):
         choice.all_reduce_variant(4, (4, 4, 4))
