@@ -307,7 +307,7 @@ def bus_factor(op: str, world: int) -> float:
 # broadcast      αl + S·βl + cross(broadcast, S, H, 1)
 # reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
 # all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
-# barrier        2αl + cross(barrier, 0, H, 1)
+# barrier        αl + α + (f-1)o   (f: see all_reduce direct)
 # =============  ==============================================================================
 #
 # The flat algorithms on the same hosts: the classic formulas over n ranks, with β scaled by
@@ -356,8 +356,7 @@ def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, be
     net = (alpha, beta, gamma, overhead)
     size = float(nbytes)
     if variant == "direct":              # one local all-reduce, host sums swapped in one step
-        fan_out = max(sum(-(-other // mine) for g, other in enumerate(sizes) if g != h)
-                      for h, mine in enumerate(sizes))
+        fan_out = _fan_out(sizes)
         return "direct", local_alpha + most * size * local_beta + alpha + \
             (fan_out - 1) * overhead + fan_out * size * (beta + gamma)
     leaders = 3 * local_alpha + (most + 1) * size * local_beta + \
@@ -369,6 +368,13 @@ def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, be
     if variant == "shares":
         return "shares", shares
     return ("shares", shares) if shares < leaders else ("leaders", leaders)
+
+
+def _fan_out(sizes: tuple[int, ...]) -> int:
+    """The most messages a rank sends when every rank swaps with one rank of every other host
+    (max over hosts h of the sum over the others of ceil(L_g / L_h))."""
+    return max(1, max(sum(-(-other // mine) for g, other in enumerate(sizes) if g != h)
+                      for h, mine in enumerate(sizes)))
 
 
 def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
@@ -391,8 +397,8 @@ def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: flo
         swap = 0.0 if hosts < 2 else alpha + max(0, hosts - 2) * overhead + \
             (hosts - 1) / hosts * size * beta
         return 2 * local_alpha + 2 * size * local_beta + swap
-    if op == "barrier":
-        return 2 * local_alpha + cross_host("barrier", 0, hosts, 1, *net)[1]
+    if op == "barrier":                  # local phase, then one swap with every other host
+        return local_alpha + alpha + (_fan_out(sizes) - 1) * overhead
     raise ValueError(f"no two-level algorithm for {op!r}; those with one: {TWO_LEVEL_OPS}")
 
 

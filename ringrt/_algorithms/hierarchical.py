@@ -18,7 +18,7 @@ and do the rest inside the hosts:
 - reduce / broadcast: through one leader per host (the root on its own host).
 - all_gather: gather to the leader, leaders swap host blocks (one message per pair of
   hosts), broadcast inside the host.
-- barrier: inside the host, among leaders, inside the host again.
+- barrier: inside the host, then one empty message to and from a rank of every other host.
 
 gather, scatter, all_to_all and reduce_scatter stay flat (see ``choice.py``).
 
@@ -302,9 +302,7 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, a
 
 
 def barrier(ex, where: Layout, arena) -> None:
-    local = _Local(ex, where, arena)
-    local.barrier()
-    leaders = where.leaders()
-    if ex.rank in leaders:
-        tree.barrier(SubExchange(ex, leaders))
-    local.barrier()
+    """A barrier inside the host (every local rank arrived), then an empty message to and
+    from one rank of every other host (whose host had all arrived): one phase, one step."""
+    _Local(ex, where, arena).barrier()
+    _swap_host_sums(ex, np.zeros(0, np.uint8), lambda into, other: None, where)
