@@ -148,33 +148,23 @@ def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...],
                                        0.0, NETWORK_OVERHEAD, variant)
 
 
-# Two-level all_reduce of arrays up to this size: every rank swaps host sums (``direct``).
-# Measured on netlab gige (benchmarks/results/cluster-hier-3x2-all_reduce.json, 3 hosts x 2
-# ranks on 2 cores): through leaders, 4 B-16 KiB took 1.46-1.84 ms vs 1.24-1.68 ms flat
-# recursive doubling, two shared-memory phases costing more than they save.
-DIRECT_TWO_LEVEL_MAX = 16 * 1024
-
-
 def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
-    """``direct`` (up to ``DIRECT_TWO_LEVEL_MAX``), else ``leaders``; ``shares`` only when
-    forced (see ``cost_model.two_level_all_reduce``). ``RINGRT_TWO_LEVEL=direct|leaders|
-    shares`` forces one (shares only where hosts are even).
+    """``leaders``, unless ``RINGRT_TWO_LEVEL=direct|shares`` (shares only where hosts are
+    even); see ``cost_model.two_level_all_reduce``.
 
-    The model prefers shares from 4 MiB on 3 hosts x 4 ranks, but on the netlab lab (12 ranks
-    on 2 cores) leaders measured faster at every size, 256 KiB-16 MiB by 6-16 %
-    (docs/cluster.md): there the extra processes driving the link cost CPU the model does not
-    charge for. Shares should pay where every rank has a core and one process cannot fill the
-    link.
+    Measured on the netlab lab (3 hosts x 2 and x 4 ranks, all on 2 cores; docs/cluster.md),
+    leaders won wherever the others differed: 4 B-4 KiB with 4 ranks a host, 2.1-2.3 ms vs
+    3.2-3.3 ms direct (every rank sending across hosts costs CPU the cores do not have);
+    256 KiB-16 MiB, 6-16 % faster than shares, which the model prefers from 4 MiB. Direct and
+    shares should pay where every rank has a core and one process cannot fill the link.
     """
     forced = os.environ.get("RINGRT_TWO_LEVEL", "")
     if forced not in ("", "direct", "shares", "leaders"):
-        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose direct, leaders "
+        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose leaders, direct "
                          "or shares")
     if forced == "shares":
         return "shares" if len(set(host_sizes)) == 1 else "leaders"
-    if forced:
-        return forced
-    return "direct" if nbytes <= DIRECT_TWO_LEVEL_MAX else "leaders"
+    return forced or "leaders"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -307,17 +307,24 @@ def bus_factor(op: str, world: int) -> float:
 # broadcast      αl + S·βl + cross(broadcast, S, H, 1)
 # reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
 # all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
-# barrier        αl + α + (f-1)o   (f: see all_reduce direct)
+# barrier        2αl + α + (H-2)o   (leaders swap empty messages: one step)
 # =============  ==============================================================================
 #
 # The flat algorithms on the same hosts: the classic formulas over n ranks, with β scaled by
-# the ranks of one host that cross its link at once: 1 for a ring whose ranks are grouped by
-# host (one edge leaves each host), L for the others (every rank of a host has remote peers).
+# the ranks of one host that cross its link at once: L for direct (every rank sends to every
+# remote peer at once), 1 for the others (ranks grouped by host: one ring edge leaves each
+# host; recursive doubling's and the trees' partners mostly cross one at a time — measured
+# at 64 MiB on 3 x 2 and 3 x 4 ranks, recursive doubling took 3.3 and 6.1 s, this predicts
+# 3.0 and 3.8 s, where β·L predicted 6.0 and 15 s).
 
 TWO_LEVEL_OPS = ("all_reduce", "broadcast", "reduce", "all_gather", "barrier")
-# A shared-memory phase and a byte of memory copy on the 2-core VM (shm.py's measurements:
-# 10-80 us a phase when busy; ~2 GB/s per copy with 12 ranks on 2 cores).
-LOCAL_ALPHA, LOCAL_BETA = 50e-6, 1 / 2e9
+# A shared-memory phase inside a host, and a byte of memory copy. shm.py measured 10-80 us a
+# phase with a core per rank; on the netlab lab, where 6-12 ranks of 3 "hosts" share 2 cores,
+# a phase costs ~0.3 ms (a descheduled local rank has to be woken): fitted from 3 x 2 ranks,
+# 4 B-4 KiB two-level all_reduce through leaders (three phases + one cross-host step,
+# 1.46-1.53 ms, with α and o as fitted for the flat algorithms;
+# benchmarks/results/cluster-hier-3x2-all_reduce.json). ~2 GB/s per copy with the cores shared.
+LOCAL_ALPHA, LOCAL_BETA = 0.3e-3, 1 / 2e9
 
 
 def _cheapest(op: str, nbytes: float, world: int, alpha: float, beta: float, gamma: float,
@@ -351,7 +358,8 @@ def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, be
     L cross-host all-reduces of S/L, local all-gather; 3 copies of S through memory) or
     ``leaders`` (reduce to a leader, which adds L slots, leaders all-reduce S, broadcast:
     L + 1 copies); ``direct`` only when asked for (every rank all-reduces inside its host
-    and swaps host sums with one rank of every other host). Returns (variant, seconds)."""
+    and swaps host sums with one rank of every other host: one phase, one step, but every
+    rank sends). Returns (variant, seconds)."""
     hosts, most = len(sizes), max(sizes)
     net = (alpha, beta, gamma, overhead)
     size = float(nbytes)
@@ -397,8 +405,8 @@ def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: flo
         swap = 0.0 if hosts < 2 else alpha + max(0, hosts - 2) * overhead + \
             (hosts - 1) / hosts * size * beta
         return 2 * local_alpha + 2 * size * local_beta + swap
-    if op == "barrier":                  # local phase, then one swap with every other host
-        return local_alpha + alpha + (_fan_out(sizes) - 1) * overhead
+    if op == "barrier":                  # local barrier, leaders swap, local barrier
+        return 2 * local_alpha + alpha + max(0, hosts - 2) * overhead
     raise ValueError(f"no two-level algorithm for {op!r}; those with one: {TWO_LEVEL_OPS}")
 
 
@@ -407,7 +415,7 @@ def predict_flat_on_hosts(op: str, algorithm: str, nbytes: float, sizes: tuple[i
                           overhead: float = 0.0) -> float:
     """Predicted seconds of a flat algorithm over every rank of hosts of ``sizes`` ranks
     (ranks grouped by host, as ringrun numbers them)."""
-    sharing = 1 if algorithm in ("ring", "chain") else max(sizes)
+    sharing = max(sizes) if algorithm == "direct" else 1
     return predict(op, algorithm, nbytes, sum(sizes), alpha, beta * sharing, gamma, overhead)
 
 

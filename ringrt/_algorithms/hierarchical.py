@@ -12,13 +12,13 @@ and do the rest inside the hosts:
   the link), all-gather inside the host. ``leaders`` (uneven hosts, or small arrays, where L
   processes per host sending would only add messages): reduce to a host leader, leaders
   all-reduce (ring, recursive doubling, or with few hosts direct: one step), broadcast from
-  the leader. ``direct`` (small arrays): every rank all-reduces inside its host, then swaps
-  host sums with one rank of every other host: one shared-memory phase and one cross-host
-  step, where leaders take two phases (every local rank waits for the leader in the second).
+  the leader (the default). ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank all-reduces
+  inside its host, then swaps host sums with one rank of every other host: one shared-memory
+  phase and one cross-host step, but every rank sends (slower on the 2-core lab).
 - reduce / broadcast: through one leader per host (the root on its own host).
 - all_gather: gather to the leader, leaders swap host blocks (one message per pair of
   hosts), broadcast inside the host.
-- barrier: inside the host, then one empty message to and from a rank of every other host.
+- barrier: inside the host, leaders swap empty messages (one step), inside the host again.
 
 gather, scatter, all_to_all and reduce_scatter stay flat (see ``choice.py``).
 
@@ -302,7 +302,12 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, a
 
 
 def barrier(ex, where: Layout, arena) -> None:
-    """A barrier inside the host (every local rank arrived), then an empty message to and
-    from one rank of every other host (whose host had all arrived): one phase, one step."""
-    _Local(ex, where, arena).barrier()
-    _swap_host_sums(ex, np.zeros(0, np.uint8), lambda into, other: None, where)
+    """A barrier inside the host, an empty message from every leader to every other (one
+    step: a leader that heard from all knows every host arrived), a barrier inside the host."""
+    local = _Local(ex, where, arena)
+    local.barrier()
+    leaders = where.leaders()
+    if ex.rank in leaders:
+        _all_reduce_direct(SubExchange(ex, leaders), np.zeros(0, np.uint8),
+                           lambda into, other: None)
+    local.barrier()

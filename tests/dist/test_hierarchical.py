@@ -59,8 +59,9 @@ def subgroup_failures(world, subgroup: list[int]) -> list[str]:
     ([2, 1, 3], [0, 1, 2, 4, 5], {}),                       # uneven: through host leaders
     ([2, 2, 2], [0, 1, 4, 5], {"RINGRT_SEGMENT_BYTES": "65536",  # even: shares per rank
                                "RINGRT_TWO_LEVEL": "shares"}),
-    ([3, 3], [0, 1, 4, 5], {"RINGRT_NO_SHM": "1"}),         # ipc sockets inside hosts
-], ids=["2-1-3", "2-2-2", "3-3-sockets"])
+    ([3, 3], [0, 1, 4, 5], {"RINGRT_NO_SHM": "1",         # ipc sockets inside hosts
+                            "RINGRT_TWO_LEVEL": "direct"}),
+], ids=["2-1-3-leaders", "2-2-2-shares", "3-3-sockets-direct"])
 def test_every_collective_two_level(layout, subgroup, env):
     size = sum(layout)
     world = run_world("tests.dist.hier_workers:hierarchical_matrix", size, timeout=100,
