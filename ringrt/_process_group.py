@@ -79,6 +79,7 @@ class _Comm:
         p2p_mode = env_choice("RINGRT_P2P", ("auto", "sockets"), "auto")
         p2p_bytes = channel.area_bytes(world_size) if p2p_mode == "auto" else 0
         self.arena = HostArena.create(rank, world_size, p2p_bytes)
+        self.host_arena = None               # multi-host jobs: this host's ranks (host_shm)
         self.guard = None
         try:
             security = dataclasses.replace(security, nonce=job_nonce(store, namespace))
@@ -88,9 +89,14 @@ class _Comm:
             self.sentinel = Sentinel(self.context, rank, endpoints)
             cards = self._rendezvous(store, namespace, deadline, endpoints.mode)
             self.arena = share_memory(self.arena, cards, store, namespace, rank, deadline)
+            self.host_arena = local_host_arena({r: c["data"]["host"] for r, c in cards.items()},
+                                               rank, store, namespace, deadline,
+                                               self.guard.security.token)
         except BaseException:
             if self.arena is not None:
                 self.arena.close()
+            if self.host_arena is not None:
+                self.host_arena.close()
             if self.guard is not None:
                 self.guard.stop()
             self.context.destroy(linger=0)
@@ -98,9 +104,6 @@ class _Comm:
             raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
         self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
-        # multi-host jobs: an arena over this host's ranks, for two-level collectives
-        self.host_arena = local_host_arena(self.hosts, rank, store, namespace, deadline,
-                                           self.guard.security.token)
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
