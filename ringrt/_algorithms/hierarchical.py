@@ -235,16 +235,18 @@ def _cross_all_reduce(cross: SubExchange, data: np.ndarray, combine, streams: in
 def _all_reduce_direct(ex, data: np.ndarray, combine) -> None:
     """One step: every rank sends its array to every other, then each sums all of them in
     rank order (so every rank gets the same bits). Sends are snapshots: ``data`` is
-    overwritten while zmq may still be sending it."""
+    overwritten while zmq may still be sending it. An empty array still sends one (empty)
+    message to every peer: the barrier relies on it."""
+    pieces = segments(0, data.size, data.itemsize) or [(0, 0)]   # empty: still one message
     for peer in range(ex.size):
         if peer != ex.rank:
-            for a, b in segments(0, data.size, data.itemsize):
+            for a, b in pieces:
                 ex.send(peer, data[a:b], snapshot=True)
     arrays = [data if q == ex.rank else np.empty_like(data) for q in range(ex.size)]
     for peer in range(ex.size):
         if peer != ex.rank:
             into = arrays[peer]
-            for a, b in segments(0, into.size, into.itemsize):
+            for a, b in pieces:
                 into[a:b] = ex.as_array(ex.recv(peer), into.dtype, b - a, peer)
     total = arrays[0] if ex.rank == 0 else arrays[0].copy()
     for other in arrays[1:]:

@@ -106,3 +106,20 @@ def own_subgroup_failures(rank: int, subgroup: list[int], results: dict) -> list
             if not np.array_equal(results[f"sub/reduce/root{root}/{count}"], want):
                 failures.append(f"sub/reduce/root{root}/{count}")
     return failures
+
+
+def barrier_waits(rank: int, world: int, late: int, delay: float = 1.0):
+    """Rank ``late`` enters the barrier ``delay`` seconds after the others; every rank
+    returns when it left the barrier (wall clock)."""
+    import time
+
+    dist.init_process_group(timeout=30)
+    dist.barrier()
+    entered = time.time()
+    if rank == late:
+        time.sleep(delay)
+        entered = time.time()
+    dist.barrier()
+    left = time.time()
+    dist.destroy_process_group()
+    return {"left": left, "entered": entered}

@@ -94,3 +94,34 @@ def test_two_level_floats_match_flat_within_rounding():
             np.testing.assert_allclose(results[0], exact, rtol=0, atol=4e-6 * 5 * 4)
         assert not np.array_equal(world[0].arrays[f"two_level/{size}"], inputs[0])
     assert world[0].values["algorithms"].get("all_reduce/hierarchical") == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["op", "dtype", "big_count", "root"])
+def test_mismatched_two_level_calls_raise_on_every_rank(kind):
+    """tests/dist's mismatch cases on hosts of 2 + 2 ranks, forced two-level: rank 1 (rank 0's
+    host peer, reached through the host's arena) calls differently; every rank raises
+    CollectiveMismatchError naming the op, within seconds, and the group stays broken."""
+    world = run_world("tests.dist.fault_workers:mismatch", 4, timeout=40, args={"kind": kind},
+                      env={"RINGRT_ALGO": HIERARCHICAL}, per_rank_env=host_env([2, 2]))
+    for rank in range(4):
+        first, follow_up = world[rank].values["first"], world[rank].values["follow_up"]
+        raised = first if first[0] != "ok" else follow_up     # a broadcast root only sends
+        assert raised[0] == "CollectiveMismatchError", (rank, first, follow_up)
+        # a rank whose part of op #0 completed learns of it at op #1, from the notice
+        assert "op #0" in raised[1] or "rank 1 called broadcast" in raised[1], raised[1]
+        assert raised[2] < 10, raised
+        assert follow_up[0] == "CollectiveMismatchError", follow_up
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("late", [0, 3, 5])
+def test_two_level_barrier_waits_for_every_host(late):
+    """Hosts of 2, 1 and 3 ranks, barrier forced two-level: nobody leaves before the late rank
+    (a leader, a lone rank, a non-leader) entered."""
+    world = run_world("tests.dist.hier_workers:barrier_waits", 6, timeout=40,
+                      args={"late": late}, env={"RINGRT_ALGO": "barrier=hierarchical"},
+                      per_rank_env=host_env([2, 1, 3]))
+    entered = world[late].values["entered"]
+    for rank in range(6):
+        assert world[rank].values["left"] >= entered, (rank, late)
