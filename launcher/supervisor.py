@@ -123,11 +123,15 @@ class Supervisor:
         master_port: the store's port (the one node 0 actually bound).
         console: where worker lines and launcher notes go.
         ipc_dir: the workers' ``RINGRT_IPC_DIR``.
+        flight: where workers dump their flight recorders (``launcher/flight.py``); when a
+            worker fails or ringrun is signalled, the survivors are asked for a dump first.
     """
 
-    def __init__(self, config: LaunchConfig, master_port: int, console: Console, ipc_dir: str):
+    def __init__(self, config: LaunchConfig, master_port: int, console: Console, ipc_dir: str,
+                 flight=None):
         self.config, self.master_port, self.console = config, master_port, console
         self.ipc_dir = ipc_dir
+        self.flight = flight          # launcher.flight.FlightDumps, or None
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
 
@@ -154,10 +158,14 @@ class Supervisor:
         group = WorkerGroup(self.selector)
         failed = signum = None
         stopped = 0
+        if self.flight is not None:
+            self.flight.clear()
         try:
             self._spawn_all(group, restart)
             failed, signum = self._watch(group)
             stopped = len(group.running)
+            if self.flight is not None and (failed is not None or signum is not None):
+                self.flight.request(group.running)
             if signum is not None:
                 self.console.note(report.signal_notice(signum, stopped, self.config.grace))
         finally:
@@ -167,6 +175,10 @@ class Supervisor:
             self.console.note(report.failure_summary(
                 failed.rank, failed.local_rank, self.config.node_rank, failed.pid,
                 failed.returncode, failed.output.tail_text(), stopped))
+        if self.flight is not None and (failed is not None or signum is not None):
+            summary = self.flight.summary([w.rank for w in group.workers])
+            if summary:
+                self.console.note(summary)
         return failed, signum
 
     def _spawn_all(self, group: WorkerGroup, restart: int) -> None:
@@ -182,11 +194,14 @@ class Supervisor:
         show = config.console_ranks is None or local_rank in config.console_ranks
         output = RankOutput(rank, self.console, show,
                             log_path(config.log_dir, rank) if config.log_dir else None)
+        env = worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
+                         tty=is_terminal(self.console.stdout))
+        if self.flight is not None:
+            env.update(self.flight.worker_env())
         try:
             proc = subprocess.Popen(
                 command,
-                env=worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
-                               tty=is_terminal(self.console.stdout)),
+                env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True)
         except OSError as exc:

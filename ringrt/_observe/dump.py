@@ -4,7 +4,7 @@ A dump writes, for every world of this process (the default group's, ``ringrt.to
 
 - to stderr: a table of the last ops (oldest first: group, seq, op, dtype, bytes, algorithm,
   state, times, the user's source line) and every thread's Python stack (``faulthandler``);
-- to ``$RINGRT_FLIGHT_DIR/rank{R}.json`` when that is set (``ringrun`` sets it): the whole
+- to ``$RINGRT_FLIGHT_DIR/rank{R}.error.json`` (or ``.signal.json``) when that is set (``ringrun`` sets it): the whole
   ring, why it was dumped, where the main thread is, and the stacks, which ``ringrun`` reads
   to name the rank that diverged (``launcher/flight.py``).
 
@@ -30,6 +30,7 @@ import traceback
 from ringrt._observe.site import site_of
 
 STDERR_OPS = 16                      # ops printed to stderr (the file has the whole ring)
+ERROR_DUMP, SIGNAL_DUMP = "error", "signal"   # kept apart: a later SIGUSR1 keeps the error's
 
 _sources: list = []                  # observers of this process's live worlds
 _errors_dumped = False
@@ -37,7 +38,12 @@ _installed = False
 
 
 def register(observer) -> None:
-    """Dump ``observer`` on SIGUSR1 (installing the handler on first use, main thread only)."""
+    """Dump ``observer`` on SIGUSR1 (installing the handler on first use, main thread only).
+
+    With ``RINGRT_FLIGHT_DIR`` set, a file ``rank{R}.listening`` holding this pid tells
+    ringrun that SIGUSR1 asks this process for a dump (rather than killing it, SIGUSR1's
+    default): ringrun signals only workers that left it.
+    """
     global _installed
     if observer not in _sources:
         _sources.append(observer)
@@ -46,6 +52,13 @@ def register(observer) -> None:
         if previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, _on_sigusr1)
             _installed = True
+    if _installed and os.environ.get("RINGRT_FLIGHT_DIR"):
+        path = os.path.join(os.environ["RINGRT_FLIGHT_DIR"], f"rank{observer.rank}.listening")
+        try:
+            with open(path, "w") as file:
+                file.write(str(os.getpid()))
+        except OSError:
+            pass
 
 
 def unregister(observer) -> None:
@@ -65,32 +78,34 @@ def on_error(error: BaseException, site) -> None:
 
 def _on_sigusr1(_signum, frame) -> None:
     _dump_all("SIGUSR1 (a stack and flight-recorder dump was requested)",
-              site_of(frame) if frame is not None else None)
+              site_of(frame) if frame is not None else None, SIGNAL_DUMP)
 
 
-def _dump_all(reason: str, where) -> None:
+def _dump_all(reason: str, where, kind: str = ERROR_DUMP) -> None:
     for observer in list(_sources):
         try:
-            write(observer, reason, where)
+            write(observer, reason, where, kind)
         except Exception as exc:  # noqa: BLE001 - a dump must never mask the error it reports
             print(f"ringrt: flight-recorder dump failed: {exc!r}", file=sys.stderr)
 
 
-def write(observer, reason: str, where) -> dict:
+def write(observer, reason: str, where, kind: str = ERROR_DUMP) -> dict:
     """Write one world's dump to stderr and to its file; returns the dump."""
     observer.flush_timeline()
     report = observer.report(reason, where)
+    report["kind"] = kind
     report["stacks"] = _stacks()
-    path = _dump_path(report["rank"])
+    path = dump_path(report["rank"], kind)
     if path is not None:
         _write_atomically(path, report)
     _print(report, path)
     return report
 
 
-def _dump_path(rank: int) -> str | None:
-    directory = os.environ.get("RINGRT_FLIGHT_DIR")
-    return os.path.join(directory, f"rank{rank}.json") if directory else None
+def dump_path(rank: int, kind: str, directory: str | None = None) -> str | None:
+    """``DIR/rank{R}.error.json`` or ``DIR/rank{R}.signal.json`` (DIR: RINGRT_FLIGHT_DIR)."""
+    directory = directory or os.environ.get("RINGRT_FLIGHT_DIR")
+    return os.path.join(directory, f"rank{rank}.{kind}.json") if directory else None
 
 
 def _write_atomically(path: str, report: dict) -> None:

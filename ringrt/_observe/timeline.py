@@ -26,9 +26,9 @@ FLUSH_EVERY = 2048
 TRACE_FILE_SUFFIX = ".rank{rank}.jsonl"
 
 # Thread rows (Chrome trace "tid") of each rank's process row.
-MAIN_TID, COMM_TID, DDP_TID = 0, 1, 2
-_ROW_NAMES = {MAIN_TID: "main thread", COMM_TID: "ringrt ops thread (async)",
-              DDP_TID: "DDP buckets (ready -> reduced)"}
+MAIN_TID, COMM_TID, DDP_TID = 0, 1, 100         # DDP bucket i: row DDP_TID + i
+OTHER_THREADS_TID = 10
+_ROW_NAMES = {MAIN_TID: "main thread", COMM_TID: "ringrt ops thread (async ops)"}
 
 active: Tracer | None = None          # this process's tracer (the default world's), or None
 
@@ -55,7 +55,8 @@ class Tracer:
         self._ops: list[tuple] = []
         self._spans: list[dict] = []
         self._meta: list[dict] = []            # thread rows met since the last flush
-        self._threads: dict[int, int] = {}
+        self._threads: dict[str, int] = {}      # thread name -> row
+        self._named: set[int] = set()
         self._lock = threading.Lock()
         self._file = open(self.file_path, "w")
         self._write([self._process_metadata()])
@@ -76,6 +77,13 @@ class Tracer:
         self._spans.append({"name": name, "cat": category, "ph": "X", "pid": self.rank,
                             "tid": tid, "ts": self._us(start), "dur": _dur(start, end),
                             "args": args or {}})
+
+    def row(self, tid: int, name: str) -> int:
+        """Name the row ``tid`` of this rank (once); returns ``tid``."""
+        if tid not in self._named:
+            self._named.add(tid)
+            self._meta.extend(_row_metadata(self.rank, tid, name))
+        return tid
 
     # -- writing --------------------------------------------------------------------------
 
@@ -115,11 +123,7 @@ class Tracer:
         tid = self._threads.get(thread)
         if tid is None:
             tid = self._threads[thread] = _classify_thread(thread, len(self._threads))
-            name = _ROW_NAMES.get(tid, f"thread {thread}")
-            self._meta.extend([{"name": "thread_name", "ph": "M", "pid": self.rank, "tid": tid,
-                          "args": {"name": name}},
-                         {"name": "thread_sort_index", "ph": "M", "pid": self.rank, "tid": tid,
-                          "args": {"sort_index": tid}}])
+            self.row(tid, _ROW_NAMES.get(tid, f"thread {thread}"))
         return tid
 
     def _op_event(self, op: tuple) -> dict:
@@ -154,6 +158,12 @@ class Tracer:
                 "ringrt": {"clock_offset_s": self.offset, "clock_error_s": self.offset_error}}
 
 
+def _row_metadata(rank: int, tid: int, name: str) -> list[dict]:
+    return [{"name": "thread_name", "ph": "M", "pid": rank, "tid": tid, "args": {"name": name}},
+            {"name": "thread_sort_index", "ph": "M", "pid": rank, "tid": tid,
+             "args": {"sort_index": tid}}]
+
+
 def _dur(start: float, end: float) -> float:
     return round(max(end - start, 0.0) * 1e6, 3)
 
@@ -163,7 +173,7 @@ def _classify_thread(name: str, seen: int) -> int:
         return MAIN_TID
     if name.startswith("ringrt-ops"):
         return COMM_TID
-    return 10 + seen
+    return OTHER_THREADS_TID + seen
 
 
 @contextlib.contextmanager
