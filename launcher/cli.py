@@ -34,7 +34,7 @@ MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUN
 RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
 (with --timeout), RINGRT_ENCRYPT=1 (with --encrypt), RINGRUN_TTY=1 (when ringrun's stdout is a
 terminal), OMP_NUM_THREADS=1 (with -n > 1, unless already set), RINGRT_FLIGHT_DIR (where
-they dump their flight recorders; DIR/flight with --log-dir) and RINGRT_TRACE (with --trace).
+they dump their flight recorders; kept in DIR/flight with --log-dir) and RINGRT_TRACE (with --trace).
 
 \b
 When a worker fails (a collective's --timeout included) or ringrun is stopped, the workers

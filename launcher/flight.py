@@ -30,22 +30,18 @@ KINDS = ("error", "signal")
 
 
 class FlightDumps:
-    """The job's dump directory (``--log-dir``/flight, kept; else a temporary one)."""
+    """The job's dump directory (temporary; with ``--log-dir``, the dumps of a failure are
+    copied to ``DIR/flight/``)."""
 
-    def __init__(self, directory: str):
-        self.directory = directory
+    def __init__(self, directory: str, log_dir: str | None = None):
+        self.directory, self.log_dir = directory, log_dir
 
     @classmethod
     @contextlib.contextmanager
     def for_job(cls, log_dir: str | None):
-        if log_dir:
-            directory = os.path.join(log_dir, "flight")
-            os.makedirs(directory, exist_ok=True)
-            yield cls(directory)
-            return
         directory = tempfile.mkdtemp(prefix="ringrun-flight-", dir="/tmp")
         try:
-            yield cls(directory)
+            yield cls(directory, log_dir)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -110,8 +106,22 @@ class FlightDumps:
         dumps = self.collect()
         if not dumps:
             return None
-        return "\n".join([*table(dumps, ranks), *diagnose(dumps, ranks),
-                          f"(flight-recorder dumps: {self.directory})"])
+        lines = [*table(dumps, ranks), *diagnose(dumps, ranks)]
+        kept = self._keep()
+        if kept:
+            lines.append(f"(flight-recorder dumps, with every thread's stack: {kept})")
+        return "\n".join(lines)
+
+    def _keep(self) -> str | None:
+        """Copy the dumps to ``--log-dir``/flight (the temporary directory goes at exit)."""
+        if not self.log_dir:
+            return None
+        kept = os.path.join(self.log_dir, "flight")
+        os.makedirs(kept, exist_ok=True)
+        for name in os.listdir(self.directory):
+            if name.endswith(".json"):
+                shutil.copy(os.path.join(self.directory, name), kept)
+        return kept
 
 
 def _newest(kinds: dict) -> dict:

@@ -23,6 +23,7 @@ import threading
 import time
 
 FLUSH_EVERY = 2048
+P2P_PREFIXES = ("send ", "recv ")               # point-to-point records: "send to 3", ...
 TRACE_FILE_SUFFIX = ".rank{rank}.jsonl"
 
 # Thread rows (Chrome trace "tid") of each rank's process row.
@@ -139,8 +140,11 @@ class Tracer:
                 "queued_us": round(max(started - called, 0.0) * 1e6, 1),
                 "state": state,
                 "called_from": f"{site[0]}:{site[1]} in {site[2]}"}
-        category = "p2p" if name in ("send", "recv", "isend", "irecv") else "collective"
-        title = f"{name} #{seq}" if group == 0 else f"{name} g{group} #{seq}"
+        if name.startswith(P2P_PREFIXES):
+            category, title = "p2p", f"{name} (tag {seq})"
+        else:
+            category = "collective"
+            title = f"{name} #{seq}" if group == 0 else f"{name} g{group} #{seq}"
         return {"name": title, "cat": category, "ph": "X", "pid": self.rank,
                 "tid": self._tid(thread), "ts": self._us(started), "dur": _dur(started, ended),
                 "args": args}

@@ -31,7 +31,7 @@ def sigusr1_dump(rank, world_size):
     dist.init_process_group(timeout=20)
     dist.all_reduce(np.ones(16))
     dist.broadcast(np.ones(4), src=0)
-    os.kill(os.getpid(), signal.SIGUSR1)       # the handler runs before the next bytecode
+    os.kill(os.getpid(), signal.SIGUSR1)       # SIGUSR1-LINE: handled before the next bytecode
     dist.barrier()
     dist.destroy_process_group()
 
@@ -50,6 +50,6 @@ def mismatch(rank, world_size):
 def debug_decisions(rank, world_size):
     """all_reduce at sizes in three size classes, several times each (RINGRT_DEBUG=1)."""
     dist.init_process_group(timeout=20)
-    for count in (100, 120, 100, 3000, 4000, 3000, 1 << 18, (1 << 18) - 1):
+    for count in (100, 120, 100, 3000, 4000, 3000, 1 << 18, (1 << 18) + 1000):
         dist.all_reduce(np.ones(count, dtype=np.float32))
     dist.destroy_process_group()
