@@ -152,8 +152,8 @@ def _op_name(op: dict | None) -> str:
 
 def table(dumps: dict[int, dict], ranks) -> list[str]:
     lines = ["flight recorder: last op each rank entered and finished",
-             f"  {'rank':>4}  {'state':<26} {'last entered':<28} {'last finished':<24} "
-             "called from / now at"]
+             (f"  {'rank':>4}  {'state':<26} {'last entered':<28} {'last finished':<24} "
+              "called from / now at")]
     for rank in ranks:
         dump = dumps.get(rank)
         if dump is None:

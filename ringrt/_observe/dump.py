@@ -82,7 +82,7 @@ def _on_sigusr1(_signum, frame) -> None:
 
 
 def _dump_all(reason: str, where, kind: str = ERROR_DUMP) -> None:
-    for observer in list(_sources):
+    for observer in _sources[:]:          # a copy: a world may close meanwhile
         try:
             write(observer, reason, where, kind)
         except Exception as exc:  # noqa: BLE001 - a dump must never mask the error it reports
@@ -128,10 +128,10 @@ def _print(report: dict, path: str | None) -> None:
     rank, ops = report["rank"], report["ops"]
     shown = ops[-STDERR_OPS:]
     lines = [f"ringrt[{rank}]: flight recorder - {report['reason']}",
-             f"ringrt[{rank}]: last {len(shown)} of {report['ops_recorded']} ops, oldest first "
-             f"(times in seconds):",
-             "  group   seq  op                     dtype      bytes  algorithm           "
-             "state                  called   ran  waited  called from"]
+             (f"ringrt[{rank}]: last {len(shown)} of {report['ops_recorded']} ops, oldest "
+              "first (times in seconds):"),
+             ("  group   seq  op                     dtype      bytes  algorithm           "
+              "state                  called   ran  waited  called from")]
     for op in shown:
         ran = "-" if op["ran_s"] is None else f"{op['ran_s']:.4f}"
         lines.append(f"  {op['group']:>5} {op['seq']:>5}  {op['op']:<22} {op['dtype']:<8} "

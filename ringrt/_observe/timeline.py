@@ -59,7 +59,7 @@ class Tracer:
         self._threads: dict[str, int] = {}      # thread name -> row
         self._named: set[int] = set()
         self._lock = threading.Lock()
-        self._file = open(self.file_path, "w")
+        self._file = open(self.file_path, "w")  # noqa: SIM115 - open until close()
         self._write([self._process_metadata()])
 
     # -- recording (hot path: tuples, formatted at flush) ---------------------------------

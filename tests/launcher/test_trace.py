@@ -31,7 +31,8 @@ def test_trace_of_a_4_rank_ddp_run(scratch):
     assert result.returncode == 0, result
     assert f"trace: {path}" in result.stderr and "ranks 0-3" in result.stderr, result
     assert os.listdir(scratch) == ["ddp.json"]
-    trace = json.load(open(path))
+    with open(path) as file:
+        trace = json.load(file)
     assert validate(trace) == []
     events = trace["traceEvents"]
     names = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
