@@ -3,7 +3,7 @@
 Also a command for merging by hand (rank files copied from several hosts, or the merged
 files of several hosts' launchers)::
 
-    python -m launcher.trace OUTPUT [PART ...]    # PARTs default to OUTPUT.rank*.jsonl
+    python -m launcher.trace OUTPUT [PART ...]    # PARTs default to OUTPUT.rank*.trace
 
 The merged file is a Chrome trace (``{"traceEvents": [...]}``): open it in
 https://ui.perfetto.dev or chrome://tracing.
@@ -17,11 +17,11 @@ from ringrt._observe.merge import merge, merge_rank_files, rank_files
 
 
 def finish(path: str, console) -> None:
-    """Merge ``path.rank*.jsonl`` into ``path`` and say where it is (after failures too)."""
+    """Merge ``path.rank*.trace`` into ``path`` and say where it is (after failures too)."""
     try:
         summary = merge_rank_files(path)
     except (OSError, ValueError) as exc:
-        console.note(f"trace: could not merge {path}.rank*.jsonl: {exc}")
+        console.note(f"trace: could not merge {path}.rank*.trace: {exc}")
         return
     if summary is None:
         console.note(f"trace: no rank wrote a timeline (did the workers call "
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     output, parts = argv[0], argv[1:] or rank_files(argv[0])
     if not parts:
-        print(f"no parts given and no {output}.rank*.jsonl found", file=sys.stderr)
+        print(f"no parts given and no {output}.rank*.trace found", file=sys.stderr)
         return 1
     summary = merge(parts, output)
     print(f"{output}: {summary['events']} spans of ranks {_span(summary['ranks'])}")

@@ -106,7 +106,7 @@ class _Comm:
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
-        self.observer = Observer(rank, world_size, wire.CODE_DTYPES.get, timeline.trace_path())
+        self.observer = Observer(rank, world_size, wire.CODE_DTYPES, timeline.trace_path())
         self.observer.time_waits(self.mailbox, "take", "take_any")
         if self.arena is not None:
             self.observer.time_waits(self.arena, "wait")
@@ -262,43 +262,41 @@ class ProcessGroup:
         counters = self.comm.counters
         record = self.comm.observer.entered(self.group_id, seq, spec, counters.last_algorithm)
         counters.last_algorithm = ""
-        job = functools.partial(self._observed, seq, spec, body, record)
+        job = functools.partial(self._execute, seq, spec, body, record)
         description = f"{spec.name} (op #{seq})"
         if async_op:
             return self.comm.executor.submit(job, description)
         return self.comm.executor.run(job, description)
 
-    def _observed(self, seq: int, spec: OpSpec, body, record: list):
+    def _execute(self, seq: int, spec: OpSpec, body, record: list):
         """Run the op, keeping its flight-recorder record (and timeline span) up to date."""
         observer = self.comm.observer
         observer.started(record)
-        failure = None
         try:
-            return self._execute(seq, spec, body)
+            self.raise_if_unusable(spec.name, seq)
         except BaseException as error:
-            failure = error
+            observer.finished(record, error)
             raise
-        finally:
-            observer.finished(record, failure)
-
-    def _execute(self, seq: int, spec: OpSpec, body):
-        self.raise_if_unusable(spec.name, seq)
         exchange = Exchange(self, seq, spec, Deadline(self.timeout))
         if self.arena is not None:
             self.arena.publish(exchange.published)
-        clean = False
+        clean, failure = False, None
         start = time.perf_counter()
         try:
             result = body(exchange)
             exchange.finish()
             clean = True
             return result
+        except BaseException as error:
+            failure = error
+            raise
         finally:
             if exchange.shm is not None:
                 exchange.shm.release_if_unfinished()
             self.comm.mailbox.finished(self.group_id, seq, clean)
             self.comm.counters.record(spec.name, _payload_bytes(spec),
                                       time.perf_counter() - start, not clean)
+            observer.finished(record, failure)
 
     def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
         """Send a mismatch notice about op ``seq`` to every other member."""

@@ -38,17 +38,17 @@ class Observer:
 
     Args:
         rank, world_size: this rank in the world.
-        dtype_name: dtype code -> NumPy dtype (or None), to describe records.
+        dtypes: dtype code -> NumPy dtype (or None), to describe records.
         trace_path: ``RINGRT_TRACE``'s file, or None.
     """
 
-    def __init__(self, rank: int, world_size: int, dtype_name, trace_path: str | None = None):
+    def __init__(self, rank: int, world_size: int, dtypes: dict, trace_path: str | None = None):
         self.rank, self.world_size = rank, world_size
-        self._dtype_name = dtype_name
+        self._dtype_name = dtypes.get
         self.recorder = FlightRecorder()
         self.tracer = None
         if trace_path is not None:
-            self.tracer = timeline.Tracer(trace_path, rank, world_size, dtype_name)
+            self.tracer = timeline.Tracer(trace_path, rank, world_size, dtypes)
             if timeline.active is None:
                 timeline.active = self.tracer
         dump.register(self)

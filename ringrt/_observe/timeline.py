@@ -1,35 +1,39 @@
 """The timeline: every op, DDP bucket and optimizer step of this rank as a Chrome-trace span.
 
-``RINGRT_TRACE=FILE`` (``ringrun --trace FILE`` sets it) turns it on. Each rank appends its
-events, already in the Chrome trace event format (``ph: "X"`` complete events, microseconds),
-to ``FILE.rank{R}.jsonl``, one JSON object a line, in chunks of :data:`FLUSH_EVERY` events and
-whenever the flight recorder dumps (an error, SIGUSR1), so a job that is killed afterwards
-still leaves its timeline up to that point. ``merge.py`` turns the rank files into ``FILE``.
+``RINGRT_TRACE=FILE`` (``ringrun --trace FILE`` sets it) turns it on. Each rank appends what
+it records to ``FILE.rank{R}.trace``: msgpack entries ``[kind, payload]`` written in chunks of
+:data:`FLUSH_EVERY` ops, at close and whenever the flight recorder dumps (an error, SIGUSR1),
+so a job killed afterwards still leaves its timeline up to that point. ``merge.py`` turns the
+rank files into ``FILE`` (Chrome trace JSON), off the ranks' hot path: an op costs a tuple
+appended to a list here, and its share of one ``msgpack.packb`` per chunk
+(``benchmarks/trace_overhead.py`` measures both).
 
-Timestamps are this host's monotonic clock (``time.perf_counter``: CLOCK_MONOTONIC, shared by
-every process of a host) plus the rank's offset to rank 0's clock (0 on rank 0's host;
-estimated by ``clock.py`` on other hosts), so every rank's events line up.
+Entry kinds: ``rank`` (who wrote the file, once), ``dtypes`` (code -> name and item size,
+once), ``ops`` (flight-recorder records plus their final state and thread name), ``spans``
+(DDP buckets, optimizer steps: name, category, start, end, row, args), ``rows`` (names of
+extra rows) and ``clock`` (this rank's offset to rank 0 and its error bound, seconds).
 
-While an op runs, the cost of tracing is one tuple appended to a list (and, every
-:data:`FLUSH_EVERY` ops, formatting them); ``benchmarks/trace_overhead.py`` measures it.
+Timestamps are this host's monotonic clock (``time.perf_counter``: CLOCK_MONOTONIC, one
+clock for every process of a host); ``merge.py`` adds the rank's offset to rank 0's clock
+(0 on rank 0's host, estimated by ``clock.py`` on other hosts), so every rank's events line
+up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
 
-FLUSH_EVERY = 2048
-P2P_PREFIXES = ("send ", "recv ")               # point-to-point records: "send to 3", ...
-TRACE_FILE_SUFFIX = ".rank{rank}.jsonl"
+import msgpack
 
-# Thread rows (Chrome trace "tid") of each rank's process row.
-MAIN_TID, COMM_TID, DDP_TID = 0, 1, 100         # DDP bucket i: row DDP_TID + i
-OTHER_THREADS_TID = 10
-_ROW_NAMES = {MAIN_TID: "main thread", COMM_TID: "ringrt ops thread (async ops)"}
+FLUSH_EVERY = 4096
+TRACE_FILE_SUFFIX = ".rank{rank}.trace"
+P2P_PREFIXES = ("send ", "recv ")               # point-to-point records: "send to 3", ...
+
+# Rows (Chrome trace "tid") of each rank's process row.
+MAIN_TID, COMM_TID, OTHER_THREADS_TID, DDP_TID = 0, 1, 10, 100   # DDP bucket i: DDP_TID + i
 
 active: Tracer | None = None          # this process's tracer (the default world's), or None
 
@@ -45,24 +49,29 @@ def rank_file(path: str, rank: int) -> str:
 
 
 class Tracer:
-    """This rank's timeline events, buffered and appended to its rank file."""
+    """This rank's timeline, buffered and appended to its rank file.
 
-    def __init__(self, path: str, rank: int, world_size: int, dtype_name):
+    Args:
+        path: the merged trace file (``RINGRT_TRACE``); this rank writes ``path.rank{R}.trace``.
+        rank, world_size: this rank in the world.
+        dtypes: dtype code -> NumPy dtype (written once, so records keep only the code).
+    """
+
+    def __init__(self, path: str, rank: int, world_size: int, dtypes: dict):
         self.path, self.rank, self.world_size = path, rank, world_size
         self.file_path = rank_file(path, rank)
-        self.offset = 0.0                  # seconds to add to perf_counter for rank 0's clock
-        self.offset_error = 0.0            # half the best ping round trip (bound on the error)
-        self._dtype_name = dtype_name
         self._ops: list[tuple] = []
-        self._spans: list[dict] = []
-        self._meta: list[dict] = []            # thread rows met since the last flush
-        self._threads: dict[str, int] = {}      # thread name -> row
-        self._named: set[int] = set()
+        self._spans: list[tuple] = []
+        self._rows: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._file = open(self.file_path, "w")  # noqa: SIM115 - open until close()
-        self._write([self._process_metadata()])
+        self._file = open(self.file_path, "wb")  # noqa: SIM115 - open until close()
+        self._write("rank", {"rank": rank, "world_size": world_size,
+                             "host": os.uname().nodename, "pid": os.getpid(),
+                             "main_thread": threading.main_thread().name})
+        self._write("dtypes", {code: [str(dtype), dtype.itemsize]
+                               for code, dtype in dtypes.items() if dtype is not None})
 
-    # -- recording (hot path: tuples, formatted at flush) ---------------------------------
+    # -- recording (hot path: tuples, packed at flush) ------------------------------------
 
     def op(self, record: list, state: str) -> None:
         """Record a finished op (its flight-recorder record)."""
@@ -72,32 +81,32 @@ class Tracer:
 
     def span(self, name: str, category: str, start: float, end: float, tid: int | None = None,
              args: dict | None = None) -> None:
-        """Record a span of this rank between two ``perf_counter`` readings."""
-        if tid is None:
-            tid = self._tid(threading.current_thread().name)
-        self._spans.append({"name": name, "cat": category, "ph": "X", "pid": self.rank,
-                            "tid": tid, "ts": self._us(start), "dur": _dur(start, end),
-                            "args": args or {}})
+        """Record a span between two ``perf_counter`` readings (``tid`` None: this thread's
+        row)."""
+        row = threading.current_thread().name if tid is None else tid
+        self._spans.append((name, category, start, end, row, args or {}))
 
     def row(self, tid: int, name: str) -> int:
         """Name the row ``tid`` of this rank (once); returns ``tid``."""
-        if tid not in self._named:
-            self._named.add(tid)
-            self._meta.extend(_row_metadata(self.rank, tid, name))
+        if tid not in self._rows:
+            self._rows[tid] = name
+            with self._lock:
+                self._write("rows", {tid: name})
         return tid
 
     # -- writing --------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Format what was recorded since the last flush and append it to the rank file."""
+        """Append what was recorded since the last flush to the rank file."""
         with self._lock:
             ops, self._ops = self._ops, []
             spans, self._spans = self._spans, []
             if self._file is None:
                 return
-            events = [self._op_event(op) for op in ops] + spans
-            meta, self._meta = self._meta, []
-            self._write(meta + events)
+            if ops:
+                self._write("ops", ops)
+            if spans:
+                self._write("spans", spans)
             self._file.flush()
 
     def close(self) -> None:
@@ -108,76 +117,13 @@ class Tracer:
                 self._file = None
 
     def set_clock(self, offset: float, error: float) -> None:
-        self.offset, self.offset_error = offset, error
+        """This rank's clock offset to rank 0 (seconds to add) and its error bound."""
         with self._lock:
-            self._write([self._clock_metadata()])
+            self._write("clock", [offset, error])
 
-    def _write(self, events: list[dict]) -> None:
-        if events:
-            self._file.write("".join(json.dumps(e, separators=(",", ":")) + "\n"
-                                     for e in events))
-
-    def _us(self, seconds: float) -> float:
-        return round((seconds + self.offset) * 1e6, 3)
-
-    def _tid(self, thread: str) -> int:
-        tid = self._threads.get(thread)
-        if tid is None:
-            tid = self._threads[thread] = _classify_thread(thread, len(self._threads))
-            self.row(tid, _ROW_NAMES.get(tid, f"thread {thread}"))
-        return tid
-
-    def _op_event(self, op: tuple) -> dict:
-        (group, seq, name, dtype_code, count, algorithm, site, called, started, ended, _state,
-         waited, state, thread) = op
-        dtype = self._dtype_name(dtype_code)
-        ran = max(ended - started, 0.0)
-        args = {"group": group, "seq": seq, "dtype": str(dtype) if dtype is not None else "-",
-                "bytes": max(count, 0) * getattr(dtype, "itemsize", 0),
-                "algorithm": algorithm or "-",
-                "wait_us": round(waited * 1e6, 1),
-                "move_us": round(max(ran - waited, 0.0) * 1e6, 1),
-                "queued_us": round(max(started - called, 0.0) * 1e6, 1),
-                "state": state,
-                "called_from": f"{site[0]}:{site[1]} in {site[2]}"}
-        if name.startswith(P2P_PREFIXES):
-            category, title = "p2p", f"{name} (tag {seq})"
-        else:
-            category = "collective"
-            title = f"{name} #{seq}" if group == 0 else f"{name} g{group} #{seq}"
-        return {"name": title, "cat": category, "ph": "X", "pid": self.rank,
-                "tid": self._tid(thread), "ts": self._us(started), "dur": _dur(started, ended),
-                "args": args}
-
-    def _process_metadata(self) -> dict:
-        return {"name": "process_name", "ph": "M", "pid": self.rank, "tid": 0,
-                "args": {"name": f"rank {self.rank}"}, "ringrt": {
-                    "rank": self.rank, "world_size": self.world_size,
-                    "host": os.uname().nodename, "pid": os.getpid()}}
-
-    def _clock_metadata(self) -> dict:
-        return {"name": "process_labels", "ph": "M", "pid": self.rank, "tid": 0,
-                "args": {"labels": f"clock offset to rank 0: {self.offset * 1e6:+.1f} us "
-                                   f"(+/- {self.offset_error * 1e6:.1f} us)"},
-                "ringrt": {"clock_offset_s": self.offset, "clock_error_s": self.offset_error}}
-
-
-def _row_metadata(rank: int, tid: int, name: str) -> list[dict]:
-    return [{"name": "thread_name", "ph": "M", "pid": rank, "tid": tid, "args": {"name": name}},
-            {"name": "thread_sort_index", "ph": "M", "pid": rank, "tid": tid,
-             "args": {"sort_index": tid}}]
-
-
-def _dur(start: float, end: float) -> float:
-    return round(max(end - start, 0.0) * 1e6, 3)
-
-
-def _classify_thread(name: str, seen: int) -> int:
-    if name == threading.main_thread().name:
-        return MAIN_TID
-    if name.startswith("ringrt-ops"):
-        return COMM_TID
-    return OTHER_THREADS_TID + seen
+    def _write(self, kind: str, payload) -> None:
+        if self._file is not None:
+            self._file.write(msgpack.packb([kind, payload]))
 
 
 @contextlib.contextmanager
