@@ -153,7 +153,8 @@ class _Comm:
         }
         return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
                 "shm": dict(self.arena.counts) if self.arena is not None else None,
-                "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"}}
+                "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"},
+                "observe": self.observer.stats()}
 
     def close(self, linger_s: float, goodbye: bool = True) -> None:
         """Stop everything; queued messages get ``linger_s`` to leave."""

@@ -97,6 +97,12 @@ class Observer:
         if self.tracer is not None:
             self.tracer.flush()
 
+    def stats(self) -> dict:
+        """``ringrt.stats()["observe"]``: the flight recorder's size and count, the timeline."""
+        return {"flight_recorder_size": self.recorder.size,
+                "ops_recorded": self.recorder.entered,
+                "trace": None if self.tracer is None else self.tracer.file_path}
+
     # -- dumps --------------------------------------------------------------------------------
 
     def report(self, reason: str, where) -> dict:

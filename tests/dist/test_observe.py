@@ -70,6 +70,9 @@ def test_trace_without_ringrun_is_merged_by_rank_0_with_clocks_aligned(scratch):
         assert 0 < clocks[rank]["clock_error_s"] < 0.05
     stats = world[1].values["stats"]
     assert {"rank", "ops", "algorithms", "transport", "shm", "p2p", "store"} <= set(stats)
+    assert stats["observe"]["flight_recorder_size"] == 64
+    assert stats["observe"]["ops_recorded"] == 8        # 7 collectives (clock_sync too), recv
+    assert stats["observe"]["trace"].endswith("trace.json.rank1.trace")
     assert stats["ops"]["all_reduce"]["calls"] == 4 and stats["ops"]["recv"]["calls"] == 1
 
 
