@@ -53,3 +53,13 @@ def debug_decisions(rank, world_size):
     for count in (100, 120, 100, 3000, 4000, 3000, 1 << 18, (1 << 18) + 1000):
         dist.all_reduce(np.ones(count, dtype=np.float32))
     dist.destroy_process_group()
+
+
+def peer_dies(rank, world_size):
+    """The last rank exits abruptly after one op; the others' next all_reduce loses it."""
+    dist.init_process_group(timeout=20)
+    dist.all_reduce(np.ones(4))
+    if rank == world_size - 1:
+        os._exit(3)
+    dist.all_reduce(np.ones(4))
+    dist.destroy_process_group()

@@ -111,6 +111,19 @@ def test_a_mismatch_dumps_the_flight_recorder_on_every_rank(scratch):
 
 
 @pytest.mark.timeout(60)
+def test_a_lost_peer_dumps_the_flight_recorder_on_every_survivor(scratch):
+    world = run_world("tests.dist.observe_workers:peer_dies", 3, timeout=40,
+                      env={"RINGRT_FLIGHT_DIR": scratch}, expect_success=False)
+    assert world[2].returncode == 3
+    for rank in (0, 1):
+        assert f"ringrt[{rank}]: flight recorder - PeerLostError" in world[rank].stderr
+        dump = json.loads(Path(scratch, f"rank{rank}.error.json").read_text())
+        assert dump["last_entered"]["state"] == "failed: PeerLostError"
+        assert (dump["last_entered"]["seq"], dump["last_finished"]["seq"]) == (1, 0)
+    assert not Path(scratch, "rank2.error.json").exists()
+
+
+@pytest.mark.timeout(60)
 def test_debug_logs_each_decision_once_per_size_class_on_rank_0():
     world = run_world("tests.dist.observe_workers:debug_decisions", 2, timeout=40,
                       env={"RINGRT_DEBUG": "1"})
