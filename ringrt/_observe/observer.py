@@ -91,7 +91,9 @@ class Observer:
         if self.tracer is None:
             return
         for name in names:
-            setattr(owner, name, _timed(getattr(owner, name)))
+            method = getattr(owner, name, None)
+            if method is not None:             # a renamed method: that wait goes untimed
+                setattr(owner, name, _timed(method))
 
     def flush_timeline(self) -> None:
         if self.tracer is not None:
