@@ -55,10 +55,12 @@ def test_trace_of_a_4_rank_ddp_run(scratch):
 
 
 @pytest.mark.timeout(90)
-def test_a_hung_job_names_the_rank_that_skipped_the_collective_and_its_line():
+def test_a_hung_job_names_the_rank_that_skipped_the_collective_and_its_line(scratch):
     script = _ringrun.script("hang.py")
     hang, collective = _line_of(script, "HANG-LINE"), _line_of(script, "COLLECTIVE-LINE")
-    with _ringrun.Ringrun("-n", "4", "--timeout", "3", "--grace", "2", script) as job:
+    path = os.path.join(scratch, "hang.json")
+    with _ringrun.Ringrun("-n", "4", "--timeout", "3", "--grace", "2", "--trace", path,
+                          script) as job:
         result = job.wait(60)
     assert result.returncode == 1, result
     assert result.elapsed < 30, result
@@ -68,3 +70,8 @@ def test_a_hung_job_names_the_rank_that_skipped_the_collective_and_its_line():
     assert (f"rank 3 is not in any op: it last finished all_reduce #4 and is now at "
             f"hang.py:{hang} in <module>") in err, result
     assert "[3] ringrt[3]: flight recorder - SIGUSR1" in err, result
+    with open(path) as file:                        # merged after the failure too
+        spans = [e for e in json.load(file)["traceEvents"] if e["ph"] == "X"]
+    failed = sorted(e["pid"] for e in spans if e["args"]["state"].startswith("failed: "))
+    assert failed == [0, 1, 2]
+    assert sum(e["pid"] == 3 for e in spans) == 5                 # rank 3: ops #0-#4, done
