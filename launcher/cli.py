@@ -39,7 +39,8 @@ they dump their flight recorders; kept in DIR/flight with --log-dir) and RINGRT_
 \b
 When a worker fails (a collective's --timeout included) or ringrun is stopped, the workers
 still running are sent SIGUSR1 first: each dumps its last ops and Python stacks, and the
-summary says which op each rank is in, and which rank is elsewhere (and where).
+summary says which op each rank is in, and which rank is elsewhere (and where). To see that
+for a job that is still running, without stopping it: kill -USR1 <ringrun's pid>.
 
 \b
 Exit status: 0 when every worker succeeded; the first failed worker's exit code (128 + N if

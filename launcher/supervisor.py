@@ -133,6 +133,7 @@ class Supervisor:
         self.ipc_dir = ipc_dir
         self.flight = flight          # launcher.flight.FlightDumps, or None
         self.signals: list[int] = []
+        self.dump_requests: list[int] = []     # SIGUSR1 to ringrun: report, keep running
         self.selector = selectors.DefaultSelector()
 
     def run(self) -> int:
@@ -215,10 +216,23 @@ class Supervisor:
         while group.running:
             if self.signals:
                 return None, self.signals[0]
+            if self.dump_requests:
+                self.dump_requests.clear()
+                self._report_live(group)
             for worker in self._wait(group, WATCH_INTERVAL):
                 if worker.returncode != 0:
                     return worker, None
         return None, None
+
+    def _report_live(self, group: WorkerGroup) -> None:
+        """``kill -USR1 <ringrun>``: ask every worker for a dump, print the summary, go on."""
+        if self.flight is None:
+            return
+        self.console.note("SIGUSR1: asking the workers for flight-recorder dumps (the job "
+                          "keeps running)")
+        self.flight.request(group.running)
+        self.console.note(self.flight.summary([w.rank for w in group.workers])
+                          or "no worker answered (none has called init_process_group yet?)")
 
     def _stop(self, group: WorkerGroup) -> None:
         """SIGTERM every running worker, SIGKILL after the grace period (or a second signal)."""
@@ -254,12 +268,15 @@ class Supervisor:
 
     @contextlib.contextmanager
     def _stop_signals_caught(self):
-        """Turn SIGINT/SIGTERM/SIGHUP into entries of ``self.signals`` that wake ``_wait``."""
+        """Turn SIGINT/SIGTERM/SIGHUP into entries of ``self.signals`` that wake ``_wait``
+        (and SIGUSR1 into a request for the workers' flight-recorder dumps)."""
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(read_fd, selectors.EVENT_READ, None)
         previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         previous = {s: signal.signal(s, lambda signum, _frame: self.signals.append(signum))
                     for s in STOP_SIGNALS}
+        previous[signal.SIGUSR1] = signal.signal(
+            signal.SIGUSR1, lambda signum, _frame: self.dump_requests.append(signum))
         try:
             yield
         finally:

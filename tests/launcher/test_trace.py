@@ -1,8 +1,11 @@
 """ringrun --trace and the flight-recorder summary of a hung job (issue 12)."""
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import time
 
 import pytest
 
@@ -75,3 +78,40 @@ def test_a_hung_job_names_the_rank_that_skipped_the_collective_and_its_line(scra
     failed = sorted(e["pid"] for e in spans if e["args"]["state"].startswith("failed: "))
     assert failed == [0, 1, 2]
     assert sum(e["pid"] == 3 for e in spans) == 5                 # rank 3: ops #0-#4, done
+
+
+def _wait_for_lines(log_dir: str, ranks: int, text: str, job, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and job.proc.poll() is None:
+        found = 0
+        for rank in range(ranks):
+            with contextlib.suppress(OSError), open(os.path.join(log_dir, f"rank{rank}.log")) as f:
+                found += text in f.read()
+        if found == ranks:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not every rank wrote {text!r} within {timeout} s")
+
+
+@pytest.mark.timeout(90)
+def test_sigusr1_to_ringrun_reports_a_running_job_without_stopping_it(scratch):
+    script = _ringrun.script("hang.py")
+    hang = _line_of(script, "HANG-LINE")
+    with _ringrun.Ringrun("-n", "4", "--timeout", "60", "--log-dir", scratch, script) as job:
+        _wait_for_lines(scratch, 4, "finished step 4", job)
+        time.sleep(0.5)             # ranks 0-2 enter all_reduce #5 right after that line
+        os.kill(job.proc.pid, signal.SIGUSR1)
+        dumps = os.path.join(scratch, "flight", "rank3.signal.json")
+        end = time.monotonic() + 20
+        while not os.path.exists(dumps) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert job.proc.poll() is None                      # still running
+        os.kill(job.proc.pid, signal.SIGINT)
+        result = job.wait(30)
+    err = result.stderr
+    assert "SIGUSR1: asking the workers for flight-recorder dumps" in err, result
+    live = err.split("SIGUSR1: asking the workers")[1].split("received SIGINT")[0]
+    assert "ranks 0-2 are in all_reduce #5" in live, result
+    assert f"rank 3 is not in any op: it last finished all_reduce #4 and is now at " \
+           f"hang.py:{hang}" in live, result
+    assert result.returncode == 130, result
