@@ -98,7 +98,7 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
 @click.option("--trace", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Record every rank's ops, DDP buckets and optimizer steps and merge them "
                    "into FILE, a Chrome trace / Perfetto timeline (also after a failure; "
-                   "workers get RINGRT_TRACE).")
+                   "workers get RINGRT_TRACE). With --nnodes > 1: FILE.node{K}.json per host.")
 @click.option("--encrypt", is_flag=True,
               help="CurveZMQ on every socket, the store and loopback tcp included (keys "
                    "derived from the job token; RINGRT_ENCRYPT=1). Without it, links to "
@@ -134,7 +134,8 @@ def main(ctx: click.Context, **options) -> None:
     finally:
         release_store(server, config, console, succeeded=status == 0)
         if config.trace:
-            finish_trace(config.trace, console)
+            finish_trace(config.trace, console, map(config.global_rank, range(config.nproc)),
+                         config.nnodes, config.node_rank)
     ctx.exit(status)
 
 
