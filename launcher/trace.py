@@ -11,9 +11,8 @@ https://ui.perfetto.dev or chrome://tracing.
 
 from __future__ import annotations
 
-import sys
-
 import os
+import sys
 
 from ringrt._observe.merge import merge, rank_files
 from ringrt._observe.timeline import rank_file
