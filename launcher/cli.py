@@ -33,7 +33,14 @@ Workers get RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_AD
 MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUNBUFFERED=1,
 RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
 (with --timeout), RINGRT_ENCRYPT=1 (with --encrypt), RINGRUN_TTY=1 (when ringrun's stdout is a
-terminal) and OMP_NUM_THREADS=1 (with -n > 1, unless already set).
+terminal), OMP_NUM_THREADS=1 (with -n > 1, unless already set), RINGRT_FLIGHT_DIR (where
+they dump their flight recorders; kept in DIR/flight with --log-dir) and RINGRT_TRACE (with --trace).
+
+\b
+When a worker fails (a collective's --timeout included) or ringrun is stopped, the workers
+still running are sent SIGUSR1 first: each dumps its last ops and Python stacks, and the
+summary says which op each rank is in, and which rank is elsewhere (and where). To see that
+for a job that is still running, without stopping it: kill -USR1 <ringrun's pid>.
 
 \b
 Exit status: 0 when every worker succeeded; the first failed worker's exit code (128 + N if
@@ -88,6 +95,10 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
                    "(rank 0 on a single host).")
 @click.option("--cpu-bind", is_flag=True,
               help="Pin local rank i to the i-th (mod count) CPU this process may use.")
+@click.option("--trace", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Record every rank's ops, DDP buckets and optimizer steps and merge them "
+                   "into FILE, a Chrome trace / Perfetto timeline (also after a failure; "
+                   "workers get RINGRT_TRACE). With --nnodes > 1: FILE.node{K}.json per host.")
 @click.option("--encrypt", is_flag=True,
               help="CurveZMQ on every socket, the store and loopback tcp included (keys "
                    "derived from the job token; RINGRT_ENCRYPT=1). Without it, links to "
@@ -108,7 +119,9 @@ def main(ctx: click.Context, **options) -> None:
     config = build_config(options)
     # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors
     # should not pay.
+    from launcher.flight import FlightDumps
     from launcher.supervisor import Supervisor
+    from launcher.trace import finish as finish_trace
 
     console = Console()
     _warn_unreachable_store(config, console)
@@ -116,10 +129,13 @@ def main(ctx: click.Context, **options) -> None:
     status = None
     try:
         port = server.port if server is not None else config.master_port
-        with ipc_directory() as ipc_dir:
-            status = Supervisor(config, port, console, ipc_dir).run()
+        with ipc_directory() as ipc_dir, FlightDumps.for_job(config.log_dir) as flight:
+            status = Supervisor(config, port, console, ipc_dir, flight).run()
     finally:
         release_store(server, config, console, succeeded=status == 0)
+        if config.trace:
+            finish_trace(config.trace, console, map(config.global_rank, range(config.nproc)),
+                         config.nnodes, config.node_rank)
     ctx.exit(status)
 
 

@@ -53,6 +53,7 @@ class LaunchConfig:
     console_ranks: frozenset[int] | None = None
     cpu_bind: bool = False
     encrypt: bool = False
+    trace: str | None = None
 
     @property
     def world_size(self) -> int:
@@ -114,6 +115,7 @@ def build_config(opts: dict) -> LaunchConfig:
                                      opts["nproc"]),
         cpu_bind=opts["cpu_bind"],
         encrypt=opts["encrypt"],
+        trace=_trace_path(opts.get("trace")),
     )
 
 
@@ -177,6 +179,15 @@ def _token(token: str | None, multi_host: bool) -> str:
             "a multi-host job needs a shared RINGRT_TOKEN so that only your hosts can join the "
             "rendezvous store; " + TOKEN_HELP)
     return secrets.token_hex(16)        # fresh per job: no other local user can join
+
+
+def _trace_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise click.BadParameter(f"directory of {path!r} does not exist", param_hint="--trace")
+    return path
 
 
 def _log_dir(path: str | None) -> str | None:

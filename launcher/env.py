@@ -19,6 +19,9 @@
 ``OMP_NUM_THREADS``         1 when several workers share the host and it is not already set
                             (as torchrun does), so N workers do not each start a thread per core
 ``PYTHONUNBUFFERED``        1, so output reaches the console line by line
+``RINGRT_TRACE``            ``--trace FILE`` (absolute), with ``RINGRT_TRACE_MERGE=launcher``:
+                            ringrun merges the ranks' files into FILE at the end
+``RINGRT_FLIGHT_DIR``       where workers dump their flight recorders (set by the supervisor)
 ==========================  ===================================================================
 """
 
@@ -60,6 +63,8 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
         env["RINGRT_TIMEOUT"] = repr(config.timeout)
     if config.encrypt:
         env["RINGRT_ENCRYPT"] = "1"
+    if config.trace:
+        env.update(RINGRT_TRACE=config.trace, RINGRT_TRACE_MERGE="launcher")
     if tty:
         env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (launcher/output.py)
     return env
