@@ -92,13 +92,31 @@ def slowest_rank(per_rank_times: list[list[float]]) -> list[float]:
     return [max(column) for column in zip(*per_rank_times, strict=True)]
 
 
+STALL_FACTOR = 5          # an iteration over this many times the median is a stall
+
+
 def summarize(seconds: list[float]) -> dict[str, float]:
-    """Median, mean, min and max of per-iteration times, in microseconds."""
+    """Median, mean, min, max, p50 / p90 / p99 of per-iteration times (µs), and the tail:
+    ``stalled`` iterations (over ``STALL_FACTOR`` x the median) and ``stalled_share``, the
+    part of the total time they took."""
     if not seconds:
         raise ValueError("no iterations to summarize")
-    micro = [s * 1e6 for s in seconds]
-    return {"median_us": statistics.median(micro), "mean_us": statistics.fmean(micro),
-            "min_us": min(micro), "max_us": max(micro)}
+    micro = sorted(s * 1e6 for s in seconds)
+    median = statistics.median(micro)
+    stalls = [us for us in micro if us > STALL_FACTOR * median]
+    total = math.fsum(micro)
+    return {"median_us": median, "mean_us": statistics.fmean(micro),
+            "min_us": micro[0], "max_us": micro[-1], "p50_us": median,
+            "p90_us": _percentile(micro, 90), "p99_us": _percentile(micro, 99),
+            "stalled": len(stalls), "stalled_share": math.fsum(stalls) / total if total else 0.0}
+
+
+def _percentile(ordered: list[float], percent: float) -> float:
+    """Linear interpolation between closest ranks (NumPy's default) of sorted values."""
+    at = (len(ordered) - 1) * percent / 100
+    low = math.floor(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
 def iterations(seconds_per_op: float, budget_s: float, lo: int, hi: int) -> int:
