@@ -52,10 +52,11 @@ def close(path: str) -> None:
 
 
 def new_group(size: int):
-    """torch's group of ranks 0..size-1 (every rank must call it, in the same order)."""
+    """torch's group of ranks 0..size-1 (every rank must call it, in the same order); the
+    default group when that is the whole world."""
     import torch.distributed as tdist
 
-    return tdist.new_group(list(range(size)))
+    return None if size == dist.get_world_size() else tdist.new_group(list(range(size)))
 
 
 def run_case(group, ringrt_group, widths, batch: int, steps: int, warmup: int,

@@ -3,12 +3,15 @@ torch's DDP on gloo when torch is installed), where each step's time goes, and Z
 optimizer memory per rank.
 
 Run it under the launcher with the largest world; smaller worlds are subgroups of it (the
-ranks outside a subgroup wait)::
+ranks outside a subgroup wait). Only the launched world runs on the default group, whose
+collectives take shared memory; a subgroup's go over sockets (see the README), so for
+shared memory at every world run one job per world (``--worlds 1,N`` with ``-n N``)::
 
     ringrun -n 4 -m benchmarks.train_step
     ringrun -n 4 -m benchmarks.train_step --json benchmarks/results/train_step.json
     ringrun -n 2 -m benchmarks.train_step --sizes 64,128,64,10 --steps 100   # the demo model
     ringrun -n 4 -m benchmarks.train_step --no-torch                        # ringrt only
+    ringrun -n 4 -m benchmarks.train_step --worlds 1,4                      # world 4 on shm
 
 Each rank trains ``examples/mlp.py``'s MLP on its own synthetic batch of ``--batch`` samples
 (weak scaling: the global batch grows with the world). After a warm-up, every step is timed
@@ -64,20 +67,25 @@ PARTS = ("compute", "hooks", "wait", "optim", "comm")
 @click.option("--warmup", default=5, show_default=True)
 @click.option("--bucket-cap-mb", default=1.0, show_default=True,
               help="DDP bucket size (small enough that the model spans several buckets).")
+@click.option("--worlds", default="1,2,4,8,16", show_default=True,
+              help="World sizes to run, up to the launched one (smaller ones are subgroups).")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time torch DDP on gloo (when torch is installed).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the results here (rank 0).")
-def main(sizes, batch, steps, warmup, bucket_cap_mb, with_torch, json_path):
+def main(sizes, batch, steps, warmup, bucket_cap_mb, worlds, with_torch, json_path):
     """Benchmark training steps over every world size up to the launched one."""
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
     sizes = tuple(int(s) for s in sizes.split(","))
+    worlds = [int(w) for w in worlds.split(",")]
     with_torch = with_torch and _torch_ddp.available()
     store_path = _torch_ddp.open_gloo() if with_torch else None
     results = []
-    for size in [w for w in (1, 2, 4, 8, 16) if w <= world]:
-        group = dist.new_group(list(range(size)))       # every rank calls it, as in torch
+    for size in [w for w in worlds if w <= world]:
+        # every rank calls new_group, as in torch; the whole world is the default group:
+        # only its collectives take shared memory (a subgroup's go over sockets)
+        group = None if size == world else dist.new_group(list(range(size)))
         torch_group = _torch_ddp.new_group(size) if with_torch else None
         if rank < size:
             for mode in MODES:
