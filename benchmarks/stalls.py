@@ -126,10 +126,15 @@ def _line(record: dict) -> str:
               help="Comma-separated sizes in bytes (16K, 1M).")
 @click.option("--iters", type=click.IntRange(1), default=600, show_default=True)
 @click.option("--warmup", type=click.IntRange(0), default=20, show_default=True)
+@click.option("--gc-freeze", is_flag=True,
+              help="gc.freeze() after start-up: full collections skip what exists by then.")
 @click.option("--json", "json_path", default=None, help="Write the records here (rank 0).")
-def main(ops: str, sizes: str, iters: int, warmup: int, json_path: str | None) -> None:
+def main(ops: str, sizes: str, iters: int, warmup: int, gc_freeze: bool,
+         json_path: str | None) -> None:
     """Tail latency of back-to-back ops and the shared-memory wait counters."""
     dist.init_process_group()
+    if gc_freeze:
+        gc.freeze()
     rank, world = dist.get_rank(), dist.get_world_size()
     machine = _machine.describe() if rank == 0 else None
     if rank == 0:
