@@ -193,7 +193,7 @@ def shm_lines(records: list[dict]) -> str:
     if not counted:
         return ""
     lines = ["# ringrt shm waits over the timed loops, all ranks: size: waits / sleeps / "
-             "timeouts / missed wake-ups"]
+             + "timeouts / missed wake-ups"]
     lines += [f"#   {format_size(r['bytes']):>6}: {r['shm']['waits']} / {r['shm']['sleeps']} / "
               f"{r['shm']['timeouts']} / {r['shm']['missed_wakeups']}" for r in counted]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ on every rank; a step's time is the slowest rank's; the tables report the median
 p99, samples/s, the weak-scaling efficiency (samples/s over world x the world-1 samples/s of
 the same mode) and, where torch is installed, ringrt's samples/s over torch DDP on gloo's at
 the same world (torch at 1 thread per rank, Adam, buckets of 1 MiB as ringrt's and torch's
-default 25 MiB; ``--no-torch`` skips it). ``#wrong`` counts parameters that differ between
+default 25 MiB, its store a file in /tmp: one host only; ``--no-torch`` skips it). ``#wrong`` counts parameters that differ between
 the ranks afterwards (must be 0).
 
 The breakdown (ms per step, mean over steps and ranks) splits a ringrt step into:
@@ -43,6 +43,7 @@ one thread per rank, as torch does here.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -79,7 +80,7 @@ def main(sizes, batch, steps, warmup, bucket_cap_mb, worlds, with_torch, json_pa
     rank, world = dist.get_rank(), dist.get_world_size()
     sizes = tuple(int(s) for s in sizes.split(","))
     worlds = [int(w) for w in worlds.split(",")]
-    with_torch = with_torch and _torch_ddp.available()
+    with_torch = with_torch and _torch_ddp.available() and _one_host(world)
     store_path = _torch_ddp.open_gloo() if with_torch else None
     results = []
     for size in [w for w in worlds if w <= world]:
@@ -99,6 +100,11 @@ def main(sizes, batch, steps, warmup, bucket_cap_mb, worlds, with_torch, json_pa
     if rank == 0:
         report(results, sizes, batch, steps, bucket_cap_mb, json_path)
     dist.destroy_process_group()
+
+
+def _one_host(world: int) -> bool:
+    """Whether every rank runs on this host (torch's gloo store here is a file)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world)) == world
 
 
 class _Parts:

@@ -310,7 +310,7 @@ class HostArena:
                 spinning = False
                 wakeups.spun(entry, now - start, satisfied=False)
             outcome = wakeups.sleep(entry, watched, getattr(segment, address), seen, slice_s,
-                                    lambda: done(segment))
+                                    lambda segment=segment: done(segment))
             # check after a slice ran out, or a slice's worth of wake-ups that did not end
             # the wait (not after each: it reads every peer's published op and polls the inbox)
             if not done(segment) and (outcome == futex.TIMED_OUT or clock() >= next_check):
