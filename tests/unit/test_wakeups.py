@@ -46,8 +46,9 @@ def counts(arena: HostArena, kind: str = "all_reduce") -> dict:
     return arena.tally.snapshot()["by_op"][kind]
 
 
-def test_a_delivered_wake_ends_the_sleep_early_and_counts_as_a_wakeup(pair):
+def test_a_delivered_wake_ends_the_sleep_early_and_counts_as_a_wakeup(pair, monkeypatch):
     waiter, peer = pair
+    monkeypatch.setattr(shm, "SLICE_SECONDS", 2.0)    # a busy machine may delay the peer
     waiter.begin("all_reduce")
     target = shm.ticket(1, 1)
     thread = later(0.005, lambda: peer.signal(target))
@@ -74,7 +75,8 @@ def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
     thread.join()
     assert time.perf_counter() - start >= shm.SLICE_SECONDS * 0.9
     got = counts(waiter, "broadcast")
-    assert got["timeouts"] == 1 and got["missed_wakeups"] == 1 and got["wakeups"] == 0
+    assert got["missed_wakeups"] == 1 and got["wakeups"] == 0
+    assert got["timeouts"] >= 1          # more only if the peer's store came after a slice
     totals = waiter.tally.snapshot()
     assert totals["missed_wakeups"] == 1 and totals["by_op"].keys() == {"broadcast"}
 
