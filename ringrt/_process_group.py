@@ -152,7 +152,7 @@ class _Comm:
             "handshake_failed": guard["handshake_failed"],
         }
         return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
-                "shm": dict(self.arena.counts) if self.arena is not None else None,
+                "shm": self.arena.tally.snapshot() if self.arena is not None else None,
                 "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"},
                 "observe": self.observer.stats()}
 
