@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 import ringrt as dist
-from tests.launcher.scripts._pids import record_pid
+from _pids import record_pid
 
 dist.init_process_group()
 rank, world = dist.get_rank(), dist.get_world_size()
