@@ -130,6 +130,7 @@ class Supervisor:
         self.ipc_dir = ipc_dir
         self.signals: list[int] = []
         self.selector = selectors.DefaultSelector()
+        self.extra_env: dict[str, str] = {}       # added to every worker's (launcher/elastic.py)
 
     def run(self) -> int:
         """Run to completion; returns ringrun's exit status."""
@@ -185,8 +186,8 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 command,
-                env=worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
-                               tty=is_terminal(self.console.stdout)),
+                env={**worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
+                                  tty=is_terminal(self.console.stdout)), **self.extra_env},
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True)
         except OSError as exc:
