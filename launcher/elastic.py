@@ -40,6 +40,9 @@ def run_elastic(config: LaunchConfig, console: Console) -> int:
     from launcher.rendezvous import release_store
 
     server = _host_store_if_ours(config)
+    if server is not None:
+        console.note(f"this node hosts the store at {config.store_host}:{server.port}: it is "
+                     "node 0 of every generation, and the job cannot outlive it")
     status = None
     try:
         with ipc_directory() as ipc_dir:

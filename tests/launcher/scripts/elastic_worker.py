@@ -17,8 +17,12 @@ import numpy as np
 import ringrt as dist
 from ringrt import elastic
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _pids import record_pid  # noqa: E402
+
 out, last_gen = sys.argv[1], int(sys.argv[2])
 gen = elastic.generation()
+record_pid(f"rank{os.environ['RANK']}-gen{gen}-pid{os.getpid()}")
 dist.init_process_group()
 rank, world = dist.get_rank(), dist.get_world_size()
 total = np.array([rank + 1.0])
