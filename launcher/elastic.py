@@ -49,7 +49,10 @@ def run_elastic(config: LaunchConfig, console: Console) -> int:
             agent = ElasticAgent(config, console, ipc_dir, hosts_store=server is not None)
             status = agent.run()
     finally:
-        release_store(server, config, console, succeeded=status == 0)
+        # Failed or done, the other agents must still read that from the store before it goes
+        # (else they wait --join-timeout for it); only a signal closes it at once.
+        signalled = status is None or status > report.SIGNAL_EXIT_BASE
+        release_store(server, config, console, succeeded=not signalled)
     return status
 
 
