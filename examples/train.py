@@ -190,7 +190,7 @@ def _sample_log(directory, rank):
 
     def log(step, epoch, indices):
         with open(path, "a") as out:
-            out.write(json.dumps({"step": step, "epoch": epoch,
+            out.write(json.dumps({"step": step, "epoch": epoch, "time": time.time(),
                                   "indices": [int(i) for i in indices]}) + "\n")
     return log
 
