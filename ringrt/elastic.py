@@ -14,9 +14,11 @@ A lost node makes the survivors restart at the new world size by themselves (the
 raise ``PeerLostError``). A node that joins later waits until the running workers reach a
 checkpoint and ask::
 
+    from ringrt import checkpoint, elastic
+
     checkpoint.save(ckpt_dir, params, optimizer, extra=...)
-    if ringrt.elastic.membership_changed():          # collective: every rank calls it
-        sys.exit(ringrt.elastic.RESTART_EXIT_CODE)   # the agents restart with the new node
+    if elastic.membership_changed():          # collective: every rank calls it
+        sys.exit(elastic.RESTART_EXIT_CODE)   # the agents restart with the new node
 
 Outside an elastic job :func:`membership_changed` is always False (and costs nothing).
 
