@@ -163,12 +163,12 @@ def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb,
         say(rank, f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {throughput:,.0f} samples/s, "
                   f"test accuracy {model.accuracy(x_test, y_test):.2%}")
 
-    say(rank, f"final test accuracy {model.accuracy(x_test, y_test):.2%} after {step} steps "
-              f"({time.perf_counter() - start:.1f} s)")
     if elastic_mode:
         say(rank, "world-size schedule: " + ", ".join(
             f"{w} ranks from step {s}" for w, s in schedule) + f"; finished at step {step}")
     say(rank, _digest(model.params))
+    say(rank, f"final test accuracy {model.accuracy(x_test, y_test):.2%} after {step} steps "
+              f"({time.perf_counter() - start:.1f} s)")
     if save_params and rank == 0:
         np.savez(save_params, **model.params)
 
