@@ -69,7 +69,7 @@ def _host_store_if_ours(config: LaunchConfig):
         curve = derive_keys(config.token) if config.encrypt else None
         return StoreServer(config.store_host, config.master_port, token=config.token,
                            curve=curve).start()
-    except Exception as exc:              # noqa: BLE001 - inspected just below
+    except Exception as exc:              # OSError or StoreError: inspected just below
         code = getattr(exc, "errno", None) or getattr(exc.__cause__, "errno", None)
         if code == errno.EADDRINUSE:
             return None                   # another agent on this host hosts it
@@ -172,7 +172,7 @@ class ElasticAgent(Supervisor):
                     self._give_up_if_past(deadline, f"gather {state.min_nodes} nodes (only "
                                                     f"{len(state.members)} joined)")
                 if ready_to_close(state, min_since, config.last_call, now):
-                    self.rounds.update(lambda s: closed(s) if s.gen == state.gen else s, first)
+                    self.rounds.update(_closing(state.gen), first)
                     continue
             self._sleep(POLL)
 
@@ -265,6 +265,11 @@ class ElasticAgent(Supervisor):
     def _job_failed(self, reason: str) -> int:
         self.console.note(f"the elastic job failed: {reason}")
         return self.last_failure[1] if self.last_failure else EXIT_FAILED
+
+
+def _closing(gen: int):
+    """The change that closes round ``gen`` (and leaves any later round alone)."""
+    return lambda state: closed(state) if state.gen == gen else state
 
 
 class _Signalled(Exception):

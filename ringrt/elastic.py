@@ -36,7 +36,7 @@ import numpy as np
 
 import ringrt as dist
 
-__all__ = ["membership_changed", "generation", "RESTART_EXIT_CODE"]
+__all__ = ["RESTART_EXIT_CODE", "generation", "membership_changed"]
 
 STATE_KEY = "ringrun/elastic/state"
 AGENTS_KEY = "ringrun/elastic/agents"

@@ -56,6 +56,6 @@ def replay(schedule, train_args: list[str], workdir: Path, env: dict) -> Path:
                 "--save-params", str(final), *(["--resume"] if start else [])]
         proc = subprocess.run([sys.executable, "-m", "launcher", "-n", str(world), str(TRAIN),
                                *args], cwd=REPO, env=dict(os.environ, **env),
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return final

@@ -137,10 +137,10 @@ def test_loader_resumes_at_another_world_size_exactly_once():
 
 
 @pytest.mark.parametrize("change, error, match", [
-    (dict(dataset_length=21), ValueError, "dataset_length=21"),
-    (dict(global_consumed=3), ValueError, "global_consumed=3 does not match"),
-    (dict(offset=30), ValueError, "offset=30 exceeds"),
-    (dict(offset=-1), ValueError, "offset"),
+    ({"dataset_length": 21}, ValueError, "dataset_length=21"),
+    ({"global_consumed": 3}, ValueError, "global_consumed=3 does not match"),
+    ({"offset": 30}, ValueError, "offset=30 exceeds"),
+    ({"offset": -1}, ValueError, "offset"),
 ])
 def test_reshard_rejects_inconsistent_state(change, error, match):
     state = DistributedSampler(20, 2, 0).state_dict()

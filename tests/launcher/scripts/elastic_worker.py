@@ -18,7 +18,7 @@ import ringrt as dist
 from ringrt import elastic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _pids import record_pid  # noqa: E402
+from _pids import record_pid
 
 out, last_gen = sys.argv[1], int(sys.argv[2])
 gen = elastic.generation()
