@@ -30,8 +30,10 @@ dist.all_reduce(total)
 record = {"gen": gen, "restart": int(os.environ["RINGRT_RESTART_COUNT"]), "world": world,
           "rank": rank, "node_rank": int(os.environ["NODE_RANK"]), "sum": float(total[0]),
           "started": time.time()}
-with open(os.path.join(out, f"gen{gen}-rank{rank}.json"), "w") as f:
+path = os.path.join(out, f"gen{gen}-rank{rank}.json")
+with open(path + ".tmp", "w") as f:          # atomically: the test polls for these files
     json.dump(record, f)
+os.replace(path + ".tmp", path)
 print(f"generation {gen}: rank {rank} of {world}", flush=True)
 if gen < last_gen:
     for _ in range(600):
