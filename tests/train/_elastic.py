@@ -20,7 +20,9 @@ def steps_by_generation(logdir: Path) -> dict[int, list[dict]]:
     for path in Path(logdir).glob("gen*-rank*.jsonl"):
         gen_part, rank_part = path.stem.split("-")
         gen, rank = int(gen_part[3:]), int(rank_part[4:])
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        complete = text[:text.rfind("\n") + 1]       # a line being written is not read yet
+        for line in complete.splitlines():
             if line.strip():
                 found[gen].append(dict(json.loads(line), rank=rank))
     return dict(found)
