@@ -96,8 +96,7 @@ class ElasticAgent(Supervisor):
 
         self.base_config, self.hosts_store = config, hosts_store
         curve = derive_keys(config.token) if config.encrypt else None
-        self.rounds = RoundStore(config.master_addr, config.master_port, config.token, curve,
-                                 "agent")
+        self.rounds = RoundStore(config.master_addr, config.master_port, config.token, curve)
         self.agent_id: int | None = None
         self.gen: int | None = None           # the generation whose workers ran last
         self.ending: str | None = None        # why the last generation ended ("membership"...)
@@ -136,7 +135,7 @@ class ElasticAgent(Supervisor):
     def _rendezvous(self) -> object:
         """Join the current round (opening the next one first if ours just ended) and wait
         until it closes with us in it. Returns the closed RoundState, or an exit status."""
-        config = self.config
+        config = self.base_config                  # self.config is the last generation's
         deadline = time.monotonic() + config.join_timeout
         min_since = None
         announced_wait = False

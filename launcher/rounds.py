@@ -15,8 +15,6 @@ when their workers end (a failure, a lost node, or a restart the workers asked f
 
 from __future__ import annotations
 
-import time
-
 from ringrt.elastic import STATE_KEY, RoundState
 
 STORE_OP_TIMEOUT = 3.0          # s per store request from an agent; a lost store fails fast
@@ -71,11 +69,9 @@ class RoundStore:
     Every method returns None instead of raising when the store cannot be reached.
     """
 
-    def __init__(self, host: str, port: int, token: str, curve, agent_name: str):
+    def __init__(self, host: str, port: int, token: str, curve):
         self.host, self.port, self.token, self.curve = host, port, token, curve
-        self.agent_name = agent_name
         self._store = None
-        self.last_contact = time.monotonic()
 
     def update(self, change, first: RoundState) -> RoundState | None:
         """Apply ``change(state) -> state`` atomically; ``first`` if the record is missing."""
@@ -117,7 +113,6 @@ class RoundStore:
         except (StoreError, TimeoutError, OSError):
             self.close()
             return None
-        self.last_contact = time.monotonic()
         return result
 
     def _connect(self):
