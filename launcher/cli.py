@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from launcher.config import LaunchConfig, build_config
+from launcher.config import LaunchConfig, NodeCount, build_config
 from launcher.env import ipc_directory
 from launcher.output import Console
 from launcher.rendezvous import host_store, release_store
@@ -46,6 +46,15 @@ for a job that is still running, without stopping it: kill -USR1 <ringrun's pid>
 Exit status: 0 when every worker succeeded; the first failed worker's exit code (128 + N if
 it was killed by signal N); 128 + N when ringrun itself got signal N (SIGINT, SIGTERM,
 SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage error.
+
+\b
+Elastic jobs (torchrun's --nnodes MIN:MAX): run the same command on every host; the one whose
+--master-addr is a local address hosts the store and is node 0. The job starts once MIN hosts
+joined (waiting --last-call seconds for more, up to MAX); a lost host makes the others restart
+their workers at the new world size, and a host that joins later is admitted when the workers
+ask at a checkpoint (ringrt.elastic.membership_changed()). Workers also get RINGRT_GENERATION.
+  ringrun --nnodes 2:4 --master-addr node0 --master-port 29500 --max-restarts 3 -n 4 \\
+      examples/train.py --elastic --ckpt-dir /shared/ckpt
 """
 
 
@@ -60,10 +69,11 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
               help="SCRIPT is a module name, run as `python -m MODULE`.")
 @click.option("--no-python", is_flag=True,
               help="SCRIPT is an executable, run directly instead of with python.")
-@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, metavar="M",
-              help="Hosts in the job; start ringrun on each with its --node-rank.")
-@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
-              metavar="K", help="This host's index: its ranks are K*N .. K*N+N-1.")
+@click.option("--nnodes", type=NodeCount(), default="1", show_default=True, metavar="M|MIN:MAX",
+              help="Hosts in the job; start ringrun on each with its --node-rank. MIN:MAX: an "
+                   "elastic job (no --node-rank; see Elastic jobs below).")
+@click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="K",
+              help="This host's index: its ranks are K*N .. K*N+N-1. [default: 0]")
 @click.option("--master-addr", metavar="HOST",
               help="Node 0's address, where the store listens (required with --nnodes > 1). "
                    "[default: 127.0.0.1]")
@@ -78,7 +88,16 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
                    "per job on a single host]")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="K", help="Restart the whole group up to K times after a failure, with "
-                                "RINGRT_RESTART_COUNT incremented.")
+                                "RINGRT_RESTART_COUNT incremented (elastic: K failures of the "
+                                "whole job, a lost node included; admitting nodes is free).")
+@click.option("--join-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, metavar="SECONDS",
+              help="Elastic: how long to wait for MIN nodes, or for an unreachable store, "
+                   "before giving up.")
+@click.option("--last-call", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              metavar="SECONDS",
+              help="Elastic: once MIN nodes joined a round, how long it stays open for more "
+                   "(up to MAX).")
 @click.option("--grace", type=click.FloatRange(min=0), default=3.0, show_default=True,
               metavar="SECONDS", help="Time between SIGTERM and SIGKILL when stopping workers.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -124,6 +143,9 @@ def main(ctx: click.Context, **options) -> None:
     from launcher.trace import finish as finish_trace
 
     console = Console()
+    if config.elastic:
+        from launcher.elastic import run_elastic
+        ctx.exit(run_elastic(config, console))
     _warn_unreachable_store(config, console)
     server = host_store(config)
     status = None

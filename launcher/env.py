@@ -8,7 +8,10 @@
 ``NODE_RANK``               this host's ``--node-rank``
 ``MASTER_ADDR/PORT``        where the rendezvous store listens (the port node 0 bound)
 ``RINGRT_TOKEN``            the job's shared secret (fresh per job on a single host)
-``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart
+``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart (elastic:
+                            after each restart of the worker group, == the generation)
+``RINGRT_GENERATION``       elastic jobs only (``--nnodes MIN:MAX``): the membership round,
+                            set by ``launcher/elastic.py`` (``Supervisor.extra_env``)
 ``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
 ``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
 ``RINGRT_ENCRYPT``          1 with ``--encrypt``

@@ -135,6 +135,7 @@ class Supervisor:
         self.signals: list[int] = []
         self.dump_requests: list[int] = []     # SIGUSR1 to ringrun: report, keep running
         self.selector = selectors.DefaultSelector()
+        self.extra_env: dict[str, str] = {}       # added to every worker's (launcher/elastic.py)
 
     def run(self) -> int:
         """Run to completion; returns ringrun's exit status."""
@@ -199,6 +200,7 @@ class Supervisor:
                          tty=is_terminal(self.console.stdout))
         if self.flight is not None:
             env.update(self.flight.worker_env())
+        env.update(self.extra_env)
         try:
             proc = subprocess.Popen(
                 command,
