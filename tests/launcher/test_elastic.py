@@ -35,6 +35,8 @@ WORKER = script("elastic_worker.py")
     (["--nnodes", "1:2", "--master-addr", "127.0.0.1"], "needs a shared RINGRT_TOKEN"),
     (["--nnodes", "2:3", "--master-addr", "127.0.0.1", "--token", "t", "--last-call", "-1"],
      "--last-call"),
+    (["--nnodes", "2:3", "--master-addr", "127.0.0.1", "--token", "t", "--trace", "t.json"],
+     "--trace is not supported with --nnodes MIN:MAX"),
 ])
 def test_elastic_usage_errors(args, message):
     result = CliRunner().invoke(main, [*args, WORKER, "out", "0"],
