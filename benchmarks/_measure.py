@@ -98,8 +98,18 @@ def _timed(run, barrier, iters: int) -> np.ndarray:
     return times
 
 
+# ringrt's shared-memory wait counters kept with each of its records (ringrt._comm.wakeups)
+SHM_COUNTERS = ("waits", "sleeps", "timeouts", "missed_wakeups")
+
+
+def _shm_counters() -> np.ndarray:
+    shm = dist.stats().get("shm") or {}
+    return np.array([shm.get(name, 0) for name in SHM_COUNTERS], dtype=np.int64)
+
+
 class _Case:
-    """One system's buffers, prepared call and pooled per-iteration times for one point."""
+    """One system's buffers, prepared call and pooled per-iteration times for one point
+    (and, for ringrt, its shared-memory wait counters over the timed loops)."""
 
     def __init__(self, system, op: str, count: int, dtype: np.dtype, world: int):
         self.system = system
@@ -107,6 +117,22 @@ class _Case:
         self.run = system.prepare(op, self.out, self.inp)
         self.times: list[np.ndarray] = []
         self.iters_per_round = 0
+        self.counted = _table.is_ringrt(system.name)
+        self.shm = np.zeros(len(SHM_COUNTERS), dtype=np.int64)
+
+    def time_round(self) -> None:
+        before = _shm_counters() if self.counted else None
+        self.times.append(_timed(self.run, self.system.barrier, self.iters_per_round))
+        if self.counted:
+            self.shm += _shm_counters() - before
+
+    def shm_record(self) -> dict | None:
+        """The counters summed over ranks (every rank calls this), ringrt only."""
+        if not self.counted:
+            return None
+        total = self.shm.copy()
+        dist.all_reduce(total)
+        return dict(zip(SHM_COUNTERS, total.tolist()))
 
 
 def measure(systems, op: str, nbytes: int, dtype: str, budget: Budget, run_id: str = "",
@@ -129,14 +155,14 @@ def measure(systems, op: str, nbytes: int, dtype: str, budget: Budget, run_id: s
         case.iters_per_round = -(-_iterations(case, warmup, budget) // rounds)
     for r in range(rounds):
         for case in cases[r % len(cases):] + cases[:r % len(cases)]:
-            case.times.append(_timed(case.run, case.system.barrier, case.iters_per_round))
+            case.time_round()
     records = []
     for case in cases:
         times = _max_over_ranks(np.concatenate(case.times))
         records.append(_table.record(
             system=case.system.name, op=op, world=world, nbytes=count * np_dtype.itemsize,
             count=count, dtype=dtype, seconds=times.tolist(), warmup=warmup,
-            wrong=_check(case, op, rank, world), run=run_id))
+            wrong=_check(case, op, rank, world), run=run_id, shm=case.shm_record()))
     return records
 
 

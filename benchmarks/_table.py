@@ -92,13 +92,31 @@ def slowest_rank(per_rank_times: list[list[float]]) -> list[float]:
     return [max(column) for column in zip(*per_rank_times, strict=True)]
 
 
+STALL_FACTOR = 5          # an iteration over this many times the median is a stall
+
+
 def summarize(seconds: list[float]) -> dict[str, float]:
-    """Median, mean, min and max of per-iteration times, in microseconds."""
+    """Median, mean, min, max, p50 / p90 / p99 of per-iteration times (µs), and the tail:
+    ``stalled`` iterations (over ``STALL_FACTOR`` x the median) and ``stalled_share``, the
+    part of the total time they took."""
     if not seconds:
         raise ValueError("no iterations to summarize")
-    micro = [s * 1e6 for s in seconds]
-    return {"median_us": statistics.median(micro), "mean_us": statistics.fmean(micro),
-            "min_us": min(micro), "max_us": max(micro)}
+    micro = sorted(s * 1e6 for s in seconds)
+    median = statistics.median(micro)
+    stalls = [us for us in micro if us > STALL_FACTOR * median]
+    total = math.fsum(micro)
+    return {"median_us": median, "mean_us": statistics.fmean(micro),
+            "min_us": micro[0], "max_us": micro[-1], "p50_us": median,
+            "p90_us": _percentile(micro, 90), "p99_us": _percentile(micro, 99),
+            "stalled": len(stalls), "stalled_share": math.fsum(stalls) / total if total else 0.0}
+
+
+def _percentile(ordered: list[float], percent: float) -> float:
+    """Linear interpolation between closest ranks (NumPy's default) of sorted values."""
+    at = (len(ordered) - 1) * percent / 100
+    low = math.floor(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
 def iterations(seconds_per_op: float, budget_s: float, lo: int, hi: int) -> int:
@@ -126,10 +144,10 @@ def ratio(ringrt_us: float | None, other_us: float | None) -> float | None:
 # -- text ---------------------------------------------------------------------------------
 
 _HEADER = (
-    "#       size        count     type  redop  root  system       time       mean    algbw"
-    "    busbw  #wrong  ringrt/x\n"
-    "#        (B)   (elements)                                     (us)       (us)   (GB/s)"
-    "   (GB/s)")
+    "#       size        count     type  redop  root  system       time       mean        p99"
+    " stall    algbw    busbw  #wrong  ringrt/x\n"
+    "#        (B)   (elements)                                     (us)       (us)       (us)"
+    "  (5x)   (GB/s)   (GB/s)")
 
 
 def _fmt_ratio(value: float | None) -> str:
@@ -141,11 +159,14 @@ def _fmt_time(us: float) -> str:
 
 
 def format_row(rec: dict, ratio_to_ringrt: float | None = None) -> str:
-    """One nccl-tests style row for a record (see :func:`record`)."""
+    """One nccl-tests style row for a record (see :func:`record`); records written before
+    the tails were kept show ``-`` for p99 and stalls."""
+    p99 = _fmt_time(rec["p99_us"]) if "p99_us" in rec else f"{'-':>10}"
+    stalled = f"{rec['stalled']:5d}" if "stalled" in rec else f"{'-':>5}"
     return (f"{rec['bytes']:12d} {rec['count']:12d} {rec['dtype']:>8} {rec['redop']:>6} "
             f"{rec['root']:5d}  {rec['system']:<8} {_fmt_time(rec['median_us'])} "
-            f"{_fmt_time(rec['mean_us'])} {rec['algbw']:8.3f} {rec['busbw']:8.3f} "
-            f"{rec['wrong']:7d}  {_fmt_ratio(ratio_to_ringrt)}")
+            f"{_fmt_time(rec['mean_us'])} {p99} {stalled} {rec['algbw']:8.3f} "
+            f"{rec['busbw']:8.3f} {rec['wrong']:7d}  {_fmt_ratio(ratio_to_ringrt)}")
 
 
 def format_table(records: list[dict]) -> str:
@@ -164,6 +185,18 @@ def format_table(records: list[dict]) -> str:
                                                              other["median_us"])))
         lines.append("")
     return "\n".join(lines)
+
+
+def shm_lines(records: list[dict]) -> str:
+    """ringrt's shared-memory waits per size, summed over ranks (records that have them)."""
+    counted = [r for r in records if "shm" in r]
+    if not counted:
+        return ""
+    lines = ["# ringrt shm waits over the timed loops, all ranks: size: waits / sleeps / "
+             + "timeouts / missed wake-ups"]
+    lines += [f"#   {format_size(r['bytes']):>6}: {r['shm']['waits']} / {r['shm']['sleeps']} / "
+              f"{r['shm']['timeouts']} / {r['shm']['missed_wakeups']}" for r in counted]
+    return "\n".join(lines) + "\n"
 
 
 def compare_table(records: list[dict]) -> str:
@@ -214,14 +247,17 @@ def _groups(records: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict
 
 
 def record(*, system: str, op: str, world: int, nbytes: int, count: int, dtype: str,
-           seconds: list[float], warmup: int, wrong: int, run: str = "") -> dict:
-    """The JSON record of one measured point (the table and the plot read these)."""
+           seconds: list[float], warmup: int, wrong: int, run: str = "",
+           shm: dict | None = None) -> dict:
+    """The JSON record of one measured point (the table and the plot read these); ``shm``:
+    ringrt's shared-memory wait counters during the timed iterations, summed over ranks."""
     stats = summarize(seconds)
     algbw, busbw = bandwidths(op, nbytes, stats["median_us"] / 1e6, world)
     return {"run": run, "system": system, "op": op, "world": world, "bytes": nbytes,
             "count": count, "dtype": dtype, "redop": "sum" if op in REDUCING else "none",
             "root": BROADCAST_ROOT if op == "broadcast" else -1, "iters": len(seconds),
-            "warmup": warmup, **stats, "algbw": algbw, "busbw": busbw, "wrong": wrong}
+            "warmup": warmup, **stats, "algbw": algbw, "busbw": busbw, "wrong": wrong,
+            **({"shm": shm} if shm is not None else {})}
 
 
 def json_text(doc: dict) -> str:

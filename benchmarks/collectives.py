@@ -12,7 +12,10 @@ the same job, interleaved size by size.
 Each point: every system warms up; then the systems take turns (``--rounds``, default 3, so
 load from elsewhere on a shared machine hits them alike), each turn a barrier, a timed loop
 (per-rank times of each call) and a barrier; an iteration's time is the slowest rank's (max
-over ranks after the loops); ``time`` is the median over iterations, ``mean`` the mean;
+over ranks after the loops); ``time`` is the median over iterations, ``mean`` the mean,
+``p99`` the 99th percentile and ``stall`` the iterations over 5x the median (the JSON also
+has p50/p90, max and the share of the time stalls took, and for ringrt the shared-memory
+waits, sleeps, timeouts and missed wake-ups of the timed loops, summed over ranks);
 ``algbw``/``busbw`` follow nccl-tests; the iteration count fills ``--budget`` seconds (many
 for small messages, few for large). Then one more call on known inputs is checked against
 NumPy (``#wrong``: wrong elements, all ranks).
@@ -114,6 +117,7 @@ def sweep(systems, ops, sizes, dtype, plan, run_id, rounds, show_progress) -> li
                 bar.advance(f"{op} {_table.format_size(size)}")
             if dist.get_rank() == 0:
                 click.echo(_table.format_table(op_records))
+                click.echo(_table.shm_lines(op_records))
             records += op_records
     return records
 

@@ -49,9 +49,10 @@ class MLP:
         inputs = []
         for i in range(self.depth):
             inputs.append(x)
-            x = x @ self.params[f"w{i}"] + self.params[f"b{i}"]
+            x = x @ self.params[f"w{i}"]
+            x += self.params[f"b{i}"]                   # in place: no temporaries
             if i < self.depth - 1:
-                x = np.maximum(x, 0)
+                np.maximum(x, 0, out=x)
         return x, inputs
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray, grads: Mapping[str, np.ndarray],
@@ -69,13 +70,18 @@ class MLP:
         logits, inputs = self.forward(x)
         loss, delta = softmax_cross_entropy(logits, y)
         for i in reversed(range(self.depth)):
-            _write(grads[f"b{i}"], delta.sum(axis=0), accumulate)
-            _write(grads[f"w{i}"], inputs[i].T @ delta, accumulate)
+            if accumulate:
+                grads[f"b{i}"] += delta.sum(axis=0)
+                grads[f"w{i}"] += inputs[i].T @ delta
+            else:                       # straight into the gradient arrays: no copies
+                np.sum(delta, axis=0, out=grads[f"b{i}"])
+                np.matmul(inputs[i].T, delta, out=grads[f"w{i}"])
             if on_layer_done is not None:
                 on_layer_done(f"b{i}")
                 on_layer_done(f"w{i}")
             if i:
-                delta = (delta @ self.params[f"w{i}"].T) * (inputs[i] > 0)
+                delta = delta @ self.params[f"w{i}"].T
+                delta *= inputs[i] > 0
         return loss
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -92,13 +98,6 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.
     delta = np.exp(log_probs)
     delta[np.arange(batch), y] -= 1
     return loss, delta / batch
-
-
-def _write(out: np.ndarray, value: np.ndarray, accumulate: bool) -> None:
-    if accumulate:
-        out += value
-    else:
-        out[...] = value
 
 
 def load_digits(test_fraction: float = 0.2, seed: int = 0, dtype=np.float32):

@@ -7,6 +7,8 @@ Layout, in the order a job flows through it::
     rendezvous.py   node 0 hosts the store (ringrt.store._server) for the whole job
     env.py          each worker's environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)
     supervisor.py   spawn through _child.py, watch, stop (SIGTERM, grace, SIGKILL), restart
+    elastic.py      --nnodes MIN:MAX: this node's agent (rounds around the supervisor)
+    rounds.py       membership rounds: pure transitions, compare-and-set in the store
     _child.py       the trampoline: PDEATHSIG, parent check, CPU pinning, exec
     output.py       "[RANK] " line prefixing, in-place \r progress updates, per-rank log
                     files, stderr tails

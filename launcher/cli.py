@@ -6,7 +6,7 @@ import ipaddress
 
 import click
 
-from launcher.config import LaunchConfig, build_config
+from launcher.config import LaunchConfig, NodeCount, build_config
 from launcher.env import ipc_directory
 from launcher.output import Console
 from launcher.rendezvous import host_store, release_store
@@ -33,12 +33,28 @@ Workers get RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_AD
 MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUNBUFFERED=1,
 RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
 (with --timeout), RINGRT_ENCRYPT=1 (with --encrypt), RINGRUN_TTY=1 (when ringrun's stdout is a
-terminal) and OMP_NUM_THREADS=1 (with -n > 1, unless already set).
+terminal), OMP_NUM_THREADS=1 (with -n > 1, unless already set), RINGRT_FLIGHT_DIR (where
+they dump their flight recorders; kept in DIR/flight with --log-dir) and RINGRT_TRACE (with --trace).
+
+\b
+When a worker fails (a collective's --timeout included) or ringrun is stopped, the workers
+still running are sent SIGUSR1 first: each dumps its last ops and Python stacks, and the
+summary says which op each rank is in, and which rank is elsewhere (and where). To see that
+for a job that is still running, without stopping it: kill -USR1 <ringrun's pid>.
 
 \b
 Exit status: 0 when every worker succeeded; the first failed worker's exit code (128 + N if
 it was killed by signal N); 128 + N when ringrun itself got signal N (SIGINT, SIGTERM,
 SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage error.
+
+\b
+Elastic jobs (torchrun's --nnodes MIN:MAX): run the same command on every host; the one whose
+--master-addr is a local address hosts the store and is node 0. The job starts once MIN hosts
+joined (waiting --last-call seconds for more, up to MAX); a lost host makes the others restart
+their workers at the new world size, and a host that joins later is admitted when the workers
+ask at a checkpoint (ringrt.elastic.membership_changed()). Workers also get RINGRT_GENERATION.
+  ringrun --nnodes 2:4 --master-addr node0 --master-port 29500 --max-restarts 3 -n 4 \\
+      examples/train.py --elastic --ckpt-dir /shared/ckpt
 """
 
 
@@ -53,10 +69,11 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
               help="SCRIPT is a module name, run as `python -m MODULE`.")
 @click.option("--no-python", is_flag=True,
               help="SCRIPT is an executable, run directly instead of with python.")
-@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True, metavar="M",
-              help="Hosts in the job; start ringrun on each with its --node-rank.")
-@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
-              metavar="K", help="This host's index: its ranks are K*N .. K*N+N-1.")
+@click.option("--nnodes", type=NodeCount(), default="1", show_default=True, metavar="M|MIN:MAX",
+              help="Hosts in the job; start ringrun on each with its --node-rank. MIN:MAX: an "
+                   "elastic job (no --node-rank; see Elastic jobs below).")
+@click.option("--node-rank", type=click.IntRange(min=0), default=None, metavar="K",
+              help="This host's index: its ranks are K*N .. K*N+N-1. [default: 0]")
 @click.option("--master-addr", metavar="HOST",
               help="Node 0's address, where the store listens (required with --nnodes > 1). "
                    "[default: 127.0.0.1]")
@@ -71,7 +88,16 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
                    "per job on a single host]")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
               metavar="K", help="Restart the whole group up to K times after a failure, with "
-                                "RINGRT_RESTART_COUNT incremented.")
+                                "RINGRT_RESTART_COUNT incremented (elastic: K failures of the "
+                                "whole job, a lost node included; admitting nodes is free).")
+@click.option("--join-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, metavar="SECONDS",
+              help="Elastic: how long to wait for MIN nodes, or for an unreachable store, "
+                   "before giving up.")
+@click.option("--last-call", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              metavar="SECONDS",
+              help="Elastic: once MIN nodes joined a round, how long it stays open for more "
+                   "(up to MAX).")
 @click.option("--grace", type=click.FloatRange(min=0), default=3.0, show_default=True,
               metavar="SECONDS", help="Time between SIGTERM and SIGKILL when stopping workers.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -88,6 +114,10 @@ SIGHUP: the workers get SIGTERM, then SIGKILL after --grace); 2 for a usage erro
                    "(rank 0 on a single host).")
 @click.option("--cpu-bind", is_flag=True,
               help="Pin local rank i to the i-th (mod count) CPU this process may use.")
+@click.option("--trace", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Record every rank's ops, DDP buckets and optimizer steps and merge them "
+                   "into FILE, a Chrome trace / Perfetto timeline (also after a failure; "
+                   "workers get RINGRT_TRACE). With --nnodes > 1: FILE.node{K}.json per host.")
 @click.option("--encrypt", is_flag=True,
               help="CurveZMQ on every socket, the store and loopback tcp included (keys "
                    "derived from the job token; RINGRT_ENCRYPT=1). Without it, links to "
@@ -108,18 +138,26 @@ def main(ctx: click.Context, **options) -> None:
     config = build_config(options)
     # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors
     # should not pay.
+    from launcher.flight import FlightDumps
     from launcher.supervisor import Supervisor
+    from launcher.trace import finish as finish_trace
 
     console = Console()
+    if config.elastic:
+        from launcher.elastic import run_elastic
+        ctx.exit(run_elastic(config, console))
     _warn_unreachable_store(config, console)
     server = host_store(config)
     status = None
     try:
         port = server.port if server is not None else config.master_port
-        with ipc_directory() as ipc_dir:
-            status = Supervisor(config, port, console, ipc_dir).run()
+        with ipc_directory() as ipc_dir, FlightDumps.for_job(config.log_dir) as flight:
+            status = Supervisor(config, port, console, ipc_dir, flight).run()
     finally:
         release_store(server, config, console, succeeded=status == 0)
+        if config.trace:
+            finish_trace(config.trace, console, map(config.global_rank, range(config.nproc)),
+                         config.nnodes, config.node_rank)
     ctx.exit(status)
 
 

@@ -53,6 +53,15 @@ class LaunchConfig:
     console_ranks: frozenset[int] | None = None
     cpu_bind: bool = False
     encrypt: bool = False
+    trace: str | None = None
+    min_nodes: int | None = None     # --nnodes MIN:MAX (elastic); nnodes is then MAX
+    join_timeout: float = 600.0
+    last_call: float = 10.0
+
+    @property
+    def elastic(self) -> bool:
+        """``--nnodes MIN:MAX``: membership is agreed in rendezvous rounds (launcher/elastic.py)."""
+        return self.min_nodes is not None
 
     @property
     def world_size(self) -> int:
@@ -81,9 +90,19 @@ def build_config(opts: dict) -> LaunchConfig:
     Raises:
         click.UsageError: (exit 2) any option or combination that cannot work.
     """
-    multi_host = opts["nnodes"] > 1
+    min_nodes, nnodes = opts["nnodes"]
+    elastic = min_nodes is not None
+    multi_host = nnodes > 1 or elastic
     _check_target(opts["target"], opts["module"], opts["no_python"])
-    _check_node(opts["nnodes"], opts["node_rank"], opts["master_addr"])
+    if elastic:
+        _check_elastic(min_nodes, nnodes, opts["node_rank"], opts["master_addr"])
+        if opts.get("trace"):
+            raise click.UsageError(
+                "--trace is not supported with --nnodes MIN:MAX yet (each generation would "
+                "write over the last one's rank files); set RINGRT_TRACE=FILE in the script's "
+                "environment per generation, or trace a fixed-size run")
+    node_rank = opts["node_rank"] or 0
+    _check_node(nnodes, node_rank, opts["master_addr"])
     master_addr = opts["master_addr"] or LOOPBACK
     master_ip = resolve_host(master_addr, "--master-addr")
     store_host = opts["bind_addr"] or master_ip
@@ -100,8 +119,8 @@ def build_config(opts: dict) -> LaunchConfig:
         args=tuple(opts["args"]),
         module=opts["module"],
         no_python=opts["no_python"],
-        nnodes=opts["nnodes"],
-        node_rank=opts["node_rank"],
+        nnodes=nnodes,
+        node_rank=node_rank,
         master_addr=master_addr,
         master_port=port,
         store_host=store_host,
@@ -114,7 +133,46 @@ def build_config(opts: dict) -> LaunchConfig:
                                      opts["nproc"]),
         cpu_bind=opts["cpu_bind"],
         encrypt=opts["encrypt"],
+        trace=_trace_path(opts.get("trace")),
+        min_nodes=min_nodes,
+        join_timeout=opts.get("join_timeout", 600.0),
+        last_call=opts.get("last_call", 10.0),
     )
+
+
+class NodeCount(click.ParamType):
+    """``--nnodes``: ``N`` -> (None, N); torchrun's elastic ``MIN:MAX`` -> (MIN, MAX)."""
+
+    name = "nnodes"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        low, colon, high = text.partition(":")
+        try:
+            numbers = (int(low), int(high)) if colon else (None, int(text))
+        except ValueError:
+            self.fail(f"{value!r} is neither a node count N nor a range MIN:MAX (e.g. 2:4)",
+                      param, ctx)
+        minimum, maximum = numbers
+        if maximum < 1 or (minimum is not None and minimum < 1):
+            self.fail(f"{value!r}: node counts must be >= 1", param, ctx)
+        if minimum is not None and minimum > maximum:
+            self.fail(f"{value!r}: MIN {minimum} is larger than MAX {maximum}", param, ctx)
+        return numbers
+
+
+def _check_elastic(min_nodes: int, max_nodes: int, node_rank: int | None,
+                   master_addr: str | None) -> None:
+    if node_rank is not None:
+        raise click.UsageError(
+            f"--node-rank cannot be used with --nnodes {min_nodes}:{max_nodes}: in an elastic "
+            "job the rendezvous assigns node ranks (the node hosting the store is node 0)")
+    if not master_addr:
+        raise click.UsageError(
+            f"--nnodes {min_nodes}:{max_nodes} needs --master-addr: the host whose ringrun "
+            "hosts the store, reachable from every host (and the same --master-port everywhere)")
 
 
 def _check_target(target: str, module: bool, no_python: bool) -> None:
@@ -177,6 +235,15 @@ def _token(token: str | None, multi_host: bool) -> str:
             "a multi-host job needs a shared RINGRT_TOKEN so that only your hosts can join the "
             "rendezvous store; " + TOKEN_HELP)
     return secrets.token_hex(16)        # fresh per job: no other local user can join
+
+
+def _trace_path(path: str | None) -> str | None:
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise click.BadParameter(f"directory of {path!r} does not exist", param_hint="--trace")
+    return path
 
 
 def _log_dir(path: str | None) -> str | None:

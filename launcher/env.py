@@ -8,7 +8,10 @@
 ``NODE_RANK``               this host's ``--node-rank``
 ``MASTER_ADDR/PORT``        where the rendezvous store listens (the port node 0 bound)
 ``RINGRT_TOKEN``            the job's shared secret (fresh per job on a single host)
-``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart
+``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart (elastic:
+                            after each restart of the worker group, == the generation)
+``RINGRT_GENERATION``       elastic jobs only (``--nnodes MIN:MAX``): the membership round,
+                            set by ``launcher/elastic.py`` (``Supervisor.extra_env``)
 ``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
 ``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
 ``RINGRT_ENCRYPT``          1 with ``--encrypt``
@@ -19,6 +22,9 @@
 ``OMP_NUM_THREADS``         1 when several workers share the host and it is not already set
                             (as torchrun does), so N workers do not each start a thread per core
 ``PYTHONUNBUFFERED``        1, so output reaches the console line by line
+``RINGRT_TRACE``            ``--trace FILE`` (absolute), with ``RINGRT_TRACE_MERGE=launcher``:
+                            ringrun merges the ranks' files into FILE at the end
+``RINGRT_FLIGHT_DIR``       where workers dump their flight recorders (set by the supervisor)
 ==========================  ===================================================================
 """
 
@@ -60,6 +66,8 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
         env["RINGRT_TIMEOUT"] = repr(config.timeout)
     if config.encrypt:
         env["RINGRT_ENCRYPT"] = "1"
+    if config.trace:
+        env.update(RINGRT_TRACE=config.trace, RINGRT_TRACE_MERGE="launcher")
     if tty:
         env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (launcher/output.py)
     return env

@@ -123,13 +123,19 @@ class Supervisor:
         master_port: the store's port (the one node 0 actually bound).
         console: where worker lines and launcher notes go.
         ipc_dir: the workers' ``RINGRT_IPC_DIR``.
+        flight: where workers dump their flight recorders (``launcher/flight.py``); when a
+            worker fails or ringrun is signalled, the survivors are asked for a dump first.
     """
 
-    def __init__(self, config: LaunchConfig, master_port: int, console: Console, ipc_dir: str):
+    def __init__(self, config: LaunchConfig, master_port: int, console: Console, ipc_dir: str,
+                 flight=None):
         self.config, self.master_port, self.console = config, master_port, console
         self.ipc_dir = ipc_dir
+        self.flight = flight          # launcher.flight.FlightDumps, or None
         self.signals: list[int] = []
+        self.dump_requests: list[int] = []     # SIGUSR1 to ringrun: report, keep running
         self.selector = selectors.DefaultSelector()
+        self.extra_env: dict[str, str] = {}       # added to every worker's (launcher/elastic.py)
 
     def run(self) -> int:
         """Run to completion; returns ringrun's exit status."""
@@ -154,10 +160,14 @@ class Supervisor:
         group = WorkerGroup(self.selector)
         failed = signum = None
         stopped = 0
+        if self.flight is not None:
+            self.flight.clear()
         try:
             self._spawn_all(group, restart)
             failed, signum = self._watch(group)
             stopped = len(group.running)
+            if self.flight is not None and (failed is not None or signum is not None):
+                self.flight.request(group.running)
             if signum is not None:
                 self.console.note(report.signal_notice(signum, stopped, self.config.grace))
         finally:
@@ -167,6 +177,10 @@ class Supervisor:
             self.console.note(report.failure_summary(
                 failed.rank, failed.local_rank, self.config.node_rank, failed.pid,
                 failed.returncode, failed.output.tail_text(), stopped))
+        if self.flight is not None and (failed is not None or signum is not None):
+            summary = self.flight.summary([w.rank for w in group.workers])
+            if summary:
+                self.console.note(summary)
         return failed, signum
 
     def _spawn_all(self, group: WorkerGroup, restart: int) -> None:
@@ -182,11 +196,15 @@ class Supervisor:
         show = config.console_ranks is None or local_rank in config.console_ranks
         output = RankOutput(rank, self.console, show,
                             log_path(config.log_dir, rank) if config.log_dir else None)
+        env = worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
+                         tty=is_terminal(self.console.stdout))
+        if self.flight is not None:
+            env.update(self.flight.worker_env())
+        env.update(self.extra_env)
         try:
             proc = subprocess.Popen(
                 command,
-                env=worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
-                               tty=is_terminal(self.console.stdout)),
+                env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True)
         except OSError as exc:
@@ -200,10 +218,23 @@ class Supervisor:
         while group.running:
             if self.signals:
                 return None, self.signals[0]
+            if self.dump_requests:
+                self.dump_requests.clear()
+                self._report_live(group)
             for worker in self._wait(group, WATCH_INTERVAL):
                 if worker.returncode != 0:
                     return worker, None
         return None, None
+
+    def _report_live(self, group: WorkerGroup) -> None:
+        """``kill -USR1 <ringrun>``: ask every worker for a dump, print the summary, go on."""
+        if self.flight is None:
+            return
+        self.console.note("SIGUSR1: asking the workers for flight-recorder dumps (the job "
+                          "keeps running)")
+        self.flight.request(group.running)
+        self.console.note(self.flight.summary([w.rank for w in group.workers])
+                          or "no worker answered (none has called init_process_group yet?)")
 
     def _stop(self, group: WorkerGroup) -> None:
         """SIGTERM every running worker, SIGKILL after the grace period (or a second signal)."""
@@ -239,12 +270,15 @@ class Supervisor:
 
     @contextlib.contextmanager
     def _stop_signals_caught(self):
-        """Turn SIGINT/SIGTERM/SIGHUP into entries of ``self.signals`` that wake ``_wait``."""
+        """Turn SIGINT/SIGTERM/SIGHUP into entries of ``self.signals`` that wake ``_wait``
+        (and SIGUSR1 into a request for the workers' flight-recorder dumps)."""
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(read_fd, selectors.EVENT_READ, None)
         previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         previous = {s: signal.signal(s, lambda signum, _frame: self.signals.append(signum))
                     for s in STOP_SIGNALS}
+        previous[signal.SIGUSR1] = signal.signal(
+            signal.SIGUSR1, lambda signum, _frame: self.dump_requests.append(signum))
         try:
             yield
         finally:

@@ -10,6 +10,8 @@ Layout (data flows down; each layer only imports the ones above it, which
                          foundations: the DistError tree, the environment (env://, tcp://, SLURM,
                          Open MPI/PMI -> JobSpec), deadlines, bfloat16, reduction kernels,
                          token-derived keys
+    _observe/            flight recorder, timeline (RINGRT_TRACE), clock offsets, dumps on
+                         error / SIGUSR1: what every layer below reports to
     store/               the rendezvous key-value store: client, server, protocol, token handshake
     _comm/               this rank's communication: wire header, transport (inbox + outboxes),
                          shared memory + futex, same-host point-to-point channels, heartbeat

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 import zlib
 from typing import NamedTuple
@@ -43,11 +44,15 @@ from ringrt._comm.transport import (
 from ringrt._comm.work import Executor
 from ringrt._deadline import Deadline, seconds
 from ringrt._env import env_choice, job_token
+from ringrt._observe import clock, timeline
+from ringrt._observe.merge import merge_when_all_closed
+from ringrt._observe.observer import Observer, launcher_merges_trace, ranks_to_ping, tracing_card
 from ringrt.errors import DistError, PeerLostError
 
 # Ids of groups formed by their members alone (new_member_group) start here, far above the
 # ids new_group counts up from 1, so the two kinds never collide in one job.
 MEMBER_GROUP_IDS = 1 << 24
+CLOCK_SYNC_COUNT = 0xC10C      # tells the clock-sync op from a barrier in mismatch reports
 
 
 class OpSpec(NamedTuple):
@@ -104,9 +109,14 @@ class _Comm:
             raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
         self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
+        self.pinged = ranks_to_ping(cards, self.hosts)     # clock sync for the timeline
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
+        self.observer = Observer(rank, world_size, wire.CODE_DTYPES, timeline.trace_path())
+        self.observer.time_waits(self.mailbox, "take", "take_any")
+        if self.arena is not None:
+            self.observer.time_waits(self.arena, "wait")
         self.p2p = None                      # None: point-to-point goes over the sockets
         if self.arena is not None and all(c["shm"]["p2p_bytes"] for c in cards.values()):
             self.p2p = ShmPointToPoint(self.arena, self.sentinel.lost, self.counters)
@@ -117,7 +127,7 @@ class _Comm:
     def _rendezvous(self, store, namespace: str, deadline: Deadline, mode: str) -> dict:
         """Exchange address cards; listen on tcp (a second round) only if a peer needs it."""
         card = {"data": self.transport.card, "heart": self.sentinel.card,
-                "shm": self.arena.card if self.arena else None}
+                "shm": self.arena.card if self.arena else None, "trace": tracing_card()}
         token = self.guard.security.token
         cards = exchange_cards(store, f"{namespace}/card", self.rank, self.world_size, card,
                                deadline, token)
@@ -149,8 +159,9 @@ class _Comm:
             "handshake_failed": guard["handshake_failed"],
         }
         return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
-                "shm": dict(self.arena.counts) if self.arena is not None else None,
-                "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"}}
+                "shm": self.arena.tally.snapshot() if self.arena is not None else None,
+                "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"},
+                "observe": self.observer.stats()}
 
     def close(self, linger_s: float, goodbye: bool = True) -> None:
         """Stop everything; queued messages get ``linger_s`` to leave."""
@@ -159,6 +170,9 @@ class _Comm:
         self.closed = True
         self.executor.drain(linger_s)
         self.executor.close()
+        self.observer.close()
+        if goodbye and self.observer.tracer is not None and not launcher_merges_trace():
+            self._merge_trace()
         if self.p2p is not None:
             self.p2p.close()
         if goodbye:
@@ -172,6 +186,16 @@ class _Comm:
             self.host_arena.close()
         self.context.term()
         remove_ipc_dir(self.ipc_dir)
+
+
+    def _merge_trace(self) -> None:
+        """Without ringrun: rank 0 merges the ranks' timeline files (``_observe/merge``)."""
+        try:
+            merge_when_all_closed(self.store, f"{self.namespace}/trace_closed", self.rank,
+                                  self.world_size, self.observer.tracer.path)
+        except Exception as exc:  # noqa: BLE001 - a trace must never fail the shutdown
+            print(f"ringrt[{self.rank}]: could not merge the timeline: {exc!r}; merge it "
+                  f"with python -m launcher.trace {self.observer.tracer.path}", file=sys.stderr)
 
 
 def _require_token(security: LinkSecurity, rank: int) -> None:
@@ -205,6 +229,15 @@ class ProcessGroup:
         comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security)
         comm.namespace = namespace           # job-wide keys of member-formed subgroups
         self._setup(comm, 0, list(range(world_size)), timeout)
+        if comm.pinged:
+            self._align_clock(comm.pinged)
+
+    def _align_clock(self, pinged: list[int]) -> None:
+        """Measure this rank's clock offset to rank 0 for the timeline (``_observe/clock``)."""
+        spec = OpSpec("clock_sync", wire.OP_CODES["barrier"], count=CLOCK_SYNC_COUNT)
+        offset, error = self.run(spec, functools.partial(clock.measure, pinged=pinged))
+        if self.comm.observer.tracer is not None:
+            self.comm.observer.tracer.set_clock(offset, error)
 
     @classmethod
     def _subgroup(cls, comm: _Comm, group_id: int, members: list[int], timeout: float):
@@ -237,30 +270,44 @@ class ProcessGroup:
         self.raise_if_unusable(spec.name)
         seq = self._seq
         self._seq += 1
-        job = functools.partial(self._execute, seq, spec, body)
+        counters = self.comm.counters
+        record = self.comm.observer.entered(self.group_id, seq, spec, counters.last_algorithm)
+        counters.last_algorithm = ""
+        job = functools.partial(self._execute, seq, spec, body, record)
         description = f"{spec.name} (op #{seq})"
         if async_op:
             return self.comm.executor.submit(job, description)
         return self.comm.executor.run(job, description)
 
-    def _execute(self, seq: int, spec: OpSpec, body):
-        self.raise_if_unusable(spec.name, seq)
+    def _execute(self, seq: int, spec: OpSpec, body, record: list):
+        """Run the op, keeping its flight-recorder record (and timeline span) up to date."""
+        observer = self.comm.observer
+        observer.started(record)
+        try:
+            self.raise_if_unusable(spec.name, seq)
+        except BaseException as error:
+            observer.finished(record, error)
+            raise
         exchange = Exchange(self, seq, spec, Deadline(self.timeout))
         if self.arena is not None:
             self.arena.publish(exchange.published)
-        clean = False
+        clean, failure = False, None
         start = time.perf_counter()
         try:
             result = body(exchange)
             exchange.finish()
             clean = True
             return result
+        except BaseException as error:
+            failure = error
+            raise
         finally:
             if exchange.shm is not None:
                 exchange.shm.release_if_unfinished()
             self.comm.mailbox.finished(self.group_id, seq, clean)
             self.comm.counters.record(spec.name, _payload_bytes(spec),
                                       time.perf_counter() - start, not clean)
+            observer.finished(record, failure)
 
     def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
         """Send a mismatch notice about op ``seq`` to every other member."""

@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from ringrt import _validate
-from ringrt._algorithms import direct, hierarchical, ring, shm, tree
+from ringrt._algorithms import decisions, direct, hierarchical, ring, shm, tree
 from ringrt._algorithms.choice import choose
 from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._process_group import NonMember, OpSpec
@@ -47,6 +47,8 @@ def _algorithm(pg, op: str, nbytes: int) -> str:
     algorithm = choose(op, nbytes, arena.slot_bytes if arena is not None else None, pg.size,
                        pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes)
     pg.comm.counters.chose(op, algorithm)
+    if decisions.enabled:
+        decisions.log(pg, op, nbytes, algorithm)
     return algorithm
 
 

@@ -26,6 +26,7 @@ different one.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout, check_float_params
+from ringrt._observe import timeline
 
 
 class ViewDict(dict):
@@ -113,6 +115,7 @@ class _Bucket:
     names: frozenset[str]
     pending: int = 0           # gradients not yet marked ready this iteration
     work: object = None        # the in-flight all_reduce's Work
+    ready_at: float = 0.0      # when its last gradient was marked (only while tracing)
 
 
 def plan_buckets(layout: FlatLayout, cap_bytes: int) -> list[tuple[int, int, list[str]]]:
@@ -202,6 +205,8 @@ class DistributedDataParallel:
             )
         self._ready.add(name)
         bucket.pending -= 1
+        if not bucket.pending and timeline.active is not None:
+            bucket.ready_at = time.perf_counter()
         self._launch_ready_buckets()
 
     def sync(self) -> None:
@@ -214,8 +219,9 @@ class DistributedDataParallel:
         if not self._accumulating:
             for bucket in self.buckets[self._next_launch:]:
                 self._launch(bucket)
-            for bucket in self.buckets:
-                bucket.work.wait()
+            with timeline.span("ddp.sync (waiting for buckets)", "ddp"):
+                for bucket in self.buckets:
+                    bucket.work.wait()
         self._reset_iteration()
 
     @contextlib.contextmanager
@@ -254,12 +260,31 @@ class DistributedDataParallel:
         bucket.work = dist.all_reduce(grads, op=dist.ReduceOp.AVG, group=self.group,
                                       async_op=True)
         self._next_launch = bucket.index + 1
+        if timeline.active is not None:
+            _trace_bucket(timeline.active, bucket, grads.nbytes)
 
     def _reset_iteration(self) -> None:
         self._ready.clear()
         self._next_launch = 0
         for bucket in self.buckets:
-            bucket.pending, bucket.work = len(bucket.names), None
+            bucket.pending, bucket.work, bucket.ready_at = len(bucket.names), None, 0.0
+
+
+def _trace_bucket(tracer, bucket: _Bucket, nbytes: int) -> None:
+    """While tracing: the bucket's span, from its last gradient marked ready to its
+    all-reduce done, on a row of its own (buckets overlap each other in time)."""
+    launched = time.perf_counter()
+    ready = bucket.ready_at or launched
+    row = tracer.row(timeline.DDP_TID + bucket.index, f"DDP bucket {bucket.index} (ready -> reduced)")
+
+    def reduced(work) -> None:
+        done = time.perf_counter()
+        tracer.span(f"bucket {bucket.index}", "ddp", ready, done, row,
+                    {"bytes": nbytes, "grads": len(bucket.names),
+                     "ready_to_launched_us": round((launched - ready) * 1e6, 1),
+                     "launched_to_reduced_us": round((done - launched) * 1e6, 1),
+                     "failed": work.exception() is not None})
+    bucket.work.add_done_callback(reduced)
 
 
 def _view_dict(views: dict[str, np.ndarray], order: Mapping, label: str) -> ViewDict:

@@ -140,7 +140,14 @@ def stats() -> dict:
                            "connections_authenticated",
                            "connections_refused",     # never proved the job token
                            "zap_denied", "handshake_failed"},
-             "shm": {"waits", "sleeps", "missed_wakeups"} or None,
+             "shm": {"waits", "spins", "spin_seconds", "sleeps", "slept_seconds",
+                     "wakeups", "changed", "timeouts", "interrupted",
+                     "missed_wakeups",          # timed out though the word had changed
+                     "overslept",               # timed out though the wait was over
+                     "by_op": {"all_reduce": {the same}, ..., "p2p": {...}}} or None,
+             "observe": {"flight_recorder_size",   # RINGRT_FLIGHT_RECORDER (64)
+                         "ops_recorded",           # ops this world's recorder has seen
+                         "trace"},                 # this rank's timeline file, or None
              "store": the store server's counters when this rank hosts it, else None}
 
         ``bytes`` counts each op's array payload as this rank passed it; ``seconds`` is the

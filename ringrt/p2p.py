@@ -31,6 +31,8 @@ from ringrt._comm.exchange import HEADER_BYTES, INLINE_MAX_BYTES, POLL_SLICE_MS
 from ringrt._comm.shm_p2p import mismatch
 from ringrt._comm.work import Work
 from ringrt._deadline import Deadline
+from ringrt._observe.observer import P2P_RECV, P2P_SEND
+from ringrt._observe.recorder import STATE as POSTED_STATE
 from ringrt._process_group import NonMember
 from ringrt.distributed import resolve
 from ringrt.errors import TimeoutError
@@ -102,6 +104,20 @@ def _send_shm(pg, array: np.ndarray, dst: int, tag: int) -> None:
     pg.comm.p2p.send(dst, pg.group_id, tag, array)
 
 
+def _recorded(pg, kind: str, peer, tag: int, array: np.ndarray, run):
+    """``run()``, kept in the flight recorder (and timeline) as a point-to-point op."""
+    observer = pg.comm.observer
+    record = observer.p2p(kind, pg.group_id, peer, tag, wire.DTYPE_CODES[array.dtype],
+                          array.size)
+    try:
+        result = run()
+    except BaseException as error:
+        observer.finished(record, error)
+        raise
+    observer.finished(record, None)
+    return result
+
+
 def send(array, dst: int, tag: int = 0, group=None) -> None:
     """Send ``array`` to global rank ``dst``; returns once ``array`` may be reused (it never
     waits for ``dst`` to receive).
@@ -112,6 +128,10 @@ def send(array, dst: int, tag: int = 0, group=None) -> None:
         TimeoutError: a large message did not leave within the group timeout (sockets).
     """
     pg, tag = _prepare_send("send", array, dst, tag, group)
+    _recorded(pg, P2P_SEND, dst, tag, array, lambda: _send(pg, array, dst, tag))
+
+
+def _send(pg, array: np.ndarray, dst: int, tag: int) -> None:
     if pg.comm.p2p is not None:
         _send_shm(pg, array, dst, tag)
         return
@@ -130,11 +150,15 @@ def isend(array, dst: int, tag: int = 0, group=None) -> Work:
     """Start sending ``array`` to ``dst`` (a snapshot is taken, so ``array`` may be reused
     at once). Returns a completed-on-send Work."""
     pg, tag = _prepare_send("isend", array, dst, tag, group)
+    _recorded(pg, P2P_SEND, dst, tag, array, lambda: _isend(pg, array, dst, tag))
+    return Work.done(f"isend to {dst} (tag {tag})")
+
+
+def _isend(pg, array: np.ndarray, dst: int, tag: int) -> None:
     if pg.comm.p2p is not None:
         _send_shm(pg, array, dst, tag)
     else:
         _send_now(pg, array, dst, tag, copy=True)
-    return Work.done(f"isend to {dst} (tag {tag})")
 
 
 def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
@@ -149,6 +173,10 @@ def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
         PeerLostError, TimeoutError.
     """
     pg, tag = _prepare_recv("recv", array, src, group, tag)
+    return _recorded(pg, P2P_RECV, src, tag, array, lambda: _recv(pg, array, src, tag))
+
+
+def _recv(pg, array: np.ndarray, src, tag: int) -> int:
     if pg.comm.p2p is None:
         return pg.comm.executor.run(_socket_job(pg, "recv", array, src, tag), "recv")
     sender = _receive_ready(pg, array, src, tag)
@@ -165,12 +193,21 @@ def irecv(array, src: int | None = None, tag: int = 0, group=None) -> Work:
     runs on the executor, after the ops queued before it.
     """
     pg, tag = _prepare_recv("irecv", array, src, group, tag)
+    _posted(pg, array, src, tag)
     if pg.comm.p2p is None:
         return pg.comm.executor.submit(_socket_job(pg, "irecv", array, src, tag), "irecv")
     sender = _receive_ready(pg, array, src, tag)
     if sender is not None:
         return Work.done(f"irecv from {sender} (tag {tag})", sender)
     return _post_shm(pg, "irecv", array, src, tag)
+
+
+def _posted(pg, array: np.ndarray, src, tag: int) -> None:
+    """An irecv enters the flight recorder as posted (its completion is not tracked there: a
+    done-callback would start shared memory's background progress thread)."""
+    record = pg.comm.observer.p2p(P2P_RECV, pg.group_id, src, tag,
+                                  wire.DTYPE_CODES[array.dtype], array.size)
+    record[POSTED_STATE] = "posted (irecv)"
 
 
 def _prepare_recv(name, array, src, group, tag):

@@ -194,7 +194,7 @@ class Exchange:
             from ringrt._comm.shm import ShmOp
 
             self.shm = ShmOp(group.arena, self.rank, self.size, seq, self.published,
-                             self.check_while_shm)
+                             self.check_while_shm, spec.name)
 
     # -- sending --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ instead of spinning (four ranks share two cores here). Where futexes are not ava
 from __future__ import annotations
 
 import ctypes
+import errno
 import platform
 import time
 
@@ -27,15 +28,26 @@ except (OSError, AttributeError):       # pragma: no cover - non-glibc platforms
 
 AVAILABLE = _syscall is not None and _SYS_FUTEX is not None
 
+# How a wait ended (what the syscall returned): woken by a FUTEX_WAKE (or spuriously), the
+# word no longer held ``expected`` when the kernel looked (EAGAIN: it changed between our
+# read and the call), the timeout ran out (ETIMEDOUT), or a signal interrupted it (EINTR).
+WOKEN, CHANGED, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3
+_OUTCOMES = {errno.EAGAIN: CHANGED, errno.ETIMEDOUT: TIMED_OUT, errno.EINTR: INTERRUPTED}
 
-def wait(address: int, expected: int, timeout_s: float) -> None:
-    """Sleep until the word at ``address`` may differ from ``expected`` (or the timeout)."""
+
+def wait(address: int, expected: int, timeout_s: float) -> int:
+    """Sleep until the word at ``address`` may differ from ``expected`` (or the timeout);
+    returns how the sleep ended: WOKEN, CHANGED, TIMED_OUT or INTERRUPTED.
+
+    Without futexes it polls: sleeps briefly and returns CHANGED (nothing can be missed)."""
     if not AVAILABLE:
         time.sleep(min(timeout_s, 0.0005))
-        return
+        return CHANGED
     spec = _Timespec(int(timeout_s), int((timeout_s % 1.0) * 1e9))
-    _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT, ctypes.c_long(expected),
-             ctypes.byref(spec), None, 0)
+    if _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT, ctypes.c_long(expected),
+                ctypes.byref(spec), None, 0) == 0:
+        return WOKEN
+    return _OUTCOMES.get(ctypes.get_errno(), INTERRUPTED)
 
 
 def wake(address: int) -> None:

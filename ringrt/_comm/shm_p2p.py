@@ -42,7 +42,7 @@ from collections import deque
 
 import numpy as np
 
-from ringrt._comm import futex, wire
+from ringrt._comm import futex, wakeups, wire
 from ringrt._comm.channel import Reader, Ring, Writer
 from ringrt._comm.shm import SLICE_SECONDS
 from ringrt._comm.work import Work
@@ -128,6 +128,10 @@ class ShmPointToPoint:
         self._background_wanted = threading.Condition(threading.Lock())
         self._closed = False
         self.counts = {"stashed": 0, "posted": 0, "sleeps": 0}
+        # how waits on the doorbell went (ringrt.stats()["shm"]["by_op"]["p2p"], wakeups.py);
+        # the background thread's own entry: counters are not shared between threads
+        self._waits = arena.tally.of("p2p")
+        self._background_waits = arena.tally.of("p2p_background")
 
     # -- sending --------------------------------------------------------------------------
 
@@ -341,15 +345,20 @@ class ShmPointToPoint:
 
     def _await_doorbell(self, seen: int, spin_until: float, end: float | None) -> None:
         doorbell, oversubscribed = self._doorbell, self._arena.oversubscribed
+        entry = self._waits
+        entry[wakeups.WAITS] += 1
+        start = time.perf_counter()
         while doorbell.value == seen and time.perf_counter() < spin_until:
             if oversubscribed:
                 os.sched_yield()
         if doorbell.value != seen:
+            wakeups.spun(entry, time.perf_counter() - start, satisfied=True)
             return
+        wakeups.spun(entry, time.perf_counter() - start, satisfied=False)
         self.counts["sleeps"] += 1
         slice_s = SLICE_SECONDS if end is None else \
             max(0.0, min(SLICE_SECONDS, end - time.monotonic()))
-        futex.wait(self._doorbell_address, seen, slice_s)
+        wakeups.sleep(entry, doorbell, self._doorbell_address, seen, slice_s)
 
     def poll(self) -> None:
         """Drive once without blocking (``is_completed``), unless another thread is."""
@@ -383,7 +392,8 @@ class ShmPointToPoint:
             seen = self._doorbell.value
             self.poll()
             if self._doorbell.value == seen:
-                futex.wait(self._doorbell_address, seen, SLICE_SECONDS)
+                wakeups.sleep(self._background_waits, self._doorbell, self._doorbell_address,
+                              seen, SLICE_SECONDS)
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -72,6 +72,16 @@ class DistributedSampler:
 
     Call :meth:`set_epoch` at the start of every epoch, or every epoch has the same order.
 
+    Elastic resume: a state saved at world size ``R`` and loaded into a sampler of another
+    world size ``R'`` continues the same epoch without repeating or skipping a sample. The
+    ``g`` samples of the epoch's order that all ranks consumed together (``global_consumed``
+    in the state) stay consumed; the rest, ``order[g:]``, is split as above over the ``R'``
+    ranks (padded or truncated to a multiple of ``R'``), so rank ``r`` takes
+    ``resize(order[g:], m * R')[r::R']`` for the remainder of the epoch; the next epoch is
+    torch's layout again. With ``n - g`` a multiple of ``R'`` (e.g. a global batch that every
+    world size divides and a dataset that the global batch divides), every sample of the epoch
+    is seen exactly once.
+
     Args:
         dataset: anything with ``__len__``, or an int (the dataset's length).
         num_replicas: number of ranks sharing the data; defaults to the world size of the
@@ -112,13 +122,22 @@ class DistributedSampler:
         self.num_samples = _num_samples(self.dataset_length, self.num_replicas, self.drop_last)
         self.total_size = self.num_samples * self.num_replicas
         self._resume_at = 0  # indices to skip at the next __iter__ (set by load_state_dict)
+        self._offset = 0  # epoch samples consumed before this layout began (elastic resume)
         self._start = 0  # where the current iteration started in the epoch
         self._yielded = 0  # position reached by our own iterator (may run ahead of a consumer)
         self._consumed: int | None = None  # as reported by a consumer (record_consumed)
 
     def __len__(self) -> int:
-        """Indices per epoch on this rank (the full epoch, also when resuming mid-epoch)."""
-        return self.num_samples
+        """Indices per epoch on this rank (the full epoch, also when resuming mid-epoch; after
+        an elastic resume at another world size, the rest of the epoch split anew)."""
+        return self._layout_samples()
+
+    def _layout_samples(self) -> int:
+        """This rank's indices in the current layout (the whole epoch unless re-sharded)."""
+        if not self._offset:
+            return self.num_samples
+        return _num_samples(self.dataset_length - self._offset, self.num_replicas,
+                            self.drop_last)
 
     def __iter__(self) -> Iterator[int]:
         """Return an iterator over this rank's indices (Python ints) for the current epoch.
@@ -138,11 +157,13 @@ class DistributedSampler:
 
     def indices(self) -> np.ndarray:
         """Return this rank's full index array for the current epoch (no resume offset)."""
-        n, total = self.dataset_length, self.total_size
+        n = self.dataset_length
         if self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n)
         else:
             order = np.arange(n)
+        order = order[self._offset:]                 # after an elastic resume: the rest
+        total = self._layout_samples() * self.num_replicas
         # np.resize repeats cyclically: exactly torch's `indices += indices[:padding]` (and its
         # whole-list repetition when padding > n), or a truncation when drop_last.
         return np.resize(order, total)[self.rank : total : self.num_replicas]
@@ -158,7 +179,7 @@ class DistributedSampler:
         """
         epoch = _check_int("DistributedSampler.set_epoch", "epoch", epoch, 0)
         if epoch != self.epoch:
-            self._resume_at = self._start = self._yielded = 0
+            self._resume_at = self._start = self._yielded = self._offset = 0
             self._consumed = None
         self.epoch = epoch
 
@@ -180,13 +201,20 @@ class DistributedSampler:
 
         Returns:
             A dict of plain ints/bools, e.g. ``{"epoch": 3, "seed": 0, "consumed": 40,
-            "num_replicas": 4, "dataset_length": 1000, "shuffle": True, "drop_last": False}``.
+            "global_consumed": 160, "offset": 0, "num_replicas": 4, "dataset_length": 1000,
+            "shuffle": True, "drop_last": False}``: ``consumed`` counts this rank's indices
+            in the current layout, ``global_consumed`` the samples of the epoch's order that
+            every rank together consumed (what a resume at another world size starts after),
+            ``offset`` where the current layout began (0 unless resumed elastically).
         """
         consumed = self._yielded if self._consumed is None else self._consumed
+        remaining = self.dataset_length - self._offset
         return {
             "epoch": self.epoch,
             "seed": self.seed,
             "consumed": consumed,
+            "global_consumed": self._offset + min(consumed * self.num_replicas, remaining),
+            "offset": self._offset,
             "num_replicas": self.num_replicas,
             "dataset_length": self.dataset_length,
             "shuffle": self.shuffle,
@@ -196,33 +224,58 @@ class DistributedSampler:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a position saved by :meth:`state_dict`; the next iteration resumes there.
 
+        A state saved mid-epoch at another world size (``num_replicas``) re-shards the rest of
+        the epoch over this sampler's ranks (see the class docstring): nothing is repeated or
+        skipped.
+
         Args:
             state: a dict from :meth:`state_dict` (of any rank: all ranks advance together).
 
         Raises:
             KeyError: ``state`` lacks an entry.
-            ValueError: it was saved for a different dataset length, world size, shuffle or
-                drop_last setting mid-epoch, where the positions would not line up.
+            ValueError: it was saved mid-epoch for a different dataset length, shuffle or
+                drop_last setting, where the positions would not line up.
         """
         owner = "DistributedSampler.load_state_dict"
         missing = [key for key in ("epoch", "seed", "consumed") if key not in state]
         if missing:
             raise KeyError(f"{owner}: state lacks {missing}; pass what state_dict() returned")
         consumed = _check_int(owner, "consumed", state["consumed"], 0)
+        offset = _check_int(owner, "offset", state.get("offset", 0), 0) if consumed else 0
         if consumed:
             self._check_same_layout(owner, state)
-        if consumed > self.num_samples:
+        resharded = consumed and state.get("num_replicas", self.num_replicas) != self.num_replicas
+        if resharded:
+            offset, consumed = self._global_consumed(owner, state, offset, consumed), 0
+        self._offset = offset
+        if consumed > self._layout_samples():
             raise ValueError(
-                f"{owner}: consumed={consumed} exceeds the {self.num_samples} samples per epoch"
+                f"{owner}: consumed={consumed} exceeds the {self._layout_samples()} samples per "
+                "epoch"
             )
         self.epoch = _check_int(owner, "epoch", state["epoch"], 0)
         self.seed = _check_int(owner, "seed", state["seed"], 0)
         self._resume_at = self._start = self._yielded = consumed
         self._consumed = None
 
+    def _global_consumed(self, owner: str, state: Mapping[str, Any], offset: int,
+                         consumed: int) -> int:
+        """Samples of the epoch's order consumed by all ranks of the saved world together."""
+        saved_replicas = _check_int(owner, "num_replicas", state["num_replicas"], 1)
+        remaining = self.dataset_length - offset
+        if remaining < 0:
+            raise ValueError(f"{owner}: offset={offset} exceeds the dataset length "
+                             f"{self.dataset_length}")
+        total = offset + min(consumed * saved_replicas, remaining)
+        if "global_consumed" in state and state["global_consumed"] != total:
+            raise ValueError(f"{owner}: global_consumed={state['global_consumed']!r} does not "
+                             f"match consumed={consumed} x num_replicas={saved_replicas} + "
+                             f"offset={offset}; pass an unmodified state_dict()")
+        return total
+
     def _check_same_layout(self, owner: str, state: Mapping[str, Any]) -> None:
         """Raise ValueError if ``state`` splits the epoch differently from this sampler."""
-        for key in ("dataset_length", "num_replicas", "shuffle", "drop_last"):
+        for key in ("dataset_length", "shuffle", "drop_last"):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(
                     f"{owner}: the state was saved mid-epoch with {key}={state[key]!r} but this "

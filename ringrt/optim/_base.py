@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ringrt._observe import timeline
+
 __all__ = ["Optimizer"]
 
 
@@ -142,8 +144,9 @@ class Optimizer:
             ValueError: a gradient's shape differs from its parameter's.
         """
         group = self.param_groups[0]
-        for name, param, grad in self._pairs(grads):
-            self._update(param, grad, self.state.setdefault(name, {}), group)
+        with timeline.span(f"{type(self).__name__}.step", "optimizer"):
+            for name, param, grad in self._pairs(grads):
+                self._update(param, grad, self.state.setdefault(name, {}), group)
 
     def _pairs(self, grads: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Return (name, param, grad) for every parameter with a gradient, all checked first.

@@ -19,6 +19,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout, check_float_params
+from ringrt._observe import timeline
 from ringrt.optim.adam import Adam
 
 __all__ = ["ZeroRedundancyOptimizer"]
@@ -73,14 +74,15 @@ class ZeroRedundancyOptimizer:
         Raises:
             KeyError: grads' names differ from the parameters'. ValueError: a shape differs.
         """
-        self.layout.flatten(grads, out=self._flat_grads, what="grads")
-        dist.reduce_scatter_tensor(self._shard_grads, self._flat_grads, op=dist.ReduceOp.AVG,
-                                   group=self.group)
-        start, stop = self.shard
-        self.layout.copy_range_from(self.params, self._shard_params, start, stop)
-        self.optim.step({SHARD: self._shard_grads})
-        dist.all_gather_into_tensor(self._flat_params, self._shard_params, group=self.group)
-        self.layout.unflatten_into(self._flat_params, self.params)
+        with timeline.span("ZeroRedundancyOptimizer.step", "optimizer"):
+            self.layout.flatten(grads, out=self._flat_grads, what="grads")
+            dist.reduce_scatter_tensor(self._shard_grads, self._flat_grads,
+                                       op=dist.ReduceOp.AVG, group=self.group)
+            start, stop = self.shard
+            self.layout.copy_range_from(self.params, self._shard_params, start, stop)
+            self.optim.step({SHARD: self._shard_grads})
+            dist.all_gather_into_tensor(self._flat_params, self._shard_params, group=self.group)
+            self.layout.unflatten_into(self._flat_params, self.params)
 
     @property
     def lr(self) -> float:

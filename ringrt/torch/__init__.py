@@ -28,12 +28,19 @@ Layout (each module imports only those above it)::
 
 from __future__ import annotations
 
+import os
+
+import torch
 import torch.distributed as dist
 
+from ringrt._observe import site
 from ringrt.torch import _creator, _rendezvous
 from ringrt.torch._backend import BACKEND_NAME, ProcessGroupRingrt
 
 __all__ = ["BACKEND_NAME", "ProcessGroupRingrt"]
+
+# The flight recorder and timeline name the user's line, not torch's distributed_c10d.py.
+site.skip_frames_under(os.path.dirname(torch.__file__))
 
 dist.Backend.register_backend(BACKEND_NAME, _creator.create, extended_api=True,
                               devices=["cpu"])

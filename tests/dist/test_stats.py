@@ -27,3 +27,4 @@ def test_stats_count_ops_bytes_algorithms_and_transport():
         assert transport["tcp_mechanism"] is None and transport["connections_refused"] == 0
         assert transport["dropped_frames"] == 0
         assert stats["shm"]["waits"] >= 0 and stats["store"] is None    # the harness hosts it
+        assert stats["shm"]["missed_wakeups"] == 0 and isinstance(stats["shm"]["by_op"], dict)

@@ -24,6 +24,7 @@ def test_help_lists_every_option_and_examples():
     assert "ringrun -n 4 train.py" in result.stdout
     assert "--nnodes 2 --node-rank 1" in result.stdout
     assert "--max-restarts 3" in result.stdout
+    assert "--nnodes 2:4" in result.stdout and "RINGRT_GENERATION" in result.stdout
 
 
 def test_console_script_is_installed():

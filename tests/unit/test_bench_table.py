@@ -215,3 +215,13 @@ def test_readme_report_puts_ratios_first_and_pairs_runs():
     assert row == "| 2 | 4 B | 0.25 | 0.50 | 10.0 | 40.0 | 5.0 | 60.0 |"
     assert "NumPy copy 9.8 GB/s" in report.run_lines(doc)[0]
     assert report.worst_ratios(doc)[2] == "| all_reduce | 0.25 | 0.25 |"
+
+
+def test_summarize_reports_tails_and_stalls():
+    seconds = [1e-6] * 95 + [10e-6] * 5        # five stalls of 10x the median
+    stats = _table.summarize(seconds)
+    assert stats["p50_us"] == pytest.approx(1.0) and stats["p90_us"] == pytest.approx(1.0)
+    assert stats["p99_us"] == pytest.approx(10.0) and stats["stalled"] == 5
+    assert stats["stalled_share"] == pytest.approx(50 / 145)
+    assert _table.summarize([2e-6, 9e-6])["stalled"] == 0     # 9 < 5 x median 5.5
+    assert np.percentile(seconds, 90) * 1e6 == pytest.approx(stats["p90_us"])

@@ -191,7 +191,6 @@ def test_sampler_load_with_other_epoch_starts_that_epoch_fresh():
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(num_replicas=3), "num_replicas=3 but this sampler has num_replicas=2"),
         (dict(dataset_length=21), "dataset_length=21"),
         (dict(shuffle=False), "shuffle=False"),
         (dict(consumed=11), "exceeds"),

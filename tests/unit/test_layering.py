@@ -15,14 +15,14 @@ RINGRT = Path(__file__).resolve().parents[2] / "ringrt"
 # Top-level parts of ringrt, in data-flow order. A part may import parts of its own or an
 # earlier layer; importing the package root (the public API) is for the training layer on.
 LAYERS = [
-    {"errors", "_env", "_deadline", "_dtypes", "_reduce_ops", "_curve"},
+    {"errors", "_env", "_deadline", "_dtypes", "_reduce_ops", "_curve", "_observe"},
     {"store"},
     {"_comm"},
     {"_process_group"},
     {"_algorithms"},
     {"distributed", "_validate", "_objects"},
     {"collectives", "p2p", "object_collectives"},
-    {"_flat", "optim", "ddp", "checkpoint", "data"},
+    {"_flat", "optim", "ddp", "checkpoint", "data", "elastic"},
     {"torch"},
 ]
 LAYER_OF = {part: index for index, parts in enumerate(LAYERS) for part in parts}

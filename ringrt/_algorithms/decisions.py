@@ -1,0 +1,85 @@
+"""``RINGRT_DEBUG=1``: rank 0 logs each algorithm decision once per (op, size class).
+
+Like ``NCCL_DEBUG=INFO``'s one line per choice, to stderr::
+
+    ringrt[0]: all_reduce 1 MiB (size class 512 KiB-1 MiB) world 4 on one host -> shm
+        (every rank on one host: shared memory; fits the 16 MiB slot in 1 MiB pieces)
+
+A size class is a power-of-two range of the payload (the bytes ``choose`` weighs). The key
+also holds the group's size and whether it spans hosts, so a subgroup's choices show too.
+Off (the default), the cost is one module attribute check per collective.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ringrt._algorithms import choice
+from ringrt._env import env_flag
+
+enabled = env_flag("RINGRT_DEBUG")
+_seen: set = set()
+
+
+def log(pg, op: str, nbytes: int, algorithm: str) -> None:
+    """Print the decision if this is rank 0 and the (op, size class, group) is new."""
+    if pg.comm.rank != 0:
+        return
+    size_class = nbytes.bit_length()
+    key = (op, size_class, pg.size, pg.spans_hosts)
+    if key in _seen:
+        return
+    _seen.add(key)
+    where = "across hosts" if pg.spans_hosts else "on one host"
+    low = 0 if size_class == 0 else 1 << (size_class - 1)
+    high = (1 << size_class) - 1
+    print(f"ringrt[0]: {op} {_size(nbytes)} (size class {_size(low)}-{_size(high)}) world "
+          f"{pg.size} {where} -> {algorithm} ({explain(pg, op, nbytes, algorithm)})",
+          file=sys.stderr, flush=True)
+
+
+def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
+    """Why ``choose`` picked ``algorithm``, from the same facts and thresholds."""
+    if choice._forced().get(op) == algorithm:
+        return "forced by RINGRT_ALGO"
+    arena = pg.arena
+    if algorithm == "hierarchical":
+        layout = pg._host_layout                 # set by hierarchical.layout() in the choice
+        sizes = "+".join(str(n) for n in layout.sizes)
+        extra = ""
+        if op == "all_reduce":
+            extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, layout.sizes)}"
+        return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "
+                f"predicted no slower than every flat algorithm by the cost model{extra}")
+    if algorithm == "shm":
+        return (f"every rank on one host: shared memory through a {_size(arena.slot_bytes)} "
+                "staging slot per rank")
+    reason = []
+    if arena is not None and "shm" in choice.CHOICES[op] and arena.oversubscribed:
+        start = choice.SHM_FROM_OVERSUBSCRIBED.get(op)
+        if start is not None and nbytes < start:
+            reason.append(f"more ranks than cores: shared memory only from {_size(start)}")
+    elif arena is None and "shm" in choice.CHOICES[op] and not pg.spans_hosts:
+        reason.append("no shared memory for this group (a subgroup, RINGRT_NO_SHM or tcp)")
+    small, large = choice.CHOICES[op][:2]
+    if small == large:
+        reason.append(f"{op} has one socket algorithm")
+    elif pg.spans_hosts and op in ("all_reduce", "broadcast") and pg.size > 2:
+        threshold = choice.network_threshold(op, pg.size)
+        side = "below" if nbytes < threshold else "at or above"
+        reason.append(f"cost model (alpha {choice.NETWORK_ALPHA * 1e6:.0f} us, "
+                      f"{1 / choice.NETWORK_BETA / 1e6:.0f} MB/s): {side} its {small}/{large} "
+                      f"crossover {_size(threshold)} for {pg.size} ranks")
+    else:
+        threshold = choice._SMALL[op]
+        side = "below" if nbytes < threshold else "at or above"
+        reason.append(f"{side} the {small}/{large} threshold {_size(threshold)}")
+    return "; ".join(reason)
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{nbytes} B"

@@ -1,0 +1,171 @@
+"""``ringrun --nnodes MIN:MAX`` on one host: usage errors, the round logic, and real agents on
+loopback (several ringruns sharing one store) that admit a late node and survive a lost one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from launcher import rounds
+from launcher.cli import main
+from ringrt.elastic import RoundState
+from tests.launcher._ringrun import Ringrun, free_port, script
+
+pytestmark = pytest.mark.timeout(60)
+WORKER = script("elastic_worker.py")
+
+
+# --- usage --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nnodes", "3:2"], "MIN 3 is larger than MAX 2"),
+    (["--nnodes", "0:2"], "node counts must be >= 1"),
+    (["--nnodes", "2:x"], "neither a node count N nor a range MIN:MAX"),
+    (["--nnodes", "two"], "neither a node count N nor a range MIN:MAX"),
+    (["--nnodes", "2:4", "--node-rank", "1", "--master-addr", "127.0.0.1"],
+     "--node-rank cannot be used with --nnodes 2:4"),
+    (["--nnodes", "2:4"], "needs --master-addr"),
+    (["--nnodes", "1:2", "--master-addr", "127.0.0.1"], "needs a shared RINGRT_TOKEN"),
+    (["--nnodes", "2:3", "--master-addr", "127.0.0.1", "--token", "t", "--last-call", "-1"],
+     "--last-call"),
+    (["--nnodes", "2:3", "--master-addr", "127.0.0.1", "--token", "t", "--trace", "t.json"],
+     "--trace is not supported with --nnodes MIN:MAX"),
+])
+def test_elastic_usage_errors(args, message):
+    result = CliRunner().invoke(main, [*args, WORKER, "out", "0"],
+                                env={"RINGRT_TOKEN": ""})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_plain_nnodes_is_unchanged():
+    from launcher.config import NodeCount
+
+    assert NodeCount().convert("3", None, None) == (None, 3)
+    assert NodeCount().convert("2:4", None, None) == (2, 4)
+    assert NodeCount().convert("4:4", None, None) == (4, 4)
+
+
+# --- the round logic (pure) --------------------------------------------------------------
+
+
+def test_round_closes_at_max_at_once_and_orders_store_host_first():
+    state = rounds.initial(2, 3)
+    for agent, hosts in ((5, False), (7, True), (6, False)):
+        state = rounds.joined(state, agent, nproc=2, hosts_store=hosts)
+    assert rounds.ready_to_close(state, None, last_call=60, now=0)
+    state = rounds.closed(state)
+    assert state.members == (7, 5, 6) and not state.open
+    late = rounds.joined(state, 8, nproc=2, hosts_store=False)
+    assert late.members == (7, 5, 6) and late.waiting == (8,)   # never the current round
+    assert late.admits_waiting is False                          # already at MAX
+
+
+def test_round_waits_last_call_after_min():
+    state = rounds.joined(rounds.initial(2, 4), 1, 1, True)
+    assert not rounds.ready_to_close(state, 0.0, last_call=5, now=100)   # below MIN
+    state = rounds.joined(state, 2, 1, False)
+    assert not rounds.ready_to_close(state, 10.0, last_call=5, now=14)
+    assert rounds.ready_to_close(state, 10.0, last_call=5, now=15)
+    closed = rounds.closed(state)
+    assert rounds.joined(closed, 3, 1, False).admits_waiting
+
+
+def test_next_round_counts_failures_not_membership_restarts():
+    state = rounds.closed(rounds.joined(rounds.initial(1, 2), 1, 1, True))
+    grown = rounds.next_round(state, "", max_restarts=0)
+    assert (grown.gen, grown.open, grown.members, grown.failures) == (1, True, (), 0)
+    after_failure = rounds.next_round(grown, "rank 1 failed", max_restarts=1)
+    assert (after_failure.gen, after_failure.failures) == (2, 1)
+    exhausted = rounds.next_round(after_failure, "rank 0 failed", max_restarts=1)
+    assert exhausted.gen == 2 and "rank 0 failed; --max-restarts 1 used up" in exhausted.failed
+
+
+def test_state_round_trips_through_json():
+    state = rounds.closed(rounds.joined(rounds.initial(2, 4), 3, 4, True))
+    assert RoundState.decode(state.encode()) == state
+
+
+# --- real agents on loopback ----------------------------------------------------------------
+
+
+def _agents(count, port, outdir, last_gen, extra=()):
+    env = {"RINGRT_TOKEN": "elastic-test", "RINGRT_HEARTBEAT_TIMEOUT": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = ["--nnodes", "2:3", "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "--last-call", "1", "--join-timeout", "20", "-n", "1", *extra, WORKER, str(outdir),
+            str(last_gen)]
+    return [Ringrun(*args, env=env) for _ in range(count)]
+
+
+def _records(outdir):
+    return {p.stem: json.loads(p.read_text()) for p in Path(outdir).glob("gen*-rank*.json")}
+
+
+def _wait_for(outdir, names, jobs, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if set(names) <= set(_records(outdir)):
+            return
+        assert all(job.proc.poll() is None for job in jobs), [job.wait(5) for job in jobs]
+        time.sleep(0.05)
+    raise AssertionError(f"{names} not all written: {sorted(_records(outdir))}")
+
+
+def _check_generation(records, gen, world):
+    mine = {k: v for k, v in records.items() if k.startswith(f"gen{gen}-")}
+    assert sorted(v["rank"] for v in mine.values()) == list(range(world)), records
+    for record in mine.values():
+        assert (record["world"], record["restart"]) == (world, gen)
+        assert record["sum"] == world * (world + 1) / 2
+        assert record["node_rank"] == record["rank"]
+
+
+def test_late_node_waits_for_the_next_round_and_is_admitted(tmp_path):
+    port = free_port()
+    first, second = _agents(2, port, tmp_path, last_gen=1)
+    with first, second:
+        _wait_for(tmp_path, ["gen0-rank0", "gen0-rank1"], [first, second])
+        (late,) = _agents(1, port, tmp_path, last_gen=1)
+        with late:
+            results = [job.wait(40) for job in (first, second, late)]
+    assert [r.returncode for r in results] == [0, 0, 0], "\n".join(map(str, results))
+    records = _records(tmp_path)
+    assert sorted(records) == ["gen0-rank0", "gen0-rank1",
+                               "gen1-rank0", "gen1-rank1", "gen1-rank2"]
+    _check_generation(records, 0, 2)
+    _check_generation(records, 1, 3)
+    assert "waiting to be admitted" in results[2].stderr
+    (host,) = [r for r in results if "this node hosts the store" in r.stderr]
+    assert "this node is node rank 0" in host.stderr       # the store's host is node 0
+
+
+@pytest.mark.parametrize("max_restarts, survives", [(1, True), (0, False)])
+def test_lost_node_survivors_restart_smaller_within_max_restarts(tmp_path, max_restarts,
+                                                                 survives):
+    port = free_port()
+    (host,) = _agents(1, port, tmp_path, 1, ["--max-restarts", str(max_restarts)])
+    with host:
+        time.sleep(1.0)                               # it binds the port: the store's host
+        others = _agents(2, port, tmp_path, 1, ["--max-restarts", str(max_restarts)])
+        with others[0], others[1]:
+            _wait_for(tmp_path, [f"gen0-rank{r}" for r in range(3)], [host, *others])
+            victim = others[1]
+            os.killpg(victim.proc.pid, signal.SIGKILL)    # the node is gone, workers too
+            survivors = [host.wait(40), others[0].wait(40)]
+    records = _records(tmp_path)
+    _check_generation(records, 0, 3)
+    if survives:
+        assert [r.returncode for r in survivors] == [0, 0], "\n".join(map(str, survivors))
+        _check_generation(records, 1, 2)
+    else:
+        assert all(r.returncode != 0 for r in survivors), "\n".join(map(str, survivors))
+        assert not any(k.startswith("gen1") for k in records)
+        assert "--max-restarts 0 used up" in survivors[0].stderr + survivors[1].stderr

@@ -1,0 +1,154 @@
+"""The shared-memory wait and its counters (``_comm/shm.py``, ``_comm/wakeups.py``) in one
+process: two ranks' arenas, a peer simulated by a thread, wakes delivered or suppressed.
+
+``tests/dist/test_wakeups.py`` asserts zero missed wake-ups across processes; these tests show
+that the counter counts one when a wake is lost, so that assertion can fail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import threading
+import time
+
+import pytest
+
+from ringrt._comm import futex, shm, wakeups
+from ringrt._comm.shm import HostArena
+
+pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes")
+
+
+@pytest.fixture
+def pair(tmp_path, monkeypatch):
+    """Rank 0's and rank 1's arenas, attached to each other."""
+    monkeypatch.setattr(shm, "SHM_DIR", str(tmp_path))
+    arenas = [HostArena(r, 2) for r in range(2)]
+    for arena in arenas:
+        arena.attach({a.rank: a.card for a in arenas})
+    yield arenas
+    for arena in arenas:
+        arena.close()
+
+
+def later(seconds: float, action) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()))
+    thread.start()
+    return thread
+
+
+def no_check(pending):
+    pass
+
+
+def counts(arena: HostArena, kind: str = "all_reduce") -> dict:
+    return arena.tally.snapshot()["by_op"][kind]
+
+
+def test_a_delivered_wake_ends_the_sleep_early_and_counts_as_a_wakeup(pair, monkeypatch):
+    waiter, peer = pair
+    monkeypatch.setattr(shm, "SLICE_SECONDS", 2.0)    # a busy machine may delay the peer
+    waiter.begin("all_reduce")
+    target = shm.ticket(1, 1)
+    thread = later(0.005, lambda: peer.signal(target))
+    start = time.perf_counter()
+    waiter.wait([1], target, no_check)
+    thread.join()
+    assert time.perf_counter() - start < shm.SLICE_SECONDS           # not the whole slice
+    got = counts(waiter)
+    assert got["waits"] == 1 and got["sleeps"] == 1 and got["wakeups"] == 1
+    assert got["timeouts"] == 0 and got["missed_wakeups"] == 0 and got["spins"] == 0
+    assert got["slept_seconds"] > 0 and got["spin_seconds"] >= shm.SPIN_SECONDS * 0.9
+
+
+def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
+    """The peer stores its ticket but its FUTEX_WAKE never happens: the waiter sleeps the
+    whole slice, finds the word changed, and counts a missed wake-up."""
+    waiter, peer = pair
+    monkeypatch.setattr(futex, "wake", lambda address: None)
+    waiter.begin("broadcast")
+    target = shm.ticket(1, 1)
+    thread = later(0.005, lambda: peer.signal(target))
+    start = time.perf_counter()
+    waiter.wait([1], target, no_check)
+    thread.join()
+    assert time.perf_counter() - start >= shm.SLICE_SECONDS * 0.9
+    got = counts(waiter, "broadcast")
+    assert got["missed_wakeups"] == 1 and got["wakeups"] == 0
+    assert got["timeouts"] >= 1          # more only if the peer's store came after a slice
+    totals = waiter.tally.snapshot()
+    assert totals["missed_wakeups"] == 1 and totals["by_op"].keys() == {"broadcast"}
+
+
+def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):
+    waiter, peer = pair
+    waiter.begin("barrier")
+    target = shm.ticket(1, 1)
+    checks = []
+    thread = later(shm.SLICE_SECONDS * 1.5, lambda: peer.signal(target))
+    waiter.wait([1], target, lambda pending: checks.append(list(pending)))
+    thread.join()
+    got = counts(waiter, "barrier")
+    assert got["timeouts"] >= 1 and got["missed_wakeups"] == 0 and got["wakeups"] == 1
+    assert checks == [[1]] * got["timeouts"]           # check() runs after each timeout
+
+
+def test_a_word_that_changed_before_the_call_returns_at_once_as_changed():
+    word = ctypes.c_uint32.from_buffer(buffer := mmap.mmap(-1, 4096))
+    word.value = 7
+    entry = wakeups.new_entry()
+    start = time.perf_counter()
+    assert wakeups.sleep(entry, word, ctypes.addressof(word), 6, 1.0) == futex.CHANGED
+    assert time.perf_counter() - start < 0.5
+    assert entry[wakeups.CHANGED] == 1 and entry[wakeups.MISSED_WAKEUPS] == 0
+    del word
+    buffer.close()
+
+
+def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
+    """A release wait sleeps on the release word; a peer that moved on to a later op (its
+    ticket) without releasing ends the wait only at the slice's end: ``overslept``."""
+    waiter, peer = pair
+    waiter.begin("all_reduce")
+    target = shm.ticket(1, 3)
+    thread = later(0.002, lambda: peer.signal(shm.ticket(2, 1)))
+    waiter.wait([1], target, no_check, release=True)
+    thread.join()
+    got = counts(waiter)
+    assert got["overslept"] == 1 and got["missed_wakeups"] == 0
+
+
+def test_spins_count_waits_that_never_slept(pair):
+    waiter, peer = pair
+    waiter.begin("all_reduce")
+    target = shm.ticket(1, 1)
+    peer.signal(target)
+    waiter.wait([1], target, no_check)               # already there: not a wait
+    thread = later(0, lambda: peer.signal(shm.ticket(1, 2)))
+    waiter.spin_seconds = 1.0                         # long enough for the thread to start
+    waiter.wait([1], shm.ticket(1, 2), no_check)
+    thread.join()
+    got = counts(waiter)
+    assert got["waits"] == 1 and got["spins"] == 1 and got["sleeps"] == 0
+
+
+def test_the_spin_grows_when_peers_arrive_just_after_we_slept(pair):
+    waiter, _peer = pair
+    base = waiter.spin_seconds
+    waiter._adapt_spin(0.0001)                       # the peer came 100 us into the wait
+    assert waiter.spin_seconds == pytest.approx(0.0002)
+    waiter._adapt_spin(0.05)                         # a slow peer: spinning would not help
+    assert waiter.spin_seconds == pytest.approx(0.0002)
+    waiter._adapt_spin(0.00039)
+    assert base < waiter.spin_seconds == shm.MAX_SPIN_SECONDS
+
+
+def test_the_spin_never_grows_with_more_ranks_than_cores(pair):
+    waiter, peer = pair
+    waiter.oversubscribed = True
+    base = waiter.spin_seconds
+    thread = later(0.0002, lambda: peer.signal(shm.ticket(1, 1)))
+    waiter.wait([1], shm.ticket(1, 1), no_check)
+    thread.join()
+    assert waiter.spin_seconds == base
