@@ -1,7 +1,7 @@
 """Laptop-cluster benchmark: collectives across netlab hosts, measured against the link.
 
-Each profile is run on N simulated hosts (1 rank each, one ``ringrun --nnodes N`` per host
-through ``netlab exec``), after measuring the link itself with netlab's ``zmq_bench.py``:
+Each profile is run on N simulated hosts (``--nproc`` ranks each, default 1; one
+``ringrun --nnodes N`` per host through ``netlab exec``), after measuring the link itself with netlab's ``zmq_bench.py``:
 RTT (64 B REQ/REP), the goodput of one link (PUSH/PULL, 1 MiB messages) and of every link at
 once (each host pushing to the next, as a ring does). Then the size sweep of
 ``benchmarks/_cluster_sweep.py`` runs, and the report gives, per op and size, the slowest rank's
@@ -18,6 +18,13 @@ Needs root (netlab). Examples::
     .venv/bin/python -m benchmarks.cluster --prefix rtlab --reuse  # a lab already up, as shaped
     .venv/bin/python -m benchmarks.cluster --from-json benchmarks/results/cluster.json  # tables
     .venv/bin/python -m benchmarks.cluster --profile gige --security-cost   # issue 10's costs
+    .venv/bin/python -m benchmarks.cluster --profile gige --nproc 4 --hierarchical \
+        --json benchmarks/results/cluster-hier-3x4.json     # two-level vs flat, same run
+
+``--hierarchical`` times every op that has a two-level algorithm forced two-level and forced
+to each flat algorithm, plus ringrt's own choice, in one run; the report then gives the cost
+model's prediction next to every time (``cost_model.predict_two_level`` /
+``predict_flat_on_hosts``).
 
 Writes ``benchmarks/results/cluster.json`` (``--json``), which benchmarks/cost_model.py reads.
 """
@@ -52,6 +59,11 @@ TOKEN = "ringrt-cluster-benchmark"
 LINE_RATE = {"gige": 1e9, "wifi": 300e6, "raw": None}
 DEFAULT_OPS = ("all_reduce:default,broadcast:default,reduce:default,all_gather:default,"
                "reduce_scatter:default,barrier:default")
+HIERARCHICAL_OPS = ("all_reduce:default,all_reduce:hierarchical,all_reduce:ring,"
+                    "all_reduce:recursive_doubling,broadcast:hierarchical,broadcast:binomial,"
+                    "broadcast:chain,reduce:hierarchical,reduce:binomial,reduce:chain,"
+                    "all_gather:hierarchical,all_gather:ring,all_gather:direct,"
+                    "barrier:hierarchical,barrier:recursive_doubling")
 ALGORITHM_OPS = ("all_reduce:ring,all_reduce:recursive_doubling,broadcast:binomial,"
                  "broadcast:chain,all_gather:ring,all_gather:direct,reduce_scatter:ring,"
                  "reduce_scatter:direct")
@@ -217,17 +229,19 @@ def _ring_goodput(lab: Lab, port: int, messages: int) -> list[float]:
 # -- the sweep --------------------------------------------------------------------------
 
 
-def run_sweep(lab: Lab, sweep_args: list[str], env: dict[str, str], timeout: float) -> dict:
-    """benchmarks._cluster_sweep on every host (1 rank each); returns rank 0's JSON."""
+def run_sweep(lab: Lab, sweep_args: list[str], env: dict[str, str], timeout: float,
+              nproc: int = 1) -> dict:
+    """benchmarks._cluster_sweep on every host (``nproc`` ranks each); returns rank 0's JSON."""
     record, share = run_module(lab, "benchmarks._cluster_sweep", sweep_args, "--out", env,
-                               timeout)
+                               timeout, nproc)
+    record["nproc"] = nproc
     record["delay_daemon_cpu"] = share
     return record
 
 
 def run_module(lab: Lab, module: str, args: list[str], out_option: str, env: dict[str, str],
-               timeout: float) -> tuple[dict, float | None]:
-    """``ringrun -n 1 -m MODULE ARGS OUT_OPTION FILE`` on every host at once; returns the JSON
+               timeout: float, nproc: int = 1) -> tuple[dict, float | None]:
+    """``ringrun -n NPROC -m MODULE ARGS OUT_OPTION FILE`` on every host at once; returns the JSON
     rank 0 wrote and the delay daemon's CPU share meanwhile."""
     with tempfile.TemporaryDirectory(prefix="rrc-") as tmp:
         out = Path(tmp) / "out.json"
@@ -236,7 +250,7 @@ def run_module(lab: Lab, module: str, args: list[str], out_option: str, env: dic
         commands = {host: ["env", f"RINGRT_TOKEN={TOKEN}", *setting, sys.executable, "-m",
                            "launcher", "--nnodes", str(len(lab.names)), "--node-rank", str(i),
                            "--master-addr", master, "--master-port", str(MASTER_PORT),
-                           "--timeout", "300", "--quiet-ranks", "-n", "1", "-m",
+                           "--timeout", "300", "--quiet-ranks", "-n", str(nproc), "-m",
                            module, *args, out_option, str(out)]
                     for i, host in enumerate(lab.names)}
         with CpuMeter(lab.delay_daemon_pid()) as daemon:
@@ -260,17 +274,64 @@ def annotate(record: dict, link: dict) -> None:
         result["busbw_of_ring_goodput"] = result["busbw_MBps"] * 1e6 / ring_goodput
 
 
+def host_sizes(record: dict) -> tuple[int, ...]:
+    """Ranks per host of a run, from the hostnames the ranks reported."""
+    counts: dict[str, int] = {}
+    for host in record.get("hosts") or []:
+        counts[host] = counts.get(host, 0) + 1
+    return tuple(counts.values()) or (1,) * record["world"]
+
+
+def predicted_ms(record: dict, result: dict) -> float | None:
+    """The cost model's time for one result (gige parameters of ``choice``), or None."""
+    from ringrt._algorithms import choice
+
+    sizes = host_sizes(record)
+    algorithm = result.get("chosen") if result["algorithm"] == "default" else result["algorithm"]
+    net = (choice.NETWORK_ALPHA, choice.NETWORK_BETA, 0.0, choice.NETWORK_OVERHEAD)
+    op, nbytes = result["op"], result["nbytes"]
+    try:
+        if algorithm == "hierarchical":
+            variant = _variant(record, op, nbytes, sizes)
+            return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant) * 1e3
+        if op == "reduce" and algorithm == "chain":          # a broadcast chain's traffic
+            return cm.predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, *net) * 1e3
+        return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net) * 1e3
+    except ValueError:
+        return None
+
+
+def _variant(record: dict, op: str, nbytes: int, sizes: tuple[int, ...]) -> str | None:
+    """The two-level all_reduce variant the run used (its RINGRT_TWO_LEVEL, if any)."""
+    if op != "all_reduce":
+        return None
+    from ringrt._algorithms import choice
+
+    saved = os.environ.get("RINGRT_TWO_LEVEL")
+    os.environ["RINGRT_TWO_LEVEL"] = record.get("env", {}).get("RINGRT_TWO_LEVEL", "")
+    try:
+        return choice.all_reduce_variant(nbytes, sizes)
+    finally:
+        if saved is None:
+            os.environ.pop("RINGRT_TWO_LEVEL")
+        else:
+            os.environ["RINGRT_TWO_LEVEL"] = saved
+
+
 def bandwidth_table(record: dict, min_bytes: int) -> list[str]:
-    lines = [("| op | algorithm | size | median ms | mean ms | algbw MB/s | busbw MB/s | "
-              "busbw / goodput | busbw / ring goodput | rank CPU | #wrong |"),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| op | algorithm | size | median ms | predicted ms | mean ms | algbw MB/s | "
+              "busbw MB/s | busbw / goodput | busbw / ring goodput | rank CPU | #wrong |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in record["results"]:
         if r["nbytes"] < min_bytes or r["op"] == "barrier":
             continue
         label = r.get("chosen", "?") if r["algorithm"] == "default" else \
             f"{r['algorithm']} (forced)"
+        predicted = predicted_ms(record, r)
         lines.append(f"| {r['op']} | {label} | {human(r['nbytes'])} | "
-                     f"{r['median_s'] * 1e3:.2f} | {r['mean_s'] * 1e3:.2f} | "
+                     f"{r['median_s'] * 1e3:.2f} | "
+                     f"{'-' if predicted is None else f'{predicted:.2f}'} | "
+                     f"{r['mean_s'] * 1e3:.2f} | "
                      f"{r['algbw_MBps']:.1f} | {r['busbw_MBps']:.1f} | "
                      f"{r['busbw_of_goodput']:.0%} | {r['busbw_of_ring_goodput']:.0%} | "
                      f"{r['cpu']:.0%} | {r['wrong']} |")
@@ -284,6 +345,8 @@ LATENCY_OPS = ("all_reduce", "all_gather", "reduce_scatter", "barrier")
 
 def latency_table(record: dict, link: dict) -> list[str]:
     """The smallest size of every (op, algorithm) against steps x one-way latency."""
+    from ringrt._algorithms import choice
+
     world, one_way = record["world"], link["rtt_ms"] / 2
     lines = [f"one-way latency = RTT/2 = {one_way:.3f} ms (zmq REQ/REP p50, 64 B)", "",
              ("| op | algorithm | size | steps | steps x RTT/2 ms | steps x RTT ms | "
@@ -295,10 +358,15 @@ def latency_table(record: dict, link: dict) -> list[str]:
             continue
         if key not in smallest or r["nbytes"] < smallest[key]["nbytes"]:
             smallest[key] = r
+    hosts = len(host_sizes(record))
     for (op, algorithm), r in smallest.items():
         try:
-            steps = cm.steps(op, algorithm, world)
-        except ValueError:
+            if algorithm == "hierarchical":              # its cross-host steps only
+                cross = choice.cross_algorithm(op, r["nbytes"], hosts, max(host_sizes(record)))
+                steps = cm.steps(op, cross, hosts)
+            else:
+                steps = cm.steps(op, algorithm, world)
+        except (ValueError, KeyError):
             continue
         floor = steps * one_way
         lines.append(f"| {op} | {algorithm} | {human(r['nbytes'])} | {steps} | {floor:.3f} | "
@@ -324,7 +392,9 @@ def report(profile: str, record: dict, link: dict, table_min_bytes: int) -> str:
     daemon = record.get("delay_daemon_cpu")
     title = f"line rate {rate / 1e6:g} Mbit/s" if rate else "unshaped"
     every = ", ".join(f"{g:.1f}" for g in link["ring_goodput_MBps"])
-    lines = [f"## {profile}: {record['world']} hosts x 1 rank, {title}", "",
+    nproc = record.get("nproc", 1)
+    lines = [f"## {profile}: {record['world'] // nproc} hosts x {nproc} "
+             f"rank{'s' if nproc > 1 else ''}, {title}", "",
              (f"link: RTT p50 {link['rtt_ms']:.3f} ms; goodput one link "
               f"{link['goodput_MBps']:.1f} MB/s; every link at once {every} MB/s (delay daemon "
               f"{_share(link['delay_daemon_cpu_ring'])} of a core); delay daemon during the "
@@ -345,7 +415,10 @@ def _share(value) -> str:
 @click.option("--profile", "profiles", multiple=True, type=click.Choice(list(LINE_RATE)),
               help="netlab profile(s) to run, in order [default: gige, wifi, raw; with "
                    "--reuse: the lab as it is].")
-@click.option("--hosts", default=3, show_default=True, help="Lab hosts (1 rank each).")
+@click.option("--hosts", default=3, show_default=True, help="Lab hosts.")
+@click.option("--nproc", default=1, show_default=True, help="Ranks per lab host.")
+@click.option("--hierarchical", is_flag=True, help="Time the two-level algorithms against "
+              "every flat one, forced, in the same run (ops: HIERARCHICAL_OPS).")
 @click.option("--prefix", default="rrb", show_default=True, help="netlab lab prefix.")
 @click.option("--reuse", is_flag=True, help="Use the lab PREFIX that is already up; leave it.")
 @click.option("--ops", default=DEFAULT_OPS, show_default=True,
@@ -373,8 +446,8 @@ def _share(value) -> str:
               help="Instead of the sweep: benchmarks.security_cost (all_reduce with no "
                    "authentication, PLAIN and CurveZMQ, interleaved) on each profile; writes "
                    "benchmarks/results/security_cost_PROFILE.json.")
-def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, factor, budget,
-         table_min_bytes, link_messages, shape_extra, env_items, json_path, saved, security):
+def main(profiles, hosts, nproc, hierarchical, prefix, reuse, ops, algorithms, min_bytes,
+         max_bytes, factor, budget, table_min_bytes, link_messages, shape_extra, env_items, json_path, saved, security):
     """Benchmark collectives across netlab hosts (see the module docstring)."""
     if saved:
         record = json.loads(Path(saved).read_text())
@@ -388,6 +461,8 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
         raise click.ClickException(f"netlab not found at {NETLAB} (set $NETLAB)")
     profiles = list(profiles) or ([None] if reuse else ["gige", "wifi", "raw"])
     env = dict(item.split("=", 1) for item in env_items)
+    if hierarchical:
+        ops = HIERARCHICAL_OPS
     sweep_args = ["--ops", ops + ("," + ALGORITHM_OPS if algorithms else ""), "--min-bytes",
                   min_bytes, "--max-bytes", max_bytes, "--factor", str(factor), "--budget",
                   str(budget)]
@@ -405,7 +480,7 @@ def main(profiles, hosts, prefix, reuse, ops, algorithms, min_bytes, max_bytes, 
             link = measure_link(lab, link_messages)
             click.echo(f"   {link}", err=True)
             click.echo(f"== {profile or 'as shaped'}: sweep", err=True)
-            record = run_sweep(lab, sweep_args, env, timeout=1800)
+            record = run_sweep(lab, sweep_args, env, timeout=1800, nproc=nproc)
             annotate(record, link)
             runs.append({"profile": profile or "as shaped", "link": link, **record})
             click.echo(report(profile or "as shaped", record, link, parse_size(table_min_bytes)))

@@ -29,6 +29,7 @@ from ringrt._comm import channel, wire
 from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
+from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
 from ringrt._comm.shm import HostArena
@@ -83,6 +84,7 @@ class _Comm:
         p2p_mode = env_choice("RINGRT_P2P", ("auto", "sockets"), "auto")
         p2p_bytes = channel.area_bytes(world_size) if p2p_mode == "auto" else 0
         self.arena = HostArena.create(rank, world_size, p2p_bytes)
+        self.host_arena = None               # multi-host jobs: this host's ranks (host_shm)
         self.guard = None
         try:
             security = dataclasses.replace(security, nonce=job_nonce(store, namespace))
@@ -92,9 +94,14 @@ class _Comm:
             self.sentinel = Sentinel(self.context, rank, endpoints)
             cards = self._rendezvous(store, namespace, deadline, endpoints.mode)
             self.arena = share_memory(self.arena, cards, store, namespace, rank, deadline)
+            self.host_arena = local_host_arena({r: c["data"]["host"] for r, c in cards.items()},
+                                               rank, store, namespace, deadline,
+                                               self.guard.security.token)
         except BaseException:
             if self.arena is not None:
                 self.arena.close()
+            if self.host_arena is not None:
+                self.host_arena.close()
             if self.guard is not None:
                 self.guard.stop()
             self.context.destroy(linger=0)
@@ -175,6 +182,8 @@ class _Comm:
         self.guard.stop()
         if self.arena is not None:
             self.arena.close()
+        if self.host_arena is not None:
+            self.host_arena.close()
         self.context.term()
         remove_ipc_dir(self.ipc_dir)
 
@@ -247,6 +256,7 @@ class ProcessGroup:
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
         self.arena = comm.arena if group_id == 0 else None
+        self.host_arena = comm.host_arena if group_id == 0 else None     # see _comm/host_shm
         # Every rank computes this from the same cards, so algorithm choices agree.
         self.spans_hosts = len({comm.hosts[m] for m in members}) > 1
 

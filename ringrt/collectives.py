@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from ringrt import _validate
-from ringrt._algorithms import decisions, direct, ring, shm, tree
+from ringrt._algorithms import decisions, direct, hierarchical, ring, shm, tree
 from ringrt._algorithms.choice import choose
 from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._process_group import NonMember, OpSpec
@@ -43,8 +43,9 @@ def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None =
 def _algorithm(pg, op: str, nbytes: int) -> str:
     """Pick the algorithm (the same on every rank: it depends on shared facts only)."""
     arena = pg.arena
+    host_sizes = hierarchical.layout(pg).sizes if pg.spans_hosts else None
     algorithm = choose(op, nbytes, arena.slot_bytes if arena is not None else None, pg.size,
-                       pg.spans_hosts, arena is not None and arena.oversubscribed)
+                       pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes)
     pg.comm.counters.chose(op, algorithm)
     if decisions.enabled:
         decisions.log(pg, op, nbytes, algorithm)
@@ -103,6 +104,9 @@ def _all_reduce(ex, flat, redop, algorithm):
     combine = combiner(redop, flat.dtype)
     if algorithm == "shm":
         shm.all_reduce_shm(ex.shm, flat, combine)
+    elif algorithm == "hierarchical":
+        hierarchical.all_reduce(ex, flat, combine, hierarchical.layout(ex.group),
+                                ex.group.host_arena)
     elif algorithm == "ring":
         ring.all_reduce_ring(ex, flat, combine)
     else:
@@ -144,7 +148,10 @@ def _reduce(ex, flat, root, redop, algorithm):
             finish(redop, flat, ex.size)
         return
     work = flat if ex.rank == root else flat.copy()
-    if algorithm == "chain":
+    if algorithm == "hierarchical":
+        hierarchical.reduce(ex, work, combine, root, hierarchical.layout(ex.group),
+                            ex.group.host_arena)
+    elif algorithm == "chain":
         tree.reduce_chain(ex, work, combine, root)
     elif algorithm == "ring":
         ring.reduce_ring(ex, work, combine, root)
@@ -238,6 +245,8 @@ def broadcast(array, src: int, group=None, async_op: bool = False):
 def _broadcast(ex, flat, root, algorithm):
     if algorithm == "shm":
         shm.broadcast_shm(ex.shm, flat, root)
+    elif algorithm == "hierarchical":
+        hierarchical.broadcast(ex, flat, root, hierarchical.layout(ex.group), ex.group.host_arena)
     elif algorithm == "chain":
         tree.broadcast_chain(ex, flat, root)
     else:
@@ -285,6 +294,9 @@ def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
 def _all_gather(ex, outputs, mine, algorithm):
     if algorithm == "shm":
         shm.all_gather_shm(ex.shm, outputs, mine)
+    elif algorithm == "hierarchical":
+        hierarchical.all_gather(ex, outputs, mine, hierarchical.layout(ex.group),
+                                ex.group.host_arena)
     elif algorithm == "ring":
         if outputs[ex.rank] is not mine:
             outputs[ex.rank][...] = mine
@@ -400,9 +412,13 @@ def barrier(group=None, async_op: bool = False):
     if pg is None:
         return None
     algorithm = _algorithm(pg, "barrier", 0)
-    body = _barrier_shm if algorithm == "shm" else tree.barrier
+    body = {"shm": _barrier_shm, "hierarchical": _barrier_two_level}.get(algorithm, tree.barrier)
     return pg.run(_spec("barrier", "barrier", None, shm=algorithm == "shm"), body, async_op)
 
 
 def _barrier_shm(ex):
     shm.barrier_shm(ex.shm)
+
+
+def _barrier_two_level(ex):
+    hierarchical.barrier(ex, hierarchical.layout(ex.group), ex.group.host_arena)

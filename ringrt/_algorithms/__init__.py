@@ -11,4 +11,6 @@ same-host shared-memory path). Imports flow one way: collectives -> algorithms -
     tree.py        recursive doubling, binomial and chain broadcast / reduce, barrier
     direct.py      one-step gather / scatter / all-to-all / all-gather / reduce-scatter
     shm.py         shared-memory variants (one host, world group)
+    layout.py      a group's ranks by host; SubExchange: an op over some of its ranks
+    hierarchical.py  two-level collectives for groups spanning hosts (+ hierarchical_shm.py)
 """

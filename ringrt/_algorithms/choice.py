@@ -26,6 +26,14 @@ Thresholds (bytes of the whole array) and why:
   the "ringrt" backend, world 2 on this 2-core VM (benchmarks/torch_collectives.py,
   2026-11-26): over sockets reduce took 0.8-1.1x gloo's time at 256 KiB-4 MiB, scatter
   1.1-1.7x, all_to_all 1.1-1.7x; shared memory is what brings them under gloo's.
+- Across hosts, when some host has several ranks of the group, all_reduce, broadcast (from
+  ``ROOTED_TWO_LEVEL_FROM``), reduce (idem), all_gather and barrier go in two levels (``hierarchical``: inside each host, between
+  hosts, back; see ``hierarchical.py``) whenever the cost model predicts it no slower than
+  every flat algorithm (``cost_model.prefer_two_level``); ``RINGRT_ALGO=all_reduce=hierarchical``
+  forces it (where the group spans hosts), ``RINGRT_ALGO=all_reduce=ring`` etc. force flat.
+  gather, scatter and all_to_all stay flat: every block crosses the links once either way,
+  and direct sends already take one step. reduce_scatter stays flat too (not built: a
+  two-level one would need a cross-host reduce-scatter of every local share).
 - Across hosts, all_reduce and broadcast take their small/large threshold from the alpha-beta
   cost model (``cost_model``) with the parameters fitted on the netlab 1 Gbit/s lab
   (docs/cluster.md): the crossover grows with the group size (recursive doubling's log2(n)
@@ -46,15 +54,15 @@ BROADCAST_SMALL = 64 * 1024
 GATHER_SMALL = 64 * 1024
 
 CHOICES = {
-    "all_reduce": ("recursive_doubling", "ring", "shm"),
-    "broadcast": ("binomial", "chain", "shm"),
-    "reduce": ("binomial", "chain", "ring", "shm"),
-    "all_gather": ("direct", "ring", "shm"),
+    "all_reduce": ("recursive_doubling", "ring", "shm", "hierarchical"),
+    "broadcast": ("binomial", "chain", "shm", "hierarchical"),
+    "reduce": ("binomial", "chain", "ring", "shm", "hierarchical"),
+    "all_gather": ("direct", "ring", "shm", "hierarchical"),
     "reduce_scatter": ("direct", "ring", "shm"),
     "gather": ("direct", "direct", "shm"),
     "scatter": ("direct", "direct", "shm"),
     "all_to_all": ("direct", "direct", "shm"),        # shm: equal blocks only (the caller's)
-    "barrier": ("recursive_doubling", "shm"),
+    "barrier": ("recursive_doubling", "shm", "hierarchical"),
 }
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
           "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "gather": 1 << 62,
@@ -107,15 +115,84 @@ def network_threshold(op: str, world: int) -> int:
     return high if crossing is None else min(high, max(low, crossing))
 
 
+# Broadcast and reduce stay flat below this: measured on the netlab lab (3 hosts x 4 ranks, 2
+# cores; benchmarks/results/cluster-hier-3x4-other.json), back-to-back 4 B-16 KiB broadcasts
+# took 1.3-1.4 ms two-level vs 0.58-1.14 ms binomial, reduces 0.86-1.15 vs 0.65-0.91 ms: a
+# binomial root only sends, so consecutive ops overlap, while the shared-memory step inside a
+# host makes every local rank wait for every other. From 256 KiB two levels won (broadcast 6.2
+# vs 6.2-8.4 ms, reduce 5.0 vs 7.7-8.1 ms). The cost model, which times one op alone, cannot
+# see that overlap.
+ROOTED_TWO_LEVEL_FROM = 64 * 1024
+
+
+def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None) -> bool:
+    """Whether ``op`` goes in two levels (``hierarchical``) over hosts of ``host_sizes``
+    ranks: forced by RINGRT_ALGO=op=hierarchical, or predicted no slower than flat by the
+    cost model (network parameters of the gige lab, shared-memory ones for inside a host)."""
+    if host_sizes is None or len(host_sizes) < 2 or max(host_sizes) < 2 or \
+            "hierarchical" not in CHOICES[op]:
+        return False
+    forced = _forced().get(op)
+    if forced is not None:
+        return forced == "hierarchical"
+    if op in ("broadcast", "reduce") and nbytes < ROOTED_TWO_LEVEL_FROM:
+        return False
+    variant = all_reduce_variant(nbytes, host_sizes) if op == "all_reduce" else None
+    return _predicted_two_level(op, nbytes, host_sizes, variant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...],
+                         variant: str | None) -> bool:
+    return cost_model.prefer_two_level(op, nbytes, host_sizes, NETWORK_ALPHA, NETWORK_BETA,
+                                       0.0, NETWORK_OVERHEAD, variant)
+
+
+def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
+    """``leaders``, unless ``RINGRT_TWO_LEVEL=direct|shares`` (shares only where hosts are
+    even); see ``cost_model.two_level_all_reduce``.
+
+    Measured on the netlab lab (3 hosts x 2 and x 4 ranks, all on 2 cores; docs/cluster.md),
+    leaders won wherever the others differed: 4 B-4 KiB with 4 ranks a host, 2.1-2.3 ms vs
+    3.2-3.3 ms direct (every rank sending across hosts costs CPU the cores do not have);
+    256 KiB-16 MiB, 6-16 % faster than shares, which the model prefers from 4 MiB. Direct and
+    shares should pay where every rank has a core and one process cannot fill the link.
+    """
+    forced = os.environ.get("RINGRT_TWO_LEVEL", "")
+    if forced not in ("", "direct", "shares", "leaders"):
+        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose leaders, direct "
+                         "or shares")
+    if forced == "shares":
+        return "shares" if len(set(host_sizes)) == 1 else "leaders"
+    return forced or "leaders"
+
+
+@functools.lru_cache(maxsize=1024)
+def cross_algorithm(op: str, nbytes: int, hosts: int, streams: int) -> str:
+    """The flat algorithm of the cross-host step of a two-level op (see
+    ``cost_model.cross_host``): ``all_reduce`` ring | recursive_doubling | direct, ``broadcast``
+    binomial | chain, ``reduce`` binomial | ring (run as the chain: the same traffic)."""
+    if nbytes < MODEL_THRESHOLD_RANGE[0] and op != "all_reduce":
+        return CHOICES[op][0]                 # latency-bound: the tree
+    return cost_model.cross_host(op, nbytes, hosts, streams, NETWORK_ALPHA, NETWORK_BETA,
+                                 0.0, NETWORK_OVERHEAD)[0]
+
+
 def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int = 2,
-           spans_hosts: bool = False, oversubscribed: bool = False) -> str:
+           spans_hosts: bool = False, oversubscribed: bool = False,
+           host_sizes: tuple[int, ...] | None = None) -> str:
     """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
     the blocks one rank stages) in a group of ``world`` ranks. ``shm_slot_bytes`` is the
     arena's slot size when the group can use shared memory, else None; ``spans_hosts`` says
     whether its members are on more than one host; ``oversubscribed``, whether the host has
-    fewer cores than ranks (shared memory only: every rank sees the same host). Every rank
-    computes the same answer."""
+    fewer cores than ranks (shared memory only: every rank sees the same host);
+    ``host_sizes``, the group's ranks per host when it spans hosts (for ``hierarchical``).
+    Every rank computes the same answer."""
+    if two_level(op, nbytes, host_sizes):
+        return "hierarchical"
     forced = _forced().get(op)
+    if forced == "hierarchical":
+        forced = None                        # one host, or one rank per host: flat
     shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and world > 1 and \
         nbytes <= SHM_MAX_PIECES * (shm_slot_bytes // 2)
     if forced and (forced != "shm" or shm_ok):

@@ -57,6 +57,9 @@ ALGORITHMS = {
     "reduce": ("binomial", "ring"),
     "barrier": ("recursive_doubling",),
 }
+# Algorithms only the cross-host step of a two-level op uses: with few hosts, every leader
+# sending its array to every other one (one step) beats recursive doubling's log2 + 2.
+CROSS_ONLY = {"all_reduce": ("direct",)}
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ def _direct(op: str, size: float, n: int) -> Terms:
         return Terms(1.0, share, 0.0, extra)
     if op == "reduce_scatter":
         return Terms(1.0, share, share, extra)
+    if op == "all_reduce":                  # send the whole array to every peer, sum them all
+        return Terms(1.0, (n - 1) * size, (n - 1) * size, extra)
     raise ValueError(f"no direct algorithm for {op}")
 
 
@@ -163,7 +168,7 @@ def terms(op: str, algorithm: str, nbytes: float, world: int,
     """
     if world < 1:
         raise ValueError(f"world must be >= 1, got {world}")
-    if algorithm not in ALGORITHMS.get(op, ()):
+    if algorithm not in ALGORITHMS.get(op, ()) + CROSS_ONLY.get(op, ()):
         raise ValueError(f"unknown algorithm {algorithm!r} for {op!r}; known: {ALGORITHMS}")
     if world == 1:
         return Terms(0.0)
@@ -278,3 +283,149 @@ def bus_factor(op: str, world: int) -> float:
     if op in ("broadcast", "reduce"):
         return 1.0
     return 0.0
+
+
+# -- two levels: hosts joined by a network, ranks inside a host by memory ------------------
+#
+# A group spread over H hosts with ``sizes[h]`` ranks each (n in all, L the most on a host).
+# Network steps cost the α, β, γ, o above; a step inside a host costs ``local_alpha`` (a
+# shared-memory phase) and ``local_beta`` per byte copied. Ranks of one host share its link,
+# so k ranks sending across hosts at once see k·β each.
+#
+# =============  ==============================================================================
+# op             two-level time (cross(op', S', H, k) = the cheaper flat algorithm of op' on
+#                S' bytes over H ranks, with β·k)
+# =============  ==============================================================================
+# all_reduce     the cheaper of
+#                shares (even hosts): 3αl + 3S·βl + cross(all_reduce, S/L, H, L)
+#                  + steps·(L-1)·o   (each local index all-reduces its share; L messages on a
+#                  link per step)
+#                leaders: 3αl + (L+1)S·βl + cross(all_reduce, S, H, 1)
+#                (cross all_reduce may also be "direct": α + (H-2)o + (H-1)S(β+γ))
+#                direct (small): αl + L·S·βl + α + (f-1)o + f·S(β+γ), f = the most messages
+#                  a rank sends (max over hosts h of Σ_g≠h ceil(L_g / L_h))
+# broadcast      αl + S·βl + cross(broadcast, S, H, 1)
+# reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
+# all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
+# barrier        2αl + α + (H-2)o   (leaders swap empty messages: one step)
+# =============  ==============================================================================
+#
+# The flat algorithms on the same hosts: the classic formulas over n ranks, with β scaled by
+# the ranks of one host that cross its link at once: L for direct (every rank sends to every
+# remote peer at once), 1 for the others (ranks grouped by host: one ring edge leaves each
+# host; recursive doubling's and the trees' partners mostly cross one at a time — measured
+# at 64 MiB on 3 x 2 and 3 x 4 ranks, recursive doubling took 3.3 and 6.1 s, this predicts
+# 3.0 and 3.8 s, where β·L predicted 6.0 and 15 s).
+
+TWO_LEVEL_OPS = ("all_reduce", "broadcast", "reduce", "all_gather", "barrier")
+# A shared-memory phase inside a host, and a byte of memory copy. shm.py measured 10-80 us a
+# phase with a core per rank; on the netlab lab, where 6-12 ranks of 3 "hosts" share 2 cores,
+# a phase costs ~0.3 ms (a descheduled local rank has to be woken): fitted from 3 x 2 ranks,
+# 4 B-4 KiB two-level all_reduce through leaders (three phases + one cross-host step,
+# 1.46-1.53 ms, with α and o as fitted for the flat algorithms;
+# benchmarks/results/cluster-hier-3x2-all_reduce.json). ~2 GB/s per copy with the cores shared.
+LOCAL_ALPHA, LOCAL_BETA = 0.3e-3, 1 / 2e9
+
+
+def _cheapest(op: str, nbytes: float, world: int, alpha: float, beta: float, gamma: float,
+              overhead: float, algorithms: tuple[str, ...]) -> tuple[str, float]:
+    """(algorithm, seconds) of the cheapest of ``algorithms`` for ``op`` (0 s alone)."""
+    if world < 2:
+        return algorithms[0], 0.0
+    timed = [(predict(op, a, nbytes, world, alpha, beta, gamma, overhead), a)
+             for a in algorithms]
+    seconds, algorithm = min(timed)
+    return algorithm, seconds
+
+
+def cross_host(op: str, nbytes: float, hosts: int, streams: int, alpha: float, beta: float,
+               gamma: float = 0.0, overhead: float = 0.0) -> tuple[str, float]:
+    """The cross-host step of a two-level op: ``streams`` groups of one rank per host run it
+    at once over the same links, each step then posting ``streams - 1`` more messages per
+    host (``overhead`` each). Returns (cheapest flat algorithm, seconds)."""
+    algorithms = ALGORITHMS[op] + CROSS_ONLY.get(op, ())
+    algorithm, seconds = _cheapest(op, nbytes, hosts, alpha, beta * max(1, streams), gamma,
+                                   overhead, algorithms)
+    extra = steps(op, algorithm, hosts) * (max(1, streams) - 1) * overhead
+    return algorithm, seconds + extra
+
+
+def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, beta: float,
+                         gamma: float = 0.0, overhead: float = 0.0,
+                         local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA,
+                         variant: str | None = None) -> tuple[str, float]:
+    """The cheaper two-level all_reduce (or ``variant``'s time): ``shares`` (even hosts only: local reduce-scatter,
+    L cross-host all-reduces of S/L, local all-gather; 3 copies of S through memory) or
+    ``leaders`` (reduce to a leader, which adds L slots, leaders all-reduce S, broadcast:
+    L + 1 copies); ``direct`` only when asked for (every rank all-reduces inside its host
+    and swaps host sums with one rank of every other host: one phase, one step, but every
+    rank sends). Returns (variant, seconds)."""
+    hosts, most = len(sizes), max(sizes)
+    net = (alpha, beta, gamma, overhead)
+    size = float(nbytes)
+    if variant == "direct":              # one local all-reduce, host sums swapped in one step
+        fan_out = _fan_out(sizes)
+        return "direct", local_alpha + most * size * local_beta + alpha + \
+            (fan_out - 1) * overhead + fan_out * size * (beta + gamma)
+    leaders = 3 * local_alpha + (most + 1) * size * local_beta + \
+        cross_host("all_reduce", size, hosts, 1, *net)[1]
+    if len(set(sizes)) != 1 or variant == "leaders":
+        return "leaders", leaders
+    shares = 3 * local_alpha + 3 * size * local_beta + \
+        cross_host("all_reduce", size / most, hosts, most, *net)[1]
+    if variant == "shares":
+        return "shares", shares
+    return ("shares", shares) if shares < leaders else ("leaders", leaders)
+
+
+def _fan_out(sizes: tuple[int, ...]) -> int:
+    """The most messages a rank sends when every rank swaps with one rank of every other host
+    (max over hosts h of the sum over the others of ceil(L_g / L_h))."""
+    return max(1, max(sum(-(-other // mine) for g, other in enumerate(sizes) if g != h)
+                      for h, mine in enumerate(sizes)))
+
+
+def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
+                      beta: float, gamma: float = 0.0, overhead: float = 0.0,
+                      local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA,
+                      variant: str | None = None) -> float:
+    """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks
+    (all_reduce: the cheaper variant, or ``variant``)."""
+    hosts, most = len(sizes), max(sizes)
+    net = (alpha, beta, gamma, overhead)
+    size = 0.0 if op == "barrier" else float(nbytes)
+    if op == "all_reduce":
+        return two_level_all_reduce(size, sizes, *net, local_alpha, local_beta, variant)[1]
+    if op == "broadcast":
+        return local_alpha + size * local_beta + cross_host(op, size, hosts, 1, *net)[1]
+    if op == "reduce":
+        return 2 * local_alpha + 2 * size * local_beta + size * gamma + \
+            cross_host("broadcast", size, hosts, 1, *net)[1]
+    if op == "all_gather":
+        swap = 0.0 if hosts < 2 else alpha + max(0, hosts - 2) * overhead + \
+            (hosts - 1) / hosts * size * beta
+        return 2 * local_alpha + 2 * size * local_beta + swap
+    if op == "barrier":                  # local barrier, leaders swap, local barrier
+        return 2 * local_alpha + alpha + max(0, hosts - 2) * overhead
+    raise ValueError(f"no two-level algorithm for {op!r}; those with one: {TWO_LEVEL_OPS}")
+
+
+def predict_flat_on_hosts(op: str, algorithm: str, nbytes: float, sizes: tuple[int, ...],
+                          alpha: float, beta: float, gamma: float = 0.0,
+                          overhead: float = 0.0) -> float:
+    """Predicted seconds of a flat algorithm over every rank of hosts of ``sizes`` ranks
+    (ranks grouped by host, as ringrun numbers them)."""
+    sharing = max(sizes) if algorithm == "direct" else 1
+    return predict(op, algorithm, nbytes, sum(sizes), alpha, beta * sharing, gamma, overhead)
+
+
+def prefer_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
+                     beta: float, gamma: float = 0.0, overhead: float = 0.0,
+                     variant: str | None = None) -> bool:
+    """Whether two levels are predicted no slower than every flat algorithm of ``op``."""
+    if op not in TWO_LEVEL_OPS or len(sizes) < 2 or max(sizes) < 2:
+        return False
+    flat = min(predict_flat_on_hosts(op, a, nbytes, sizes, alpha, beta, gamma, overhead)
+               for a in ALGORITHMS[op])
+    return predict_two_level(op, nbytes, sizes, alpha, beta, gamma, overhead,
+                             variant=variant) <= flat

@@ -43,6 +43,14 @@ def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
     if choice._forced().get(op) == algorithm:
         return "forced by RINGRT_ALGO"
     arena = pg.arena
+    if algorithm == "hierarchical":
+        layout = pg._host_layout                 # set by hierarchical.layout() in the choice
+        sizes = "+".join(str(n) for n in layout.sizes)
+        extra = ""
+        if op == "all_reduce":
+            extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, layout.sizes)}"
+        return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "
+                f"predicted no slower than every flat algorithm by the cost model{extra}")
     if algorithm == "shm":
         return (f"every rank on one host: shared memory through a {_size(arena.slot_bytes)} "
                 "staging slot per rank")

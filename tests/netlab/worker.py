@@ -9,6 +9,9 @@ worker's pid to ``pid{R}`` (the test checks every one is gone at the end). Modes
 - ``workload``: a short fixed mix (small collectives of every kind + 1 MiB all_reduces),
   checked, and timed (slowest rank): for runs under loss or Wi-Fi shaping.
 - ``attacked``: tests/security's checked workload while a tokenless attacker attacks.
+- ``hierarchical``: the table (a few dtypes, big cases) forced two-level and forced flat,
+  plus a subgroup spanning hosts; with ``--layout 2,1,3`` the ranks first claim hosts of
+  those sizes (``RINGRT_HOST_ID``), so the world is uneven although ringrun starts 2 per host.
 - ``loop``: all_reduce until the group breaks; writes ``ready{R}`` after the first op so the
   test knows when to cut a host, then records the error (type, ranks, time) and re-raises it.
 """
@@ -115,6 +118,37 @@ def check(args) -> None:
     dist.destroy_process_group()
 
 
+def hierarchical(args) -> None:
+    from tests.dist.hier_workers import HIERARCHICAL, _subgroup_cases, own_subgroup_failures
+
+    if args.layout:
+        sizes = [int(n) for n in args.layout.split(",")]
+        hosts = [h for h, n in enumerate(sizes) for _ in range(n)]
+        os.environ["RINGRT_HOST_ID"] = f"labhost{hosts[RANK]}"
+    dist.init_process_group(timeout=args.op_timeout)
+    world = dist.get_world_size()
+    table = [c for c in cases(world, big=True) if c.dtype in QUICK_DTYPES]
+    failures = []
+    for setting, algo in (("two_level", HIERARCHICAL), ("flat", SETTINGS["bandwidth"])):
+        os.environ.pop("RINGRT_SEGMENT_BYTES", None)
+        os.environ.update(algo if isinstance(algo, dict) else {"RINGRT_ALGO": algo})
+        failures += [f"{setting}/{c.name}" for c in table
+                     if wrong(c, world, run_case(c, RANK, world))]
+    os.environ.pop("RINGRT_ALGO")
+    subgroup = [0, 1, 2, world - 1]                       # spans hosts, two ranks on the first
+    group = dist.new_group(subgroup)
+    if RANK in subgroup:
+        failures += own_subgroup_failures(RANK, subgroup, _subgroup_cases(RANK, subgroup, group))
+    dist.barrier()                                        # two levels by the model's choice
+    from ringrt.distributed import _world
+
+    write(f"rank{RANK}.json", {"failures": failures, "cases": 2 * len(table),
+                               "algorithms": dist.stats()["algorithms"],
+                               "host_arena": _world.comm.host_arena is not None,
+                               "routes": routes()})
+    dist.destroy_process_group()
+
+
 def workload(args) -> None:
     """Small collectives of every kind plus ``args.mib`` x 1 MiB all_reduce, timed."""
     dist.init_process_group(timeout=args.op_timeout)
@@ -176,13 +210,15 @@ def wait_for_local_ranks(deadline: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["check", "workload", "loop", "attacked"])
+    parser.add_argument("mode", choices=["check", "workload", "loop", "attacked", "hierarchical"])
+    parser.add_argument("--layout", default="", help="hierarchical: ranks per claimed host")
     parser.add_argument("--op-timeout", type=float, default=30.0)
     parser.add_argument("--mib", type=int, default=20, help="workload: 1 MiB all_reduces")
     parser.add_argument("--elements", type=int, default=1 << 16, help="loop: float32 elements")
     args = parser.parse_args()
     write(f"pid{RANK}", str(os.getpid()))
-    {"check": check, "workload": workload, "loop": loop, "attacked": attacked}[args.mode](args)
+    {"check": check, "workload": workload, "loop": loop, "attacked": attacked,
+     "hierarchical": hierarchical}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""Shared memory among the ranks of one host when the job spans several hosts.
+
+The world arena (``shm.HostArena`` over every rank, see ``rendezvous.share_memory``) exists
+only when the whole job runs on one host. A multi-host job gets, on each host with two or more
+ranks, an arena over that host's ranks alone: the same ``HostArena`` indexed by *local index*
+(the rank's position among its host's ranks, in rank order) instead of by rank. The two-level
+collectives (``ringrt._algorithms.hierarchical``) run their inside-the-host steps on it.
+
+Each host decides on its own (its ranks agree through the store): a host where /dev/shm is
+missing or full takes ipc sockets for its local steps, which no other host needs to know.
+Only the world group uses it (its op sequence numbers are the tickets); subgroups take ipc
+sockets inside a host.
+"""
+
+from __future__ import annotations
+
+from ringrt._comm.rendezvous import _open_card, _seal_card
+from ringrt._comm.shm import HostArena
+from ringrt._deadline import Deadline
+
+
+def host_ranks(hosts: dict[int, str], rank: int) -> list[int]:
+    """The ranks on ``rank``'s host, in rank order (``hosts``: rank -> host identity)."""
+    return sorted(r for r, host in hosts.items() if host == hosts[rank])
+
+
+def local_host_arena(hosts: dict[int, str], rank: int, store, namespace: str,
+                     deadline: Deadline, token: str) -> HostArena | None:
+    """This rank's arena over its host's ranks (indexed by local index), or None: one host
+    only (the world arena covers it), a single rank on this host, shared memory off, or some
+    rank of this host could not make or map its segment."""
+    local = host_ranks(hosts, rank)
+    if len(set(hosts.values())) < 2 or len(local) < 2:
+        return None
+    index = local.index(rank)
+    arena = HostArena.create(index, len(local))
+    prefix = f"{namespace}/hostshm"
+    key = f"{prefix}/card/{rank}"
+    store.set(key, _seal_card(token, key, {"card": arena.card if arena else None}))
+    cards = {}
+    for position, peer in enumerate(local):
+        peer_key = f"{prefix}/card/{peer}"
+        raw = store.get(peer_key, timeout=deadline.remaining())
+        cards[position] = _open_card(token, peer_key, raw, rank, peer)["card"]
+    usable = arena is not None and all(cards.values())
+    if usable:
+        try:
+            arena.attach(cards)
+        except OSError:
+            usable = False
+    store.set(f"{prefix}/ok/{rank}", b"1" if usable else b"0")
+    everyone = all(store.get(f"{prefix}/ok/{peer}", timeout=deadline.remaining()) == b"1"
+                   for peer in local)
+    if arena is not None:
+        arena.unlink()
+        if not everyone:
+            arena.close()
+    return arena if everyone else None
