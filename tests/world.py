@@ -15,6 +15,7 @@ world timeout here (stacks are dumped with SIGUSR1 before the kill) < pytest-tim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -96,6 +97,22 @@ def wait_all_dead(pids, timeout: float, marker: bytes | None = None) -> list[int
 def short_tmpdir(prefix: str = "rrt-") -> str:
     """A short directory under /tmp: AF_UNIX socket paths are capped at 107 bytes."""
     return tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str = "rrt-"):
+    """A :func:`short_tmpdir` removed with everything in it afterwards."""
+    directory = short_tmpdir(prefix)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def line_of(path, marker: str) -> int:
+    """The 1-based number of the first line of ``path`` containing ``marker``."""
+    with open(path) as file:
+        return next(i for i, line in enumerate(file, 1) if marker in line)
 
 
 def _store_server(token: str):

@@ -391,7 +391,7 @@ def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: flo
                       variant: str | None = None) -> float:
     """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks
     (all_reduce: the cheaper variant, or ``variant``)."""
-    hosts, most = len(sizes), max(sizes)
+    hosts = len(sizes)
     net = (alpha, beta, gamma, overhead)
     size = 0.0 if op == "barrier" else float(nbytes)
     if op == "all_reduce":

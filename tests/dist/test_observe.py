@@ -3,27 +3,24 @@
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from ringrt._observe.merge import validate
-from tests.world import run_world, short_tmpdir
+from tests.world import line_of, run_world, scratch_directory
 
 WORKERS = Path(__file__).with_name("observe_workers.py")
 
 
 def _line_of(marker: str) -> int:
-    lines = WORKERS.read_text().splitlines()
-    return next(i for i, line in enumerate(lines, 1) if marker in line)
+    return line_of(WORKERS, marker)
 
 
 @pytest.fixture
 def scratch():
-    directory = short_tmpdir("rro-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with scratch_directory("rro-") as directory:
+        yield directory
 
 
 def _ops_by_rank(trace: dict) -> dict[int, list[dict]]:

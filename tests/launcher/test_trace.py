@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-import shutil
 import signal
 import time
 
@@ -11,19 +10,13 @@ import pytest
 
 from ringrt._observe.merge import validate
 from tests.launcher import _ringrun
-from tests.world import short_tmpdir
-
-
-def _line_of(path: str, marker: str) -> int:
-    with open(path) as file:
-        return next(i for i, line in enumerate(file, 1) if marker in line)
+from tests.world import line_of, scratch_directory
 
 
 @pytest.fixture
 def scratch():
-    directory = short_tmpdir("rrt-")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with scratch_directory("rrt-") as directory:
+        yield directory
 
 
 @pytest.mark.timeout(90)
@@ -60,7 +53,7 @@ def test_trace_of_a_4_rank_ddp_run(scratch):
 @pytest.mark.timeout(90)
 def test_a_hung_job_names_the_rank_that_skipped_the_collective_and_its_line(scratch):
     script = _ringrun.script("hang.py")
-    hang, collective = _line_of(script, "HANG-LINE"), _line_of(script, "COLLECTIVE-LINE")
+    hang, collective = line_of(script, "HANG-LINE"), line_of(script, "COLLECTIVE-LINE")
     path = os.path.join(scratch, "hang.json")
     with _ringrun.Ringrun("-n", "4", "--timeout", "3", "--grace", "2", "--trace", path,
                           script) as job:
@@ -96,7 +89,7 @@ def _wait_for_lines(log_dir: str, ranks: int, text: str, job, timeout: float = 3
 @pytest.mark.timeout(90)
 def test_sigusr1_to_ringrun_reports_a_running_job_without_stopping_it(scratch):
     script = _ringrun.script("hang.py")
-    hang = _line_of(script, "HANG-LINE")
+    hang = line_of(script, "HANG-LINE")
     with _ringrun.Ringrun("-n", "4", "--timeout", "60", "--log-dir", scratch, script) as job:
         _wait_for_lines(scratch, 4, "finished step 4", job)
         time.sleep(0.5)             # ranks 0-2 enter all_reduce #5 right after that line
