@@ -287,16 +287,17 @@ def predicted_ms(record: dict, result: dict) -> float | None:
     from ringrt._algorithms import choice
 
     sizes = host_sizes(record)
+    usable = (record.get("machine") or {}).get("cpus_usable")     # every lab host: the VM's
+    cores = (usable,) * len(sizes) if usable else None
     algorithm = result.get("chosen") if result["algorithm"] == "default" else result["algorithm"]
     net = (choice.NETWORK_ALPHA, choice.NETWORK_BETA, 0.0, choice.NETWORK_OVERHEAD)
     op, nbytes = result["op"], result["nbytes"]
     try:
         if algorithm == "hierarchical":
             variant = _variant(record, op, nbytes, sizes)
-            return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant) * 1e3
-        if op == "reduce" and algorithm == "chain":          # a broadcast chain's traffic
-            return cm.predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, *net) * 1e3
-        return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net) * 1e3
+            return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant,
+                                        cores=cores) * 1e3
+        return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net, cores=cores) * 1e3
     except ValueError:
         return None
 
