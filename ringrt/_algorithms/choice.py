@@ -27,12 +27,13 @@ Thresholds (bytes of the whole array) and why:
   2026-11-26): over sockets reduce took 0.8-1.1x gloo's time at 256 KiB-4 MiB, scatter
   1.1-1.7x, all_to_all 1.1-1.7x; shared memory is what brings them under gloo's.
 - Across hosts, when some host has several ranks of the group, all_reduce, broadcast (from
-  ``ROOTED_TWO_LEVEL_FROM``), reduce (idem), all_gather and barrier go in two levels (``hierarchical``: inside each host, between
-  hosts, back; see ``hierarchical.py``) whenever the cost model predicts it faster than
-  the flat algorithm that would run (``cost_model.prefer_two_level``); ``RINGRT_ALGO=all_reduce=hierarchical``
-  forces it (where the group spans hosts), ``RINGRT_ALGO=all_reduce=ring`` etc. force flat.
-  "Faster" means by more than the model's demonstrated error (``TWO_LEVEL_MARGIN``); the model counts the hosts' load (ranks per
-  core, from every rank's card) and which flat steps stay inside a host.
+  ``ROOTED_TWO_LEVEL_FROM``), reduce (idem), all_gather and barrier go in two levels
+  (``hierarchical``: inside each host, between hosts, back; see ``hierarchical.py``) whenever
+  the cost model predicts that faster than the flat algorithm that would run by more than
+  the model's demonstrated error (``TWO_LEVEL_MARGIN``; ``cost_model.prefer_two_level``,
+  which counts the hosts' load, ranks per core from every rank's card, and which flat steps
+  stay inside a host). ``RINGRT_ALGO=all_reduce=hierarchical`` forces it (where the group
+  spans hosts), ``RINGRT_ALGO=all_reduce=ring`` etc. force flat.
   gather, scatter and all_to_all stay flat: every block crosses the links once either way,
   and direct sends already take one step. reduce_scatter stays flat too (not built: a
   two-level one would need a cross-host reduce-scatter of every local share).
@@ -132,7 +133,7 @@ ROOTED_TWO_LEVEL_FROM = 64 * 1024
 # netlab runs (benchmarks/_fit_two_level.py prints every point), where the measured ratio
 # two-level / flat was near 1 on 3 x 2 ranks (all_reduce 4 B-16 KiB, barrier) the predicted
 # ratio erred by up to 9 % in two levels' favour. At 64 KiB on 3 x 2 it errs by ~12 % (0.88
-# predicted; 0.95-1.02 measured in five runs, a tie), which this margin does not cover; a
+# predicted; 0.95-1.07 measured in six runs, a tie), which this margin does not cover; a
 # margin of 13 % would, but would also give back 4-64 MiB on 3 x 2, where the model
 # under-rates two levels (0.87-0.88 predicted, 0.70-0.83 measured).
 TWO_LEVEL_MARGIN = 0.10

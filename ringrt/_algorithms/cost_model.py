@@ -312,16 +312,17 @@ def bus_factor(op: str, world: int) -> float:
 #
 # The flat algorithms on the same hosts: the classic formulas over n ranks, with β scaled by
 # the ranks of one host that cross its link at once: L for direct (every rank sends to every
-# remote peer at once), 1 for the others (ranks grouped by host: one ring edge leaves each
-# host; recursive doubling's and the trees' partners mostly cross one at a time — measured
-# at 64 MiB on 3 x 2 and 3 x 4 ranks, recursive doubling took 3.3 and 6.1 s, this predicts
-# 3.0 and 3.8 s, where β·L predicted 6.0 and 15 s). Small recursive doubling is costed
-# step by step (:func:`doubling_steps`): a step whose pairs are all on one host goes over ipc
-# sockets (``local_step`` + the bytes at memory speed), and a step where k of a host's ranks
-# send across hosts at once moves k·S through its link. The classic formula charged every
-# step S·β on the network: on 3 x 2 ranks the steps carry S, S (host-local), S and 2S (3S on
-# the network: 64 KiB predicted 2.5 ms, measured 3.4-3.5), on 3 x 4 2S and 4S (6S; 4.0 vs
-# 7.4 ms), so it under-priced flat exactly where its bytes start to count.
+# remote peer at once), 1 for ring and trees (ranks grouped by host: one ring edge leaves each
+# host). Recursive doubling is costed step by step (:func:`doubling_steps`): a step whose
+# pairs are all on one host goes over ipc sockets (``local_step`` + the bytes at memory
+# speed), and a step where k of a host's ranks send across hosts at once moves k·S through its
+# link. On 3 x 2 ranks its steps carry S (one host), S, 2S and S (one host); on 3 x 4, S, S
+# (one host), 2S, 4S, S (one host). The classic formula, every step α + S·β on the network,
+# predicted a 3 x 2 barrier at 1.26 ms and a 64 KiB all_reduce at 4.20 ms (measured 1.03-1.37
+# and 3.36-3.93; now 1.07 and 3.50), which made two levels look faster than they are there; on
+# 3 x 4 5.24 ms at 64 KiB (measured 7.2-7.7; now 7.56, with the load below). At 64 MiB
+# recursive doubling took 3.3 and 6.1 s (3 x 2, 3 x 4; ringrt runs the ring there), predicted
+# 2.3 and 4.6 s (β·L for every step had predicted 6.0 and 15 s).
 #
 # Load: where a host has more ranks than cores, every socket step (network or ipc: Python,
 # zmq's I/O threads, CurveZMQ) time-shares the cores, so its α and o grow by
@@ -481,19 +482,24 @@ def predict_flat_on_hosts(op: str, algorithm: str, nbytes: float, sizes: tuple[i
     load). ``reduce`` with ``chain`` is costed as the broadcast chain it runs, plus the sums."""
     load = load_factor(sizes, cores)
     if algorithm == "recursive_doubling" and op in ("all_reduce", "barrier"):
+        step = load * (EMPTY_STEP if op == "barrier" else 1.0)
         size = 0.0 if op == "barrier" else float(nbytes)
-        if op == "barrier":
-            alpha, local_step = alpha * EMPTY_STEP, local_step * EMPTY_STEP
-        return sum(alpha * load + crossing * size * beta if crossing else
-                   local_step * load + size * local_beta
-                   for crossing in doubling_steps(sizes)) + \
-            len(doubling_steps(sizes)) * size * gamma
+        return _doubling_on_hosts(size, sizes, alpha * step, beta, gamma, local_step * step,
+                                  local_beta)
     if op == "reduce" and algorithm == "chain":
         return predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, alpha, beta, gamma,
                                      overhead, cores) + nbytes * gamma
     sharing = max(sizes) if algorithm == "direct" else 1
     return predict(op, algorithm, nbytes, sum(sizes), alpha * load, beta * sharing, gamma,
                    overhead * load)
+
+
+def _doubling_on_hosts(size: float, sizes: tuple[int, ...], alpha: float, beta: float,
+                       gamma: float, local_step: float, local_beta: float) -> float:
+    """Recursive doubling of ``size`` bytes, step by step (:func:`doubling_steps`)."""
+    steps = doubling_steps(sizes)
+    return sum(alpha + crossing * size * beta if crossing else local_step + size * local_beta
+               for crossing in steps) + len(steps) * size * gamma
 
 
 def prefer_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
