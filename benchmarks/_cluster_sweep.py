@@ -148,6 +148,19 @@ def measure(case: Case, samples: int, budget_s: float) -> dict:
             "min_s": min(times), "wrong": wrong, "cpu": slowest([cpu / wall])[0]}
 
 
+def _cases(ops: str, min_bytes: str, max_bytes: str, factor: int, interleave: bool):
+    """(position in ``ops``, op, algorithm, nbytes) in op-major order, or size-major with
+    ``interleave`` (barriers, which have no size, last)."""
+    items = [(op, algorithm or "default") for op, _, algorithm in
+             (item.partition(":") for item in ops.split(","))]
+    sizes = sweep(max(4, parse_size(min_bytes)), parse_size(max_bytes), factor)
+    cases = [(position, op, algorithm, nbytes) for position, (op, algorithm) in enumerate(items)
+             for nbytes in ([0] if op == "barrier" else sizes)]
+    if interleave:
+        cases.sort(key=lambda case: (case[1] == "barrier", case[3], case[0]))
+    return cases
+
+
 @click.command()
 @click.option("--ops", default=ALL_CASES, show_default=True,
               help="Comma-separated op:algorithm ('default' = ringrt's choice).")
@@ -157,9 +170,12 @@ def measure(case: Case, samples: int, budget_s: float) -> dict:
 @click.option("--samples", default=20, show_default=True, help="Samples per case at most.")
 @click.option("--budget", default=1.5, show_default=True,
               help="Seconds per case (fewer samples for big messages, at least 3).")
+@click.option("--interleave", is_flag=True,
+              help="Size-major order: every op:algorithm at one size, then the next size (so "
+                   "slow drift of the lab does not favour the ops timed first).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Rank 0 writes the JSON here.")
-def main(ops, min_bytes, max_bytes, factor, samples, budget, out_path):
+def main(ops, min_bytes, max_bytes, factor, samples, budget, interleave, out_path):
     """Time every op:algorithm over the size sweep (see the module docstring)."""
     dist.init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -168,23 +184,20 @@ def main(ops, min_bytes, max_bytes, factor, samples, budget, out_path):
     hosts = [None] * world
     dist.all_gather_object(hosts, socket.gethostname())
     results = []
-    for item in ops.split(","):
-        op, _, algorithm = item.partition(":")
-        algorithm = algorithm or "default"
+    done = set()
+    for position, op, algorithm, nbytes in _cases(ops, min_bytes, max_bytes, factor,
+                                                  interleave):
         force(op, algorithm)
-        done = set()
-        for nbytes in ([0] if op == "barrier" else
-                       sweep(max(4, parse_size(min_bytes)), parse_size(max_bytes), factor)):
-            case = Case(op, nbytes, rank, world)
-            if case.nbytes in done:          # tiny sizes round up to one element per block
-                continue
-            done.add(case.nbytes)
-            result = measure(case, samples, budget)
-            results.append({"algorithm": algorithm, "chosen": chosen(op, result["nbytes"]),
-                            **result})
-            if rank == 0:
-                print(f"{op:>15} {results[-1]['chosen']:>18} {result['nbytes']:>10} B "
-                      f"{result['median_s'] * 1e3:10.3f} ms  wrong {result['wrong']}", flush=True)
+        case = Case(op, nbytes, rank, world)
+        if (position, case.nbytes) in done:        # tiny sizes round up to one element per block
+            continue
+        done.add((position, case.nbytes))
+        result = measure(case, samples, budget)
+        results.append({"algorithm": algorithm, "chosen": chosen(op, result["nbytes"]),
+                        **result})
+        if rank == 0:
+            print(f"{op:>15} {results[-1]['chosen']:>18} {result['nbytes']:>10} B "
+                  f"{result['median_s'] * 1e3:10.3f} ms  wrong {result['wrong']}", flush=True)
     if rank == 0:
         record = {"world": world, "hosts": hosts, "machine": _machine.describe(),
                   "results": results, "env": settings}

@@ -287,16 +287,17 @@ def predicted_ms(record: dict, result: dict) -> float | None:
     from ringrt._algorithms import choice
 
     sizes = host_sizes(record)
+    usable = (record.get("machine") or {}).get("cpus_usable")     # every lab host: the VM's
+    cores = (usable,) * len(sizes) if usable else None
     algorithm = result.get("chosen") if result["algorithm"] == "default" else result["algorithm"]
     net = (choice.NETWORK_ALPHA, choice.NETWORK_BETA, 0.0, choice.NETWORK_OVERHEAD)
     op, nbytes = result["op"], result["nbytes"]
     try:
         if algorithm == "hierarchical":
             variant = _variant(record, op, nbytes, sizes)
-            return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant) * 1e3
-        if op == "reduce" and algorithm == "chain":          # a broadcast chain's traffic
-            return cm.predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, *net) * 1e3
-        return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net) * 1e3
+            return cm.predict_two_level(op, nbytes, sizes, *net, variant=variant,
+                                        cores=cores) * 1e3
+        return cm.predict_flat_on_hosts(op, algorithm, nbytes, sizes, *net, cores=cores) * 1e3
     except ValueError:
         return None
 
@@ -419,6 +420,8 @@ def _share(value) -> str:
 @click.option("--nproc", default=1, show_default=True, help="Ranks per lab host.")
 @click.option("--hierarchical", is_flag=True, help="Time the two-level algorithms against "
               "every flat one, forced, in the same run (ops: HIERARCHICAL_OPS).")
+@click.option("--interleave", is_flag=True, help="Time every op:algorithm at one size before "
+              "the next size (fair comparisons of ringrt's pick with the forced ones).")
 @click.option("--prefix", default="rrb", show_default=True, help="netlab lab prefix.")
 @click.option("--reuse", is_flag=True, help="Use the lab PREFIX that is already up; leave it.")
 @click.option("--ops", default=DEFAULT_OPS, show_default=True,
@@ -446,7 +449,7 @@ def _share(value) -> str:
               help="Instead of the sweep: benchmarks.security_cost (all_reduce with no "
                    "authentication, PLAIN and CurveZMQ, interleaved) on each profile; writes "
                    "benchmarks/results/security_cost_PROFILE.json.")
-def main(profiles, hosts, nproc, hierarchical, prefix, reuse, ops, algorithms, min_bytes,
+def main(profiles, hosts, nproc, hierarchical, interleave, prefix, reuse, ops, algorithms, min_bytes,
          max_bytes, factor, budget, table_min_bytes, link_messages, shape_extra, env_items, json_path, saved, security):
     """Benchmark collectives across netlab hosts (see the module docstring)."""
     if saved:
@@ -465,7 +468,7 @@ def main(profiles, hosts, nproc, hierarchical, prefix, reuse, ops, algorithms, m
         ops = HIERARCHICAL_OPS
     sweep_args = ["--ops", ops + ("," + ALGORITHM_OPS if algorithms else ""), "--min-bytes",
                   min_bytes, "--max-bytes", max_bytes, "--factor", str(factor), "--budget",
-                  str(budget)]
+                  str(budget)] + (["--interleave"] if interleave else [])
     runs = []
     with lab_for(hosts, prefix, reuse) as lab:
         for profile in profiles:

@@ -109,6 +109,7 @@ class _Comm:
             raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
         self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
+        self.cores = {r: c["data"].get("cores") for r, c in cards.items()}  # rank -> its cores
         self.pinged = ranks_to_ping(cards, self.hosts)     # clock sync for the timeline
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)

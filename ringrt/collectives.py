@@ -44,8 +44,10 @@ def _algorithm(pg, op: str, nbytes: int) -> str:
     """Pick the algorithm (the same on every rank: it depends on shared facts only)."""
     arena = pg.arena
     host_sizes = hierarchical.layout(pg).sizes if pg.spans_hosts else None
+    host_cores = hierarchical.host_cores(pg) if pg.spans_hosts else None
     algorithm = choose(op, nbytes, arena.slot_bytes if arena is not None else None, pg.size,
-                       pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes)
+                       pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
+                       host_cores)
     pg.comm.counters.chose(op, algorithm)
     if decisions.enabled:
         decisions.log(pg, op, nbytes, algorithm)

@@ -307,24 +307,83 @@ def bus_factor(op: str, world: int) -> float:
 # broadcast      αl + S·βl + cross(broadcast, S, H, 1)
 # reduce         2αl + 2S·βl + cross(broadcast, S, H, 1) + S·γ   (chain/tree: broadcast's traffic)
 # all_gather     2αl + 2S·βl + α + (H-2)o + (H-1)/H·S·β            (leaders swap host blocks)
-# barrier        2αl + α + (H-2)o   (leaders swap empty messages: one step)
+# barrier        2αl + e·α + (H-2)o   (leaders swap empty messages: one step; e = EMPTY_STEP)
 # =============  ==============================================================================
 #
 # The flat algorithms on the same hosts: the classic formulas over n ranks, with β scaled by
 # the ranks of one host that cross its link at once: L for direct (every rank sends to every
-# remote peer at once), 1 for the others (ranks grouped by host: one ring edge leaves each
-# host; recursive doubling's and the trees' partners mostly cross one at a time — measured
-# at 64 MiB on 3 x 2 and 3 x 4 ranks, recursive doubling took 3.3 and 6.1 s, this predicts
-# 3.0 and 3.8 s, where β·L predicted 6.0 and 15 s).
+# remote peer at once), 1 for ring and trees (ranks grouped by host: one ring edge leaves each
+# host). Recursive doubling is costed step by step (:func:`doubling_steps`): a step whose
+# pairs are all on one host goes over ipc sockets (``local_step`` + the bytes at memory
+# speed), and a step where k of a host's ranks send across hosts at once moves k·S through its
+# link. On 3 x 2 ranks its steps carry S (one host), S, 2S and S (one host); on 3 x 4, S, S
+# (one host), 2S, 4S, S (one host). The classic formula, every step α + S·β on the network,
+# predicted a 3 x 2 barrier at 1.26 ms and a 64 KiB all_reduce at 4.20 ms (measured 1.03-1.37
+# and 3.36-3.93; now 1.07 and 3.50), which made two levels look faster than they are there; on
+# 3 x 4 5.24 ms at 64 KiB (measured 7.2-7.7; now 7.56, with the load below). At 64 MiB
+# recursive doubling took 3.3 and 6.1 s (3 x 2, 3 x 4; ringrt runs the ring there), predicted
+# 2.3 and 4.6 s (β·L for every step had predicted 6.0 and 15 s).
+#
+# Load: where a host has more ranks than cores, every socket step (network or ipc: Python,
+# zmq's I/O threads, CurveZMQ) time-shares the cores, so its α and o grow by
+# load = max over hosts of (ranks / cores), at least 1. A shared-memory phase does not: its
+# cost is already the wake-up of descheduled ranks (fitted under load below). Measured on the
+# lab (2 cores per host): recursive doubling's steps cost ~0.3 ms at 1 and 2 ranks a host,
+# ~0.6 ms at 4; the leaders' one cross-host step ~0.57 ms at 2 ranks a host, ~1.1 ms at 4,
+# while a shared-memory phase stayed ~0.3 ms (benchmarks/results/cluster-hier-3x{2,4}-*.json).
 
 TWO_LEVEL_OPS = ("all_reduce", "broadcast", "reduce", "all_gather", "barrier")
 # A shared-memory phase inside a host, and a byte of memory copy. shm.py measured 10-80 us a
 # phase with a core per rank; on the netlab lab, where 6-12 ranks of 3 "hosts" share 2 cores,
-# a phase costs ~0.3 ms (a descheduled local rank has to be woken): fitted from 3 x 2 ranks,
-# 4 B-4 KiB two-level all_reduce through leaders (three phases + one cross-host step,
-# 1.46-1.53 ms, with α and o as fitted for the flat algorithms;
-# benchmarks/results/cluster-hier-3x2-all_reduce.json). ~2 GB/s per copy with the cores shared.
-LOCAL_ALPHA, LOCAL_BETA = 0.3e-3, 1 / 2e9
+# a phase costs ~0.3 ms (a descheduled local rank has to be woken), at 2 and at 4 ranks a host
+# alike. ~2 GB/s per copy with the cores shared. One step of a flat algorithm between ranks of
+# one host (ipc sockets) costs about what a network step does there (CPU, not the wire, paces
+# a step on that lab). Both fitted, with α, β and o as fitted for the flat algorithms, on the
+# flat recursive-doubling and two-level (leaders) 4 B-4 KiB all_reduces of 3 x 2 and 3 x 4
+# ranks (benchmarks/_fit_two_level.py on benchmarks/results/cluster-hier-3x*.json: rms error
+# 9 %; the two-level time alone had given 0.3 ms).
+LOCAL_ALPHA, LOCAL_BETA = 0.31e-3, 1 / 2e9
+LOCAL_STEP_ALPHA = 0.30e-3
+# A step of empty messages (a barrier) costs this fraction of an all_reduce step's α: no
+# array to snapshot, check or combine. Flat recursive doubling measured 0.27 vs 0.32 ms a
+# step on 3 x 2 ranks (barrier 1.03-1.15 ms vs 4 B all_reduce 1.24-1.37, four steps each) and
+# 0.50 vs 0.59 on 3 x 4 (fitted on the barriers by benchmarks/_fit_two_level.py: rms 10 %).
+EMPTY_STEP = 0.87
+
+
+def load_factor(sizes: tuple[int, ...], cores: tuple[int, ...] | None) -> float:
+    """How much slower a socket step runs because a host has more ranks than cores: the most
+    ranks per core of any host (it paces every step), at least 1; 1 when cores are unknown."""
+    if not cores:
+        return 1.0
+    return max(1.0, max(size / max(1, count) for size, count in zip(sizes, cores)))
+
+
+def doubling_steps(sizes: tuple[int, ...]) -> list[int]:
+    """Recursive doubling over ranks grouped by host (``ringrt._algorithms.tree``: fold 2i
+    into 2i+1, rounds over the virtual ranks, hand back), step by step: the most messages
+    one host sends across hosts in that step (its link carries them at once), 0 for a step
+    whose pairs are all on one host."""
+    host = [h for h, size in enumerate(sizes) for _ in range(size)]
+    n = len(host)
+    p = 1 << (n.bit_length() - 1)
+    rem = n - p
+    real = [2 * v + 1 if v < rem else v + rem for v in range(p)]
+
+    def busiest(pairs: list[tuple[int, int]]) -> int:
+        leaving = [0] * len(sizes)
+        for a, b in pairs:
+            if host[a] != host[b]:
+                leaving[host[a]] += 1
+        return max(leaving)
+
+    fold = busiest([(2 * i, 2 * i + 1) for i in range(rem)]) if rem else None
+    rounds = []
+    mask = 1
+    while mask < p:
+        rounds.append(busiest([(real[v], real[v ^ mask]) for v in range(p)]))
+        mask <<= 1
+    return rounds if fold is None else [fold] + rounds + [fold]
 
 
 def _cheapest(op: str, nbytes: float, world: int, alpha: float, beta: float, gamma: float,
@@ -388,10 +447,13 @@ def _fan_out(sizes: tuple[int, ...]) -> int:
 def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
                       beta: float, gamma: float = 0.0, overhead: float = 0.0,
                       local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA,
-                      variant: str | None = None) -> float:
-    """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks
-    (all_reduce: the cheaper variant, or ``variant``)."""
+                      variant: str | None = None,
+                      cores: tuple[int, ...] | None = None) -> float:
+    """Predicted seconds of ``op`` done in two levels over hosts of ``sizes`` ranks with
+    ``cores`` cores each (unknown: no load; all_reduce: the cheaper variant, or ``variant``)."""
     hosts = len(sizes)
+    load = load_factor(sizes, cores)
+    alpha, overhead = alpha * load, overhead * load
     net = (alpha, beta, gamma, overhead)
     size = 0.0 if op == "barrier" else float(nbytes)
     if op == "all_reduce":
@@ -406,26 +468,52 @@ def predict_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: flo
             (hosts - 1) / hosts * size * beta
         return 2 * local_alpha + 2 * size * local_beta + swap
     if op == "barrier":                  # local barrier, leaders swap, local barrier
-        return 2 * local_alpha + alpha + max(0, hosts - 2) * overhead
+        return 2 * local_alpha + alpha * EMPTY_STEP + max(0, hosts - 2) * overhead
     raise ValueError(f"no two-level algorithm for {op!r}; those with one: {TWO_LEVEL_OPS}")
 
 
 def predict_flat_on_hosts(op: str, algorithm: str, nbytes: float, sizes: tuple[int, ...],
                           alpha: float, beta: float, gamma: float = 0.0,
-                          overhead: float = 0.0) -> float:
+                          overhead: float = 0.0, cores: tuple[int, ...] | None = None,
+                          local_step: float = LOCAL_STEP_ALPHA,
+                          local_beta: float = LOCAL_BETA) -> float:
     """Predicted seconds of a flat algorithm over every rank of hosts of ``sizes`` ranks
-    (ranks grouped by host, as ringrun numbers them)."""
+    (ranks grouped by host, as ringrun numbers them) with ``cores`` cores each (unknown: no
+    load). ``reduce`` with ``chain`` is costed as the broadcast chain it runs, plus the sums."""
+    load = load_factor(sizes, cores)
+    if algorithm == "recursive_doubling" and op in ("all_reduce", "barrier"):
+        step = load * (EMPTY_STEP if op == "barrier" else 1.0)
+        size = 0.0 if op == "barrier" else float(nbytes)
+        return _doubling_on_hosts(size, sizes, alpha * step, beta, gamma, local_step * step,
+                                  local_beta)
+    if op == "reduce" and algorithm == "chain":
+        return predict_flat_on_hosts("broadcast", "chain", nbytes, sizes, alpha, beta, gamma,
+                                     overhead, cores) + nbytes * gamma
     sharing = max(sizes) if algorithm == "direct" else 1
-    return predict(op, algorithm, nbytes, sum(sizes), alpha, beta * sharing, gamma, overhead)
+    return predict(op, algorithm, nbytes, sum(sizes), alpha * load, beta * sharing, gamma,
+                   overhead * load)
+
+
+def _doubling_on_hosts(size: float, sizes: tuple[int, ...], alpha: float, beta: float,
+                       gamma: float, local_step: float, local_beta: float) -> float:
+    """Recursive doubling of ``size`` bytes, step by step (:func:`doubling_steps`)."""
+    steps = doubling_steps(sizes)
+    return sum(alpha + crossing * size * beta if crossing else local_step + size * local_beta
+               for crossing in steps) + len(steps) * size * gamma
 
 
 def prefer_two_level(op: str, nbytes: float, sizes: tuple[int, ...], alpha: float,
                      beta: float, gamma: float = 0.0, overhead: float = 0.0,
-                     variant: str | None = None) -> bool:
-    """Whether two levels are predicted no slower than every flat algorithm of ``op``."""
+                     variant: str | None = None, cores: tuple[int, ...] | None = None,
+                     flat: str | None = None, margin: float = 0.0) -> bool:
+    """Whether two levels are predicted faster than the flat algorithm ``flat`` (default:
+    the cheapest flat algorithm of ``op``) by more than ``margin`` (a fraction of flat's
+    time: gains the model cannot resolve go to flat)."""
     if op not in TWO_LEVEL_OPS or len(sizes) < 2 or max(sizes) < 2:
         return False
-    flat = min(predict_flat_on_hosts(op, a, nbytes, sizes, alpha, beta, gamma, overhead)
-               for a in ALGORITHMS[op])
-    return predict_two_level(op, nbytes, sizes, alpha, beta, gamma, overhead,
-                             variant=variant) <= flat
+    candidates = (flat,) if flat else ALGORITHMS[op]
+    flat_seconds = min(predict_flat_on_hosts(op, a, nbytes, sizes, alpha, beta, gamma,
+                                             overhead, cores) for a in candidates)
+    two = predict_two_level(op, nbytes, sizes, alpha, beta, gamma, overhead, variant=variant,
+                            cores=cores)
+    return two <= (1.0 - margin) * flat_seconds

@@ -49,8 +49,12 @@ def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
         extra = ""
         if op == "all_reduce":
             extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, layout.sizes)}"
+        cores = getattr(pg, "_host_cores", None)
+        if cores:
+            extra += f", hosts' cores {'+'.join(str(c) for c in cores)}"
         return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "
-                f"predicted no slower than every flat algorithm by the cost model{extra}")
+                f"predicted faster than flat by more than {choice.TWO_LEVEL_MARGIN:.0%} by the "
+                f"cost model{extra}")
     if algorithm == "shm":
         return (f"every rank on one host: shared memory through a {_size(arena.slot_bytes)} "
                 "staging slot per rank")

@@ -57,6 +57,19 @@ def layout(pg) -> Layout:
     return found
 
 
+def host_cores(pg) -> tuple[int, ...] | None:
+    """Usable cores of each host of the group's layout (the fewest any of its ranks
+    reported), or None if some rank did not say (cached on the group)."""
+    found = getattr(pg, "_host_cores", False)
+    if found is False:
+        cores = [[getattr(pg.comm, "cores", {}).get(pg.members[g]) for g in ranks]
+                 for ranks in layout(pg).hosts]
+        found = None if any(c is None for host in cores for c in host) else \
+            tuple(min(host) for host in cores)
+        pg._host_cores = found
+    return found
+
+
 class _Local:
     """The inside-a-host level of one op: ``shm(nbytes)`` gives the shared-memory op (all of
     one op's local steps share it), or None to use ipc sockets (``sockets``)."""

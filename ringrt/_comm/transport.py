@@ -36,6 +36,15 @@ def host_identity() -> str:
     return os.environ.get("RINGRT_HOST_ID") or socket.gethostname()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity); peers read it from the card to
+    cost two-level collectives (a host with more ranks than cores slows every step)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                       # no affinity API (macOS)
+        return os.cpu_count() or 1
+
+
 def route_address(master_addr: str) -> str:
     """The local IPv4 address of the interface that routes to ``master_addr``.
 
@@ -100,8 +109,8 @@ class Endpoints:
 
     def bind_local(self, sock: zmq.Socket, name: str) -> dict:
         """Bind ``sock`` on ipc (unless RINGRT_TRANSPORT=tcp); returns the local card part
-        ``{"host", "ipc"}``."""
-        card = {"host": host_identity(), "ipc": None}
+        ``{"host", "cores", "ipc"}``."""
+        card = {"host": host_identity(), "cores": usable_cores(), "ipc": None}
         if self.mode != "tcp":
             path = os.path.join(self.ipc_dir, name)
             sock.bind(f"ipc://{path}")

@@ -8,6 +8,8 @@ The real multi-host runs are in tests/netlab/test_hierarchical.py.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,9 @@ def test_every_collective_two_level(layout, subgroup, env):
     hosts = [h for h, count in enumerate(layout) for _ in range(count)]
     want = [layout[h] > 1 and "RINGRT_NO_SHM" not in env for h in hosts]
     assert arenas == want, "a host arena on every host with several ranks, unless shm is off"
+    cores = len(os.sched_getaffinity(0))               # the ranks inherit this affinity
+    assert all(world[r].values["host_cores"] == [cores] * len(layout) for r in range(size)), \
+        "every rank reads each host's cores from the cards (the choice's load factor)"
 
 
 @pytest.mark.timeout(60)
