@@ -123,6 +123,13 @@ def pending(ringrt_works, value, after=None, sender: list | None = None) -> Ring
     base = Future()
     future = base.then(_unwrap)          # failing a then-callback fails the future in C++
     outcome: list = [None]
+    _when_all_done(works, lambda: _complete(base, works, value, after, outcome))
+    return RingrtWork(future, works, sender, outcome)
+
+
+def _when_all_done(works: list, callback) -> None:
+    """Call ``callback()`` once, on the thread that completes the last of ``works`` (at once
+    when there are none)."""
     outstanding = [len(works)]
     guard = threading.Lock()
 
@@ -131,13 +138,12 @@ def pending(ringrt_works, value, after=None, sender: list | None = None) -> Ring
             outstanding[0] -= 1
             if outstanding[0]:
                 return
-        _complete(base, works, value, after, outcome)
+        callback()
 
     for work in works:
         work.add_done_callback(on_done)
     if not works:
-        _complete(base, works, value, after, outcome)
-    return RingrtWork(future, works, sender, outcome)
+        callback()
 
 
 def _complete(base: Future, works, value, after, outcome: list) -> None:
@@ -202,23 +208,13 @@ class DeferredWork(RingrtWork):
             base = Future()
             self._future = base.then(_unwrap)
         value = self._value_of() if self._value_of is not None else self._value
-        outstanding = [len(self._ringrt_works)]
-        count_guard = threading.Lock()
 
-        def on_done(_work) -> None:
-            with count_guard:
-                outstanding[0] -= 1
-                if outstanding[0]:
-                    return
+        def settled() -> None:
             self._settle()
             error = self._outcome[0]
             base.set_result(value if error is None else _Failed(error))
 
-        for work in self._ringrt_works:
-            work.add_done_callback(on_done)
-        if not self._ringrt_works:
-            outstanding[0] = 1
-            on_done(None)
+        _when_all_done(list(self._ringrt_works), settled)
         return self._future
 
     def is_completed(self) -> bool:
