@@ -29,7 +29,7 @@ from launcher.env import ipc_directory
 from launcher.errors import LaunchError
 from launcher.output import Console
 from launcher.rounds import RoundStore, closed, initial, joined, next_round, ready_to_close
-from launcher.supervisor import Supervisor, Worker, WorkerGroup
+from launcher.supervisor import Supervisor, Worker
 
 POLL = 0.25                       # s between looks at the record while waiting or running
 EXIT_FAILED = 1
@@ -104,6 +104,7 @@ class ElasticAgent(Supervisor):
         self.gen: int | None = None           # the generation whose workers ran last
         self.ending: str | None = None        # why the last generation ended ("membership"...)
         self.last_failure: tuple[str, int] | None = None     # (reason, exit status)
+        self.watch_interval = POLL
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -215,25 +216,22 @@ class ElasticAgent(Supervisor):
 
     # --- watching (Supervisor hooks) ----------------------------------------------------
 
-    def _watch(self, group: WorkerGroup) -> tuple[Worker | None, int | None]:
-        """Like Supervisor's, plus: a worker asking for a membership restart, and the record
-        moving on to another generation (or failing) while ours run."""
+    def _as_failure(self, worker: Worker) -> Worker | None:
+        """A worker exiting RESTART_EXIT_CODE asks for a membership restart: no failure."""
         from ringrt.elastic import RESTART_EXIT_CODE
 
-        while group.running:
-            if self.signals:
-                return None, self.signals[0]
-            for worker in self._wait(group, POLL):
-                if worker.returncode == RESTART_EXIT_CODE:
-                    self.ending = "membership"
-                    return None, None
-                if worker.returncode != 0:
-                    return worker, None
-            state = self.rounds.read()
-            if state is not None and (state.gen != self.gen or state.failed):
-                self.ending = "superseded"
-                return None, None
-        return None, None
+        if worker.returncode == RESTART_EXIT_CODE:
+            self.ending = "membership"
+            return None
+        return worker
+
+    def _superseded(self) -> bool:
+        """The record moved on to another generation (or failed) while ours run."""
+        state = self.rounds.read()
+        if state is not None and (state.gen != self.gen or state.failed):
+            self.ending = "superseded"
+            return True
+        return False
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -136,6 +136,7 @@ class Supervisor:
         self.dump_requests: list[int] = []     # SIGUSR1 to ringrun: report, keep running
         self.selector = selectors.DefaultSelector()
         self.extra_env: dict[str, str] = {}       # added to every worker's (launcher/elastic.py)
+        self.watch_interval = WATCH_INTERVAL
 
     def run(self) -> int:
         """Run to completion; returns ringrun's exit status."""
@@ -214,17 +215,31 @@ class Supervisor:
         return Worker(rank, local_rank, proc, output)
 
     def _watch(self, group: WorkerGroup) -> tuple[Worker | None, int | None]:
-        """Wait until every worker succeeded, one failed, or the launcher was signalled."""
+        """Wait until every worker succeeded, one failed, the launcher was signalled, or
+        :meth:`_superseded` says to stop (the failed worker is None then, and for an exit
+        that :meth:`_as_failure` does not count as a failure)."""
         while group.running:
             if self.signals:
                 return None, self.signals[0]
             if self.dump_requests:
                 self.dump_requests.clear()
                 self._report_live(group)
-            for worker in self._wait(group, WATCH_INTERVAL):
+            for worker in self._wait(group, self.watch_interval):
                 if worker.returncode != 0:
-                    return worker, None
+                    return self._as_failure(worker), None
+            if self._superseded():
+                return None, None
         return None, None
+
+    def _as_failure(self, worker: Worker) -> Worker | None:
+        """The failure a non-zero exit counts as; None when it is not one (the elastic agent's
+        hook: a worker asking for a membership restart)."""
+        return worker
+
+    def _superseded(self) -> bool:
+        """True when the group must stop although its workers run (the elastic agent's hook:
+        the job moved on to another generation)."""
+        return False
 
     def _report_live(self, group: WorkerGroup) -> None:
         """``kill -USR1 <ringrun>``: ask every worker for a dump, print the summary, go on."""

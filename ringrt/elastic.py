@@ -112,7 +112,8 @@ def membership_changed(group=None) -> bool:
     flag = np.zeros(1, np.int32)
     if dist.get_rank(group) == 0:
         flag[0] = _restart_wanted(dist.get_store(), mine)
-    dist.broadcast(flag, src=0, group=group)
+    leader = 0 if group is None else group.members[0]      # the group's rank 0, as src wants
+    dist.broadcast(flag, src=leader, group=group)           # (a global rank)
     return bool(flag[0])
 
 

@@ -208,12 +208,12 @@ class DistributedSampler:
             ``offset`` where the current layout began (0 unless resumed elastically).
         """
         consumed = self._yielded if self._consumed is None else self._consumed
-        remaining = self.dataset_length - self._offset
         return {
             "epoch": self.epoch,
             "seed": self.seed,
             "consumed": consumed,
-            "global_consumed": self._offset + min(consumed * self.num_replicas, remaining),
+            "global_consumed": _epoch_position(self.dataset_length, self._offset, consumed,
+                                               self.num_replicas),
             "offset": self._offset,
             "num_replicas": self.num_replicas,
             "dataset_length": self.dataset_length,
@@ -262,11 +262,10 @@ class DistributedSampler:
                          consumed: int) -> int:
         """Samples of the epoch's order consumed by all ranks of the saved world together."""
         saved_replicas = _check_int(owner, "num_replicas", state["num_replicas"], 1)
-        remaining = self.dataset_length - offset
-        if remaining < 0:
+        if offset > self.dataset_length:
             raise ValueError(f"{owner}: offset={offset} exceeds the dataset length "
                              f"{self.dataset_length}")
-        total = offset + min(consumed * saved_replicas, remaining)
+        total = _epoch_position(self.dataset_length, offset, consumed, saved_replicas)
         if "global_consumed" in state and state["global_consumed"] != total:
             raise ValueError(f"{owner}: global_consumed={state['global_consumed']!r} does not "
                              f"match consumed={consumed} x num_replicas={saved_replicas} + "
@@ -283,6 +282,12 @@ class DistributedSampler:
                     "be recovered; resume with the same setting, or restart the epoch by "
                     "setting state['consumed'] = 0"
                 )
+
+
+def _epoch_position(n: int, offset: int, consumed: int, replicas: int) -> int:
+    """Samples of the epoch's order behind every rank: the layout's start ``offset`` plus
+    ``consumed`` per rank over ``replicas`` ranks (padding repeats are not counted)."""
+    return offset + min(consumed * replicas, n - offset)
 
 
 def _num_samples(n: int, replicas: int, drop_last: bool) -> int:

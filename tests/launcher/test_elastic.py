@@ -93,6 +93,15 @@ def test_state_round_trips_through_json():
     assert RoundState.decode(state.encode()) == state
 
 
+def test_membership_changed_on_a_subgroup_without_rank_0():
+    with Ringrun("-n", "3", script("elastic_subgroup.py"),
+                 env={"RINGRT_GENERATION": "0"}) as job:
+        result = job.wait(30)
+    assert result.returncode == 0, result
+    for rank, sub in ((0, None), (1, True), (2, True)):
+        assert f"rank {rank}: world True subgroup {sub}" in result.stdout, result
+
+
 # --- real agents on loopback ----------------------------------------------------------------
 
 
