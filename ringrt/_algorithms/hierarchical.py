@@ -101,9 +101,7 @@ class _Local:
     def _check(self, waiting=()) -> None:
         """A shared-memory wait's check: a local peer that published another call for this
         op is a mismatch; then the exchange's own checks (notices, lost peers, deadline)."""
-        for q, theirs in self.arena.disagreeing(range(self.size), self.ex.published):
-            if q != self.index:
-                self.ex._mismatch_published(self.ranks[q], theirs)
+        self.ex.check_published(self.arena, self.ranks)
         self.ex.check_while_shm([self.ranks[q] for q in waiting])
 
     # -- the local steps ----------------------------------------------------------------
