@@ -5,14 +5,13 @@ Ranks on one host reach each other through memory; hosts reach each other over s
 latency steps; these algorithms take the few cross-host steps of a group of one rank per host
 and do the rest inside the hosts:
 
-- all_reduce, ``shares`` (every host with as many ranks, L, and a large enough array: the cost
-  model decides, ``choice.all_reduce_variant``): reduce-scatter inside the host (local index
-  i ends with share i of the array reduced over its host), all-reduce of share i across hosts
-  among the ranks with local index i (L groups at once, so every local rank drives a share of
-  the link), all-gather inside the host. ``leaders`` (uneven hosts, or small arrays, where L
-  processes per host sending would only add messages): reduce to a host leader, leaders
-  all-reduce (ring, recursive doubling, or with few hosts direct: one step), broadcast from
-  the leader (the default). ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank all-reduces
+- all_reduce, ``leaders`` (the default): reduce to a host leader, leaders all-reduce (ring,
+  recursive doubling, or with few hosts direct: one step), broadcast from the leader.
+  ``shares`` (``RINGRT_TWO_LEVEL=shares``, every host with as many ranks, L; see
+  ``choice.all_reduce_variant``): reduce-scatter inside the host (local index i ends with
+  share i of the array reduced over its host), all-reduce of share i across hosts among the
+  ranks with local index i (L groups at once, so every local rank drives a share of the
+  link), all-gather inside the host. ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank all-reduces
   inside its host, then swaps host sums with one rank of every other host: one shared-memory
   phase and one cross-host step, but every rank sends (slower on the 2-core lab).
 - reduce / broadcast: through one leader per host (the root on its own host).
