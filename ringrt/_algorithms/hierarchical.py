@@ -73,12 +73,13 @@ class _Local:
     """The inside-a-host level of one op: ``shm(nbytes)`` gives the shared-memory op (all of
     one op's local steps share it), or None to use ipc sockets (``sockets``)."""
 
-    def __init__(self, ex, where: Layout, arena):
+    def __init__(self, ex, where: Layout):
         self.ex = ex
         self.ranks = where.local_ranks(ex.rank)
         self.index = self.ranks.index(ex.rank)
         self.size = len(self.ranks)
         self.sockets = SubExchange(ex, list(self.ranks))
+        arena = ex.group.host_arena           # the world group's, over this host's ranks
         self.arena = arena if arena is not None and arena.world_size == self.size else None
         self._op = None
 
@@ -183,9 +184,10 @@ def _local_root(where: Layout, leaders: list[int], rank: int) -> int:
 # -- the collectives ------------------------------------------------------------------------
 
 
-def all_reduce(ex, flat: np.ndarray, combine, where: Layout, arena) -> None:
+def all_reduce(ex, flat: np.ndarray, combine) -> None:
     """In-place all-reduce of a 1-D array (see the module docstring)."""
-    local = _Local(ex, where, arena)
+    where = layout(ex.group)
+    local = _Local(ex, where)
     variant = all_reduce_variant(flat.nbytes, where.sizes)
     if variant == "direct":
         local.all_reduce(flat, combine)
@@ -265,10 +267,11 @@ def _all_reduce_direct(ex, data: np.ndarray, combine) -> None:
         data[...] = total
 
 
-def reduce(ex, work: np.ndarray, combine, root: int, where: Layout, arena) -> None:
+def reduce(ex, work: np.ndarray, combine, root: int) -> None:
     """``root``'s ``work`` becomes the reduction (pass scratch copies on the other ranks)."""
+    where = layout(ex.group)
     leaders = where.leaders(root)
-    local = _Local(ex, where, arena)
+    local = _Local(ex, where)
     local.reduce(work, combine, _local_root(where, leaders, ex.rank))
     if ex.rank in leaders and len(leaders) > 1:
         cross = SubExchange(ex, leaders)
@@ -279,7 +282,8 @@ def reduce(ex, work: np.ndarray, combine, root: int, where: Layout, arena) -> No
             tree.reduce_chain(cross, work, combine, to)
 
 
-def broadcast(ex, flat: np.ndarray, root: int, where: Layout, arena) -> None:
+def broadcast(ex, flat: np.ndarray, root: int) -> None:
+    where = layout(ex.group)
     leaders = where.leaders(root)
     if ex.rank in leaders and len(leaders) > 1:
         cross = SubExchange(ex, leaders)
@@ -288,12 +292,13 @@ def broadcast(ex, flat: np.ndarray, root: int, where: Layout, arena) -> None:
             tree.broadcast_binomial(cross, flat, source)
         else:
             tree.broadcast_chain(cross, flat, source)
-    _Local(ex, where, arena).broadcast(flat, _local_root(where, leaders, ex.rank))
+    _Local(ex, where).broadcast(flat, _local_root(where, leaders, ex.rank))
 
 
-def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, arena) -> None:
+def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[g]`` receives group rank g's ``mine``: host blocks gathered to the leaders,
     swapped between leaders, broadcast inside each host."""
+    where = layout(ex.group)
     count = mine.size
     order = [g for ranks in where.hosts for g in ranks]           # ranks in host order
     full = np.empty(count * len(order), mine.dtype)
@@ -302,7 +307,7 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, a
         blocks.append(full[start:start + count * len(ranks)])
         start += count * len(ranks)
     host = where.host_of(ex.rank)
-    local = _Local(ex, where, arena)
+    local = _Local(ex, where)
     mine_block = blocks[host]
     local.gather([mine_block[j * count:(j + 1) * count] for j in range(local.size)], mine, 0)
     leaders = where.leaders()
@@ -313,10 +318,11 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, a
         outputs[g][...] = full[position * count:(position + 1) * count]
 
 
-def barrier(ex, where: Layout, arena) -> None:
+def barrier(ex) -> None:
     """A barrier inside the host, an empty message from every leader to every other (one
     step: a leader that heard from all knows every host arrived), a barrier inside the host."""
-    local = _Local(ex, where, arena)
+    where = layout(ex.group)
+    local = _Local(ex, where)
     local.barrier()
     leaders = where.leaders()
     if ex.rank in leaders:
