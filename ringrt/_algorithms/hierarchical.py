@@ -11,9 +11,10 @@ and do the rest inside the hosts:
   ``choice.all_reduce_variant``): reduce-scatter inside the host (local index i ends with
   share i of the array reduced over its host), all-reduce of share i across hosts among the
   ranks with local index i (L groups at once, so every local rank drives a share of the
-  link), all-gather inside the host. ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank all-reduces
-  inside its host, then swaps host sums with one rank of every other host: one shared-memory
-  phase and one cross-host step, but every rank sends (slower on the 2-core lab).
+  link), all-gather inside the host. ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank
+  all-reduces inside its host, then swaps host sums with one rank of every other host: one
+  shared-memory phase and one cross-host step, but every rank sends (slower on the 2-core
+  lab).
 - reduce / broadcast: through one leader per host (the root on its own host).
 - all_gather: gather to the leader, leaders swap host blocks (one message per pair of
   hosts), broadcast inside the host.
