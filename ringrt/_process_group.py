@@ -94,8 +94,8 @@ class _Comm:
             self.sentinel = Sentinel(self.context, rank, endpoints)
             cards = self._rendezvous(store, namespace, deadline, endpoints.mode)
             self.arena = share_memory(self.arena, cards, store, namespace, rank, deadline)
-            self.host_arena = local_host_arena({r: c["data"]["host"] for r, c in cards.items()},
-                                               rank, store, namespace, deadline,
+            self.hosts = {r: c["data"]["host"] for r, c in cards.items()}  # rank -> host
+            self.host_arena = local_host_arena(self.hosts, rank, store, namespace, deadline,
                                                self.guard.security.token)
         except BaseException:
             if self.arena is not None:
@@ -108,7 +108,6 @@ class _Comm:
             remove_ipc_dir(self.ipc_dir)
             raise
         self.transport.connect({r: c["data"] for r, c in cards.items()})
-        self.hosts = {r: c["data"]["host"] for r, c in cards.items()}     # rank -> host identity
         self.cores = {r: c["data"].get("cores") for r, c in cards.items()}  # rank -> its cores
         self.pinged = ranks_to_ping(cards, self.hosts)     # clock sync for the timeline
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})

@@ -107,8 +107,7 @@ def _all_reduce(ex, flat, redop, algorithm):
     if algorithm == "shm":
         shm.all_reduce_shm(ex.shm, flat, combine)
     elif algorithm == "hierarchical":
-        hierarchical.all_reduce(ex, flat, combine, hierarchical.layout(ex.group),
-                                ex.group.host_arena)
+        hierarchical.all_reduce(ex, flat, combine)
     elif algorithm == "ring":
         ring.all_reduce_ring(ex, flat, combine)
     else:
@@ -151,8 +150,7 @@ def _reduce(ex, flat, root, redop, algorithm):
         return
     work = flat if ex.rank == root else flat.copy()
     if algorithm == "hierarchical":
-        hierarchical.reduce(ex, work, combine, root, hierarchical.layout(ex.group),
-                            ex.group.host_arena)
+        hierarchical.reduce(ex, work, combine, root)
     elif algorithm == "chain":
         tree.reduce_chain(ex, work, combine, root)
     elif algorithm == "ring":
@@ -248,7 +246,7 @@ def _broadcast(ex, flat, root, algorithm):
     if algorithm == "shm":
         shm.broadcast_shm(ex.shm, flat, root)
     elif algorithm == "hierarchical":
-        hierarchical.broadcast(ex, flat, root, hierarchical.layout(ex.group), ex.group.host_arena)
+        hierarchical.broadcast(ex, flat, root)
     elif algorithm == "chain":
         tree.broadcast_chain(ex, flat, root)
     else:
@@ -297,8 +295,7 @@ def _all_gather(ex, outputs, mine, algorithm):
     if algorithm == "shm":
         shm.all_gather_shm(ex.shm, outputs, mine)
     elif algorithm == "hierarchical":
-        hierarchical.all_gather(ex, outputs, mine, hierarchical.layout(ex.group),
-                                ex.group.host_arena)
+        hierarchical.all_gather(ex, outputs, mine)
     elif algorithm == "ring":
         if outputs[ex.rank] is not mine:
             outputs[ex.rank][...] = mine
@@ -414,13 +411,9 @@ def barrier(group=None, async_op: bool = False):
     if pg is None:
         return None
     algorithm = _algorithm(pg, "barrier", 0)
-    body = {"shm": _barrier_shm, "hierarchical": _barrier_two_level}.get(algorithm, tree.barrier)
+    body = {"shm": _barrier_shm, "hierarchical": hierarchical.barrier}.get(algorithm, tree.barrier)
     return pg.run(_spec("barrier", "barrier", None, shm=algorithm == "shm"), body, async_op)
 
 
 def _barrier_shm(ex):
     shm.barrier_shm(ex.shm)
-
-
-def _barrier_two_level(ex):
-    hierarchical.barrier(ex, hierarchical.layout(ex.group), ex.group.host_arena)

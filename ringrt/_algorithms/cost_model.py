@@ -413,12 +413,12 @@ def two_level_all_reduce(nbytes: float, sizes: tuple[int, ...], alpha: float, be
                          gamma: float = 0.0, overhead: float = 0.0,
                          local_alpha: float = LOCAL_ALPHA, local_beta: float = LOCAL_BETA,
                          variant: str | None = None) -> tuple[str, float]:
-    """The cheaper two-level all_reduce (or ``variant``'s time): ``shares`` (even hosts only: local reduce-scatter,
-    L cross-host all-reduces of S/L, local all-gather; 3 copies of S through memory) or
-    ``leaders`` (reduce to a leader, which adds L slots, leaders all-reduce S, broadcast:
-    L + 1 copies); ``direct`` only when asked for (every rank all-reduces inside its host
-    and swaps host sums with one rank of every other host: one phase, one step, but every
-    rank sends). Returns (variant, seconds)."""
+    """The cheaper two-level all_reduce (or ``variant``'s time): ``shares`` (even hosts only:
+    local reduce-scatter, L cross-host all-reduces of S/L, local all-gather; 3 copies of S
+    through memory) or ``leaders`` (reduce to a leader, which adds L slots, leaders
+    all-reduce S, broadcast: L + 1 copies); ``direct`` only when asked for (every rank
+    all-reduces inside its host and swaps host sums with one rank of every other host: one
+    phase, one step, but every rank sends). Returns (variant, seconds)."""
     hosts, most = len(sizes), max(sizes)
     net = (alpha, beta, gamma, overhead)
     size = float(nbytes)

@@ -5,16 +5,16 @@ Ranks on one host reach each other through memory; hosts reach each other over s
 latency steps; these algorithms take the few cross-host steps of a group of one rank per host
 and do the rest inside the hosts:
 
-- all_reduce, ``shares`` (every host with as many ranks, L, and a large enough array: the cost
-  model decides, ``choice.all_reduce_variant``): reduce-scatter inside the host (local index
-  i ends with share i of the array reduced over its host), all-reduce of share i across hosts
-  among the ranks with local index i (L groups at once, so every local rank drives a share of
-  the link), all-gather inside the host. ``leaders`` (uneven hosts, or small arrays, where L
-  processes per host sending would only add messages): reduce to a host leader, leaders
-  all-reduce (ring, recursive doubling, or with few hosts direct: one step), broadcast from
-  the leader (the default). ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank all-reduces
-  inside its host, then swaps host sums with one rank of every other host: one shared-memory
-  phase and one cross-host step, but every rank sends (slower on the 2-core lab).
+- all_reduce, ``leaders`` (the default): reduce to a host leader, leaders all-reduce (ring,
+  recursive doubling, or with few hosts direct: one step), broadcast from the leader.
+  ``shares`` (``RINGRT_TWO_LEVEL=shares``, every host with as many ranks, L; see
+  ``choice.all_reduce_variant``): reduce-scatter inside the host (local index i ends with
+  share i of the array reduced over its host), all-reduce of share i across hosts among the
+  ranks with local index i (L groups at once, so every local rank drives a share of the
+  link), all-gather inside the host. ``direct`` (``RINGRT_TWO_LEVEL=direct``): every rank
+  all-reduces inside its host, then swaps host sums with one rank of every other host: one
+  shared-memory phase and one cross-host step, but every rank sends (slower on the 2-core
+  lab).
 - reduce / broadcast: through one leader per host (the root on its own host).
 - all_gather: gather to the leader, leaders swap host blocks (one message per pair of
   hosts), broadcast inside the host.
@@ -74,12 +74,13 @@ class _Local:
     """The inside-a-host level of one op: ``shm(nbytes)`` gives the shared-memory op (all of
     one op's local steps share it), or None to use ipc sockets (``sockets``)."""
 
-    def __init__(self, ex, where: Layout, arena):
+    def __init__(self, ex, where: Layout):
         self.ex = ex
         self.ranks = where.local_ranks(ex.rank)
         self.index = self.ranks.index(ex.rank)
         self.size = len(self.ranks)
         self.sockets = SubExchange(ex, list(self.ranks))
+        arena = ex.group.host_arena           # the world group's, over this host's ranks
         self.arena = arena if arena is not None and arena.world_size == self.size else None
         self._op = None
 
@@ -101,9 +102,7 @@ class _Local:
     def _check(self, waiting=()) -> None:
         """A shared-memory wait's check: a local peer that published another call for this
         op is a mismatch; then the exchange's own checks (notices, lost peers, deadline)."""
-        for q, theirs in self.arena.disagreeing(range(self.size), self.ex.published):
-            if q != self.index:
-                self.ex._mismatch_published(self.ranks[q], theirs)
+        self.ex.check_published(self.arena, self.ranks)
         self.ex.check_while_shm([self.ranks[q] for q in waiting])
 
     # -- the local steps ----------------------------------------------------------------
@@ -186,9 +185,10 @@ def _local_root(where: Layout, leaders: list[int], rank: int) -> int:
 # -- the collectives ------------------------------------------------------------------------
 
 
-def all_reduce(ex, flat: np.ndarray, combine, where: Layout, arena) -> None:
+def all_reduce(ex, flat: np.ndarray, combine) -> None:
     """In-place all-reduce of a 1-D array (see the module docstring)."""
-    local = _Local(ex, where, arena)
+    where = layout(ex.group)
+    local = _Local(ex, where)
     variant = all_reduce_variant(flat.nbytes, where.sizes)
     if variant == "direct":
         local.all_reduce(flat, combine)
@@ -268,10 +268,11 @@ def _all_reduce_direct(ex, data: np.ndarray, combine) -> None:
         data[...] = total
 
 
-def reduce(ex, work: np.ndarray, combine, root: int, where: Layout, arena) -> None:
+def reduce(ex, work: np.ndarray, combine, root: int) -> None:
     """``root``'s ``work`` becomes the reduction (pass scratch copies on the other ranks)."""
+    where = layout(ex.group)
     leaders = where.leaders(root)
-    local = _Local(ex, where, arena)
+    local = _Local(ex, where)
     local.reduce(work, combine, _local_root(where, leaders, ex.rank))
     if ex.rank in leaders and len(leaders) > 1:
         cross = SubExchange(ex, leaders)
@@ -282,7 +283,8 @@ def reduce(ex, work: np.ndarray, combine, root: int, where: Layout, arena) -> No
             tree.reduce_chain(cross, work, combine, to)
 
 
-def broadcast(ex, flat: np.ndarray, root: int, where: Layout, arena) -> None:
+def broadcast(ex, flat: np.ndarray, root: int) -> None:
+    where = layout(ex.group)
     leaders = where.leaders(root)
     if ex.rank in leaders and len(leaders) > 1:
         cross = SubExchange(ex, leaders)
@@ -291,12 +293,13 @@ def broadcast(ex, flat: np.ndarray, root: int, where: Layout, arena) -> None:
             tree.broadcast_binomial(cross, flat, source)
         else:
             tree.broadcast_chain(cross, flat, source)
-    _Local(ex, where, arena).broadcast(flat, _local_root(where, leaders, ex.rank))
+    _Local(ex, where).broadcast(flat, _local_root(where, leaders, ex.rank))
 
 
-def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, arena) -> None:
+def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[g]`` receives group rank g's ``mine``: host blocks gathered to the leaders,
     swapped between leaders, broadcast inside each host."""
+    where = layout(ex.group)
     count = mine.size
     order = [g for ranks in where.hosts for g in ranks]           # ranks in host order
     full = np.empty(count * len(order), mine.dtype)
@@ -305,7 +308,7 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, a
         blocks.append(full[start:start + count * len(ranks)])
         start += count * len(ranks)
     host = where.host_of(ex.rank)
-    local = _Local(ex, where, arena)
+    local = _Local(ex, where)
     mine_block = blocks[host]
     local.gather([mine_block[j * count:(j + 1) * count] for j in range(local.size)], mine, 0)
     leaders = where.leaders()
@@ -316,10 +319,11 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray, where: Layout, a
         outputs[g][...] = full[position * count:(position + 1) * count]
 
 
-def barrier(ex, where: Layout, arena) -> None:
+def barrier(ex) -> None:
     """A barrier inside the host, an empty message from every leader to every other (one
     step: a leader that heard from all knows every host arrived), a barrier inside the host."""
-    local = _Local(ex, where, arena)
+    where = layout(ex.group)
+    local = _Local(ex, where)
     local.barrier()
     leaders = where.leaders()
     if ex.rank in leaders:

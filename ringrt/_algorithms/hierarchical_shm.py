@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ringrt._algorithms.segments import chunk_bounds
-from ringrt._algorithms.shm import _pieces
+from ringrt._algorithms.shm import _pieces, _sum_slots
 
 
 def reduce_scatter_shares(op, flat: np.ndarray, combine) -> np.ndarray:
@@ -38,15 +38,8 @@ def reduce_scatter_shares(op, flat: np.ndarray, combine) -> np.ndarray:
                 op.slot(op.rank, dtype, hi - lo, q * width, region)[...] = flat[lo:hi]
         op.phase()
         hi = min(stop, b - a)
-        if hi > start:
-            out = share[start:hi]
-
-            def slot(q, count=hi - start, offset=op.rank * width, region=region):
-                return op.slot(q, dtype, count, offset, region)
-
-            combine(slot(0), slot(1), out)           # local-index order: the same bits
-            for q in range(2, op.size):
-                combine(out, slot(q))
+        if hi > start:                               # local-index order: the same bits
+            _sum_slots(op, share[start:hi], hi - start, op.rank * width, combine, region)
     return share
 
 

@@ -287,11 +287,8 @@ class Exchange:
 
     def _check(self) -> None:
         """Raise if this op cannot complete: notice, mismatch, lost peer, or deadline."""
-        arena = self.group.arena
-        if arena is not None:
-            for peer, theirs in arena.disagreeing(range(self.size), self.published):
-                if peer != self.rank:
-                    self._mismatch_published(peer, theirs)
+        if self.group.arena is not None:
+            self.check_published(self.group.arena, range(self.size))
         mailbox = self.comm.mailbox
         notice = mailbox.notice(self.group.group_id, self.seq)
         if notice is not None:
@@ -317,6 +314,14 @@ class Exchange:
                                         f"rank {origin} reports: {detail}")
         self.group.break_with(error)
         raise error
+
+    def check_published(self, arena, ranks) -> None:
+        """Raise CollectiveMismatchError if a peer on ``arena`` published another call for
+        this op; ``ranks[i]`` is the group rank at arena index i (the group's arena: every
+        rank; a host's arena: that host's ranks)."""
+        for index, theirs in arena.disagreeing(range(len(ranks)), self.published):
+            if ranks[index] != self.rank:
+                self._mismatch_published(ranks[index], theirs)
 
     def _mismatch_published(self, peer: int, theirs: tuple) -> None:
         mine = self.published
