@@ -102,9 +102,10 @@ def _timed(run, barrier, iters: int) -> np.ndarray:
 SHM_COUNTERS = ("waits", "sleeps", "timeouts", "missed_wakeups")
 
 
-def _shm_counters() -> np.ndarray:
+def shm_counters(names=SHM_COUNTERS) -> np.ndarray:
+    """This rank's shared-memory wait counters ``names`` so far (zeros without shm)."""
     shm = dist.stats().get("shm") or {}
-    return np.array([shm.get(name, 0) for name in SHM_COUNTERS], dtype=np.int64)
+    return np.array([shm.get(name, 0) for name in names], dtype=np.int64)
 
 
 class _Case:
@@ -121,10 +122,10 @@ class _Case:
         self.shm = np.zeros(len(SHM_COUNTERS), dtype=np.int64)
 
     def time_round(self) -> None:
-        before = _shm_counters() if self.counted else None
+        before = shm_counters() if self.counted else None
         self.times.append(_timed(self.run, self.system.barrier, self.iters_per_round))
         if self.counted:
-            self.shm += _shm_counters() - before
+            self.shm += shm_counters() - before
 
     def shm_record(self) -> dict | None:
         """The counters summed over ranks (every rank calls this), ringrt only."""

@@ -24,7 +24,7 @@ import click
 import numpy as np
 
 import ringrt as dist
-from benchmarks import _machine, _table
+from benchmarks import _machine, _measure, _table
 
 OPS = ("all_reduce", "broadcast", "barrier", "p2p")
 COUNTERS = ("waits", "sleeps", "timeouts", "missed_wakeups", "overslept")
@@ -45,17 +45,6 @@ def _call(op: str, array: np.ndarray):
         dist.recv(received, (rank - 1) % world)
         work.wait()
     return ring
-
-
-def _shm_counters() -> dict:
-    shm = dist.stats().get("shm") or {}
-    return {name: shm.get(name, 0) for name in COUNTERS}
-
-
-def _summed(values: dict) -> dict:
-    array = np.array([values[name] for name in COUNTERS], dtype=np.int64)
-    dist.all_reduce(array)
-    return dict(zip(COUNTERS, array.tolist()))
 
 
 class _GcPauses:
@@ -87,7 +76,7 @@ def point(op: str, nbytes: int, iters: int, warmup: int) -> dict:
     call = _call(op, array)
     for _ in range(warmup):
         call()
-    before = _shm_counters()
+    before = _measure.shm_counters(COUNTERS)
     _GC.reset()
     times = np.empty(iters)
     clock = time.perf_counter
@@ -97,13 +86,13 @@ def point(op: str, nbytes: int, iters: int, warmup: int) -> dict:
         call()
         times[i] = clock() - start
     dist.barrier()
-    after = _shm_counters()
+    counted = _measure.shm_counters(COUNTERS) - before
     gc_pauses = np.array([_GC.count, _GC.seconds * 1e6, _GC.longest * 1e6])
     dist.all_reduce(times, op=dist.ReduceOp.MAX)
-    counters = _summed({k: after[k] - before[k] for k in COUNTERS})
+    dist.all_reduce(counted)                       # summed over ranks
     dist.all_reduce(gc_pauses, op=dist.ReduceOp.MAX)
     return {"op": op, "world": dist.get_world_size(), "nbytes": 0 if op == "barrier" else
-            array.nbytes, "iters": iters, **_table.summarize(times.tolist()), "shm": counters,
+            array.nbytes, "iters": iters, **_table.summarize(times.tolist()), "shm": dict(zip(COUNTERS, counted.tolist())),
             "gc": {"collections": int(gc_pauses[0]), "us": round(gc_pauses[1], 1),
                    "longest_us": round(gc_pauses[2], 1)},
             "worst": [[int(i), round(times[i] * 1e6, 1)] for i in np.argsort(times)[-3:]]}

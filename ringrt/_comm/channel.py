@@ -210,7 +210,7 @@ class Writer:
 class Record:
     """A message at the front of a channel: what its head says, and where its payload is."""
 
-    __slots__ = ("dtype", "nbytes", "group", "src", "tag", "count", "at")
+    __slots__ = ("at", "count", "dtype", "group", "nbytes", "src", "tag")
 
     def __init__(self, fields: tuple, at: int):
         _kind, self.dtype, self.nbytes, self.group, self.src, self.tag, self.count = fields

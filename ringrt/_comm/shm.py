@@ -155,10 +155,11 @@ class HostArena:
         self.released = 0                      # the last ticket this rank released
         self.last_half_op = -2                 # seq of the last completed half-slot op
         self.oversubscribed = world_size > (os.cpu_count() or 1)
-        # how waits went, per op kind (ringrt.stats()["shm"]; see wakeups.py): the op being
-        # run selects its entry (begin), point-to-point waits count under "p2p"
+        # how waits went, per op kind (ringrt.stats()["shm"]; see wakeups.py): a wait counts
+        # under the kind of the op being run (``kind``, set by ShmOp: only a wait that finds
+        # a peer missing looks its entry up), point-to-point waits under "p2p"
         self.tally = wakeups.WaitTally()
-        self.entry = self.tally.of("other")
+        self.kind = "other"
         self.spin_seconds = SPIN_SECONDS
 
     @classmethod
@@ -250,10 +251,6 @@ class HostArena:
         self.own.release.value = value
         futex.wake(self.own.release_address)
 
-    def begin(self, kind: str) -> None:
-        """Count the waits that follow under op kind ``kind`` (``all_reduce``, ...)."""
-        self.entry = self.tally.of(kind)
-
     def wait(self, peers, target: int, check, release: bool = False) -> None:
         """Return once every peer's ticket reached ``target``; ``check()`` runs between
         sleeps and raises to give up (lost peer, deadline, mismatch, abort).
@@ -284,7 +281,7 @@ class HostArena:
                check) -> None:
         """Spin, then sleep on the futex word of the first pending peer until all are done
         (see :meth:`wait`), counting how it went."""
-        entry = self.entry
+        entry = self.tally.of(self.kind)
         entry[wakeups.WAITS] += 1
         clock = time.perf_counter
         start = clock()
@@ -359,7 +356,7 @@ class ShmOp:
     def __init__(self, arena: HostArena, rank: int, size: int, seq: int, published: tuple,
                  check, kind: str = "other"):
         self.arena, self.rank, self.size, self.seq, self.check = arena, rank, size, seq, check
-        arena.begin(kind)
+        arena.kind = kind                       # the op kind its waits count under
         self.peers = [q for q in range(size) if q != rank]
         self.step = 0
         self.done = False                       # released (the op's last step)

@@ -127,7 +127,7 @@ class ShmPointToPoint:
         self._background: threading.Thread | None = None
         self._background_wanted = threading.Condition(threading.Lock())
         self._closed = False
-        self.counts = {"stashed": 0, "posted": 0, "sleeps": 0}
+        self.counts = {"stashed": 0, "posted": 0}
         # how waits on the doorbell went (ringrt.stats()["shm"]["by_op"]["p2p"], wakeups.py);
         # the background thread's own entry: counters are not shared between threads
         self._waits = arena.tally.of("p2p")
@@ -355,7 +355,6 @@ class ShmPointToPoint:
             wakeups.spun(entry, time.perf_counter() - start, satisfied=True)
             return
         wakeups.spun(entry, time.perf_counter() - start, satisfied=False)
-        self.counts["sleeps"] += 1
         slice_s = SLICE_SECONDS if end is None else \
             max(0.0, min(SLICE_SECONDS, end - time.monotonic()))
         wakeups.sleep(entry, doorbell, self._doorbell_address, seen, slice_s)
@@ -425,7 +424,8 @@ class ShmPointToPoint:
         """``ringrt.stats()["p2p"]``: the path, rings grown, receives posted (not completed
         on arrival), messages stashed, sleeps on the doorbell."""
         grown = sum(w.grows for w in self._writers.values())
-        return {"path": "shm", "grown_rings": grown, **self.counts}
+        return {"path": "shm", "grown_rings": grown, **self.counts,
+                "sleeps": self._waits[wakeups.SLEEPS]}
 
 
 def _completion(receive: Receive):

@@ -46,16 +46,22 @@ def counts(arena: HostArena, kind: str = "all_reduce") -> dict:
     return arena.tally.snapshot()["by_op"][kind]
 
 
-def test_a_delivered_wake_ends_the_sleep_early_and_counts_as_a_wakeup(pair, monkeypatch):
-    waiter, peer = pair
-    monkeypatch.setattr(shm, "SLICE_SECONDS", 2.0)    # a busy machine may delay the peer
-    waiter.begin("all_reduce")
+def wait_for_signal(waiter: HostArena, peer: HostArena, kind: str) -> float:
+    """``waiter`` waits, as op kind ``kind``, for ``peer`` to signal 5 ms later; returns
+    how long the wait took (s)."""
+    waiter.kind = kind
     target = shm.ticket(1, 1)
     thread = later(0.005, lambda: peer.signal(target))
     start = time.perf_counter()
     waiter.wait([1], target, no_check)
     thread.join()
-    assert time.perf_counter() - start < shm.SLICE_SECONDS           # not the whole slice
+    return time.perf_counter() - start
+
+
+def test_a_delivered_wake_ends_the_sleep_early_and_counts_as_a_wakeup(pair, monkeypatch):
+    waiter, peer = pair
+    monkeypatch.setattr(shm, "SLICE_SECONDS", 2.0)    # a busy machine may delay the peer
+    assert wait_for_signal(waiter, peer, "all_reduce") < shm.SLICE_SECONDS   # not a whole slice
     got = counts(waiter)
     assert got["waits"] == 1 and got["sleeps"] == 1 and got["wakeups"] == 1
     assert got["timeouts"] == 0 and got["missed_wakeups"] == 0 and got["spins"] == 0
@@ -67,13 +73,7 @@ def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
     whole slice, finds the word changed, and counts a missed wake-up."""
     waiter, peer = pair
     monkeypatch.setattr(futex, "wake", lambda address: None)
-    waiter.begin("broadcast")
-    target = shm.ticket(1, 1)
-    thread = later(0.005, lambda: peer.signal(target))
-    start = time.perf_counter()
-    waiter.wait([1], target, no_check)
-    thread.join()
-    assert time.perf_counter() - start >= shm.SLICE_SECONDS * 0.9
+    assert wait_for_signal(waiter, peer, "broadcast") >= shm.SLICE_SECONDS * 0.9
     got = counts(waiter, "broadcast")
     assert got["missed_wakeups"] == 1 and got["wakeups"] == 0
     assert got["timeouts"] >= 1          # more only if the peer's store came after a slice
@@ -83,7 +83,7 @@ def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
 
 def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):
     waiter, peer = pair
-    waiter.begin("barrier")
+    waiter.kind = "barrier"
     target = shm.ticket(1, 1)
     checks = []
     thread = later(shm.SLICE_SECONDS * 1.5, lambda: peer.signal(target))
@@ -110,7 +110,7 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
     """A release wait sleeps on the release word; a peer that moved on to a later op (its
     ticket) without releasing ends the wait only at the slice's end: ``overslept``."""
     waiter, peer = pair
-    waiter.begin("all_reduce")
+    waiter.kind = "all_reduce"
     target = shm.ticket(1, 3)
     thread = later(0.002, lambda: peer.signal(shm.ticket(2, 1)))
     waiter.wait([1], target, no_check, release=True)
@@ -121,7 +121,7 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
 
 def test_spins_count_waits_that_never_slept(pair):
     waiter, peer = pair
-    waiter.begin("all_reduce")
+    waiter.kind = "all_reduce"
     target = shm.ticket(1, 1)
     peer.signal(target)
     waiter.wait([1], target, no_check)               # already there: not a wait
