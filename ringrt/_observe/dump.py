@@ -24,7 +24,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 
 from ringrt._observe.site import site_of
@@ -151,7 +150,3 @@ def _print(report: dict, path: str | None) -> None:
     except (ValueError, OSError, AttributeError):      # stderr without a file descriptor
         sys.stderr.write(report["stacks"])
     sys.stderr.flush()
-
-
-def now() -> float:
-    return time.perf_counter()
