@@ -192,15 +192,14 @@ def merge(parts: list[str], output: str) -> dict:
     return {"ranks": ranks, "events": len(timed), "output": output}
 
 
-def merge_rank_files(path: str, remove: bool = True) -> dict | None:
-    """Merge ``path.rank*.trace`` into ``path`` (and delete them); None if there are none."""
+def merge_rank_files(path: str) -> dict | None:
+    """Merge ``path.rank*.trace`` into ``path`` and delete them; None if there are none."""
     parts = rank_files(path)
     if not parts:
         return None
     summary = merge(parts, path)
-    if remove:
-        for part in parts:
-            os.remove(part)
+    for part in parts:
+        os.remove(part)
     return summary
 
 
