@@ -225,8 +225,11 @@ def _ranks(ranks: list[int], verb: bool = True) -> str:
     ranks = sorted(ranks)
     if len(ranks) == 1:
         return f"rank {ranks[0]}" + (" is" if verb else "")
-    if ranks == list(range(ranks[0], ranks[-1] + 1)):
-        text = f"ranks {ranks[0]}-{ranks[-1]}"
-    else:
-        text = "ranks " + ", ".join(map(str, ranks))
-    return text + (" are" if verb else "")
+    return f"ranks {rank_span(ranks)}" + (" are" if verb else "")
+
+
+def rank_span(ranks: list[int]) -> str:
+    """``0-3`` for consecutive ranks, ``5`` for one, ``0, 2, 5`` otherwise (sorted input)."""
+    if ranks and ranks == list(range(ranks[0], ranks[-1] + 1)):
+        return f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
+    return ", ".join(map(str, ranks))
