@@ -104,8 +104,8 @@ class _RankFile:
         return tid
 
     def _op_event(self, op: list) -> dict:
-        (group, seq, name, dtype_code, count, algorithm, site, called, started, ended, _state,
-         waited, state, thread) = op
+        (group, seq, name, dtype_code, count, algorithm, site, called, started, ended, state,
+         waited, thread) = op
         dtype, itemsize = self.dtypes.get(dtype_code, ("-", 0))
         ran = max(ended - started, 0.0)
         args = {"group": group, "seq": seq, "dtype": dtype, "bytes": max(count, 0) * itemsize,

@@ -15,6 +15,7 @@ import time
 
 from ringrt._observe import dump, timeline
 from ringrt._observe.recorder import (
+    DONE,
     ENDED,
     FAILED,
     RUNNING,
@@ -67,10 +68,9 @@ class Observer:
     def finished(self, record: list, failure: BaseException | None) -> None:
         record[ENDED] = time.perf_counter()
         record[WAITED] += peer_wait.total
-        state = "done" if failure is None else f"{FAILED}: {type(failure).__name__}"
-        record[STATE] = state
+        record[STATE] = DONE if failure is None else f"{FAILED}: {type(failure).__name__}"
         if self.tracer is not None:
-            self.tracer.op(record, state)
+            self.tracer.op(record)
         if failure is not None and _breaks_group(failure):
             dump.on_error(failure, record[SITE])
 
