@@ -3,7 +3,8 @@
 Layer 0 (foundations): imports nothing of ringrt but ``errors`` and ``_env``, so the transport,
 the process group, the collectives and DDP can all report to it.
 
-    site.py       call_site(): the user's source line of an op (first frame outside ringrt)
+    site.py       site_of() / call_site(): the user's source line of an op (first frame
+                  outside ringrt)
     recorder.py   FlightRecorder: the last N ops of this rank (always on, RINGRT_FLIGHT_RECORDER)
     waits.py      peer_wait: seconds this process spent waiting for peers (timeline's split)
     timeline.py   Tracer: every op, DDP bucket and optimizer step as a Chrome-trace span
