@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import time
-from sys import _getframe
 
 from ringrt._observe import dump, timeline
 from ringrt._observe.recorder import (
@@ -28,7 +27,7 @@ from ringrt._observe.recorder import (
     describe,
     process_identity,
 )
-from ringrt._observe.site import short, site_of
+from ringrt._observe.site import call_site, short
 from ringrt._observe.waits import peer_wait
 
 P2P_SEND, P2P_RECV = "send", "recv"
@@ -58,10 +57,10 @@ class Observer:
     # -- per op -----------------------------------------------------------------------------
 
     def entered(self, group: int, seq: int, spec, algorithm: str) -> list:
-        # The call site's walk starts at the caller of ProcessGroup.run (frame 1, inside
-        # ringrt either way): one frame and one call fewer per op than call_site().
+        # Above call_site, this method, ProcessGroup.run and run's caller (always a ringrt
+        # function): each frame the walk looks at is materialized as a Python object, per op.
         return self.recorder.enter(group, seq, spec.name, spec.dtype_code, spec.count,
-                                   algorithm, site_of(_getframe(2)))
+                                   algorithm, call_site(4))
 
     def started(self, record: list) -> None:
         record[STATE] = RUNNING
@@ -82,7 +81,7 @@ class Observer:
         name = f"send to {peer}" if kind == P2P_SEND else \
             f"recv from {'any' if peer is None else peer}"
         record = self.recorder.enter(group, tag, name, dtype_code, count, _NO_ALGORITHM,
-                                     site_of(_getframe(2)))     # above p2p.py's wrapper
+                                     call_site(4))   # above p2p.py's wrapper and send/recv
         self.started(record)
         return record
 
