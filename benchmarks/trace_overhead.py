@@ -122,7 +122,7 @@ def parts(number: int, directory: str) -> dict:
             lambda: recorder.enter(0, 1, "all_reduce", 1, 1, "shm", site.UNKNOWN),
             number=number),
         "observer_calls_per_op": timeit.timeit(whole_op, number=number),
-        "tracer_record_with_flush": timeit.timeit(lambda: tracer.op(record, "done"),
+        "tracer_record_with_flush": timeit.timeit(lambda: tracer.op(record),
                                                   number=number),
         "wait_timer_per_blocking_wait": timeit.timeit(timed_nothing, number=number)
         - timeit.timeit(lambda: None, number=number),

@@ -13,8 +13,11 @@ Layout, in the order a job flows through it::
     output.py       "[RANK] " line prefixing, in-place \r progress updates, per-rank log
                     files, stderr tails
     report.py       failure summary, restart and signal notices, exit statuses
+    flight.py       the workers' flight-recorder dumps, the table and the hang diagnosis
+    trace.py        --trace: merge the ranks' timeline files (also ``python -m launcher.trace``)
     errors.py       LaunchError (carries its exit code)
 
 ``ringrt`` never imports ``launcher``; the launcher uses ``ringrt`` only for the store server
-(and its CurveZMQ keys with ``--encrypt``) and ``Deadline``, imported once options are valid.
+(and its CurveZMQ keys with ``--encrypt``), ``Deadline``, and ``ringrt._observe`` (dump file
+names, timeline merge), imported once options are valid.
 """

@@ -25,8 +25,10 @@ import signal
 import tempfile
 import time
 
+from ringrt._observe.dump import DUMP_KINDS, SIGNAL_DUMP, dump_path, listening_path
+from ringrt._observe.timeline import P2P_PREFIXES
+
 DUMP_WAIT_SECONDS = 2.0
-KINDS = ("error", "signal")
 
 
 class FlightDumps:
@@ -72,7 +74,7 @@ class FlightDumps:
             time.sleep(0.02)
 
     def _listens(self, worker) -> bool:
-        path = os.path.join(self.directory, f"rank{worker.rank}.listening")
+        path = listening_path(self.directory, worker.rank)
         try:
             with open(path) as file:
                 return file.read().strip() == str(worker.pid)
@@ -80,7 +82,7 @@ class FlightDumps:
             return False
 
     def _dumped_since(self, rank: int, moment: float) -> bool:
-        path = os.path.join(self.directory, f"rank{rank}.signal.json")
+        path = dump_path(rank, SIGNAL_DUMP, self.directory)
         with contextlib.suppress(OSError):
             return os.path.getmtime(path) >= moment - 0.01
         return False
@@ -90,7 +92,7 @@ class FlightDumps:
         dumps: dict[int, dict] = {}
         for name in sorted(os.listdir(self.directory)):
             parts = name.split(".")
-            if len(parts) != 3 or parts[1] not in KINDS or not parts[0].startswith("rank"):
+            if len(parts) != 3 or parts[1] not in DUMP_KINDS or not parts[0].startswith("rank"):
                 continue
             try:
                 with open(os.path.join(self.directory, name)) as file:
@@ -136,7 +138,7 @@ def _newest(kinds: dict) -> dict:
 def position(dump: dict):
     """(group, seq, op) of the op the rank is in, or None when it is in none."""
     op = dump.get("last_entered")
-    if op is None or op["state"] == "done" or op["op"].startswith(("send", "recv")):
+    if op is None or op["state"] == "done" or op["op"].startswith(P2P_PREFIXES):
         return None
     return (op["group"], op["seq"], op["op"])
 
@@ -144,7 +146,7 @@ def position(dump: dict):
 def _op_name(op: dict | None) -> str:
     if op is None:
         return "-"
-    if op["op"].startswith(("send", "recv")):
+    if op["op"].startswith(P2P_PREFIXES):
         return f"{op['op']} (tag {op['seq']})"
     group = "" if op["group"] == 0 else f" (group {op['group']})"
     return f"{op['op']} #{op['seq']}{group}"
@@ -223,8 +225,11 @@ def _ranks(ranks: list[int], verb: bool = True) -> str:
     ranks = sorted(ranks)
     if len(ranks) == 1:
         return f"rank {ranks[0]}" + (" is" if verb else "")
-    if ranks == list(range(ranks[0], ranks[-1] + 1)):
-        text = f"ranks {ranks[0]}-{ranks[-1]}"
-    else:
-        text = "ranks " + ", ".join(map(str, ranks))
-    return text + (" are" if verb else "")
+    return f"ranks {rank_span(ranks)}" + (" are" if verb else "")
+
+
+def rank_span(ranks: list[int]) -> str:
+    """``0-3`` for consecutive ranks, ``5`` for one, ``0, 2, 5`` otherwise (sorted input)."""
+    if ranks and ranks == list(range(ranks[0], ranks[-1] + 1)):
+        return f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
+    return ", ".join(map(str, ranks))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from launcher.flight import rank_span
 from ringrt._observe.merge import merge, rank_files
 from ringrt._observe.timeline import rank_file
 
@@ -41,16 +42,10 @@ def finish(path: str, console, ranks, nnodes: int = 1, node_rank: int = 0) -> No
     for part in parts:
         os.remove(part)
     console.note(f"trace: {output} ({summary['events']} spans of ranks "
-                 f"{_span(summary['ranks'])}); open it in https://ui.perfetto.dev")
+                 f"{rank_span(summary['ranks'])}); open it in https://ui.perfetto.dev")
     if nnodes > 1:
         console.note(f"trace: merge the hosts' files into one with: python -m launcher.trace "
                      f"{path} {path}.node*.json")
-
-
-def _span(ranks: list[int]) -> str:
-    if ranks and ranks == list(range(ranks[0], ranks[-1] + 1)):
-        return f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0])
-    return ", ".join(map(str, ranks))
 
 
 def main(argv: list[str]) -> int:
@@ -62,7 +57,7 @@ def main(argv: list[str]) -> int:
         print(f"no parts given and no {output}.rank*.trace found", file=sys.stderr)
         return 1
     summary = merge(parts, output)
-    print(f"{output}: {summary['events']} spans of ranks {_span(summary['ranks'])}")
+    print(f"{output}: {summary['events']} spans of ranks {rank_span(summary['ranks'])}")
     return 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from ringrt._algorithms import choice
+from ringrt._algorithms import choice, hierarchical
 from ringrt._env import env_flag
 
 enabled = env_flag("RINGRT_DEBUG")
@@ -44,12 +44,12 @@ def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
         return "forced by RINGRT_ALGO"
     arena = pg.arena
     if algorithm == "hierarchical":
-        layout = pg._host_layout                 # set by hierarchical.layout() in the choice
-        sizes = "+".join(str(n) for n in layout.sizes)
+        host_sizes = hierarchical.layout(pg).sizes          # cached by the choice
+        sizes = "+".join(str(n) for n in host_sizes)
         extra = ""
         if op == "all_reduce":
-            extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, layout.sizes)}"
-        cores = getattr(pg, "_host_cores", None)
+            extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, host_sizes)}"
+        cores = hierarchical.host_cores(pg)
         if cores:
             extra += f", hosts' cores {'+'.join(str(c) for c in cores)}"
         return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "

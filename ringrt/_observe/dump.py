@@ -24,13 +24,13 @@ import os
 import signal
 import sys
 import threading
-import time
 import traceback
 
 from ringrt._observe.site import site_of
 
 STDERR_OPS = 16                      # ops printed to stderr (the file has the whole ring)
 ERROR_DUMP, SIGNAL_DUMP = "error", "signal"   # kept apart: a later SIGUSR1 keeps the error's
+DUMP_KINDS = (ERROR_DUMP, SIGNAL_DUMP)
 
 _sources: list = []                  # observers of this process's live worlds
 _errors_dumped = False
@@ -53,7 +53,7 @@ def register(observer) -> None:
             signal.signal(signal.SIGUSR1, _on_sigusr1)
             _installed = True
     if _installed and os.environ.get("RINGRT_FLIGHT_DIR"):
-        path = os.path.join(os.environ["RINGRT_FLIGHT_DIR"], f"rank{observer.rank}.listening")
+        path = listening_path(os.environ["RINGRT_FLIGHT_DIR"], observer.rank)
         try:
             with open(path, "w") as file:
                 file.write(str(os.getpid()))
@@ -108,6 +108,11 @@ def dump_path(rank: int, kind: str, directory: str | None = None) -> str | None:
     return os.path.join(directory, f"rank{rank}.{kind}.json") if directory else None
 
 
+def listening_path(directory: str, rank: int) -> str:
+    """``DIR/rank{R}.listening``: this rank's pid, once SIGUSR1 asks it for a dump."""
+    return os.path.join(directory, f"rank{rank}.listening")
+
+
 def _write_atomically(path: str, report: dict) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w") as file:
@@ -151,7 +156,3 @@ def _print(report: dict, path: str | None) -> None:
     except (ValueError, OSError, AttributeError):      # stderr without a file descriptor
         sys.stderr.write(report["stacks"])
     sys.stderr.flush()
-
-
-def now() -> float:
-    return time.perf_counter()

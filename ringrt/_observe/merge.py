@@ -104,8 +104,8 @@ class _RankFile:
         return tid
 
     def _op_event(self, op: list) -> dict:
-        (group, seq, name, dtype_code, count, algorithm, site, called, started, ended, _state,
-         waited, state, thread) = op
+        (group, seq, name, dtype_code, count, algorithm, site, called, started, ended, state,
+         waited, thread) = op
         dtype, itemsize = self.dtypes.get(dtype_code, ("-", 0))
         ran = max(ended - started, 0.0)
         args = {"group": group, "seq": seq, "dtype": dtype, "bytes": max(count, 0) * itemsize,
@@ -192,15 +192,14 @@ def merge(parts: list[str], output: str) -> dict:
     return {"ranks": ranks, "events": len(timed), "output": output}
 
 
-def merge_rank_files(path: str, remove: bool = True) -> dict | None:
-    """Merge ``path.rank*.trace`` into ``path`` (and delete them); None if there are none."""
+def merge_rank_files(path: str) -> dict | None:
+    """Merge ``path.rank*.trace`` into ``path`` and delete them; None if there are none."""
     parts = rank_files(path)
     if not parts:
         return None
     summary = merge(parts, path)
-    if remove:
-        for part in parts:
-            os.remove(part)
+    for part in parts:
+        os.remove(part)
     return summary
 
 

@@ -15,6 +15,7 @@ import time
 
 from ringrt._observe import dump, timeline
 from ringrt._observe.recorder import (
+    DONE,
     ENDED,
     FAILED,
     RUNNING,
@@ -56,8 +57,10 @@ class Observer:
     # -- per op -----------------------------------------------------------------------------
 
     def entered(self, group: int, seq: int, spec, algorithm: str) -> list:
+        # Above call_site, this method, ProcessGroup.run and run's caller (always a ringrt
+        # function): each frame the walk looks at is materialized as a Python object, per op.
         return self.recorder.enter(group, seq, spec.name, spec.dtype_code, spec.count,
-                                   algorithm, call_site(2))
+                                   algorithm, call_site(4))
 
     def started(self, record: list) -> None:
         record[STATE] = RUNNING
@@ -67,10 +70,9 @@ class Observer:
     def finished(self, record: list, failure: BaseException | None) -> None:
         record[ENDED] = time.perf_counter()
         record[WAITED] += peer_wait.total
-        state = "done" if failure is None else f"{FAILED}: {type(failure).__name__}"
-        record[STATE] = state
+        record[STATE] = DONE if failure is None else f"{FAILED}: {type(failure).__name__}"
         if self.tracer is not None:
-            self.tracer.op(record, state)
+            self.tracer.op(record)
         if failure is not None and _breaks_group(failure):
             dump.on_error(failure, record[SITE])
 
@@ -79,7 +81,7 @@ class Observer:
         name = f"send to {peer}" if kind == P2P_SEND else \
             f"recv from {'any' if peer is None else peer}"
         record = self.recorder.enter(group, tag, name, dtype_code, count, _NO_ALGORITHM,
-                                     call_site(2))
+                                     call_site(4))   # above p2p.py's wrapper and send/recv
         self.started(record)
         return record
 

@@ -1,8 +1,11 @@
 """Where the user called an op: the first frame outside ringrt, as (file, line, function).
 
 Only plain values are kept, never frame objects (a frame keeps every local of the call alive).
-Walking two to five frames up and reading ``f_lineno`` costs well under a microsecond
-(``benchmarks/trace_overhead.py`` measures it with the rest of the flight recorder).
+Each frame the walk looks at becomes a Python frame object (CPython 3.11 creates them on
+demand; ``sys._getframe(depth)`` does so only for the frame it returns), so callers start the
+walk above the frames they know are ringrt's: for a collective that is the user's frame
+(already an object while it loops over ops), one ringrt frame more from DDP or the torch
+backend.
 """
 
 from __future__ import annotations

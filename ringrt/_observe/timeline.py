@@ -9,7 +9,7 @@ appended to a list here, and its share of one ``msgpack.packb`` per chunk
 (``benchmarks/trace_overhead.py`` measures both).
 
 Entry kinds: ``rank`` (who wrote the file, once), ``dtypes`` (code -> name and item size,
-once), ``ops`` (flight-recorder records plus their final state and thread name), ``spans``
+once), ``ops`` (finished flight-recorder records plus their thread's name), ``spans``
 (DDP buckets, optimizer steps: name, category, start, end, row, args), ``rows`` (names of
 extra rows) and ``clock`` (this rank's offset to rank 0 and its error bound, seconds).
 
@@ -73,9 +73,9 @@ class Tracer:
 
     # -- recording (hot path: tuples, packed at flush) ------------------------------------
 
-    def op(self, record: list, state: str) -> None:
-        """Record a finished op (its flight-recorder record)."""
-        self._ops.append((*record, state, threading.current_thread().name))
+    def op(self, record: list) -> None:
+        """Record a finished op (its flight-recorder record, final state included)."""
+        self._ops.append((*record, threading.current_thread().name))
         if len(self._ops) >= FLUSH_EVERY:
             self.flush()
 

@@ -1,8 +1,8 @@
 """Seconds this process has spent waiting for peers' messages (the timeline's wait/move split).
 
-The socket path adds to :data:`peer_wait` where an op blocks for a message
-(``_comm/exchange.py``: ``Mailbox.take``); shared-memory ops are timed around their waiting
-calls by the observer while tracing. Ops of a process run one at a time (the executor's lock),
+Only while tracing, the observer wraps the waiting calls of this world's instances
+(``Mailbox.take`` / ``take_any`` for sockets, ``HostArena.wait`` for shared memory) so that
+they add the time they block to :data:`peer_wait` (``Observer.time_waits``). Ops of a process run one at a time (the executor's lock),
 so one running total is enough: an op's wait is the difference across it.
 """
 

@@ -68,7 +68,7 @@ def test_merge_aligns_clocks_and_survives_a_torn_rank_file(tmp_path):
         tracer = timeline.Tracer(path, rank, 2, DTYPES)
         tracer.set_clock(offset, 1e-5)
         record = [0, 0, "all_reduce", 1, 4, "shm", site_, 9.0, 10.0, 10.001, "done", 0.0004]
-        tracer.op(record, "done")
+        tracer.op(record)
         tracer.span("Adam.step", "optimizer", 10.002, 10.003)
         tracer.close()
     with open(timeline.rank_file(path, 1), "ab") as file:
