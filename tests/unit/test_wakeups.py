@@ -73,12 +73,25 @@ def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
     whole slice, finds the word changed, and counts a missed wake-up."""
     waiter, peer = pair
     monkeypatch.setattr(futex, "wake", lambda address: None)
+    monkeypatch.setattr(wakeups, "ON_TIME_S", 1.0)   # however late this thread runs again
     assert wait_for_signal(waiter, peer, "broadcast") >= shm.SLICE_SECONDS * 0.9
     got = counts(waiter, "broadcast")
     assert got["missed_wakeups"] == 1 and got["wakeups"] == 0
     assert got["timeouts"] >= 1          # more only if the peer's store came after a slice
     totals = waiter.tally.snapshot()
     assert totals["missed_wakeups"] == 1 and totals["by_op"].keys() == {"broadcast"}
+
+
+def test_a_change_seen_only_after_the_slice_ran_late_is_not_counted_as_missed(pair,
+                                                                              monkeypatch):
+    """Read too long after the slice's end, a changed word may be a peer that signalled after
+    the end (we were not running): a plain timeout, not a missed wake-up."""
+    waiter, peer = pair
+    monkeypatch.setattr(futex, "wake", lambda address: None)
+    monkeypatch.setattr(wakeups, "ON_TIME_S", -1.0)  # every read counts as late
+    wait_for_signal(waiter, peer, "broadcast")
+    got = counts(waiter, "broadcast")
+    assert got["timeouts"] >= 1 and got["missed_wakeups"] == 0 and got["wakeups"] == 0
 
 
 def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):
