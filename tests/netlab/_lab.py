@@ -102,6 +102,18 @@ def running_lab(nhosts: int, *options: str):
             lab.down()
 
 
+def gige_lab_or_skip(nhosts: int):
+    """For fixtures, ``yield from gige_lab_or_skip(n)``: a running lab of ``n`` hosts on
+    netlab's gige profile, or the test skipped where netlab is unusable."""
+    import pytest
+
+    try:
+        with running_lab(nhosts, "--profile", "gige") as lab:
+            yield lab
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
+
+
 @dataclass
 class HostJob:
     """One command running on one lab host; output goes to ``log`` (a file, never a pipe:

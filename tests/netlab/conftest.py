@@ -15,16 +15,12 @@ import pytest
 
 pytest.register_assert_rewrite("tests.netlab._lab")     # its helpers assert for the tests
 
-from tests.netlab._lab import HOSTS, LabUnavailable, running_lab  # noqa: E402
+from tests.netlab._lab import HOSTS, gige_lab_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def lab():
-    try:
-        with running_lab(HOSTS, "--profile", "gige") as running:
-            yield running
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
+    yield from gige_lab_or_skip(HOSTS)
 
 
 @pytest.fixture

@@ -22,10 +22,9 @@ from tests.netlab._lab import (
     REPO,
     WORKER,
     WORLD,
-    LabUnavailable,
     ended_job_results,
+    gige_lab_or_skip,
     outputs,
-    running_lab,
     wait_jobs,
 )
 from tests.security.captures import make_captures
@@ -37,11 +36,7 @@ JOB_TIMEOUT = 80.0
 @pytest.fixture(scope="module")
 def lab4():
     """Three job hosts and one for the attacker, on netlab's gige profile."""
-    try:
-        with running_lab(HOSTS + 1, "--profile", "gige") as running:
-            yield running
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
+    yield from gige_lab_or_skip(HOSTS + 1)
 
 
 @pytest.mark.timeout(150)

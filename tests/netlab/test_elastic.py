@@ -26,9 +26,8 @@ from tests.netlab._lab import (
     MASTER_PORT,
     REPO,
     TOKEN,
-    LabUnavailable,
+    gige_lab_or_skip,
     outputs,
-    running_lab,
     wait_jobs,
 )
 from tests.train._elastic import (
@@ -50,11 +49,7 @@ ENV = {"RINGRT_HEARTBEAT_TIMEOUT": f"{HEARTBEAT:g}", "RINGRT_ALGO": "all_reduce=
 
 @pytest.fixture
 def lab4():
-    try:
-        with running_lab(HOSTS, "--profile", "gige") as lab:
-            yield lab
-    except LabUnavailable as exc:
-        pytest.skip(str(exc))
+    yield from gige_lab_or_skip(HOSTS)
 
 
 def _processes_mentioning(text: str) -> list[int]:
