@@ -35,12 +35,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-import secrets
 import struct
 
 import numpy as np
 
-from ringrt._comm import shm
+from ringrt._comm import shm, shm_files
 from ringrt.errors import DistError
 
 RECORD_ALIGN = 64
@@ -103,21 +102,19 @@ class Ring:
     @classmethod
     def create_grown(cls, capacity: int, owner: int, peer: int) -> Ring:
         """A new ring in a segment of its own (named for the reader to map)."""
-        name = f"{shm.SHM_PREFIX}{os.getpid()}-{secrets.token_hex(8)}-{owner}to{peer}" \
-               f"{NAME_SUFFIX}"
-        path = os.path.join(shm.SHM_DIR, name)
+        path = shm_files.new_path(NAME_SUFFIX)
         mapping = shm.map_private(path, _GROWN_DATA_AT + capacity, create=True)
         return cls(mapping, 0, _GROWN_DATA_AT, capacity, mapping, path)
 
     @classmethod
     def open_grown(cls, name: str, capacity: int) -> Ring:
         """Map the ring a grow record names, and unlink its name (nothing is left behind)."""
-        if os.path.basename(name) != name or not name.startswith(shm.SHM_PREFIX) or \
+        if os.path.basename(name) != name or not name.startswith(shm_files.SHM_PREFIX) or \
                 not name.endswith(NAME_SUFFIX):
             raise OSError(f"a grow record names {name!r}, which is no ring of ringrt's")
-        path = os.path.join(shm.SHM_DIR, name)
+        path = shm_files.path_of(name)
         mapping = shm.map_private(path, _GROWN_DATA_AT + capacity, create=False)
-        os.unlink(path)
+        shm_files.unlink(path)
         return cls(mapping, 0, _GROWN_DATA_AT, capacity, mapping, path)
 
     def write(self, at: int, source: np.ndarray) -> None:
@@ -183,8 +180,8 @@ class Writer:
         except OSError as exc:
             raise DistError(
                 f"rank {self.owner}: a point-to-point message to rank {self.peer} needs a "
-                f"{capacity}-byte ring in {shm.SHM_DIR}, which cannot be made ({exc}); nothing "
-                f"was sent. Free space there (df {shm.SHM_DIR}; Docker: --shm-size), or set "
+                f"{capacity}-byte ring in {shm_files.SHM_DIR}, which cannot be made ({exc}); nothing "
+                f"was sent. Free space there (df {shm_files.SHM_DIR}; Docker: --shm-size), or set "
                 "RINGRT_P2P=sockets on every rank") from exc
         self.grown_paths.append(new.path)
         name = os.path.basename(new.path).encode()
@@ -200,11 +197,8 @@ class Writer:
         """Unmap; remove the names of grown rings the reader can no longer map."""
         self.ring.close()
         if reader_gone:
-            for path in self.grown_paths:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:     # mapped (and unlinked) by the reader
-                    pass
+            for path in self.grown_paths:    # a path the reader mapped is gone already
+                shm_files.unlink(path)
 
 
 class Record:

@@ -1,7 +1,8 @@
 """Shared memory between the ranks of one host: a staging slot per rank, plus tickets.
 
 When every rank of the world runs on one host, large and small collectives of the world group
-skip the sockets: each rank owns a segment in ``/dev/shm`` that every peer maps. A segment
+skip the sockets: each rank owns a segment in ``/dev/shm`` (or, where there is none, a POSIX
+``shm_open`` name: ``shm_files.py``) that every peer maps. A segment
 holds a control block and one staging slot:
 
 - ``ticket`` (uint32, a futex word): how far this rank has got. Tickets are
@@ -37,7 +38,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -45,11 +45,9 @@ import time
 
 import numpy as np
 
-from ringrt._comm import futex, wakeups
-from ringrt._comm.stale import remove_stale
+from ringrt._comm import futex, shm_files, wakeups
 from ringrt._env import env_flag, env_int
 
-SHM_DIR, SHM_PREFIX = "/dev/shm", "ringrt-"
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
 _DOORBELL_AT = 192                # its own cache line: point-to-point never disturbs tickets
@@ -88,8 +86,7 @@ def map_private(path: str, size: int, create: bool) -> mmap.mmap:
         PermissionError: the file is not private to this user.
         OSError: it cannot be created, opened or mapped (no room, gone, ...).
     """
-    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT | os.O_EXCL if create else 0)
-    fd = os.open(path, flags, 0o600)
+    fd = shm_files.open_fd(path, create)
     try:
         info = os.fstat(fd)
         if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & 0o077:
@@ -97,11 +94,11 @@ def map_private(path: str, size: int, create: bool) -> mmap.mmap:
                                   f"user (owner {info.st_uid}, mode {info.st_mode & 0o777:o})")
         if create:
             try:
-                os.posix_fallocate(fd, 0, size)
+                shm_files.reserve(fd, size)
             except OSError:
-                os.unlink(path)
+                shm_files.unlink(path)
                 raise
-        elif info.st_size != size:
+        elif info.st_size < size:        # macOS rounds a shm_open object up to whole pages
             raise OSError(f"shared-memory segment {path} has {info.st_size} bytes, expected "
                           f"{size}")
         return mmap.mmap(fd, size)
@@ -148,7 +145,7 @@ class HostArena:
         self.world_size = world_size
         self.slot_bytes = max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
         self.p2p_bytes = p2p_bytes
-        self.path = f"{SHM_DIR}/{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(8)}-{rank}"
+        self.path = shm_files.new_path(f"-{rank}")
         self.own = _Segment(self.path, CONTROL_BYTES + p2p_bytes + self.slot_bytes, create=True,
                             p2p_bytes=p2p_bytes)
         self.segments: dict[int, _Segment] = {rank: self.own}
@@ -171,11 +168,11 @@ class HostArena:
             return None
         if os.environ.get("RINGRT_TRANSPORT", "auto").lower() == "tcp":
             return None
-        remove_stale(SHM_DIR, SHM_PREFIX)
+        shm_files.sweep_stale()
         try:
             return cls(rank, world_size, p2p_bytes=p2p_bytes)
         except OSError:
-            return None            # no /dev/shm, or no room in it
+            return None            # no shared memory here, or no room in it
 
     @property
     def card(self) -> dict:
@@ -192,10 +189,7 @@ class HostArena:
 
     def unlink(self) -> None:
         """Remove our segment's name; the mappings stay valid until closed."""
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        shm_files.unlink(self.path)
 
     def close(self) -> None:
         self.unlink()

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from ringrt._comm import shm
+from ringrt._comm import shm, shm_files
 from ringrt._comm.shm import CONTROL_BYTES, HostArena, _Segment
 from ringrt._comm.stale import remove_stale
 from ringrt._comm.transport import make_ipc_dir
@@ -91,7 +91,7 @@ def test_another_users_leftovers_are_left_alone(tmp_path):
 
 
 def test_a_new_arena_sweeps_dead_ranks_segments(monkeypatch, tmp_path):
-    monkeypatch.setattr(shm, "SHM_DIR", str(tmp_path))
+    monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
     stale = tmp_path / f"ringrt-{dead_pid()}-89ab-0"
     stale.write_bytes(b"x")
     monkeypatch.setattr(HostArena, "__init__", lambda self, rank, world, p2p_bytes=0: None)

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from ringrt._comm import channel, shm
+from ringrt._comm import channel, shm, shm_files
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.shm import HostArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
@@ -53,7 +53,7 @@ class Host:
 
 @pytest.fixture
 def shm_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(shm, "SHM_DIR", str(tmp_path))
+    monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
     return tmp_path
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ringrt._comm import futex, shm, wakeups
+from ringrt._comm import futex, shm, shm_files, wakeups
 from ringrt._comm.shm import HostArena
 
 pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes")
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes
 @pytest.fixture
 def pair(tmp_path, monkeypatch):
     """Rank 0's and rank 1's arenas, attached to each other."""
-    monkeypatch.setattr(shm, "SHM_DIR", str(tmp_path))
+    monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
     arenas = [HostArena(r, 2) for r in range(2)]
     for arena in arenas:
         arena.attach({a.rank: a.card for a in arenas})
