@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import threading
 
@@ -74,16 +75,31 @@ def route_address(master_addr: str) -> str:
 
 
 IPC_PREFIX = "rr-"
+# An AF_UNIX path holds at most 107 bytes on Linux and 103 on macOS (sun_path, NUL included).
+# A socket's path is the parent, "/rr-PID-XXXXXXXX" (mkdtemp) and "/RANK.d": the parent gets
+# what is left after a 7-digit pid and a 6-digit rank.
+IPC_PATH_MAX = {"darwin": 103}.get(sys.platform, 107)
+_IPC_PATH_OVERHEAD = len("/rr-1234567-xxxxxxxx/123456.d")
 
 
-def make_ipc_dir() -> str:
-    """A private, short directory for this rank's socket files (AF_UNIX paths cap at 107 B).
+def make_ipc_dir(path_max: int = IPC_PATH_MAX) -> str:
+    """A private, short directory for this rank's socket files (AF_UNIX paths are short:
+    ``IPC_PATH_MAX``).
 
     ``rr-PID-XXXX``, mode 0700 and owned by this user (checked: a directory made by someone
     else would let them in); directories left by our own ranks that died without cleaning up
     are removed first.
+
+    Raises:
+        DistError: ``RINGRT_IPC_DIR`` is too long for socket paths on this platform, or the
+            directory made is not private.
     """
     parent = os.environ.get("RINGRT_IPC_DIR") or "/tmp"
+    if len(parent) + _IPC_PATH_OVERHEAD > path_max:
+        raise DistError(f"RINGRT_IPC_DIR={parent} is {len(parent)} bytes long: socket paths "
+                        f"under it would exceed this platform's AF_UNIX limit of {path_max} "
+                        f"bytes; set RINGRT_IPC_DIR to a directory of at most "
+                        f"{path_max - _IPC_PATH_OVERHEAD} bytes (e.g. /tmp), or unset it")
     os.makedirs(parent, exist_ok=True)
     remove_stale(parent, IPC_PREFIX)
     path = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-", dir=parent)
