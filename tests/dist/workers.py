@@ -247,3 +247,20 @@ def stats_counts(rank: int, world: int):
     stats = dist.stats()
     dist.destroy_process_group()
     return {"stats": stats}
+
+
+def portable_shm(rank: int, world: int):
+    """The collective case table, then which shared-memory path this rank took and how often
+    it used it (run with RINGRT_SHM_OPEN=1 / RINGRT_NO_FUTEX=1: tests/unit/test_portable.py)."""
+    from ringrt._comm import futex, shm_files
+
+    dist.init_process_group(timeout=60)
+    results = {case.name: run_case(case, rank, world) for case in cases(world, True)}
+    stats = dist.stats()
+    dist.barrier()
+    dist.destroy_process_group()
+    results["shm_open"] = shm_files.uses_shm_open()
+    results["futex"] = futex.AVAILABLE
+    results["shm_ops"] = sum(n for name, n in stats["algorithms"].items()
+                             if name.endswith("/shm"))
+    return results
