@@ -2,8 +2,8 @@
 parallel styles over the "ringrt" backend.
 
     ringrun -n 2 examples/torch_gpt.py                   # DDP
-    ringrun -n 4 examples/torch_gpt.py                   # 2x2 mesh: FSDP2 over "dp" x tensor
-                                                         #   parallel (+ sequence parallel) over "tp"
+    ringrun -n 4 examples/torch_gpt.py                   # 2x2 mesh: FSDP2 over "dp" x
+                                                         #   tensor + sequence parallel over "tp"
     ringrun -n 2 examples/torch_gpt.py --generate 64     # then tensor-parallel generation, TP=2
     ringrun -n 4 examples/torch_gpt.py --backend gloo    # the same script over gloo
 

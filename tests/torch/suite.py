@@ -15,9 +15,10 @@ one's outcome as JSON::
 ``RINGRT_SUITE_START=fork`` starts the ranks by fork instead (torch's former
 ``TestDistBackendWithFork``; no zmq context or thread of ringrt exists before the fork): a
 test then costs about a second, not the 10-20 s of importing the suite in every spawned rank
-on a loaded 2-core machine. ``--compare`` prints passed / skipped / failed for each file and fails when a test that
-passed on the first backend did not pass on the second. The spawned ranks import this
-module again (multiprocessing's spawn), so they register the backend the same way.
+on a loaded 2-core machine. ``--compare`` prints passed / skipped / failed for each file
+and fails when a test that passed on the first backend did not pass on the second. Spawned
+ranks import this module again (multiprocessing's spawn), so they register the backend the
+same way.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def check_training(results: list[dict], world_size: int) -> None:
             continue
         want = results[0]["single/pipeline_params"] if style.__name__ == "pipeline" else single
         for rank, got in enumerate(results):
-            ours, gloo = got[f"{style.__name__}/ringrt/params"], got[f"{style.__name__}/gloo/params"]
+            name = style.__name__
+            ours, gloo = got[f"{name}/ringrt/params"], got[f"{name}/gloo/params"]
             assert ours.shape == want.shape, style.__name__
             gap, gloo_gap = np.abs(ours - want).max(), np.abs(gloo - want).max()
             assert gap <= TOLERANCE, (style.__name__, rank, gap)
