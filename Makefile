@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,3 +77,30 @@ bench-torch: $(STAMP)
 	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
 	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
 	done
+
+# make test-torch-suite: PyTorch's own TestDistBackendWithSpawn (torch.testing._internal.
+# distributed.distributed_test) on gloo and on ringrt at worlds 2 and 4, with BACKEND,
+# WORLD_SIZE and TEMP_DIR set as torch's CI sets them (tests/torch/suite.py); fails when a
+# test that passes on gloo does not pass on ringrt. Spawned ranks import the suite, 10-20 s a
+# test on a loaded 2-core machine (over an hour a run); SUITE_START=fork takes ~5 minutes a run.
+SUITE_STAMP  := $(VENV)/.installed-torch-suite
+SUITE_DIR    ?= build/torch-suite
+SUITE_WORLDS ?= 2 4
+SUITE_START  ?= spawn
+
+$(SUITE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,torch-suite]'
+	touch $@
+
+test-torch-suite: $(SUITE_STAMP)
+	mkdir -p $(SUITE_DIR)
+	for n in $(SUITE_WORLDS); do for b in gloo ringrt; do \
+	  tmp=$$(mktemp -d) && \
+	  BACKEND=$$b WORLD_SIZE=$$n TEMP_DIR=$$tmp RINGRT_SUITE_START=$(SUITE_START) \
+	    $(PY) -m tests.torch.suite --out $(SUITE_DIR)/$$b-$$n.json > $(SUITE_DIR)/$$b-$$n.log 2>&1; \
+	  rc=$$?; rm -rf $$tmp; [ $$rc = 0 ] || { tail -30 $(SUITE_DIR)/$$b-$$n.log; exit 1; }; \
+	done; done
+	status=0; for n in $(SUITE_WORLDS); do \
+	  $(PY) -m tests.torch.suite --compare $(SUITE_DIR)/gloo-$$n.json $(SUITE_DIR)/ringrt-$$n.json \
+	    || status=1; \
+	done; exit $$status

@@ -13,7 +13,8 @@ copies) -- with ringrt's errors (``ringrt.errors.PeerLostError``,
 or ``loss.backward()``. DDP, ZeroRedundancyOptimizer and FSDP work unchanged.
 
 Importing this module also makes ``env://`` rendezvous through ringrt's authenticated store
-when ``ringrun`` hosts it (``_rendezvous``); ``import ringrt`` alone never imports torch.
+when ``ringrun`` hosts it (``_rendezvous``) and routes ``dist.monitored_barrier`` on ringrt
+groups to ringrt (``_monitored``); ``import ringrt`` alone never imports torch.
 
 Layout (each module imports only those above it)::
 
@@ -24,6 +25,7 @@ Layout (each module imports only those above it)::
     _backend.py     ProcessGroupRingrt: every torch op mapped to a ringrt collective
     _rendezvous.py  env:// under ringrun through ringrt's store
     _creator.py     the creator torch calls: one ringrt world per process, subgroups on it
+    _monitored.py   dist.monitored_barrier on ringrt groups (torch lets only gloo have it)
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ringrt._observe import site
-from ringrt.torch import _creator, _rendezvous
+from ringrt.torch import _creator, _monitored, _rendezvous
 from ringrt.torch._backend import BACKEND_NAME, ProcessGroupRingrt
 
 __all__ = ["BACKEND_NAME", "ProcessGroupRingrt"]
@@ -45,3 +47,4 @@ site.skip_frames_under(os.path.dirname(torch.__file__))
 dist.Backend.register_backend(BACKEND_NAME, _creator.create, extended_api=True,
                               devices=["cpu"])
 _rendezvous.install()
+_monitored.install()

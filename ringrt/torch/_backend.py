@@ -250,9 +250,14 @@ class ProcessGroupRingrt(dist.ProcessGroup):
                          output_lists)
 
     def allgather_coalesced(self, output_lists, inputs, opts=None):
+        """``output_lists[r][i]`` receives rank r's ``inputs[i]`` (torch's layout: one list
+        per rank, each as long as ``inputs``); one all_gather per input."""
         opts = opts if opts is not None else dist.AllgatherOptions()
-        starts = [self._all_gather([outputs], [tensor], "all_gather_coalesced")
-                  for outputs, tensor in zip(output_lists, inputs, strict=True)]
+        name = "all_gather_coalesced"
+        per_rank = _checks.tensor_lists(name, output_lists, self.size(), len(inputs), self._me,
+                                        "output_tensor_lists")
+        starts = [self._all_gather([[outputs[i] for outputs in per_rank]], [tensor], name)
+                  for i, tensor in enumerate(inputs)]
         return self._run(opts, starts, output_lists)
 
     def _all_gather(self, output_lists, inputs, name):

@@ -45,6 +45,21 @@ def tensor_list(op: str, tensors, length: int, rank: int, name: str,
     return checked
 
 
+def tensor_lists(op: str, lists, length: int, inner: int, rank: int, name: str) -> list:
+    """``length`` lists of ``inner`` tensors each (unchecked: the op checks each tensor)."""
+    if not isinstance(lists, (list, tuple)) or len(lists) != length:
+        count = len(lists) if isinstance(lists, (list, tuple)) else type(lists).__name__
+        raise ValueError(f"{op}: {name} must hold one list per rank of the group ({length}), "
+                         f"got {count} on rank {rank}")
+    for r, tensors in enumerate(lists):
+        if not isinstance(tensors, (list, tuple)) or len(tensors) != inner:
+            count = len(tensors) if isinstance(tensors, (list, tuple)) else \
+                type(tensors).__name__
+            raise ValueError(f"{op}: {name}[{r}] must hold one tensor per input tensor "
+                             f"({inner}), got {count} on rank {rank}")
+    return list(lists)
+
+
 def same_kind(op: str, tensor: torch.Tensor, like: torch.Tensor, rank: int, name: str,
               numel: int) -> None:
     """``tensor`` has ``like``'s dtype and ``numel`` elements."""

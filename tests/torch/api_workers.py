@@ -127,9 +127,11 @@ def coalescing(rank: int, world: int) -> dict:
     pieces = [torch.full((5,), float(rank)), torch.full((2, 2), 1.0)]
     dist.all_reduce_coalesced(pieces)
     out["all_reduce_coalesced"] = torch.cat([p.reshape(-1) for p in pieces]).numpy()
-    outputs = [[torch.empty(2) for _ in range(world)]]
-    dist.all_gather_coalesced(outputs, [torch.full((2,), float(rank))])
-    out["all_gather_coalesced"] = torch.stack(outputs[0]).numpy()
+    # torch's layout: outputs[r][i] receives rank r's inputs[i]
+    outputs = [[torch.empty(2), torch.empty(3)] for _ in range(world)]
+    dist.all_gather_coalesced(outputs, [torch.full((2,), float(rank)),
+                                        torch.full((3,), 10.0 + rank)])
+    out["all_gather_coalesced"] = torch.stack([torch.cat(o) for o in outputs]).numpy()
     return out
 
 

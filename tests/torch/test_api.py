@@ -78,9 +78,10 @@ def test_coalesced_ops(tour):
             got["coalescing/all_reduce_coalesced"],
             np.concatenate([np.full(5, total(range(WORLD))), np.full(4, WORLD)]).astype(
                 np.float32))
+        ranks = np.arange(WORLD, dtype=np.float32)[:, None]
         np.testing.assert_array_equal(got["coalescing/all_gather_coalesced"],
-                                      np.repeat(np.arange(WORLD, dtype=np.float32)[:, None],
-                                                2, axis=1))
+                                      np.hstack([np.repeat(ranks, 2, axis=1),
+                                                 np.repeat(ranks + 10, 3, axis=1)]))
 
 
 @pytest.mark.timeout(120)
