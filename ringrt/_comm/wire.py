@@ -27,6 +27,7 @@ import numpy as np
 
 from ringrt._dtypes import BFLOAT16
 from ringrt._dtypes import name as dtype_name
+from ringrt.errors import ProtocolError
 
 MAGIC = 0x5252          # "RR"
 VERSION = 1
@@ -87,7 +88,7 @@ def pack(kind: int, op: int, dtype: int, redop: int, flags: int, group: int, src
                        root, index)
 
 
-class BadFrame(ValueError):
+class BadFrame(ProtocolError):
     """A frame that is not a ringrt data-plane message (dropped and counted by the receiver)."""
 
 
