@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,3 +77,13 @@ bench-torch: $(STAMP)
 	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
 	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
 	done
+
+# make fuzz: the property-based fuzz tests of every decoder that reads bytes from outside the
+# process (tests/fuzz), with FUZZ_EXAMPLES examples per test instead of make test's 200; the
+# inputs tried per parser go to benchmarks/results/fuzz_counts.json (docs/reliability.md).
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: $(STAMP)
+	RINGRT_FUZZ=long RINGRT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  RINGRT_FUZZ_COUNTS=benchmarks/results/fuzz_counts.json \
+	  $(PY) -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz
