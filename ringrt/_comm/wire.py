@@ -119,5 +119,8 @@ def describe_signature(signature: tuple) -> str:
     if redop:
         from ringrt._reduce_ops import ReduceOp
 
-        parts.append(f"op={ReduceOp(redop).name}")
+        # redop comes from a peer's header: a code this version does not know is shown as a
+        # number, never raised (it would replace the mismatch error being built)
+        known = redop in ReduceOp._value2member_map_
+        parts.append(f"op={ReduceOp(redop).name}" if known else f"op={redop}")
     return " ".join(parts)
