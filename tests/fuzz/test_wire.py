@@ -54,3 +54,34 @@ def test_every_well_formed_header_can_be_described(fields, tail):
     header = wire.unpack(wire.pack(*fields) + tail)
     assert header.signature() == (fields[1], fields[2], fields[8], fields[9], fields[3])
     assert isinstance(wire.describe_signature(header.signature()), str)
+
+
+notice_payloads = st.one_of(
+    st.binary(max_size=64),
+    st.builds(msgpack.packb, st.recursive(
+        st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.text(max_size=8)
+        | st.binary(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                    max_size=4),
+        max_leaves=12)),
+    st.builds(lambda d, r: msgpack.packb([d, r]), st.text(max_size=16),
+              st.lists(st.integers(-2**40, 2**40), max_size=4)),
+)
+
+
+@given(header_fields, notice_payloads, st.booleans())
+def test_mailbox_files_or_drops_anything_a_peer_sends(fields, body, finished_before):
+    """Filing never raises, and a mismatch notice it keeps has the shape raising it needs."""
+    tried("mailbox (data, p2p, notices)")
+    mailbox = Mailbox(transport=None, rank=0)
+    header = wire.pack(*fields)
+    if finished_before:
+        mailbox.finished(fields[5], 10, clean=True)
+    filed = mailbox._file(_frame(header + body), None)
+    if filed is not None:
+        mailbox.stash(*filed)
+    mailbox.finished(fields[5], 2**62, clean=True)      # leftovers become poison, described
+    for _kind, origin, (detail, ranks) in [*mailbox._notices.values(),
+                                           *mailbox.poison.values()]:
+        assert isinstance(origin, int) and isinstance(detail, str)
+        assert all(type(r) is int for r in ranks)
