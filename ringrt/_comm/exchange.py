@@ -264,13 +264,15 @@ class Exchange:
     def as_array(self, buffer, dtype, count: int, peer: int) -> np.ndarray:
         """View a received payload as ``count`` elements of ``dtype`` (read-only, no copy);
         a payload of another size means the sender called a different op."""
-        array = np.frombuffer(buffer, dtype=dtype)
-        if array.size != count:
+        dtype = np.dtype(dtype)
+        nbytes = memoryview(buffer).nbytes
+        if nbytes != count * dtype.itemsize:      # checked first: frombuffer raises on a ragged one
             src = self.group.members[peer]
-            self.mismatch([src], None, f"rank {src} sent {array.size} elements of "
+            self.mismatch([src], None, f"rank {src} sent {nbytes} bytes "
+                                       f"({nbytes / dtype.itemsize:g} elements) of "
                                        f"{self.spec.name} where rank {self.comm.rank} expected "
                                        f"{count}")
-        return array
+        return np.frombuffer(buffer, dtype=dtype)
 
     # -- ending ---------------------------------------------------------------------------
 

@@ -85,3 +85,39 @@ def test_mailbox_files_or_drops_anything_a_peer_sends(fields, body, finished_bef
                                            *mailbox.poison.values()]:
         assert isinstance(origin, int) and isinstance(detail, str)
         assert all(type(r) is int for r in ranks)
+
+
+class _FakeGroup:
+    members = [0, 1, 2]
+
+
+def _exchange():
+    """An Exchange with just what as_array reads; mismatch raises as the real one does."""
+    ex = Exchange.__new__(Exchange)
+    ex.group = _FakeGroup()
+    ex.comm = types.SimpleNamespace(rank=0)
+    ex.spec = types.SimpleNamespace(name="all_reduce")
+
+    def mismatch(ranks, _signature, detail):
+        raise CollectiveMismatchError("all_reduce", 0, ranks, 0, detail)
+
+    ex.mismatch = mismatch
+    return ex
+
+
+@given(st.binary(max_size=96), st.sampled_from(["f4", "f8", "i2", "c16", "u1", "?"]),
+       st.integers(0, 24))
+def test_a_payload_of_the_wrong_size_is_a_mismatch(payload, dtype, count):
+    tried("payload as array")
+    try:
+        array = _exchange().as_array(memoryview(payload), np.dtype(dtype), count, 1)
+    except CollectiveMismatchError as exc:
+        assert exc.ranks == [1] and "expected" in str(exc)
+        return
+    assert array.size == count and array.nbytes == len(payload)
+
+
+def test_a_ragged_payload_names_the_sender():
+    """7 bytes for float32: np.frombuffer raised a bare ValueError here before."""
+    with pytest.raises(CollectiveMismatchError, match="rank 1 sent 7 bytes"):
+        _exchange().as_array(memoryview(b"\0" * 7), np.dtype("f4"), 2, 1)
