@@ -2,13 +2,18 @@
 
 Carried: None, bool, int (64-bit), float, str, bytes, list, dict, tuple (kept a tuple), NumPy
 arrays and NumPy scalars (dtype and shape kept). Anything else raises ``TypeError`` on the
-sender before anything is sent.
+sender before anything is sent; a payload that is not one of these raises ``ProtocolError`` on
+the receiver.
 """
 
 from __future__ import annotations
 
+import math
+
 import msgpack
 import numpy as np
+
+from ringrt.errors import ProtocolError
 
 _ARRAY, _TUPLE, _SCALAR = 1, 2, 3
 
@@ -26,16 +31,54 @@ def _default(value):
     raise TypeError(f"objects of type {type(value).__name__} cannot be sent")
 
 
-def _ext_hook(code: int, data: bytes):
-    if code == _ARRAY:
-        dtype, shape, raw = msgpack.unpackb(data)
-        return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
-    if code == _TUPLE:
-        return tuple(decode(data))
-    if code == _SCALAR:
-        dtype, raw = msgpack.unpackb(data)
-        return np.frombuffer(raw, dtype=np.dtype(dtype))[0]
-    return msgpack.ExtType(code, data)
+class _Decoder:
+    """Decodes one payload; every length the payload claims is checked against the bytes that
+    are there before anything is allocated."""
+
+    def unpack(self, data: bytes):
+        return msgpack.unpackb(data, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
+
+    def ext_hook(self, code: int, data: bytes):
+        if code == _ARRAY:
+            return _array(*_fields(msgpack.unpackb(data), (str, list, bytes), "array"))
+        if code == _TUPLE:
+            items = self.unpack(data)
+            if not isinstance(items, list):
+                raise ProtocolError("a tuple's body is not a list")
+            return tuple(items)
+        if code == _SCALAR:
+            dtype, raw = _fields(msgpack.unpackb(data), (str, bytes), "scalar")
+            dtype = _dtype(dtype)
+            if len(raw) != dtype.itemsize:
+                raise ProtocolError(f"a {dtype} scalar of {len(raw)} bytes")
+            return np.frombuffer(raw, dtype=dtype)[0]
+        return msgpack.ExtType(code, data)
+
+
+def _fields(value, types: tuple, what: str) -> list:
+    if not (isinstance(value, list) and len(value) == len(types)
+            and all(isinstance(v, t) for v, t in zip(value, types))):
+        raise ProtocolError(f"a NumPy {what} is not {[t.__name__ for t in types]}")
+    return value
+
+
+def _dtype(text: str) -> np.dtype:
+    try:
+        dtype = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError) as exc:
+        raise ProtocolError(f"{text!r} is not a NumPy dtype") from exc
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise ProtocolError(f"dtype {dtype} cannot be carried")
+    return dtype
+
+
+def _array(dtype: str, shape: list, raw: bytes) -> np.ndarray:
+    dtype = _dtype(dtype)
+    if not all(type(n) is int and n >= 0 for n in shape) or len(shape) > 64:
+        raise ProtocolError(f"array shape {shape[:8]} is not a list of sizes")
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise ProtocolError(f"array of shape {shape[:8]} {dtype} in {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
 def encode(value) -> bytes:
@@ -54,5 +97,17 @@ def encode(value) -> bytes:
 
 
 def decode(data) -> object:
-    """Inverse of :func:`encode`."""
-    return msgpack.unpackb(bytes(data), ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    """Inverse of :func:`encode`, for bytes that came from another rank.
+
+    Raises:
+        ProtocolError: ``data`` is not a payload :func:`encode` could have made (garbage,
+            truncated, nested too deeply, or an array whose shape does not fit its bytes).
+    """
+    try:
+        return _Decoder().unpack(bytes(data))
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, RecursionError,
+            msgpack.UnpackException) as exc:
+        raise ProtocolError(f"object payload of {len(data)} bytes is not one ringrt encoded "
+                            f"({type(exc).__name__}: {exc})") from None

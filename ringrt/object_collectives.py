@@ -10,6 +10,7 @@ from ringrt import _objects, _validate
 from ringrt._comm.wire import OP_CODES
 from ringrt._process_group import NonMember, OpSpec
 from ringrt.distributed import resolve
+from ringrt.errors import ProtocolError
 
 
 def _group(group, name):
@@ -59,6 +60,9 @@ def broadcast_object_list(object_list: list, src: int = 0, group=None) -> None:
                     ex.send(peer, payload)
             return
         received = _objects.decode(ex.recv(root))
+        if not isinstance(received, list):
+            raise ProtocolError(f"{name}: rank {src} sent a {type(received).__name__}, not a "
+                                f"list of objects, to rank {pg.comm.rank}")
         if len(received) != len(object_list):
             raise ValueError(f"{name}: rank {src} sent {len(received)} objects but rank "
                              f"{pg.comm.rank}'s object_list has {len(object_list)} entries")
