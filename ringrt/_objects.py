@@ -1,9 +1,9 @@
 """Encoding Python objects for the ``*_object`` collectives: msgpack, never pickle.
 
 Carried: None, bool, int (64-bit), float, str, bytes, list, dict, tuple (kept a tuple), NumPy
-arrays and NumPy scalars (dtype and shape kept). Anything else raises ``TypeError`` on the
-sender before anything is sent; a payload that is not one of these raises ``ProtocolError`` on
-the receiver.
+arrays and NumPy scalars (dtype and shape kept); tuples nest at most 32 deep. Anything else
+raises ``TypeError`` on the sender before anything is sent; a payload that is not one of these
+raises ``ProtocolError`` on the receiver.
 """
 
 from __future__ import annotations
@@ -18,22 +18,39 @@ from ringrt.errors import ProtocolError
 _ARRAY, _TUPLE, _SCALAR = 1, 2, 3
 
 
-def _default(value):
-    if isinstance(value, np.ndarray):
-        if value.dtype.hasobject:
-            raise TypeError("a NumPy array of dtype object cannot be sent")
-        payload = [value.dtype.str, list(value.shape), np.ascontiguousarray(value).tobytes()]
-        return msgpack.ExtType(_ARRAY, msgpack.packb(payload))
-    if isinstance(value, tuple):
-        return msgpack.ExtType(_TUPLE, encode(list(value)))
-    if isinstance(value, np.generic):
-        return msgpack.ExtType(_SCALAR, msgpack.packb([value.dtype.str, value.tobytes()]))
-    raise TypeError(f"objects of type {type(value).__name__} cannot be sent")
+def _default_at(depth: int):
+    def default(value):
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                raise TypeError("a NumPy array of dtype object cannot be sent")
+            payload = [value.dtype.str, list(value.shape), np.ascontiguousarray(value).tobytes()]
+            return msgpack.ExtType(_ARRAY, msgpack.packb(payload))
+        if isinstance(value, tuple):
+            if depth >= _MAX_NESTING:
+                raise TypeError(f"tuples nested deeper than {_MAX_NESTING} cannot be sent")
+            return msgpack.ExtType(_TUPLE, _pack(list(value), depth + 1))
+        if isinstance(value, np.generic):
+            return msgpack.ExtType(_SCALAR, msgpack.packb([value.dtype.str, value.tobytes()]))
+        raise TypeError(f"objects of type {type(value).__name__} cannot be sent")
+    return default
+
+
+def _pack(value, depth: int) -> bytes:
+    return msgpack.packb(value, default=_default_at(depth), strict_types=True, use_bin_type=True)
+
+
+# Tuples inside tuples: each is an ext holding another msgpack frame, decoded by a nested
+# msgpack.unpackb whose context sits on the C stack (~45 KB a level): 200 levels of a 1 KB
+# payload overflowed the main thread's 8 MB stack (segfault), and a thread's may be 2 MB.
+_MAX_NESTING = 32
 
 
 class _Decoder:
     """Decodes one payload; every length the payload claims is checked against the bytes that
     are there before anything is allocated."""
+
+    def __init__(self):
+        self.depth = 0
 
     def unpack(self, data: bytes):
         return msgpack.unpackb(data, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
@@ -42,7 +59,11 @@ class _Decoder:
         if code == _ARRAY:
             return _array(*_fields(msgpack.unpackb(data), (str, list, bytes), "array"))
         if code == _TUPLE:
+            self.depth += 1
+            if self.depth > _MAX_NESTING:
+                raise ProtocolError(f"tuples nested deeper than {_MAX_NESTING}")
             items = self.unpack(data)
+            self.depth -= 1
             if not isinstance(items, list):
                 raise ProtocolError("a tuple's body is not a list")
             return tuple(items)
@@ -88,7 +109,7 @@ def encode(value) -> bytes:
         TypeError: ``value`` holds something msgpack + NumPy cannot carry.
     """
     try:
-        return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
+        return _pack(value, 0)
     except (TypeError, OverflowError, ValueError) as exc:
         raise TypeError(
             f"{exc}: object collectives carry None, bool, int, float, str, bytes, list, tuple, "

@@ -79,6 +79,31 @@ def test_bombs_and_lying_arrays_raise_protocol_error(data):
         assert not value.dtype.hasobject
 
 
+def _nested_tuples(depth: int) -> bytes:
+    data = msgpack.packb(None)
+    for _ in range(depth):
+        data = _ext(_TUPLE, b"\x91" + data)
+    return data
+
+
+@pytest.mark.parametrize("depth", [33, 200, 2000])
+def test_deeply_nested_tuples_raise_protocol_error(depth):
+    """Each tuple is an ext holding another msgpack frame, unpacked by a nested unpackb with
+    its context on the C stack: 200 levels (a 1 KB payload) crashed the process with a
+    segfault before the limit."""
+    with pytest.raises(ProtocolError, match="nested deeper than 32"):
+        _objects.decode(_nested_tuples(depth))
+
+
+def test_tuples_nest_up_to_the_limit_and_the_sender_refuses_deeper():
+    value = None
+    for _ in range(32):
+        value = (value,)
+    assert _objects.decode(_objects.encode(value)) == value
+    with pytest.raises(TypeError, match="nested deeper than 32"):
+        _objects.encode((value,))
+
+
 def test_an_array_whose_shape_lies_is_refused_before_allocating():
     lying = _ext(_ARRAY, msgpack.packb(["<f8", [2**20, 2**20], b"\0" * 8]))
     with pytest.raises(ProtocolError, match="shape"):
