@@ -113,6 +113,20 @@ def test_no_frame_breaks_the_server_for_its_other_clients(handler, frame, how, c
     assert (to, got_id, status, total) == (b"\0honest", request_id, proto.OK, request_id)
 
 
+def test_add_to_a_value_with_thousands_of_digits_is_refused_not_an_internal_error(handler):
+    """int() refuses > 4300 digits with a ValueError, which reached the catch-all."""
+    server, _keys, _ids = handler
+    key = _session(server, b"\0digits")
+    for request_id, request in ((1, ["set", ["fuzz/huge", b"1" * 5000]]),
+                                (2, ["add", ["fuzz/huge", 1]])):
+        server._on_frame(b"\0digits", proto.seal(key, proto.TO_SERVER,
+                                                  proto.encode(request_id, *request)))
+    *_, (_to, reply) = _replies(server)
+    _id, status, reason = proto.decode(reply)
+    assert status == proto.ERROR and "not an integer" in reason
+    assert server._counts["internal_errors"] == 0
+
+
 # --- a live server: the same frames over real sockets --------------------------------------
 
 
