@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from launcher.cli import main
 from launcher.config import LaunchConfig, build_config
 from ringrt import _env
+from ringrt._algorithms import choice
+from ringrt._observe.recorder import FlightRecorder
 from tests.fuzz._tried import tried
 
 # what a shell can put in a variable: no NUL; numbers in every spelling
@@ -73,6 +75,26 @@ def test_resolve_job_returns_a_usable_spec_or_a_value_error(env, init_method):
         return
     assert 0 <= spec.rank < spec.world_size
     assert 0 <= spec.master_port <= 65535 and spec.master_addr
+
+
+@given(env_text)
+def test_component_variables_are_bounded_before_use(raw):
+    tried("environment variables")
+    choice._parsed = ("", {})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RINGRT_ALGO", raw)
+        patch.setenv("RINGRT_FLIGHT_RECORDER", raw)
+        forced = _value_or_value_error(choice._forced)
+        assert isinstance(forced, (dict, ValueError))
+        recorder = _value_or_value_error(FlightRecorder)
+        assert isinstance(recorder, ValueError) or recorder.size <= 1 << 20
+    choice._parsed = ("", {})
+
+
+def test_a_flight_recorder_of_a_trillion_records_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setenv("RINGRT_FLIGHT_RECORDER", str(10**12))
+    with pytest.raises(ValueError, match="RINGRT_FLIGHT_RECORDER"):
+        FlightRecorder()
 
 
 @pytest.mark.parametrize("raw", ["nan", "-1", "0", "inf"])
