@@ -65,7 +65,10 @@ def _load(root: Path):
     try:
         try:
             result = checkpoint.load(root, params, Adam(params, lr=0.1))
-        except (CheckpointError, FileNotFoundError) as exc:
+        except CheckpointError as exc:
+            result = exc
+        except FileNotFoundError as exc:     # documented: no LATEST and no manifest at all
+            assert "no complete ringrt checkpoint" in str(exc), repr(exc)
             result = exc
         except KeyError as exc:
             assert "does not match params" in str(exc), repr(exc)
@@ -161,3 +164,94 @@ def test_a_manifest_naming_a_file_outside_the_checkpoint_is_refused(pristine, sc
     with pytest.raises(CheckpointError, match="names a file"):
         params = _model()
         checkpoint.load(root, params, Adam(params, lr=0.1))
+
+
+# --- ZeRO state from another world size ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zero_world():
+    """A world of one in this process (its own store), for a ZeroRedundancyOptimizer."""
+    import ringrt
+    from ringrt.store import Store
+
+    store = Store("127.0.0.1", 0, "fuzz-token", is_master=True, rank=0, timeout=30)
+    ringrt.init_process_group(rank=0, world_size=1, store=store, timeout=30)
+    try:
+        yield
+    finally:
+        ringrt.destroy_process_group()
+        store.close()
+
+
+def _zero_model():
+    return {"w": np.arange(12, dtype=np.float64).reshape(3, 4), "b": np.ones(5)}
+
+
+def _zero(params):
+    from ringrt.optim import ZeroRedundancyOptimizer
+    return ZeroRedundancyOptimizer(params, Adam, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def zero_pristine(zero_world):
+    root = Path(short_tmpdir("rrz-"))
+    params = _zero_model()
+    zero = _zero(params)
+    zero.step({k: np.full_like(v, 0.5) for k, v in params.items()})
+    checkpoint.save(root, params, zero, extra={"step": 1})
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@given(st.data(), st.sampled_from(["world_size", "layout", "shard", "delete"]))
+def test_zero_state_of_another_world_size_loads_or_raises_named_errors(
+        zero_pristine, scratch, data, damage):
+    """A manifest claiming 2..5 ranks (their shards missing), another layout, a shard of
+    another length: load re-shards or raises CheckpointError, never IndexError/broadcast."""
+    root = scratch / "zero"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(zero_pristine, root)
+    ckpt = root / "ckpt-000001"
+    manifest = json.loads((ckpt / checkpoint.MANIFEST).read_text())
+    shards = sorted(p.name for p in ckpt.glob("optim-r*.npy"))
+    if damage == "world_size":
+        manifest["optimizer"]["world_size"] = data.draw(st.integers(-1, 5) | json_values)
+    elif damage == "layout":
+        layout = manifest["optimizer"]["layout"]
+        field = data.draw(st.sampled_from(sorted(layout)))
+        layout[field] = data.draw(json_values | st.integers(0, 8))
+    elif damage == "shard":
+        (ckpt / data.draw(st.sampled_from(shards))).write_bytes(
+            data.draw(npy_headers) if data.draw(st.booleans()) else
+            _npy(np.zeros(data.draw(st.integers(0, 40)))))
+    else:
+        (ckpt / data.draw(st.sampled_from(shards))).unlink()
+    (ckpt / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+    tried("checkpoint files")
+    params = _zero_model()
+    try:
+        checkpoint.load(root, params, _zero(params))
+    except CheckpointError:
+        pass
+
+
+def _npy(array) -> bytes:
+    import io
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def test_zero_state_said_to_be_saved_by_three_ranks_is_refused(zero_pristine, scratch):
+    root = scratch / "zero3"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(zero_pristine, root)
+    path = root / "ckpt-000001" / checkpoint.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["optimizer"]["world_size"] = 3
+    manifest["optimizer"]["layout"]["pad_to"] = 3
+    path.write_text(json.dumps(manifest))
+    params = _zero_model()
+    with pytest.raises(CheckpointError, match="optim-r0000[01]"):
+        checkpoint.load(root, params, _zero(params))
