@@ -68,11 +68,14 @@ def _malformed(rank: int, peer: int, key: str, what: str) -> ProtocolError:
         f"{what}: do all ranks run the same ringrt version?")
 
 
+_MAYBE_NONE = ("shm",)      # a rank that could not make a segment publishes None
+
+
 def _check_fields(theirs: dict, ours: dict, rank: int, peer: int, key: str) -> None:
-    """A peer's card has our card's fields, of the same kinds (a map may be None: a rank
-    without shared memory publishes none), and a data card names its host."""
+    """A peer's card has our card's fields, of the same kinds (``shm`` may be a map on one
+    rank and None on another), and a data card names its host."""
     for name, mine in ours.items():
-        kinds = (dict, type(None)) if mine is None or isinstance(mine, dict) else (type(mine),)
+        kinds = (dict, type(None)) if name in _MAYBE_NONE else (type(mine),)
         if name not in theirs or not isinstance(theirs[name], kinds):
             raise _malformed(rank, peer, key, f"its field {name!r} is missing or not a "
                                               f"{' or '.join(k.__name__ for k in kinds)}")

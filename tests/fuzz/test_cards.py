@@ -97,6 +97,15 @@ def test_exchange_cards_returns_cards_with_our_fields_or_raises_named_errors(the
     assert all(isinstance(peer[k], dict) for k in ("data", "heart"))
 
 
+def test_a_signed_card_whose_data_is_none_is_a_protocol_error():
+    """Found by the long run (make fuzz): None passed for every map, data included."""
+    store = _Store()
+    theirs = {"world_size": 2, "shm": None, "trace": 0, "heart": {}, "data": None}
+    store.set("job/card/1", _signed(msgpack.packb(theirs), "job/card/1"))
+    with pytest.raises(ProtocolError, match="field 'data'"):
+        rendezvous.exchange_cards(store, "job/card", 0, 2, OUR_CARD, Deadline(5), TOKEN)
+
+
 def test_a_signed_card_without_its_data_is_a_protocol_error():
     """It was a KeyError from c["data"] in share_memory."""
     store = _Store()
