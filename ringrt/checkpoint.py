@@ -307,7 +307,7 @@ def _read_npy(file: Path, mmap: bool = False) -> np.ndarray:
             offset, size = f.tell(), os.fstat(f.fileno()).st_size
     except FileNotFoundError:
         raise CheckpointError(f"{file} is missing from the checkpoint") from None
-    except Exception as exc:  # noqa: BLE001 - numpy's header parser (ast, tokenize) raises many kinds
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser (ast, tokenize): many kinds
         raise CheckpointError(f"{file} is not a .npy file ({type(exc).__name__}: {exc}); it "
                               "is corrupt") from None
     if dtype.hasobject or math.prod(shape) * dtype.itemsize != size - offset:

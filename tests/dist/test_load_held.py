@@ -59,7 +59,8 @@ def test_the_check_judges_each_resource():
     assert soak_load.flatness(_samples(), 2000)["flat"]
     noisy = soak_load.flatness(_samples(rss=lambda op: (50 << 20) + (op % 3) * 200_000), 2000)
     assert noisy["flat"], noisy                          # allocator noise, no trend
-    for name, moving in [("fds", lambda op: 33 + op // 1000), ("threads", lambda op: 7 + op // 1500),
+    for name, moving in [("fds", lambda op: 33 + op // 1000),
+                         ("threads", lambda op: 7 + op // 1500),
                          ("shm_bytes", lambda op: (32 << 20) + (op // 1000) * 4096),
                          ("rss", lambda op: (50 << 20) + op * 700)]:
         verdict = soak_load.flatness(_samples(**{name: moving}), 2000)

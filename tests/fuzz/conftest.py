@@ -23,8 +23,8 @@ _COMMON = dict(deadline=None, database=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                       HealthCheck.filter_too_much])
 settings.register_profile("ci", max_examples=200, **_COMMON)
-settings.register_profile("long", max_examples=int(os.environ.get("RINGRT_FUZZ_EXAMPLES", "20000")),
-                          **_COMMON)
+LONG_EXAMPLES = int(os.environ.get("RINGRT_FUZZ_EXAMPLES", "20000"))
+settings.register_profile("long", max_examples=LONG_EXAMPLES, **_COMMON)
 PROFILE = os.environ.get("RINGRT_FUZZ", "ci")
 settings.load_profile(PROFILE)
 _STARTED = time.monotonic()
