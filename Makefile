@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -104,3 +104,25 @@ test-torch-suite: $(SUITE_STAMP)
 	  $(PY) -m tests.torch.suite --compare $(SUITE_DIR)/gloo-$$n.json $(SUITE_DIR)/ringrt-$$n.json \
 	    || status=1; \
 	done; exit $$status
+
+# make fuzz: the property-based fuzz tests of every decoder that reads bytes from outside the
+# process (tests/fuzz), with FUZZ_EXAMPLES examples per test instead of make test's 200; the
+# inputs tried per parser go to benchmarks/results/fuzz_counts.json (docs/reliability.md).
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: $(STAMP)
+	RINGRT_FUZZ=long RINGRT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	  RINGRT_FUZZ_COUNTS=benchmarks/results/fuzz_counts.json \
+	  $(PY) -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz
+
+# make soak-load: issue 21's load held: SOAK_OPS ops of every kind (NumPy API, then the torch
+# backend; 256 B and 256 KiB messages) on 2 ranks, sampling RSS, descriptors, threads and
+# /dev/shm; prints each kind's figures and fails unless all stay flat (about 15 minutes on
+# 2 cores); the record goes to benchmarks/results/soak_load.json (docs/reliability.md).
+SOAK_OPS ?= 100000
+
+soak-load: $(STAMP)
+	$(VENV)/bin/ringrun -n 2 -m benchmarks.soak_load --ops $(SOAK_OPS) \
+	  --json benchmarks/results/soak_load.json
+	$(VENV)/bin/ringrun -n 2 -m benchmarks.soak_load --ops $(SOAK_OPS) --api torch \
+	  --json benchmarks/results/soak_load.json

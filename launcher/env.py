@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 
 from launcher.config import LaunchConfig
@@ -80,9 +79,14 @@ def ipc_directory() -> Iterator[str]:
     if preset:
         yield preset
         return
-    # Short and under /tmp: AF_UNIX socket paths are capped at 107 bytes.
-    path = tempfile.mkdtemp(prefix="ringrun-", dir="/tmp")
+    # Short and under /tmp: AF_UNIX socket paths are capped at 107 bytes. Named with our pid
+    # and locked while we run, so the next ringrun (or rank) removes it if we are SIGKILLed.
+    from ringrt._comm import stale      # here: importing ringrt costs --help ~0.1 s
+
+    stale.sweep_jobs()
+    path, lock = stale.make_owned_dir("ringrun-")
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        os.close(lock)

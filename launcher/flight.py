@@ -22,9 +22,9 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import time
 
+from ringrt._comm import stale
 from ringrt._observe.dump import DUMP_KINDS, SIGNAL_DUMP, dump_path, listening_path
 from ringrt._observe.timeline import P2P_PREFIXES
 
@@ -41,11 +41,12 @@ class FlightDumps:
     @classmethod
     @contextlib.contextmanager
     def for_job(cls, log_dir: str | None):
-        directory = tempfile.mkdtemp(prefix="ringrun-flight-", dir="/tmp")
+        directory, lock = stale.make_owned_dir("ringrun-flight-")   # swept if we are killed
         try:
             yield cls(directory, log_dir)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
+            os.close(lock)
 
     def clear(self) -> None:
         """Remove the dumps of an earlier attempt (restarts reuse the directory)."""

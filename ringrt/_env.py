@@ -9,6 +9,7 @@ frozen :class:`JobSpec`. Precedence, as in torch: explicit arguments, then ``RAN
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
@@ -58,15 +59,29 @@ def env_int(name: str, default: int | None = None, env=None) -> int | None:
 
 
 def env_float(name: str, default: float | None = None, env=None) -> float | None:
-    """Read a float environment variable (seconds, thresholds), with a clear error."""
+    """Read a float environment variable (seconds, thresholds), with a clear error; NaN is
+    not a number here (every comparison with it is false: a timeout of NaN never expires)."""
     env = os.environ if env is None else env
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
+        value = math.nan
+    if math.isnan(value):
         raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+    return value
+
+
+def env_seconds(name: str, default: float, env=None) -> float:
+    """Read a positive, finite duration in seconds (heartbeat interval and timeout): NaN, a
+    negative or zero value, or infinity would make a loop spin, block forever or never fire."""
+    value = env_float(name, default, env)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"environment variable {name}={value!r} must be a positive, finite "
+                         "number of seconds")
+    return value
 
 
 def env_flag(name: str, env=None) -> bool:
@@ -181,6 +196,8 @@ def _default_master(source: str, env) -> tuple[str, int]:
         nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
         addr = _first_slurm_host(nodelist) if source == "slurm" and nodelist else "127.0.0.1"
     port = env_int("MASTER_PORT", env=env)
+    if port is not None and not 0 <= port <= 65535:
+        raise ValueError(f"environment variable MASTER_PORT={port} is not a port (0..65535)")
     if port is None:
         # Derive a port from the job id so every rank of one mpirun/srun agrees without talking.
         job = (env.get("SLURM_JOB_ID") or env.get("OMPI_MCA_ess_base_jobid")      # Open MPI 4
@@ -214,7 +231,12 @@ def resolve_job(init_method: str | None, rank: int | None, world_size: int | Non
     """
     env = os.environ if env is None else env
     method = init_method or "env://"
-    parsed = urllib.parse.urlparse(method)
+    try:
+        parsed = urllib.parse.urlparse(method)
+        parsed.port                    # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:          # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise ValueError(f"init_method {method!r} is not a URL ({exc}): use 'env://' or "
+                         "'tcp://HOST:PORT'") from None
     if parsed.scheme not in ("env", "tcp"):
         raise ValueError(
             f"init_method {method!r} is not supported: use 'env://' or 'tcp://HOST:PORT'"

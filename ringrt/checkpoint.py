@@ -24,7 +24,9 @@ new rank's range, so each rank reads about ``1/world`` of the state.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +35,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout
+from ringrt.errors import CheckpointError
 from ringrt.optim.zero import ZeroRedundancyOptimizer
 
 FORMAT = "ringrt-checkpoint/1"
@@ -45,6 +48,10 @@ MANIFEST = "manifest.json"
 fault_hook: Callable[[str], None] | None = None
 
 _TAGS = ("__ndarray__", "__tuple__", "__items__")
+_CHECKPOINT_NAME = re.compile(rb"ckpt-[0-9]{1,12}")
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+_MEMBER_NAME = re.compile(r"(param|optim-r[0-9]{5}|extra)-[0-9]{4,}\.npy")
 
 
 def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None,
@@ -93,17 +100,26 @@ def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimiz
         The ``extra`` given to :func:`save`.
 
     Raises:
-        FileNotFoundError: no complete checkpoint. KeyError / ValueError: names, shapes or
-            optimizer kind differ from the checkpoint's.
+        FileNotFoundError: no complete checkpoint. KeyError: parameter names differ from the
+            checkpoint's. CheckpointError (a ValueError): shapes or optimizer kind differ, or
+            a file is truncated, corrupt or missing (a shard of another world size's save).
     """
     path = _checkpoint_dir(Path(directory))
-    manifest = json.loads((path / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} checkpoint (format {manifest.get('format')!r})")
-    _load_params(path, manifest["params"], params)
-    if optimizer is not None:
-        _load_optimizer(path, manifest, optimizer)
-    return _decode(manifest["extra"], lambda leaf: _load_npy(path, leaf))
+    manifest = _read_manifest(path)
+    _check_names(path, manifest["params"]["names"], params)
+    try:
+        _load_params(path, manifest["params"], params)
+        if optimizer is not None:
+            _load_optimizer(path, manifest, optimizer)
+        return _decode(manifest["extra"], lambda leaf: _load_npy(path, leaf))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
+            RecursionError, OSError, EOFError) as exc:
+        # the manifest or a state tree names what is not there, or has another shape
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(exc).__name__}: {exc}; "
+                              "its files are incomplete or corrupt, or not what this "
+                              "model and optimizer saved") from exc
 
 
 def exists(directory: str | os.PathLike) -> bool:
@@ -222,10 +238,19 @@ def _fault(stage: str) -> None:
 
 
 def _checkpoint_dir(root: Path) -> Path:
-    """The complete checkpoint ``root`` designates: ``root/LATEST``'s target, or root itself."""
+    """The complete checkpoint ``root`` designates: ``root/LATEST``'s target, or root itself.
+
+    Raises:
+        FileNotFoundError: neither is there. CheckpointError: ``LATEST`` holds no
+            ``ckpt-N`` name (it is written atomically, so the disk corrupted it).
+    """
     pointer = root / LATEST
     if pointer.is_file():
-        path = root / pointer.read_text().strip()
+        name = pointer.read_bytes()[:64].strip()
+        if not _CHECKPOINT_NAME.fullmatch(name):
+            raise CheckpointError(f"{pointer} holds {name[:20]!r}, not a checkpoint name "
+                                  "(ckpt-NNNNNN); the file is corrupt")
+        path = root / name.decode()
         if (path / MANIFEST).is_file():
             return path
     if (root / MANIFEST).is_file():
@@ -233,17 +258,78 @@ def _checkpoint_dir(root: Path) -> Path:
     raise FileNotFoundError(f"no complete ringrt checkpoint in {root} (no {LATEST} or {MANIFEST})")
 
 
-def _load_params(path: Path, saved: dict, params: Mapping[str, np.ndarray]) -> None:
-    missing = [n for n in saved["names"] if n not in params]
-    unknown = [n for n in params if n not in saved["names"]]
+def _read_manifest(path: Path) -> dict:
+    """The manifest, checked for the fields load reads before it reads any."""
+    manifest = _read_json(path / MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (format {found!r})")
+    saved = manifest.get("params")
+    if not (isinstance(saved, dict) and _is_names(saved.get("names"))
+            and _is_names(saved.get("files")) and len(saved["names"]) == len(saved["files"])
+            and "extra" in manifest and isinstance(manifest.get("optimizer"), (dict, type(None)))):
+        raise CheckpointError(f"{path}/{MANIFEST} lacks the parameter names and files, extra or "
+                              "optimizer of a ringrt checkpoint; it is corrupt")
+    return manifest
+
+
+def _is_names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _read_json(file: Path):
+    try:
+        return json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing from the checkpoint") from None
+    except (ValueError, RecursionError) as exc:     # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{file} is not JSON ({exc}); the file is corrupt") from None
+
+
+def _member(path: Path, name) -> Path:
+    """``path / name`` for a file name read from the checkpoint: never outside ``path``."""
+    if not isinstance(name, str) or not _MEMBER_NAME.fullmatch(name):
+        raise CheckpointError(f"checkpoint {path} names a file {str(name)[:40]!r} that no "
+                              "ringrt save writes; the manifest is corrupt")
+    return path / name
+
+
+def _read_npy(file: Path, mmap: bool = False) -> np.ndarray:
+    """An .npy file whose header is checked against the file's size before any array is
+    allocated (np.load allocates whatever shape a header claims, then reads what is there)."""
+    try:
+        with open(file, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = _NPY_HEADERS.get(version)
+            if read_header is None:
+                raise ValueError(f".npy format {version} is not one ringrt writes")
+            shape, _fortran, dtype = read_header(f)
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing from the checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser (ast, tokenize): many kinds
+        raise CheckpointError(f"{file} is not a .npy file ({type(exc).__name__}: {exc}); it "
+                              "is corrupt") from None
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize != size - offset:
+        raise CheckpointError(f"{file} claims a {dtype} array of shape {shape} but holds "
+                              f"{size - offset} bytes of data; it is truncated or corrupt")
+    return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def _check_names(path: Path, names: list, params: Mapping[str, np.ndarray]) -> None:
+    missing = [n for n in names if n not in params]
+    unknown = [n for n in params if n not in names]
     if missing or unknown:
         raise KeyError(f"checkpoint {path} does not match params: params lack {missing}, "
                        f"checkpoint lacks {unknown}")
+
+
+def _load_params(path: Path, saved: dict, params: Mapping[str, np.ndarray]) -> None:
     for name, file in zip(saved["names"], saved["files"]):
-        array = np.load(path / file, allow_pickle=False)
+        array = _read_npy(_member(path, file))
         if array.shape != params[name].shape:
-            raise ValueError(f"checkpoint {path}: {name!r} has shape {array.shape}, params "
-                             f"have {params[name].shape}")
+            raise CheckpointError(f"checkpoint {path}: {name!r} has shape {array.shape}, params "
+                                  f"have {params[name].shape}")
         np.copyto(params[name], array)
 
 
@@ -254,7 +340,7 @@ def _load_optimizer(path: Path, manifest: dict, optimizer) -> None:
     if saved is None or saved["kind"] != kind:
         raise ValueError(f"checkpoint {path} holds {saved and saved['kind']} optimizer state, "
                          f"cannot load it into a {kind} optimizer ({type(optimizer).__name__})")
-    skeleton = json.loads((path / f"{_optim_stem(0)}.json").read_text())
+    skeleton = _read_json(path / f"{_optim_stem(0)}.json")
     if not is_zero:
         optimizer.load_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
         return
@@ -266,7 +352,7 @@ def _load_optimizer(path: Path, manifest: dict, optimizer) -> None:
 
 
 def _load_npy(path: Path, leaf: dict) -> np.ndarray:
-    return np.load(path / leaf["__ndarray__"], allow_pickle=False)
+    return _read_npy(_member(path, leaf["__ndarray__"]))
 
 
 def _check_same_params(path: Path, saved: FlatLayout, mine: FlatLayout) -> None:
@@ -295,8 +381,11 @@ class _Resharder:
             lo, hi = max(start, old_start), min(stop, old_stop, self.numel)
             if lo >= hi:
                 continue
-            old = np.load(self.path / (_optim_stem(old_rank) + suffix), mmap_mode="r",
-                          allow_pickle=False)
+            old = _read_npy(_member(self.path, _optim_stem(old_rank) + suffix), mmap=True)
+            if old.shape != (old_stop - old_start,):
+                raise CheckpointError(f"checkpoint {self.path}: rank {old_rank}'s shard "
+                                      f"{_optim_stem(old_rank) + suffix} has shape {old.shape}, "
+                                      f"its layout says ({old_stop - old_start},)")
             out = np.zeros(stop - start, old.dtype) if out is None else out
             out[lo - start:hi - start] = old[lo - old_start:hi - old_start]
         return np.zeros(stop - start, self.optimizer.layout.dtype) if out is None else out

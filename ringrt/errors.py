@@ -14,8 +14,12 @@ the rank, and the others raise :class:`PeerLostError` quoting it).
      ├── CollectiveMismatchError  ranks called different ops, or the same op differently
      ├── PeerLostError            a peer died, its link was cut, or it raised and exited
      ├── TimeoutError             (also builtins.TimeoutError) op or rendezvous too slow
-     └── StoreError               the rendezvous store refused or failed a request
-          └── AuthenticationError wrong or missing RINGRT_TOKEN
+     ├── StoreError               the rendezvous store refused or failed a request
+     │    └── AuthenticationError wrong or missing RINGRT_TOKEN
+     ├── ProtocolError            (also ValueError) bytes from a peer, the store or a card
+     │                            are not a well-formed ringrt message
+     └── CheckpointError          (also ValueError) a checkpoint on disk is truncated,
+                                  corrupt, or not ringrt's
 
 Every exception carries the fields its message is built from (``op``, ``seq``, ``ranks``,
 ``rank``), so tests and handlers can read them instead of parsing text.
@@ -34,6 +38,8 @@ __all__ = [
     "TimeoutError",
     "StoreError",
     "AuthenticationError",
+    "ProtocolError",
+    "CheckpointError",
 ]
 
 
@@ -133,3 +139,21 @@ class StoreError(DistError):
 
 class AuthenticationError(StoreError):
     """The store refused this client: its RINGRT_TOKEN does not match the server's."""
+
+
+class ProtocolError(DistError, ValueError):
+    """Bytes that came from outside this process (a peer's message, a store frame, an address
+    card, an object-collective payload) are not a well-formed ringrt message.
+
+    Decoders raise it instead of whatever the parsing library raised, after checking every
+    length the bytes claim against the bytes actually there; it subclasses ``ValueError``, which
+    the internal frame errors raised before it existed.
+    """
+
+
+class CheckpointError(DistError, ValueError):
+    """A checkpoint on disk cannot be read: a file is truncated or corrupt, the manifest is
+    not ringrt's, or a shard the manifest names is missing or has another size.
+
+    Subclasses ``ValueError``, which :func:`ringrt.checkpoint.load` raised before it existed.
+    """

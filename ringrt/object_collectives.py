@@ -10,6 +10,7 @@ from ringrt import _objects, _validate
 from ringrt._comm.wire import OP_CODES
 from ringrt._process_group import NonMember, OpSpec
 from ringrt.distributed import resolve
+from ringrt.errors import ProtocolError
 
 
 def _group(group, name):
@@ -38,6 +39,16 @@ def _list_arg(pg, name: str, value, length: int | None, arg: str) -> list:
     return value
 
 
+def _received(ex, name: str, peer: int):
+    """The object group rank ``peer`` sent; a payload ringrt could not have encoded is a
+    ProtocolError naming both ranks."""
+    try:
+        return _objects.decode(ex.recv(peer))
+    except ProtocolError as exc:
+        raise ProtocolError(f"{name}: rank {ex.group.members[peer]} sent rank {ex.comm.rank} "
+                            f"a bad payload: {exc}") from None
+
+
 def _root(pg, name, value, arg):
     return _validate.root(name, value, pg.members, pg.comm.rank, arg)
 
@@ -58,7 +69,10 @@ def broadcast_object_list(object_list: list, src: int = 0, group=None) -> None:
                 if peer != root:
                     ex.send(peer, payload)
             return
-        received = _objects.decode(ex.recv(root))
+        received = _received(ex, name, root)
+        if not isinstance(received, list):
+            raise ProtocolError(f"{name}: rank {src} sent a {type(received).__name__}, not a "
+                                f"list of objects, to rank {pg.comm.rank}")
         if len(received) != len(object_list):
             raise ValueError(f"{name}: rank {src} sent {len(received)} objects but rank "
                              f"{pg.comm.rank}'s object_list has {len(object_list)} entries")
@@ -82,7 +96,7 @@ def all_gather_object(object_list: list, obj, group=None) -> None:
         object_list[ex.rank] = _objects.decode(payload)
         for peer in range(ex.size):
             if peer != ex.rank:
-                object_list[peer] = _objects.decode(ex.recv(peer))
+                object_list[peer] = _received(ex, name, peer)
     _run(pg, name, -1, body)
 
 
@@ -104,7 +118,7 @@ def gather_object(obj, object_gather_list: list | None = None, dst: int = 0, gro
         object_gather_list[root] = _objects.decode(payload)
         for peer in range(ex.size):
             if peer != root:
-                object_gather_list[peer] = _objects.decode(ex.recv(peer))
+                object_gather_list[peer] = _received(ex, name, peer)
     _run(pg, name, root, body)
 
 
@@ -132,6 +146,6 @@ def scatter_object_list(output_list: list, input_list=None, src: int = 0, group=
                     ex.send(peer, payloads[peer])
             output_list[0] = _objects.decode(payloads[root])
             return
-        output_list[0] = _objects.decode(ex.recv(root))
+        output_list[0] = _received(ex, name, root)
     _run(pg, name, root, body)
 

@@ -161,12 +161,21 @@ class Mailbox:
         except Exception:  # noqa: BLE001 - garbage from the network is dropped
             self.dropped += 1
             return
+        if not _is_notice_payload(payload):    # raising it later would fail on its shape
+            self.dropped += 1
+            return
         notice = (header.kind, header.src, payload)
         if header.seq <= self._floor.get(header.group, -1):
             if header.kind == MISMATCH:
                 self.poison.setdefault(header.group, notice)
             return
         self._notices.setdefault((header.group, header.seq), notice)
+
+
+def _is_notice_payload(payload) -> bool:
+    """A mismatch notice carries ``[detail, ranks]``: text and a list of global ranks."""
+    return (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], str)
+            and isinstance(payload[1], list) and all(type(r) is int for r in payload[1]))
 
 
 class Exchange:
@@ -255,13 +264,15 @@ class Exchange:
     def as_array(self, buffer, dtype, count: int, peer: int) -> np.ndarray:
         """View a received payload as ``count`` elements of ``dtype`` (read-only, no copy);
         a payload of another size means the sender called a different op."""
-        array = np.frombuffer(buffer, dtype=dtype)
-        if array.size != count:
+        dtype = np.dtype(dtype)
+        nbytes = memoryview(buffer).nbytes
+        if nbytes != count * dtype.itemsize:      # checked first: frombuffer raises on a ragged one
             src = self.group.members[peer]
-            self.mismatch([src], None, f"rank {src} sent {array.size} elements of "
+            self.mismatch([src], None, f"rank {src} sent {nbytes} bytes "
+                                       f"({nbytes / dtype.itemsize:g} elements) of "
                                        f"{self.spec.name} where rank {self.comm.rank} expected "
                                        f"{count}")
-        return array
+        return np.frombuffer(buffer, dtype=dtype)
 
     # -- ending ---------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import os
 import msgpack
 
 from ringrt._deadline import Deadline
-from ringrt.errors import DistError, TimeoutError
+from ringrt.errors import DistError, ProtocolError, TimeoutError
 
 NONCE_BYTES = 16
 
@@ -53,7 +53,36 @@ def _open_card(token: str, key: str, raw: bytes, rank: int, peer: int) -> dict:
             f"rank {rank}: rank {peer}'s address card ({key}) is not signed with this job's "
             "token: the ranks disagree about RINGRT_TOKEN, or someone wrote into the store "
             "(torch's TCPStore under torchrun is not authenticated; ringrun's store is)")
-    return msgpack.unpackb(body)
+    try:
+        card = msgpack.unpackb(body)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        card = exc
+    if not (isinstance(card, dict) and all(type(k) is str for k in card)):
+        raise _malformed(rank, peer, key, "it is not a map of fields")
+    return card
+
+
+def _malformed(rank: int, peer: int, key: str, what: str) -> ProtocolError:
+    return ProtocolError(
+        f"rank {rank}: rank {peer}'s address card ({key}) is signed with this job's token but "
+        f"{what}: do all ranks run the same ringrt version?")
+
+
+_MAYBE_NONE = ("shm",)      # a rank that could not make a segment publishes None
+
+
+def _check_fields(theirs: dict, ours: dict, rank: int, peer: int, key: str) -> None:
+    """A peer's card has our card's fields, of the same kinds (``shm`` may be a map on one
+    rank and None on another), and a data card names its host."""
+    for name, mine in ours.items():
+        kinds = (dict, type(None)) if name in _MAYBE_NONE else (type(mine),)
+        if name not in theirs or not isinstance(theirs[name], kinds):
+            raise _malformed(rank, peer, key, f"its field {name!r} is missing or not a "
+                                              f"{' or '.join(k.__name__ for k in kinds)}")
+    data = theirs.get("data")
+    if isinstance(data, dict) and "host" in ours.get("data", {}) \
+            and not isinstance(data.get("host"), str):
+        raise _malformed(rank, peer, key, "it names no host")
 
 
 def exchange_cards(store, prefix: str, rank: int, world_size: int, card: dict,
@@ -64,6 +93,7 @@ def exchange_cards(store, prefix: str, rank: int, world_size: int, card: dict,
         TimeoutError: some rank never published (named in the error).
         ValueError: ranks disagree about the world size.
         DistError: a card is not signed with ``token``.
+        ProtocolError: a card is signed but has other fields than this rank's.
     """
     own = f"{prefix}/{rank}"
     store.set(own, _seal_card(token, own, {"world_size": world_size, **card}))
@@ -80,6 +110,9 @@ def exchange_cards(store, prefix: str, rank: int, world_size: int, card: dict,
         ) from exc
     cards = {r: _open_card(token, keys[r], store.get(keys[r], timeout=deadline.remaining()),
                            rank, r) for r in range(world_size)}
+    mine = {"world_size": world_size, **card}
+    for r, theirs in cards.items():
+        _check_fields(theirs, mine, rank, r, keys[r])
     sizes = {r: c["world_size"] for r, c in cards.items() if c["world_size"] != world_size}
     if sizes:
         raise ValueError(f"rank {rank} has WORLD_SIZE={world_size} but ranks {sorted(sizes)} "

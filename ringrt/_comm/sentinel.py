@@ -29,7 +29,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ringrt._env import env_float
+from ringrt._env import env_seconds
 
 HEARTBEAT, FAILED, GOODBYE = "hb", "failed", "bye"
 _REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -43,8 +43,8 @@ class Sentinel:
 
     def __init__(self, context: zmq.Context, rank: int, endpoints):
         self.rank = rank
-        self.interval = env_float("RINGRT_HEARTBEAT_INTERVAL", 0.5)
-        self.timeout = env_float("RINGRT_HEARTBEAT_TIMEOUT", 5.0)
+        self.interval = env_seconds("RINGRT_HEARTBEAT_INTERVAL", 0.5)
+        self.timeout = env_seconds("RINGRT_HEARTBEAT_TIMEOUT", 5.0)
         self.departure_grace = 1.0
         self.lost: dict[int, str] = {}        # rank -> why; read by the op thread
         self._departed: dict[int, float] = {}

@@ -28,7 +28,7 @@ import threading
 import zmq
 
 from ringrt._comm.auth import Guard, LinkSecurity
-from ringrt._comm.stale import remove_stale
+from ringrt._comm.stale import remove_stale, sweep_jobs
 from ringrt.errors import DistError
 
 
@@ -102,6 +102,7 @@ def make_ipc_dir(path_max: int = IPC_PATH_MAX) -> str:
                         f"{path_max - _IPC_PATH_OVERHEAD} bytes (e.g. /tmp), or unset it")
     os.makedirs(parent, exist_ok=True)
     remove_stale(parent, IPC_PREFIX)
+    sweep_jobs()                      # and what SIGKILLed ringruns left in /tmp (issue 21)
     path = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-", dir=parent)
     info = os.lstat(path)
     if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ringrt._dtypes import BFLOAT16
 from ringrt._dtypes import name as dtype_name
+from ringrt.errors import ProtocolError
 
 MAGIC = 0x5252          # "RR"
 VERSION = 1
@@ -87,7 +88,7 @@ def pack(kind: int, op: int, dtype: int, redop: int, flags: int, group: int, src
                        root, index)
 
 
-class BadFrame(ValueError):
+class BadFrame(ProtocolError):
     """A frame that is not a ringrt data-plane message (dropped and counted by the receiver)."""
 
 
@@ -118,5 +119,8 @@ def describe_signature(signature: tuple) -> str:
     if redop:
         from ringrt._reduce_ops import ReduceOp
 
-        parts.append(f"op={ReduceOp(redop).name}")
+        # redop comes from a peer's header: a code this version does not know is shown as a
+        # number, never raised (it would replace the mismatch error being built)
+        known = redop in ReduceOp._value2member_map_
+        parts.append(f"op={ReduceOp(redop).name}" if known else f"op={redop}")
     return " ".join(parts)

@@ -25,13 +25,16 @@ QUEUED, RUNNING, DONE = "queued", "running", "done"
 FAILED = "failed"                     # stored as "failed: ErrorName"
 
 
+MAX_SIZE = 1 << 20                    # records (8 MB of ring before any op is recorded)
+
+
 class FlightRecorder:
     """A ring of the last ``size`` op records of this rank."""
 
     def __init__(self, size: int | None = None):
         self.size = env_int("RINGRT_FLIGHT_RECORDER", DEFAULT_SIZE) if size is None else size
-        if self.size < 0:
-            raise ValueError(f"RINGRT_FLIGHT_RECORDER must be >= 0, got {self.size}")
+        if not 0 <= self.size <= MAX_SIZE:     # the ring is allocated up front: bound it first
+            raise ValueError(f"RINGRT_FLIGHT_RECORDER must be in [0, {MAX_SIZE}], got {self.size}")
         self._ring: list = [None] * self.size
         self.entered = 0                      # records ever written
 

@@ -40,6 +40,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from ringrt.errors import ProtocolError
+
 PROTOCOL_VERSION = 1
 NONCE_BYTES = 32
 DEFAULT_MAX_FRAME_BYTES = 16 << 20
@@ -69,7 +71,7 @@ TAG_BYTES = 16
 TO_SERVER, TO_CLIENT = b"c>s", b"s>c"
 
 
-class MalformedFrame(ValueError):
+class MalformedFrame(ProtocolError):
     """A frame from the network is not a well-formed store message."""
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from ringrt.store import _protocol as proto
 
 _MAX_WAITERS = 1 << 16         # parked get/wait requests; more are refused, not queued
-_INTEGER = re.compile(rb"-?[0-9]+")
+# At most 64 digits: int() refuses more than 4300 with a ValueError (which reached the server's
+# catch-all), and anything past 19 overflows int64 anyway (refused below).
+_INTEGER = re.compile(rb"-?[0-9]{1,64}")
 
 Reply = tuple[bytes, bytes]    # (ZMQ identity, encoded frame)
 
