@@ -22,11 +22,14 @@ def use_backend(backend: str) -> str:
     """Make ``backend`` known to torch and return it.
 
     With ringrt[torch] installed, torch's ``torch.backends`` entry point registers "ringrt"
-    during ``import torch`` (issue 22); without that entry point, one import line does.
+    during ``import torch`` (issue 22); without that entry point, one import line does. Under
+    ringrun the import is needed for gloo too: ringrun's store holds MASTER_PORT, and
+    ringrt.torch points torch's env:// at it (torch would try to start its own store there).
     """
     import torch.distributed as dist
 
-    if backend == "ringrt" and "ringrt" not in dist.Backend.backend_list:
+    under_ringrun = "RINGRT_RESTART_COUNT" in os.environ
+    if under_ringrun or (backend == "ringrt" and "ringrt" not in dist.Backend.backend_list):
         import ringrt.torch  # noqa: F401 - registers the "ringrt" backend
         print("recipe: registered ringrt by `import ringrt.torch`", flush=True)
     return backend

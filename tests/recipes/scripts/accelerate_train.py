@@ -1,5 +1,5 @@
-"""HF Accelerate over "ringrt": ``torchrun --nproc-per-node 2 accelerate_train.py --backend ringrt --out F``
-(or ``accelerate launch``).
+"""HF Accelerate over "ringrt":
+``torchrun --nproc-per-node 2 accelerate_train.py --backend ringrt --out F``.
 
 For CPU jobs Accelerate picks the backend itself ("mpi" when torch has MPI, else "gloo",
 accelerate/state.py ``_prepare_backend``) and raises ValueError for any other it is asked for,

@@ -12,7 +12,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _model import LR, STEPS, make_model, save_params, shard, torch_env_from_launcher, use_backend  # noqa: E402
+from _model import (  # noqa: E402
+    LR, STEPS, make_model, save_params, shard, torch_env_from_launcher, use_backend)
 
 
 def main() -> None:

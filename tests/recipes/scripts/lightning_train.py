@@ -18,6 +18,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _model import LR, SAMPLES, STEPS, make_data, make_model, save_params, use_backend  # noqa: E402
 
 
+class CPUFSDPStrategy(L.pytorch.strategies.FSDPStrategy):
+    """FSDPStrategy on CPU. Lightning refuses ``FSDPStrategy`` itself without a GPU, whatever the
+    backend (gloo too): its check (accelerator_connector.py, ``_check_strategy_and_fallback``)
+    tests ``type(strategy) is FSDPStrategy``, so a subclass passes. And Lightning wraps the
+    model with ``device_id=root_device.index``, None on CPU, which torch's FSDP refuses ("needs
+    a non-CPU accelerator device"): wrap it here with ``device_id=cpu`` (Lightning keeps a
+    model that is already wrapped)."""
+
+    def _setup_model(self, model):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = FullyShardedDataParallel(model, device_id=torch.device("cpu"),
+                                           sharding_strategy=self.sharding_strategy,
+                                           cpu_offload=self.cpu_offload)
+        return super()._setup_model(wrapped)
+
+
 class Recipe(L.LightningModule):
     def __init__(self):
         super().__init__()
@@ -42,7 +59,7 @@ def main() -> None:
     if args.strategy == "ddp":
         strategy = L.pytorch.strategies.DDPStrategy(process_group_backend=backend)
     else:
-        strategy = L.pytorch.strategies.FSDPStrategy(process_group_backend=backend)
+        strategy = CPUFSDPStrategy(process_group_backend=backend)
     world = 2
     x, y = make_data()
     # each step's global batch is the whole set; Lightning's DistributedSampler (shuffle off)
@@ -56,9 +73,25 @@ def main() -> None:
     import torch.distributed as dist
 
     assert dist.get_backend() == backend, dist.get_backend()
-    state = trainer.strategy.lightning_module_state_dict()   # FSDP: gathered on rank 0
-    if trainer.global_rank == 0:
-        save_params({k.removeprefix("net."): v for k, v in state.items()}, args.out)
+    rank = trainer.global_rank
+    if args.strategy == "ddp":
+        if rank == 0:
+            save_params(dict(model.net.named_parameters()), args.out)
+    else:
+        # FSDP: each rank's own shard of the flat parameters. (Gathering the full state dict,
+        # lightning_module_state_dict(), fails on CPU over gloo too: torch's FSDP unflattens
+        # into an empty storage there.) Rank 0 merges the shards once both are written.
+        save_params({f"rank{rank}.{name}": p for name, p in model.named_parameters()},
+                    f"{args.out}.rank{rank}.npz")
+        dist.barrier()
+        if rank == 0:
+            import numpy as np
+
+            merged = {}
+            for r in range(trainer.world_size):
+                with np.load(f"{args.out}.rank{r}.npz") as shard:
+                    merged.update({k: torch.from_numpy(shard[k]) for k in shard.files})
+            save_params(merged, args.out)
     print(f"recipe: rank {trainer.global_rank} done over {dist.get_backend()}", flush=True)
 
 

@@ -1,5 +1,6 @@
 """Ray Train over "ringrt": a local Ray cluster, ``TorchTrainer`` with
-``TorchConfig(backend="ringrt")`` and 2 CPU workers: ``python ray_train.py --backend ringrt --out F``.
+``TorchConfig(backend="ringrt")`` and 2 CPU workers:
+``python ray_train.py --backend ringrt --out F``.
 
 Ray starts its workers itself, so "ringrt" must be known to torch in each of them: with the
 ``torch.backends`` entry point (ringrt[torch] installed, issue 22) ``import torch`` does it;
