@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -56,13 +57,17 @@ def test_lightning(tmp_path, ipc_dir, strategy, launch):
 
 def test_ray_train(tmp_path, ipc_dir):
     _jobs.ensure_module("ray.train", "ray[train]")
+    ray_dir = tempfile.mkdtemp(prefix="rrray-", dir="/tmp")   # short: Ray's sockets live there
 
     def start(backend, out):
         env = _jobs.base_env(f"ray-{tmp_path.name}", ipc_dir)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
         return [([sys.executable, _jobs.script("ray_train.py"), "--backend", backend,
-                  "--out", out], env)]
-    log = _train_twice(tmp_path, start, timeout=280)
+                  "--out", out, "--temp-dir", ray_dir], env)]
+    try:
+        log = _train_twice(tmp_path, start, timeout=280)
+    finally:
+        _jobs.rmtree(ray_dir)
     assert log.count("done over ringrt") >= 2
     # the note for the docs: whether the worker_process_setup_hook was still needed
     print(next(line for line in log.splitlines() if "worker_process_setup_hook" in line))

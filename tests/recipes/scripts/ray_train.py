@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--backend", default="ringrt")
     parser.add_argument("--out", required=True)
     parser.add_argument("--hook", choices=["auto", "yes", "no"], default="auto")
+    parser.add_argument("--temp-dir", default=None, help="Ray's session directory")
     args = parser.parse_args()
 
     import ray
@@ -63,7 +64,8 @@ def main() -> None:
     if not hook:
         runtime_env.pop("worker_process_setup_hook")
     print(f"recipe: worker_process_setup_hook {'used' if hook else 'not needed'}", flush=True)
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=runtime_env)
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=runtime_env,
+             _temp_dir=args.temp_dir)
     try:
         trainer = TorchTrainer(
             train_loop,
