@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,44 @@ lab-deps:
 	  || echo "lab-deps: could not install netlab's tools; netlab tests will skip"; \
 	fi
 
-test: $(STAMP) lab-deps
+test: $(STAMP) lab-deps docs
 	$(PY) -m pytest -q
+
+# make docs: the site (mkdocs.yml, docs/) into site/, --strict: a broken link, anchor or API
+# reference fails the build (about 10 s). make docs-serve: browse it on 127.0.0.1:8000.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+# make test-recipes: the launchers and frameworks people already use (Lightning, Ray Train,
+# Accelerate, torchrun, srun, Kubernetes, mpirun), each training to gloo's parameters
+# (tests/recipes, docs/recipes). They run in their own virtualenv, .venv-recipes, into which
+# each test pip-installs its framework when missing (never into ringrt's dependencies), and
+# skip when it cannot; Open MPI comes from apt when root. Slow: downloads and trains.
+RECIPES_VENV := .venv-recipes
+RECIPES_PY   := $(RECIPES_VENV)/bin/python
+RECIPES_STAMP := $(RECIPES_VENV)/.installed
+
+$(RECIPES_STAMP): pyproject.toml
+	test -x $(RECIPES_PY) || $(PYTHON) -m venv $(RECIPES_VENV)
+	$(RECIPES_PY) -m pip install --quiet --upgrade pip
+	$(RECIPES_PY) -m pip install --quiet -e '.[test,torch]'
+	touch $@
+
+test-recipes: $(RECIPES_STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v mpirun >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin >/dev/null) \
+	  || echo "test-recipes: could not install Open MPI; the mpirun recipe will skip"; \
+	fi
+	RINGRT_RECIPES=1 RINGRT_RECIPES_INSTALL=1 $(RECIPES_PY) -m pytest -q -p no:cacheprovider tests/recipes
 
 demo: $(STAMP)
 	$(VENV)/bin/ringrun -n 4 examples/train.py
@@ -63,7 +99,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.report
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(RECIPES_VENV) .pytest_cache site
 
 # make bench-torch: torch's collectives and a torch DDP training step, "ringrt" backend vs gloo
 # interleaved in the same jobs, at worlds 1, 2 and 4 (about 5 minutes on 2 cores); results in

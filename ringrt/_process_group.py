@@ -212,7 +212,8 @@ class ProcessGroup:
 
     Args:
         store: a connected :class:`ringrt.Store`.
-        rank, world_size: this process's rank in the world and the world's size.
+        rank: this process's rank in the world.
+        world_size: the world's size.
         timeout: seconds each op may take before it raises ``TimeoutError``.
         namespace: store key prefix (distinct per job attempt).
         security: how tcp links are authenticated and encrypted (default: the job token

@@ -85,11 +85,14 @@ def all_reduce(array, op=ReduceOp.SUM, group=None, async_op: bool = False):
     Args:
         array: C-contiguous, writable NumPy array (any numeric dtype).
         op: ReduceOp.SUM, AVG (floating only), PRODUCT, MIN or MAX.
-        group: process group (default: the world). async_op: return a Work.
+        group: process group (default: the world).
+        async_op: return a Work instead of waiting.
 
     Raises:
         TypeError / ValueError: bad array or op on this rank (nothing is sent).
-        CollectiveMismatchError, PeerLostError, TimeoutError.
+        CollectiveMismatchError: ranks called different ops, dtypes, sizes or reductions.
+        PeerLostError: a peer died or went silent.
+        TimeoutError: the op did not finish within the group's timeout.
     """
     pg = _group(group, "all_reduce")
     if pg is None:

@@ -40,7 +40,8 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
         init_method: ``"env://"`` (default: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
             ``MASTER_PORT``, ``RINGRT_TOKEN``; falling back to SLURM and Open MPI / PMI
             variables) or ``"tcp://HOST:PORT"`` with ``rank`` and ``world_size``.
-        rank, world_size: override what the environment says.
+        rank: this process's rank, overriding what the environment says.
+        world_size: the number of ranks, overriding what the environment says.
         timeout: seconds (or timedelta) for rendezvous and for each collective; when left at
             the default, ``RINGRT_TIMEOUT`` (set by ``ringrun --timeout``) wins.
         store: an already connected :class:`ringrt.Store` to rendezvous through.

@@ -170,7 +170,8 @@ def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
     Raises:
         TypeError / ValueError: bad array, ``src`` or tag.
         CollectiveMismatchError: the sender's array has another dtype or size.
-        PeerLostError, TimeoutError.
+        PeerLostError: the sender died or went silent.
+        TimeoutError: no message within the group's timeout.
     """
     pg, tag = _prepare_recv("recv", array, src, group, tag)
     return _recorded(pg, P2P_RECV, src, tag, array, lambda: _recv(pg, array, src, tag))
