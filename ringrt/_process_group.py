@@ -195,7 +195,8 @@ class _Comm:
                                   self.world_size, self.observer.tracer.path)
         except Exception as exc:  # noqa: BLE001 - a trace must never fail the shutdown
             print(f"ringrt[{self.rank}]: could not merge the timeline: {exc!r}; merge it "
-                  f"with python -m launcher.trace {self.observer.tracer.path}", file=sys.stderr)
+                  f"with python -m ringrt_launcher.trace {self.observer.tracer.path}",
+                  file=sys.stderr)
 
 
 def _require_token(security: LinkSecurity, rank: int) -> None:

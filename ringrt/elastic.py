@@ -22,8 +22,8 @@ checkpoint and ask::
 
 Outside an elastic job :func:`membership_changed` is always False (and costs nothing).
 
-The record (key :data:`STATE_KEY`, JSON) is also what ``launcher/elastic.py`` reads and writes;
-:class:`RoundState` is its only codec.
+The record (key :data:`STATE_KEY`, JSON) is also what ``ringrt_launcher/elastic.py`` reads and
+writes; :class:`RoundState` is its only codec.
 """
 
 from __future__ import annotations

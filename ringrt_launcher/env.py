@@ -11,7 +11,7 @@
 ``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart (elastic:
                             after each restart of the worker group, == the generation)
 ``RINGRT_GENERATION``       elastic jobs only (``--nnodes MIN:MAX``): the membership round,
-                            set by ``launcher/elastic.py`` (``Supervisor.extra_env``)
+                            set by ``ringrt_launcher/elastic.py`` (``Supervisor.extra_env``)
 ``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
 ``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
 ``RINGRT_ENCRYPT``          1 with ``--encrypt``
@@ -36,7 +36,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from launcher.config import LaunchConfig
+from ringrt_launcher.config import LaunchConfig
 
 
 def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master_port: int,
@@ -69,7 +69,7 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
     if config.trace:
         env.update(RINGRT_TRACE=config.trace, RINGRT_TRACE_MERGE="launcher")
     if tty:
-        env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (launcher/output.py)
+        env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (output.py)
     return env
 
 

@@ -46,7 +46,7 @@ def bind_cpu(index: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 4 or argv[2] != "--":
-        sys.stderr.write("usage: python -m launcher._child PARENT_PID CPU|- -- COMMAND...\n")
+        sys.stderr.write("usage: python -m ringrt_launcher._child PARENT_PID CPU|- -- COMMAND...\n")
         sys.exit(EXIT_BAD_USAGE)
     die_with_parent(int(argv[0]))
     if argv[1] != "-":

@@ -60,7 +60,7 @@ class LaunchConfig:
 
     @property
     def elastic(self) -> bool:
-        """``--nnodes MIN:MAX``: membership is agreed in rendezvous rounds (launcher/elastic.py)."""
+        """``--nnodes MIN:MAX``: membership is agreed in rendezvous rounds (elastic.py)."""
         return self.min_nodes is not None
 
     @property

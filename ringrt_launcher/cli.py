@@ -6,10 +6,10 @@ import ipaddress
 
 import click
 
-from launcher.config import LaunchConfig, NodeCount, build_config
-from launcher.env import ipc_directory
-from launcher.output import Console
-from launcher.rendezvous import host_store, release_store
+from ringrt_launcher.config import LaunchConfig, NodeCount, build_config
+from ringrt_launcher.env import ipc_directory
+from ringrt_launcher.output import Console
+from ringrt_launcher.rendezvous import host_store, release_store
 
 EPILOG = """\b
 Examples:
@@ -138,13 +138,13 @@ def main(ctx: click.Context, **options) -> None:
     config = build_config(options)
     # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors
     # should not pay.
-    from launcher.flight import FlightDumps
-    from launcher.supervisor import Supervisor
-    from launcher.trace import finish as finish_trace
+    from ringrt_launcher.flight import FlightDumps
+    from ringrt_launcher.supervisor import Supervisor
+    from ringrt_launcher.trace import finish as finish_trace
 
     console = Console()
     if config.elastic:
-        from launcher.elastic import run_elastic
+        from ringrt_launcher.elastic import run_elastic
         ctx.exit(run_elastic(config, console))
     _warn_unreachable_store(config, console)
     server = host_store(config)

@@ -25,11 +25,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from launcher import report
-from launcher.config import LaunchConfig
-from launcher.env import worker_env
-from launcher.errors import LaunchError
-from launcher.output import Console, RankOutput, is_terminal, log_path, truncate_logs
+from ringrt_launcher import report
+from ringrt_launcher.config import LaunchConfig
+from ringrt_launcher.env import worker_env
+from ringrt_launcher.errors import LaunchError
+from ringrt_launcher.output import Console, RankOutput, is_terminal, log_path, truncate_logs
 from ringrt._deadline import Deadline
 
 CHILD = Path(__file__).with_name("_child.py")
@@ -123,7 +123,7 @@ class Supervisor:
         master_port: the store's port (the one node 0 actually bound).
         console: where worker lines and launcher notes go.
         ipc_dir: the workers' ``RINGRT_IPC_DIR``.
-        flight: where workers dump their flight recorders (``launcher/flight.py``); when a
+        flight: where workers dump their flight recorders (``ringrt_launcher/flight.py``); when a
             worker fails or ringrun is signalled, the survivors are asked for a dump first.
     """
 
@@ -131,11 +131,11 @@ class Supervisor:
                  flight=None):
         self.config, self.master_port, self.console = config, master_port, console
         self.ipc_dir = ipc_dir
-        self.flight = flight          # launcher.flight.FlightDumps, or None
+        self.flight = flight          # ringrt_launcher.flight.FlightDumps, or None
         self.signals: list[int] = []
         self.dump_requests: list[int] = []     # SIGUSR1 to ringrun: report, keep running
         self.selector = selectors.DefaultSelector()
-        self.extra_env: dict[str, str] = {}       # added to every worker's (launcher/elastic.py)
+        self.extra_env: dict[str, str] = {}       # added to every worker's (elastic.py)
         self.watch_interval = WATCH_INTERVAL
 
     def run(self) -> int:
