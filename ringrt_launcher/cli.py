@@ -112,8 +112,19 @@ ask at a checkpoint (ringrt.elastic.membership_changed()). Workers also get RING
 @click.option("--quiet-ranks", is_flag=True,
               help="Same as --local-ranks-filter 0: show only local rank 0 of this host "
                    "(rank 0 on a single host).")
+@click.option("--bind", type=click.Choice(["none", "core", "numa"]), default="none",
+              show_default=True,
+              help="Place each local rank on CPUs of its own (as torchrun's --numa-binding, "
+                   "mpirun's --bind-to): core: an equal slice of the CPUs ringrun may use "
+                   "(os.sched_getaffinity), OMP_NUM_THREADS = its size; numa: ranks spread "
+                   "over the NUMA nodes, each on its node's CPUs, OMP_NUM_THREADS = its share. "
+                   "More ranks than CPUs: ranks share CPUs, one thread each (a warning says "
+                   "so). Pays off on many-core and NUMA servers (docs/binding.md).")
 @click.option("--cpu-bind", is_flag=True,
-              help="Pin local rank i to the i-th (mod count) CPU this process may use.")
+              help="Pin local rank i to the i-th (mod count) CPU this process may use (one "
+                   "CPU per rank; --bind core gives each its share).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Print the binding map (each rank's CPUs, NUMA node and OMP_NUM_THREADS).")
 @click.option("--trace", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Record every rank's ops, DDP buckets and optimizer steps and merge them "
                    "into FILE, a Chrome trace / Perfetto timeline (also after a failure; "

@@ -20,7 +20,8 @@
                             files, removed when the job ends (even if workers were SIGKILLed);
                             an ``RINGRT_IPC_DIR`` already set is passed on and left alone
 ``OMP_NUM_THREADS``         1 when several workers share the host and it is not already set
-                            (as torchrun does), so N workers do not each start a thread per core
+                            (as torchrun does), so N workers do not each start a thread per core;
+                            with ``--bind core|numa``, the CPUs the rank was given (binding.py)
 ``PYTHONUNBUFFERED``        1, so output reaches the console line by line
 ``RINGRT_TRACE``            ``--trace FILE`` (absolute), with ``RINGRT_TRACE_MERGE=launcher``:
                             ringrun merges the ranks' files into FILE at the end
@@ -40,13 +41,16 @@ from ringrt_launcher.config import LaunchConfig
 
 
 def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master_port: int,
-               ipc_dir: str, tty: bool = False) -> dict[str, str]:
+               ipc_dir: str, tty: bool = False, threads: int | None = None) -> dict[str, str]:
     """The launcher's environment plus the variables in the table above.
 
-    ``tty``: the console's stdout is a terminal (sets ``RINGRUN_TTY``).
+    ``tty``: the console's stdout is a terminal (sets ``RINGRUN_TTY``). ``threads``: the
+    rank's CPU count under ``--bind`` (its ``OMP_NUM_THREADS`` unless the user set one).
     """
     env = dict(os.environ)
-    if config.nproc > 1:
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    elif config.nproc > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
     env.update(
         RANK=str(config.global_rank(local_rank)),

@@ -18,6 +18,7 @@ def test_help_lists_every_option_and_examples():
     for option in ("--nproc-per-node", "--module", "--nnodes", "--node-rank", "--master-addr",
                    "--master-port", "--token", "--max-restarts", "--grace", "--timeout",
                    "--log-dir", "--local-ranks-filter", "--quiet-ranks", "--cpu-bind",
+                   "--bind", "--verbose",
                    "--encrypt", "RINGRT_TOKEN", "RINGRT_RESTART_COUNT", "RINGRT_ENCRYPT",
                    "RINGRUN_TTY"):
         assert option in result.stdout, option
