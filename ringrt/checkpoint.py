@@ -33,6 +33,8 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout
+from ringrt._process_group import ProcessGroup
+from ringrt.optim._base import Optimizer
 from ringrt.optim.zero import ZeroRedundancyOptimizer
 
 FORMAT = "ringrt-checkpoint/1"
@@ -47,8 +49,9 @@ fault_hook: Callable[[str], None] | None = None
 _TAGS = ("__ndarray__", "__tuple__", "__items__")
 
 
-def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None,
-         extra=None, *, group=None) -> Path:
+def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
+         optimizer: Optimizer | ZeroRedundancyOptimizer | None = None,
+         extra: dict | None = None, *, group: ProcessGroup | None = None) -> Path:
     """Write a checkpoint atomically; every rank of ``group`` must call it.
 
     Args:
@@ -76,12 +79,15 @@ def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimiz
     _fsync_dir(staging)
     _fault("shards-written")
     dist.barrier(group=group)
-    final = _publish(root, staging, manifest, dist.get_world_size(group)) if rank == 0 else None
+    final = None
+    if manifest is not None:                     # rank 0's
+        final = _publish(root, staging, manifest, dist.get_world_size(group))
     dist.barrier(group=group)
     return final or _checkpoint_dir(root)
 
 
-def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None):
+def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
+         optimizer: Optimizer | ZeroRedundancyOptimizer | None = None) -> dict | None:
     """Restore parameters (in place) and optimizer state; works across world sizes.
 
     Args:

@@ -34,6 +34,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout, check_float_params
+from ringrt._process_group import ProcessGroup
 from ringrt._observe import timeline
 
 
@@ -160,7 +161,7 @@ class DistributedDataParallel:
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], bucket_cap_mb: float = 25,
-                 group=None, broadcast_from: int = 0):
+                 group: ProcessGroup | None = None, broadcast_from: int = 0) -> None:
         check_float_params(params, "DistributedDataParallel", writable=False)
         if bucket_cap_mb <= 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "

@@ -64,7 +64,8 @@ def plan(mode: str, nproc: int, allowed: set[int] | None = None,
         by_node.setdefault(-1 if by_node else 0, []).extend(unlisted)
     if mode == "numa":
         return _numa(nproc, by_node)
-    ordered = [cpu for cpus in by_node.values() for cpu in sorted(cpus, key=topology or _topology_key)]
+    key = topology or _topology_key
+    ordered = [cpu for cpus in by_node.values() for cpu in sorted(cpus, key=key)]
     node_of = {cpu: node for node, cpus in by_node.items() for cpu in cpus}
     if mode == "cpu" or nproc > len(ordered):
         return [Placement((cpu,), node_of[cpu], 1)
