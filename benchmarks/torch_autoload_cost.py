@@ -1,11 +1,12 @@
 """What ringrt's ``torch.backends`` entry point adds to every ``import torch`` (issue 22).
 
-Interleaved runs of a fresh ``python -c "import torch"`` with torch's backend autoload on (it
-scans the ``torch.backends`` entry points and calls ringrt's ``_ringrt_autoload.register``)
-and off (``TORCH_DEVICE_BACKEND_AUTOLOAD=0``: neither), so load from elsewhere hits both
-alike; the difference of the medians bounds what the entry point costs (it includes torch's
-own scan, which any installed backend plugin triggers). Then, in one process, the parts:
-the entry-point scan, and importing and calling ``register`` (what torch does for ringrt)::
+Interleaved runs of a fresh ``python -c "import torch"`` in three ways, so load from
+elsewhere hits them alike: ``ringrt`` (autoload on: torch scans the ``torch.backends`` entry
+points and calls ringrt's ``_ringrt_autoload.register``), ``no entry point`` (autoload on,
+ringrt's entry point filtered out of the scan: torch without ringrt installed) and ``off``
+(``TORCH_DEVICE_BACKEND_AUTOLOAD=0``: no scan at all). ringrt's cost is ``ringrt`` minus
+``no entry point``. Then, in one process, the parts: the entry-point scan, and importing and
+calling ``register`` (what torch does for ringrt)::
 
     python -m benchmarks.torch_autoload_cost --runs 30 --json benchmarks/results/torch_autoload_cost.json
 """
@@ -23,7 +24,18 @@ import click
 
 from benchmarks import _machine
 
-IMPORT = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+IMPORT = """
+import importlib.metadata as md, os, time
+if os.environ.get("HIDE_RINGRT"):
+    every = md.entry_points
+    md.entry_points = lambda **kw: md.EntryPoints(
+        e for e in every(**kw) if not e.value.startswith("_ringrt_autoload"))
+t = time.perf_counter()
+import torch
+print(time.perf_counter() - t)
+"""
+WAYS = {"ringrt": {}, "no entry point": {"HIDE_RINGRT": "1"},
+        "off": {"TORCH_DEVICE_BACKEND_AUTOLOAD": "0"}}
 PARTS = """
 import time, importlib.metadata, torch, torch.distributed as dist
 t = time.perf_counter(); eps = list(importlib.metadata.entry_points(group="torch.backends"))
@@ -35,9 +47,9 @@ print(scan, hook)
 """
 
 
-def import_seconds(autoload: bool) -> float:
+def import_seconds(way: str) -> float:
     """Seconds a fresh interpreter spends in ``import torch`` (timed inside it)."""
-    env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="1" if autoload else "0")
+    env = {**os.environ, "TORCH_DEVICE_BACKEND_AUTOLOAD": "1", **WAYS[way]}
     out = subprocess.run([sys.executable, "-c", IMPORT], env=env, capture_output=True,
                          text=True, check=True, cwd="/", timeout=120).stdout
     return float(out)
@@ -57,23 +69,28 @@ def parts() -> tuple[float, float]:
 def main(runs: int, json_path: str | None) -> None:
     info = _machine.describe()
     print(_machine.summary(info))
-    import_seconds(True)                              # warm the page cache
-    on, off = [], []
+    import_seconds("ringrt")                          # warm the page cache
+    times: dict[str, list[float]] = {way: [] for way in WAYS}
     for _ in range(runs):
-        on.append(import_seconds(True))
-        off.append(import_seconds(False))
+        for way in WAYS:
+            times[way].append(import_seconds(way))
     split = [parts() for _ in range(max(5, runs // 3))]
+    ringrt = statistics.median(times["ringrt"])
+    without = statistics.median(times["no entry point"])
     record = {
         "machine": info, "runs": runs,
-        "import_torch_ms": {"autoload_on": _stats(on), "autoload_off": _stats(off)},
-        "added_ms_median": 1e3 * (statistics.median(on) - statistics.median(off)),
-        "ratio_on_off_median": statistics.median(on) / statistics.median(off),
+        "import_torch_ms": {way: _stats(seconds) for way, seconds in times.items()},
+        "added_ms_median": 1e3 * (ringrt - without),
+        "ratio_median": ringrt / without,
+        "paired_diff_ms_median": 1e3 * statistics.median(
+            a - b for a, b in zip(times["ringrt"], times["no entry point"])),
         "scan_entry_points_ms_median": 1e3 * statistics.median(s for s, _ in split),
         "register_hook_ms_median": 1e3 * statistics.median(h for _, h in split),
     }
     print(json.dumps(record["import_torch_ms"]))
-    print(f"import torch, autoload on / off: {record['ratio_on_off_median']:.3f} "
-          f"(+{record['added_ms_median']:.1f} ms median); entry-point scan "
+    print(f"import torch, with ringrt's entry point / without: {record['ratio_median']:.3f} "
+          f"({record['added_ms_median']:+.1f} ms between medians, "
+          f"{record['paired_diff_ms_median']:+.1f} ms median of paired runs); entry-point scan "
           f"{record['scan_entry_points_ms_median']:.2f} ms, ringrt's hook "
           f"{record['register_hook_ms_median']:.2f} ms")
     if json_path:
