@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps dist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,3 +77,7 @@ bench-torch: $(STAMP)
 	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
 	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
 	done
+
+# make dist: the sdist and the wheel under dist/ (python -m build; see docs/packaging.md).
+dist: $(STAMP)
+	$(PY) -m build --outdir dist .

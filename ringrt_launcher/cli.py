@@ -33,8 +33,14 @@ Workers get RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_AD
 MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUNBUFFERED=1,
 RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
 (with --timeout), RINGRT_ENCRYPT=1 (with --encrypt), RINGRUN_TTY=1 (when ringrun's stdout is a
-terminal), OMP_NUM_THREADS=1 (with -n > 1, unless already set), RINGRT_FLIGHT_DIR (where
-they dump their flight recorders; kept in DIR/flight with --log-dir) and RINGRT_TRACE (with --trace).
+terminal), OMP_NUM_THREADS=1 (with -n > 1; with --bind core|numa the rank's CPU count; unless
+already set), RINGRT_FLIGHT_DIR (where they dump their flight recorders; kept in DIR/flight
+with --log-dir) and RINGRT_TRACE (with --trace).
+
+\b
+  # pin each rank to its own cores (NUMA node) and print the map; python -m ringrt_launcher
+  # is the same command as ringrun
+  ringrun -n 4 --bind core --verbose train.py
 
 \b
 When a worker fails (a collective's --timeout included) or ringrun is stopped, the workers
