@@ -1,6 +1,6 @@
 """``ringrun --bind``: the same jobs with and without binding, interleaved (issue 22).
 
-Each round runs, for every mode, ``ringrun -n N --bind MODE`` of a DDP training step
+Each round runs (the modes' order rotating from round to round), for every mode, ``ringrun -n N --bind MODE`` of a DDP training step
 (benchmarks.train_step, ringrt only, world N) and of all_reduce at a few sizes
 (benchmarks.collectives), so load from elsewhere hits the modes alike. Reported: each mode's
 median over rounds of the jobs' medians, and its ratio to ``none``::
@@ -59,8 +59,8 @@ def main(nproc: int, rounds: int, steps: int, sizes: str, json_path: str | None)
     info = _machine.describe()
     print(_machine.summary(info))
     samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
-    for _ in range(rounds):
-        for mode in MODES:
+    for round_index in range(rounds):
+        for mode in MODES[round_index % 3:] + MODES[:round_index % 3]:   # rotate who goes first
             figures = {**train_step_ms(nproc, mode, steps), **all_reduce_us(nproc, mode, sizes)}
             for name, value in figures.items():
                 samples[mode].setdefault(name, []).append(value)
