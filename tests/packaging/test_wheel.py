@@ -45,8 +45,11 @@ def _run(*command, cwd, timeout=120):
 def test_the_wheel_installs_and_runs_outside_the_repo():
     with scratch_directory("rrw-") as scratch:
         root = Path(scratch)
-        _run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
-             str(root / "dist"), str(REPO), cwd=root, timeout=180)
+        # The sdist, then the wheel from the unpacked sdist (build's default): files left in
+        # the repo's build/ by an earlier build cannot leak into it.
+        _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", str(root / "dist"),
+             str(REPO), cwd=root, timeout=180)
+        assert len(list((root / "dist").glob("ringrt-*.tar.gz"))) == 1
         (wheel,) = (root / "dist").glob("ringrt-*.whl")
         tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
         assert {t for t in tops if not t.endswith(".dist-info")} == \
