@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -162,3 +162,7 @@ soak-load: $(STAMP)
 	  --json benchmarks/results/soak_load.json
 	$(VENV)/bin/ringrun -n 2 -m benchmarks.soak_load --ops $(SOAK_OPS) --api torch \
 	  --json benchmarks/results/soak_load.json
+
+# make dist: the sdist and the wheel under dist/ (python -m build; see docs/packaging.md).
+dist: $(STAMP)
+	$(PY) -m build --outdir dist .

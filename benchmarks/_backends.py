@@ -39,7 +39,7 @@ COMPARE_HINT = "pip install -e '.[compare]' (torch==2.13.0 CPU, mpi4py, matplotl
 def launcher(env=None) -> str:
     """Who started this process: 'ringrun', 'mpirun', 'srun' or 'none'."""
     env = os.environ if env is None else env
-    if "RINGRT_RESTART_COUNT" in env:           # set by ringrun only (launcher/env.py)
+    if "RINGRT_RESTART_COUNT" in env:           # set by ringrun only (ringrt_launcher/env.py)
         return "ringrun"
     if "OMPI_COMM_WORLD_SIZE" in env or "PMIX_RANK" in env or "PMI_SIZE" in env:
         return "mpirun"

@@ -248,7 +248,8 @@ def run_module(lab: Lab, module: str, args: list[str], out_option: str, env: dic
         master = lab.hosts[lab.names[0]]
         setting = [f"{k}={v}" for k, v in env.items()]
         commands = {host: ["env", f"RINGRT_TOKEN={TOKEN}", *setting, sys.executable, "-m",
-                           "launcher", "--nnodes", str(len(lab.names)), "--node-rank", str(i),
+                           "ringrt_launcher", "--nnodes", str(len(lab.names)),
+                           "--node-rank", str(i),
                            "--master-addr", master, "--master-port", str(MASTER_PORT),
                            "--timeout", "300", "--quiet-ranks", "-n", str(nproc), "-m",
                            module, *args, out_option, str(out)]

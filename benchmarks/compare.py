@@ -58,7 +58,7 @@ def mpirun_command(world: int, transport: str, module_args: list[str]) -> list[s
 
 
 def ringrun_command(world: int, module_args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "launcher", "-n", str(world), "-m", *module_args]
+    return [sys.executable, "-m", "ringrt_launcher", "-n", str(world), "-m", *module_args]
 
 
 def plan_runs(worlds: list[int], transports: list[str], mpi_missing: str | None):

@@ -81,7 +81,7 @@ def run_loopback(worlds: tuple[int, ...], max_bytes: str) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="rrm-") as tmp:
             out = Path(tmp) / "sweep.json"
             env = dict(os.environ, RINGRT_NO_SHM="1", PYTHONPATH=str(REPO))
-            command = [sys.executable, "-m", "launcher", "-n", str(world), "--quiet-ranks",
+            command = [sys.executable, "-m", "ringrt_launcher", "-n", str(world), "--quiet-ranks",
                        "--timeout", "120", "-m", "benchmarks._cluster_sweep", "--ops",
                        LOOPBACK_OPS, "--max-bytes", max_bytes, "--factor", "4", "--budget",
                        "0.5", "--out", str(out)]

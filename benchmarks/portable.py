@@ -39,7 +39,7 @@ def run_job(world: int, sizes: str, budget: float, env: dict) -> dict[int, float
     """One ringrun job of the collectives benchmark; median µs by size."""
     with tempfile.TemporaryDirectory(prefix="rrp-") as scratch:
         out = os.path.join(scratch, "out.json")
-        command = [sys.executable, "-m", "launcher", "-n", str(world), "-m",
+        command = [sys.executable, "-m", "ringrt_launcher", "-n", str(world), "-m",
                    "benchmarks.collectives", "--op", "all_reduce", "--sizes", sizes,
                    "--rounds", "1", "--budget", str(budget), "--no-progress", "--json", out]
         subprocess.run(command, env={**os.environ, **env}, check=True, timeout=300,

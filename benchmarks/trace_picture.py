@@ -34,7 +34,7 @@ LEGEND = {"all_reduce": "all_reduce (an op)", "bucket": "DDP bucket: ready -> re
 
 
 def run_job(path: str) -> None:
-    command = [sys.executable, "-m", "launcher", "-n", "4", "--trace", path,
+    command = [sys.executable, "-m", "ringrt_launcher", "-n", "4", "--trace", path,
                os.path.join(REPO, "examples", "train.py"), "--epochs", "1"]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run(command, check=True, cwd=REPO, env=env, timeout=300)

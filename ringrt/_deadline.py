@@ -5,6 +5,15 @@ from __future__ import annotations
 import datetime
 import math
 import time
+from typing import overload
+
+
+@overload
+def seconds(timeout: float | datetime.timedelta) -> float: ...
+
+
+@overload
+def seconds(timeout: None) -> None: ...
 
 
 def seconds(timeout: float | datetime.timedelta | None) -> float | None:

@@ -16,11 +16,13 @@ mismatch or an op timeout; every later op on it raises the same error.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import sys
 import time
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import msgpack
 import zmq
@@ -195,7 +197,8 @@ class _Comm:
                                   self.world_size, self.observer.tracer.path)
         except Exception as exc:  # noqa: BLE001 - a trace must never fail the shutdown
             print(f"ringrt[{self.rank}]: could not merge the timeline: {exc!r}; merge it "
-                  f"with python -m launcher.trace {self.observer.tracer.path}", file=sys.stderr)
+                  f"with python -m ringrt_launcher.trace {self.observer.tracer.path}",
+                  file=sys.stderr)
 
 
 def _require_token(security: LinkSecurity, rank: int) -> None:
@@ -223,7 +226,8 @@ class ProcessGroup:
         ringrt.errors.TimeoutError: some rank did not join within ``timeout``.
     """
 
-    def __init__(self, store, rank: int, world_size: int, timeout: float = 300.0,
+    def __init__(self, store: Any, rank: int, world_size: int,
+                 timeout: float | datetime.timedelta | None = 300.0,
                  namespace: str = "ringrt", security: LinkSecurity | None = None):
         timeout = seconds(timeout)
         security = security or LinkSecurity(token=job_token())
@@ -266,7 +270,7 @@ class ProcessGroup:
 
     # -- running ops ----------------------------------------------------------------------
 
-    def run(self, spec: OpSpec, body, async_op: bool = False):
+    def run(self, spec: OpSpec, body: Callable[[Any], Any], async_op: bool = False) -> Any:
         """Run ``body(exchange)`` as this group's next op; returns its result or a Work."""
         self.raise_if_unusable(spec.name)
         seq = self._seq
@@ -310,7 +314,7 @@ class ProcessGroup:
                                       time.perf_counter() - start, not clean)
             observer.finished(record, failure)
 
-    def announce(self, kind: int, seq: int, spec: OpSpec, payload) -> None:
+    def announce(self, kind: int, seq: int, spec: OpSpec, payload: object) -> None:
         """Send a mismatch notice about op ``seq`` to every other member."""
         body = msgpack.packb(payload)
         header = wire.pack(kind, spec.op, 0, 0, wire.INLINE, self.group_id, self.comm.rank,
@@ -366,7 +370,8 @@ class ProcessGroup:
 
     # -- subgroups ------------------------------------------------------------------------
 
-    def new_group(self, ranks, timeout: float | None, barrier):
+    def new_group(self, ranks: Sequence[int] | None, timeout: float | None,
+                  barrier: Callable[[Any], Any]) -> ProcessGroup | NonMember:
         """Create a subgroup of the world (every rank must call this, in the same order).
 
         Returns a ProcessGroup on members and a :class:`NonMember` handle elsewhere.
@@ -388,7 +393,8 @@ class ProcessGroup:
             return NonMember(group_id, members)
         return ProcessGroup._subgroup(self.comm, group_id, members, timeout)
 
-    def new_member_group(self, members, store, timeout: float | None = None) -> ProcessGroup:
+    def new_member_group(self, members: Sequence[int], store: Any,
+                         timeout: float | None = None) -> ProcessGroup:
         """Create a subgroup that only its members call (non-members never hear of it).
 
         torch builds a backend's group on member ranks only, so the members cannot count

@@ -35,7 +35,9 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout
+from ringrt._process_group import ProcessGroup
 from ringrt.errors import CheckpointError
+from ringrt.optim._base import Optimizer
 from ringrt.optim.zero import ZeroRedundancyOptimizer
 
 FORMAT = "ringrt-checkpoint/1"
@@ -54,8 +56,9 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
 _MEMBER_NAME = re.compile(r"(param|optim-r[0-9]{5}|extra)-[0-9]{4,}\.npy")
 
 
-def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None,
-         extra=None, *, group=None) -> Path:
+def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
+         optimizer: Optimizer | ZeroRedundancyOptimizer | None = None,
+         extra: dict | None = None, *, group: ProcessGroup | None = None) -> Path:
     """Write a checkpoint atomically; every rank of ``group`` must call it.
 
     Args:
@@ -83,12 +86,15 @@ def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimiz
     _fsync_dir(staging)
     _fault("shards-written")
     dist.barrier(group=group)
-    final = _publish(root, staging, manifest, dist.get_world_size(group)) if rank == 0 else None
+    final = None
+    if manifest is not None:                     # rank 0's
+        final = _publish(root, staging, manifest, dist.get_world_size(group))
     dist.barrier(group=group)
     return final or _checkpoint_dir(root)
 
 
-def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray], optimizer=None):
+def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
+         optimizer: Optimizer | ZeroRedundancyOptimizer | None = None) -> dict | None:
     """Restore parameters (in place) and optimizer state; works across world sizes.
 
     Args:

@@ -15,6 +15,7 @@ rank, and the others raise ``PeerLostError`` quoting it within a second or so.)
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,9 +23,12 @@ from ringrt import _validate
 from ringrt._algorithms import decisions, direct, hierarchical, ring, shm, tree
 from ringrt._algorithms.choice import choose
 from ringrt._comm.wire import DTYPE_CODES, OP_CODES
-from ringrt._process_group import NonMember, OpSpec
+from ringrt._comm.work import Work
+from ringrt._process_group import NonMember, OpSpec, ProcessGroup
 from ringrt._reduce_ops import ReduceOp, combiner, finish
 from ringrt.distributed import resolve
+
+Group = ProcessGroup | NonMember | None     # None: the default group; NonMember: a no-op
 
 
 def _group(group, name: str):
@@ -72,7 +76,8 @@ def _check_stacked(pg, name: str, output, input, stacked: str) -> None:
 # -- reductions ---------------------------------------------------------------------------
 
 
-def all_reduce(array, op=ReduceOp.SUM, group=None, async_op: bool = False):
+def all_reduce(array: np.ndarray, op: ReduceOp = ReduceOp.SUM, group: Group = None,
+               async_op: bool = False) -> Work | None:
     """Reduce ``array`` across the group, in place, leaving the result on every rank.
 
     Every rank ends with bit-identical results, and the same inputs give the same bits run
@@ -119,7 +124,8 @@ def _all_reduce(ex, flat, redop, algorithm):
     finish(redop, flat, ex.size)
 
 
-def reduce(array, dst: int, op=ReduceOp.SUM, group=None, async_op: bool = False):
+def reduce(array: np.ndarray, dst: int, op: ReduceOp = ReduceOp.SUM, group: Group = None,
+           async_op: bool = False) -> Work | None:
     """Reduce ``array`` across the group into ``dst``'s array (other ranks' arrays are left
     unchanged). ::
 
@@ -164,7 +170,9 @@ def _reduce(ex, flat, root, redop, algorithm):
         finish(redop, work, ex.size)
 
 
-def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bool = False):
+def reduce_scatter(output: np.ndarray, input_list: Sequence[np.ndarray],
+                   op: ReduceOp = ReduceOp.SUM, group: Group = None,
+                   async_op: bool = False) -> Work | None:
     """Reduce ``input_list[j]`` over all ranks into rank j's ``output``. ::
 
         # rank 0: inputs = [a0, b0]   rank 1: inputs = [a1, b1]
@@ -189,7 +197,8 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bo
     return pg.run(spec, body, async_op)
 
 
-def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: bool = False):
+def reduce_scatter_tensor(output: np.ndarray, input: np.ndarray, op: ReduceOp = ReduceOp.SUM,
+                          group: Group = None, async_op: bool = False) -> Work | None:
     """Like :func:`reduce_scatter` with the inputs stacked in one array:
     ``input.shape[0] == world_size * output.shape[0]``; rank j gets the reduced j-th block."""
     pg = _group(group, "reduce_scatter_tensor")
@@ -222,7 +231,8 @@ def _reduce_scatter(ex, output, inputs, redop, algorithm):
 # -- data movement ------------------------------------------------------------------------
 
 
-def broadcast(array, src: int, group=None, async_op: bool = False):
+def broadcast(array: np.ndarray, src: int, group: Group = None,
+              async_op: bool = False) -> Work | None:
     """Copy ``src``'s array into every rank's ``array`` (in place). ::
 
         # rank 0: x = [1, 2]   rank 1: x = [0, 0]
@@ -256,7 +266,8 @@ def _broadcast(ex, flat, root, algorithm):
         tree.broadcast_binomial(ex, flat, root)
 
 
-def all_gather(array_list, array, group=None, async_op: bool = False):
+def all_gather(array_list: Sequence[np.ndarray], array: np.ndarray, group: Group = None,
+               async_op: bool = False) -> Work | None:
     """Gather every rank's ``array`` into ``array_list`` on every rank. ::
 
         # rank 0: x = [1]   rank 1: x = [2]
@@ -279,7 +290,8 @@ def all_gather(array_list, array, group=None, async_op: bool = False):
     return pg.run(spec, body, async_op)
 
 
-def all_gather_into_tensor(output, input, group=None, async_op: bool = False):
+def all_gather_into_tensor(output: np.ndarray, input: np.ndarray, group: Group = None,
+                           async_op: bool = False) -> Work | None:
     """Like :func:`all_gather` into one array: ``output.shape[0] == world * input.shape[0]``,
     rank j's input landing in the j-th block. ``input`` may be this rank's own block of
     ``output`` (in-place all-gather, as torch allows; the ZeRO optimizer relies on it)."""
@@ -307,7 +319,8 @@ def _all_gather(ex, outputs, mine, algorithm):
         direct.all_gather_direct(ex, outputs, mine)
 
 
-def gather(array, gather_list=None, dst: int = 0, group=None, async_op: bool = False):
+def gather(array: np.ndarray, gather_list: Sequence[np.ndarray] | None = None, dst: int = 0,
+           group: Group = None, async_op: bool = False) -> Work | None:
     """Collect every rank's ``array`` into ``gather_list`` on ``dst`` (ignored elsewhere)."""
     pg = _group(group, "gather")
     if pg is None:
@@ -333,7 +346,8 @@ def _gather(ex, outputs, mine, root, algorithm):
         direct.gather_direct(ex, outputs, mine, root)
 
 
-def scatter(array, scatter_list=None, src: int = 0, group=None, async_op: bool = False):
+def scatter(array: np.ndarray, scatter_list: Sequence[np.ndarray] | None = None, src: int = 0,
+            group: Group = None, async_op: bool = False) -> Work | None:
     """Send ``scatter_list[j]`` from ``src`` into rank j's ``array``."""
     pg = _group(group, "scatter")
     if pg is None:
@@ -359,7 +373,8 @@ def _scatter(ex, inputs, output, root, algorithm):
         direct.scatter_direct(ex, inputs, output, root)
 
 
-def all_to_all(output_list, input_list, group=None, async_op: bool = False):
+def all_to_all(output_list: Sequence[np.ndarray], input_list: Sequence[np.ndarray],
+               group: Group = None, async_op: bool = False) -> Work | None:
     """Rank j's ``output_list[i]`` receives rank i's ``input_list[j]`` (sizes may differ per
     pair, but must agree between sender and receiver)."""
     pg = _group(group, "all_to_all")
@@ -379,7 +394,8 @@ def all_to_all(output_list, input_list, group=None, async_op: bool = False):
     return pg.run(spec, body, async_op)
 
 
-def all_to_all_single(output, input, group=None, async_op: bool = False):
+def all_to_all_single(output: np.ndarray, input: np.ndarray, group: Group = None,
+                      async_op: bool = False) -> Work | None:
     """``all_to_all`` with equal splits of one array: block j of ``input`` goes to rank j,
     block i of ``output`` comes from rank i (``input.shape[0]`` divisible by world size)."""
     pg = _group(group, "all_to_all_single")
@@ -408,7 +424,7 @@ def _all_to_all(ex, outputs, inputs, algorithm="direct"):
         direct.all_to_all_direct(ex, outputs, inputs)
 
 
-def barrier(group=None, async_op: bool = False):
+def barrier(group: Group = None, async_op: bool = False) -> Work | None:
     """Wait until every rank of the group has reached the barrier."""
     pg = _group(group, "barrier")
     if pg is None:

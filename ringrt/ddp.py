@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 import ringrt as dist
+from ringrt._comm.work import Work
 from ringrt._flat import FlatLayout, check_float_params
+from ringrt._process_group import ProcessGroup
 from ringrt._observe import timeline
 
 
@@ -87,7 +89,7 @@ class ViewDict(dict):
         for name, value in dict(*args, **kwargs).items():
             self[name] = value
 
-    def __ior__(self, other):
+    def __ior__(self, other):  # type: ignore[misc]  # like dict's |=: any mapping
         self.update(other)
         return self
 
@@ -114,7 +116,7 @@ class _Bucket:
     stop: int
     names: frozenset[str]
     pending: int = 0           # gradients not yet marked ready this iteration
-    work: object = None        # the in-flight all_reduce's Work
+    work: Work | None = None   # the in-flight all_reduce's Work
     ready_at: float = 0.0      # when its last gradient was marked (only while tracing)
 
 
@@ -160,7 +162,7 @@ class DistributedDataParallel:
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], bucket_cap_mb: float = 25,
-                 group=None, broadcast_from: int = 0):
+                 group: ProcessGroup | None = None, broadcast_from: int = 0) -> None:
         check_float_params(params, "DistributedDataParallel", writable=False)
         if bucket_cap_mb <= 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
@@ -221,6 +223,7 @@ class DistributedDataParallel:
                 self._launch(bucket)
             with timeline.span("ddp.sync (waiting for buckets)", "ddp"):
                 for bucket in self.buckets:
+                    assert bucket.work is not None      # every bucket was launched above
                     bucket.work.wait()
         self._reset_iteration()
 
@@ -284,6 +287,7 @@ def _trace_bucket(tracer, bucket: _Bucket, nbytes: int) -> None:
                      "ready_to_launched_us": round((launched - ready) * 1e6, 1),
                      "launched_to_reduced_us": round((done - launched) * 1e6, 1),
                      "failed": work.exception() is not None})
+    assert bucket.work is not None                  # called right after the launch
     bucket.work.add_done_callback(reduced)
 
 

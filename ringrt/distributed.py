@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import atexit
 import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
 from ringrt._algorithms import tree
 from ringrt._comm.auth import LinkSecurity
@@ -19,10 +22,13 @@ from ringrt._env import env_float, resolve_job
 from ringrt._process_group import NonMember, ProcessGroup, default_namespace
 from ringrt.errors import NotInitializedError
 
+if TYPE_CHECKING:
+    from ringrt.store import Store
+
 DEFAULT_TIMEOUT = 300.0          # compared by identity: the default lets RINGRT_TIMEOUT win
 
 _world: ProcessGroup | None = None
-_store = None
+_store: Store | None = None
 _init_count = 0
 _previous_excepthook = None
 _other_worlds: list[ProcessGroup] = []     # also told of a failure (ringrt.torch's world)
@@ -30,8 +36,8 @@ _other_worlds: list[ProcessGroup] = []     # also told of a failure (ringrt.torc
 
 def init_process_group(backend: str | None = "zmq", init_method: str | None = None,
                        rank: int | None = None, world_size: int | None = None,
-                       timeout=DEFAULT_TIMEOUT, *, store=None, encrypt: bool | None = None
-                       ) -> None:
+                       timeout: float | timedelta = DEFAULT_TIMEOUT, *, store: Store | None = None,
+                       encrypt: bool | None = None) -> None:
     """Join the job's default process group (call once per process, on every rank).
 
     Args:
@@ -63,16 +69,16 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
     if backend not in (None, "zmq", "gloo", "cpu:gloo"):
         raise ValueError(f"backend {backend!r} is not available: ringrt has one backend, 'zmq'")
     job = resolve_job(init_method, rank, world_size, encrypt)
-    if timeout is DEFAULT_TIMEOUT:
-        timeout = env_float("RINGRT_TIMEOUT", DEFAULT_TIMEOUT)
-    timeout = seconds(timeout)
+    if timeout is DEFAULT_TIMEOUT:      # given a default, env_float returns a float
+        timeout = cast(float, env_float("RINGRT_TIMEOUT", DEFAULT_TIMEOUT))
+    op_timeout = seconds(timeout)
     curve = derive_keys(job.token) if job.encrypt else None
     own_store = store is None
-    if own_store:
-        store = _connect_store(job, timeout, curve)
+    if store is None:
+        store = _connect_store(job, op_timeout, curve)
     security = LinkSecurity(token=job.token, encrypt=job.encrypt, insecure=job.insecure_tcp)
     try:
-        _world = ProcessGroup(store, job.rank, job.world_size, timeout,
+        _world = ProcessGroup(store, job.rank, job.world_size, op_timeout,
                               default_namespace(job.restart_count, _init_count), security)
     except BaseException:
         if own_store:
@@ -83,7 +89,7 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
     _install_failure_report()
 
 
-def _connect_store(job, timeout: float, curve):
+def _connect_store(job, timeout: float, curve) -> Store:
     from ringrt.store import Store
 
     hosts = job.rank == 0 and not job.store_hosted_elsewhere
@@ -97,27 +103,30 @@ def is_initialized() -> bool:
     return _world is not None
 
 
-def resolve(group=None, op: str = "this call") -> ProcessGroup | NonMember:
+def resolve(group: ProcessGroup | NonMember | None = None,
+            op: str = "this call") -> ProcessGroup | NonMember:
     """The group to use: ``group`` itself, or the default group when None.
 
     Raises:
         NotInitializedError: no default group (``init_process_group`` not called yet).
     """
-    if group is not None:
-        return group
+    return group if group is not None else _default_world(op)
+
+
+def _default_world(op: str) -> ProcessGroup:
     if _world is None:
         raise NotInitializedError(f"{op} needs a process group: call "
                                   "ringrt.init_process_group() first")
     return _world
 
 
-def get_rank(group=None) -> int:
+def get_rank(group: ProcessGroup | NonMember | None = None) -> int:
     """This process's rank in ``group`` (default: the world); -1 if not a member."""
     group = resolve(group, "get_rank")
     return -1 if isinstance(group, NonMember) else group.rank
 
 
-def get_world_size(group=None) -> int:
+def get_world_size(group: ProcessGroup | NonMember | None = None) -> int:
     """The number of ranks in ``group`` (default: the world); -1 if not a member."""
     group = resolve(group, "get_world_size")
     return -1 if isinstance(group, NonMember) else group.size
@@ -159,18 +168,20 @@ def stats() -> dict:
         NotInitializedError: no process group.
     """
     torch_world = next((w for w in _other_worlds if not w.comm.closed), None)
-    world = resolve(None, "stats") if _world is not None or torch_world is None else torch_world
+    world = _default_world("stats") if _world is not None or torch_world is None else torch_world
     server_stats = getattr(_store, "server_stats", None) if world is _world else None
     return {**world.comm.stats(), "store": server_stats() if server_stats else None}
 
 
-def get_store():
+def get_store() -> Store:
     """The rendezvous :class:`ringrt.Store` the default group was built with."""
     resolve(None, "get_store")
+    assert _store is not None                   # set with _world, which resolve found
     return _store
 
 
-def new_group(ranks=None, timeout=None) -> ProcessGroup | NonMember:
+def new_group(ranks: Sequence[int] | None = None,
+              timeout: float | timedelta | None = None) -> ProcessGroup | NonMember:
     """Create a subgroup of the world. Every rank must call it, in the same order, with the
     same ``ranks`` (a disagreement raises CollectiveMismatchError).
 
@@ -182,10 +193,10 @@ def new_group(ranks=None, timeout=None) -> ProcessGroup | NonMember:
         A ProcessGroup on members; a non-member handle elsewhere (collectives on it are
         no-ops, as in torch).
     """
-    return resolve(None, "new_group").new_group(ranks, timeout, barrier=tree.barrier)
+    return _default_world("new_group").new_group(ranks, seconds(timeout), barrier=tree.barrier)
 
 
-def destroy_process_group(group=None) -> None:
+def destroy_process_group(group: ProcessGroup | NonMember | None = None) -> None:
     """Leave ``group``; with None, shut the default group down (flushing queued messages,
     saying goodbye to peers, closing sockets and the store). Safe to call twice."""
     global _world, _store

@@ -22,8 +22,8 @@ checkpoint and ask::
 
 Outside an elastic job :func:`membership_changed` is always False (and costs nothing).
 
-The record (key :data:`STATE_KEY`, JSON) is also what ``launcher/elastic.py`` reads and writes;
-:class:`RoundState` is its only codec.
+The record (key :data:`STATE_KEY`, JSON) is also what ``ringrt_launcher/elastic.py`` reads and
+writes; :class:`RoundState` is its only codec.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 import ringrt as dist
+from ringrt._process_group import ProcessGroup
 
 __all__ = ["RESTART_EXIT_CODE", "generation", "membership_changed"]
 
@@ -94,7 +95,7 @@ def generation() -> int | None:
     return int(value) if value else None
 
 
-def membership_changed(group=None) -> bool:
+def membership_changed(group: ProcessGroup | None = None) -> bool:
     """True when the workers should stop here so that the agents restart them with new nodes.
 
     Collective over ``group`` (default: the world): call it on every rank at the same point,

@@ -119,7 +119,7 @@ class TimeoutError(DistError, builtins.TimeoutError):  # noqa: A001 - deliberate
         op: str,
         seq: int | None,
         ranks: Iterable[int],
-        timeout: float,
+        timeout: float | None,
         rank: int | None,
         hint: str = "",
     ):
@@ -128,7 +128,7 @@ class TimeoutError(DistError, builtins.TimeoutError):  # noqa: A001 - deliberate
         who = f" on rank {rank}" if rank is not None else ""
         silent = f"; not heard from: {_ranks_text(self.ranks)}" if self.ranks else ""
         super().__init__(
-            f"{op}{number} timed out after {timeout:g} s{who}{silent}."
+            f"{op}{number} timed out after {timeout or 0:g} s{who}{silent}."
             + (f" {hint}" if hint else "")
         )
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from ringrt import _objects, _validate
 from ringrt._comm.wire import OP_CODES
-from ringrt._process_group import NonMember, OpSpec
+from ringrt._process_group import NonMember, OpSpec, ProcessGroup
 from ringrt.distributed import resolve
 from ringrt.errors import ProtocolError
+
+Group = ProcessGroup | NonMember | None     # None: the default group
 
 
 def _group(group, name):
@@ -53,7 +55,7 @@ def _root(pg, name, value, arg):
     return _validate.root(name, value, pg.members, pg.comm.rank, arg)
 
 
-def broadcast_object_list(object_list: list, src: int = 0, group=None) -> None:
+def broadcast_object_list(object_list: list, src: int = 0, group: Group = None) -> None:
     """Replace every entry of ``object_list`` with ``src``'s entries (lists of equal length)."""
     name = "broadcast_object_list"
     pg = _group(group, name)
@@ -80,7 +82,7 @@ def broadcast_object_list(object_list: list, src: int = 0, group=None) -> None:
     _run(pg, name, root, body)
 
 
-def all_gather_object(object_list: list, obj, group=None) -> None:
+def all_gather_object(object_list: list, obj: object, group: Group = None) -> None:
     """Fill ``object_list`` (one entry per rank) with every rank's ``obj``."""
     name = "all_gather_object"
     pg = _group(group, name)
@@ -100,7 +102,8 @@ def all_gather_object(object_list: list, obj, group=None) -> None:
     _run(pg, name, -1, body)
 
 
-def gather_object(obj, object_gather_list: list | None = None, dst: int = 0, group=None) -> None:
+def gather_object(obj: object, object_gather_list: list | None = None, dst: int = 0,
+                  group: Group = None) -> None:
     """Collect every rank's ``obj`` into ``object_gather_list`` on ``dst``."""
     name = "gather_object"
     pg = _group(group, name)
@@ -115,6 +118,7 @@ def gather_object(obj, object_gather_list: list | None = None, dst: int = 0, gro
         if ex.rank != root:
             ex.send(root, payload)
             return
+        assert object_gather_list is not None       # the root's was checked by _list_arg
         object_gather_list[root] = _objects.decode(payload)
         for peer in range(ex.size):
             if peer != root:
@@ -122,7 +126,8 @@ def gather_object(obj, object_gather_list: list | None = None, dst: int = 0, gro
     _run(pg, name, root, body)
 
 
-def scatter_object_list(output_list: list, input_list=None, src: int = 0, group=None) -> None:
+def scatter_object_list(output_list: list, input_list: list | None = None, src: int = 0,
+                        group: Group = None) -> None:
     """Rank j's ``output_list[0]`` receives ``src``'s ``input_list[j]`` (torch names them
     ``scatter_object_output_list`` / ``scatter_object_input_list``; these follow the spec)."""
     name = "scatter_object_list"
@@ -134,10 +139,10 @@ def scatter_object_list(output_list: list, input_list=None, src: int = 0, group=
         raise ValueError(f"{name}: output_list needs at least one entry on "
                          f"rank {pg.comm.rank}")
     root = _root(pg, name, src, "src")
-    payloads = None
+    payloads: list[bytes] = []
     if pg.rank == root:
         _list_arg(pg, name, input_list, pg.size, "input_list")
-        payloads = [_encode(pg, name, x) for x in input_list]
+        payloads = [_encode(pg, name, x) for x in input_list or ()]
 
     def body(ex):
         if ex.rank == root:

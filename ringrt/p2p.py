@@ -33,9 +33,11 @@ from ringrt._comm.work import Work
 from ringrt._deadline import Deadline
 from ringrt._observe.observer import P2P_RECV, P2P_SEND
 from ringrt._observe.recorder import STATE as POSTED_STATE
-from ringrt._process_group import NonMember
+from ringrt._process_group import NonMember, ProcessGroup
 from ringrt.distributed import resolve
 from ringrt.errors import TimeoutError
+
+Group = ProcessGroup | NonMember | None     # None: the default group
 
 _SEND = wire.OP_CODES["send"]
 
@@ -118,7 +120,7 @@ def _recorded(pg, kind: str, peer, tag: int, array: np.ndarray, run):
     return result
 
 
-def send(array, dst: int, tag: int = 0, group=None) -> None:
+def send(array: np.ndarray, dst: int, tag: int = 0, group: Group = None) -> None:
     """Send ``array`` to global rank ``dst``; returns once ``array`` may be reused (it never
     waits for ``dst`` to receive).
 
@@ -146,7 +148,7 @@ def _send(pg, array: np.ndarray, dst: int, tag: int) -> None:
                 pass
 
 
-def isend(array, dst: int, tag: int = 0, group=None) -> Work:
+def isend(array: np.ndarray, dst: int, tag: int = 0, group: Group = None) -> Work:
     """Start sending ``array`` to ``dst`` (a snapshot is taken, so ``array`` may be reused
     at once). Returns a completed-on-send Work."""
     pg, tag = _prepare_send("isend", array, dst, tag, group)
@@ -161,7 +163,7 @@ def _isend(pg, array: np.ndarray, dst: int, tag: int) -> None:
         _send_now(pg, array, dst, tag, copy=True)
 
 
-def recv(array, src: int | None = None, tag: int = 0, group=None) -> int:
+def recv(array: np.ndarray, src: int | None = None, tag: int = 0, group: Group = None) -> int:
     """Receive into ``array`` from global rank ``src`` (None: any member).
 
     Returns:
@@ -186,7 +188,8 @@ def _recv(pg, array: np.ndarray, src, tag: int) -> int:
     return _post_shm(pg, "recv", array, src, tag).result()
 
 
-def irecv(array, src: int | None = None, tag: int = 0, group=None) -> Work:
+def irecv(array: np.ndarray, src: int | None = None, tag: int = 0,
+          group: Group = None) -> Work:
     """Start receiving into ``array``; ``Work.result()`` is the sender's global rank.
 
     On one host the receive completes on the thread that waits for it (or asks

@@ -26,7 +26,7 @@ import tempfile
 
 LOCK_NAME = ".owner.lock"
 JOB_PARENT = "/tmp"                                  # ringrun's directories live here
-JOB_PREFIXES = ("ringrun-", "ringrun-flight-")       # launcher/env.py, launcher/flight.py
+JOB_PREFIXES = ("ringrun-", "ringrun-flight-")       # ringrt_launcher/env.py, ringrt_launcher/flight.py
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from ringrt._deadline import Deadline, seconds
 
@@ -29,7 +31,8 @@ class Work:
     done-callback asks the engine to drive in the background, since nobody may ever wait.
     """
 
-    def __init__(self, description: str, executor: Executor | None = None, progress=None):
+    def __init__(self, description: str, executor: Executor | None = None,
+                 progress: Callable[[], object] | None = None) -> None:
         self.description = description
         self._done = threading.Event()
         self._exception: BaseException | None = None
@@ -90,12 +93,12 @@ class Work:
         """The op's error once it finished with one, else None."""
         return self._exception if self.is_completed() else None
 
-    def result(self):
+    def result(self) -> Any:
         """What the op produced (for ops that return something, e.g. ``irecv``'s sender)."""
         self.wait()
         return self._result
 
-    def add_done_callback(self, callback) -> None:
+    def add_done_callback(self, callback: Callable[[Work], object]) -> None:
         """Call ``callback(work)`` once the op finished (now, if it already has).
 
         It runs on the thread that finishes the op (the executor's), with no ringrt lock held,

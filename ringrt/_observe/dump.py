@@ -6,7 +6,7 @@ A dump writes, for every world of this process (the default group's, ``ringrt.to
   state, times, the user's source line) and every thread's Python stack (``faulthandler``);
 - to ``$RINGRT_FLIGHT_DIR/rank{R}.error.json`` (or ``.signal.json``) when that is set (``ringrun`` sets it): the whole
   ring, why it was dumped, where the main thread is, and the stacks, which ``ringrun`` reads
-  to name the rank that diverged (``launcher/flight.py``).
+  to name the rank that diverged (``ringrt_launcher/flight.py``).
 
 Errors dump once per process (the first ``TimeoutError``, ``PeerLostError`` or
 ``CollectiveMismatchError``: later ops of a broken group raise the same error again);

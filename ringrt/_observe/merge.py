@@ -3,8 +3,8 @@
 ``ringrun --trace FILE`` merges ``FILE.rank*.trace`` into ``FILE`` when the job ends (also
 after a failure). Without the launcher, rank 0 merges at ``destroy_process_group`` once every
 rank has closed its file (counted through the store, waiting at most
-:data:`MERGE_WAIT_SECONDS`); ``python -m launcher.trace FILE [PARTS...]`` merges by hand (rank
-files copied from several hosts, or merged files of several hosts' launchers).
+:data:`MERGE_WAIT_SECONDS`); ``python -m ringrt_launcher.trace FILE [PARTS...]`` merges by
+hand (rank files copied from several hosts, or merged files of several hosts' launchers).
 
 The output is the JSON object form of the Chrome trace event format: ``{"traceEvents": [...]}``
 with complete events (``ph: "X"``, ``ts``/``dur`` in microseconds) and metadata events

@@ -19,6 +19,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt._flat import FlatLayout, check_float_params
+from ringrt._process_group import ProcessGroup
 from ringrt._observe import timeline
 from ringrt.optim.adam import Adam
 
@@ -47,7 +48,7 @@ class ZeroRedundancyOptimizer:
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], optimizer_class: type = Adam,
-                 group=None, **defaults):
+                 group: ProcessGroup | None = None, **defaults: float):
         check_float_params(params, "ZeroRedundancyOptimizer")
         self.params = params
         self.group = group

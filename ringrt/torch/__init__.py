@@ -3,7 +3,9 @@
 ::
 
     import torch.distributed as dist
-    import ringrt.torch                     # registers the "ringrt" backend
+    import ringrt.torch                     # registers the "ringrt" backend (optional: the
+                                            # torch.backends entry point, _ringrt_autoload,
+                                            # registers it lazily on `import torch`)
     dist.init_process_group("ringrt")       # under ringrun (env://), torchrun, or tcp://
 
 Every collective, point-to-point op and object collective on CPU tensors then runs over

@@ -39,6 +39,9 @@ def install() -> None:
     torch_env = handlers["env"]
     if getattr(torch_env, "ringrt_wraps", None) is not None:
         return
+    # The autoloaded stand-in (_ringrt_autoload) imports ringrt.torch on its first hosted
+    # rendezvous; replace it, keeping torch's handler as the fallback.
+    torch_env = getattr(torch_env, "ringrt_lazy_wraps", torch_env)
 
     def env_handler(url: str, timeout=default_pg_timeout, **kwargs):
         if not env_flag("RINGRT_STORE_HOSTED"):

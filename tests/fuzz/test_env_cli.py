@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launcher.cli import main
-from launcher.config import LaunchConfig, build_config
+from ringrt_launcher.cli import main
+from ringrt_launcher.config import LaunchConfig, build_config
 from ringrt import _env
 from ringrt._algorithms import choice
 from ringrt._observe.recorder import FlightRecorder

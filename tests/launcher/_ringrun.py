@@ -1,4 +1,4 @@
-"""Run ``python -m launcher`` (ringrun) as a subprocess and clean up whatever it leaves.
+"""Run ``python -m ringrt_launcher`` (ringrun) as a subprocess and clean up whatever it leaves.
 
 ringrun starts in its own session and its workers in sessions of their own, so the cleanup
 kills ringrun's group *and* every pid the test workers recorded (``scripts/_pids.py``).
@@ -52,7 +52,7 @@ class Ringrun:
             full_env.pop(name, None)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "launcher", *args], cwd=REPO, env=full_env,
+            [sys.executable, "-m", "ringrt_launcher", *args], cwd=REPO, env=full_env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, start_new_session=True)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from launcher import rounds
-from launcher.cli import main
+from ringrt_launcher import rounds
+from ringrt_launcher.cli import main
 from ringrt.elastic import RoundState
 from tests.launcher._ringrun import Ringrun, free_port, script
 
@@ -46,7 +46,7 @@ def test_elastic_usage_errors(args, message):
 
 
 def test_plain_nnodes_is_unchanged():
-    from launcher.config import NodeCount
+    from ringrt_launcher.config import NodeCount
 
     assert NodeCount().convert("3", None, None) == (None, 3)
     assert NodeCount().convert("2:4", None, None) == (2, 4)

@@ -143,8 +143,8 @@ def test_carriage_return_updates_are_drawn_in_place_and_not_logged(tmp_path):
 
 
 def test_encrypt_and_tty_reach_the_worker_environment_only_when_set(monkeypatch):
-    from launcher.config import LaunchConfig
-    from launcher.env import worker_env
+    from ringrt_launcher.config import LaunchConfig
+    from ringrt_launcher.env import worker_env
 
     for name in ("RINGRT_ENCRYPT", "RINGRUN_TTY"):
         monkeypatch.delenv(name, raising=False)

@@ -18,6 +18,7 @@ def test_help_lists_every_option_and_examples():
     for option in ("--nproc-per-node", "--module", "--nnodes", "--node-rank", "--master-addr",
                    "--master-port", "--token", "--max-restarts", "--grace", "--timeout",
                    "--log-dir", "--local-ranks-filter", "--quiet-ranks", "--cpu-bind",
+                   "--bind", "--verbose",
                    "--encrypt", "RINGRT_TOKEN", "RINGRT_RESTART_COUNT", "RINGRT_ENCRYPT",
                    "RINGRUN_TTY"):
         assert option in result.stdout, option
@@ -86,7 +87,7 @@ def test_inconsistent_options(args, message):
 
 def test_trampoline_exits_when_its_parent_is_not_the_launcher():
     # Parent pid 1 is never ours: the trampoline must refuse to exec the command.
-    proc = subprocess.run([sys.executable, "-m", "launcher._child", "1", "-", "--",
+    proc = subprocess.run([sys.executable, "-m", "ringrt_launcher._child", "1", "-", "--",
                            "echo", "should not run"], cwd=REPO, capture_output=True, text=True,
                           timeout=20)
     assert proc.returncode == 1 and "should not run" not in proc.stdout

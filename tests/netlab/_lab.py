@@ -176,7 +176,7 @@ class Lab:
         master = self.hosts[names[0]]
         jobs = []
         for node, host in enumerate(names):
-            cmd = [sys.executable, "-m", "launcher", "--nnodes", str(len(names)),
+            cmd = [sys.executable, "-m", "ringrt_launcher", "--nnodes", str(len(names)),
                    "--node-rank", str(node), "--master-addr", master,
                    "--master-port", str(MASTER_PORT), "--timeout", f"{op_timeout:g}",
                    "-n", str(nproc), str(script), *args]

@@ -83,7 +83,7 @@ def test_lost_host_continues_on_three_and_rejoins_at_a_checkpoint(lab4, tmp_path
     env = dict(os.environ, **ENV)
     jobs = []
     for host in lab4.names:
-        cmd = [sys.executable, "-m", "launcher", "--nnodes", f"2:{HOSTS}", "--master-addr",
+        cmd = [sys.executable, "-m", "ringrt_launcher", "--nnodes", f"2:{HOSTS}", "--master-addr",
                master, "--master-port", str(MASTER_PORT), "--max-restarts", "3",
                "--last-call", "1", "--join-timeout", "60", "-n", "1", *TRAIN, *ARGS,
                "--ckpt-dir", str(ckpt), "--sample-log", str(logdir), "--step-sleep", "0.15",

@@ -49,7 +49,7 @@ def test_lightning(tmp_path, ipc_dir, strategy, launch):
                 "--backend", backend, "--out", out]
         env = _jobs.base_env("lightning", ipc_dir)
         if launch == "ringrun":
-            return [([sys.executable, "-m", "launcher", "-n", "2", *args], env)]
+            return [([sys.executable, "-m", "ringrt_launcher", "-n", "2", *args], env)]
         return [([sys.executable, *args], env)]
     log = _train_twice(tmp_path, start)
     assert log.count("done over ringrt") == 2

@@ -56,8 +56,8 @@ def replay(schedule, train_args: list[str], workdir: Path, env: dict) -> Path:
         stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
         args = [*train_args, "--ckpt-dir", str(ckpt), "--stop-at-step", str(stop),
                 "--save-params", str(final), *(["--resume"] if start else [])]
-        proc = subprocess.run([sys.executable, "-m", "launcher", "-n", str(world), str(TRAIN),
-                               *args], cwd=REPO, env=dict(os.environ, **env),
+        proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world),
+                               str(TRAIN), *args], cwd=REPO, env=dict(os.environ, **env),
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return final

@@ -1,7 +1,7 @@
 """The tree is the data flow: each layer of ringrt imports only the layers above it.
 
 launcher -> store -> transport (_comm) -> process group -> algorithms -> collectives ->
-ddp / optim / data. ``ringrt`` never imports ``launcher``, and only ``ringrt.torch`` may
+ddp / optim / data. ``ringrt`` never imports ``ringrt_launcher``, and only ``ringrt.torch`` may
 import torch (``import ringrt`` must work, and stay light, without it).
 """
 
@@ -86,6 +86,6 @@ def test_ringrt_never_imports_launcher_and_only_ringrt_torch_imports_torch():
         in_torch_bridge = _part(path) == "torch"
         for name in _imports(path):
             top = name.split(".")[0]
-            if top == "launcher" or (top == "torch" and not in_torch_bridge):
+            if top == "ringrt_launcher" or (top == "torch" and not in_torch_bridge):
                 offenders.append(f"{path.relative_to(RINGRT)}: {name}")
     assert offenders == []

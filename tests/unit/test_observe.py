@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from launcher import flight
+from ringrt_launcher import flight
 from ringrt._algorithms import decisions
 from ringrt._observe import merge, site, timeline
 from ringrt._observe.recorder import FlightRecorder, describe

@@ -13,9 +13,9 @@ import time
 
 import click
 
-from launcher.config import LaunchConfig
-from launcher.errors import LaunchError
-from launcher.output import Console
+from ringrt_launcher.config import LaunchConfig
+from ringrt_launcher.errors import LaunchError
+from ringrt_launcher.output import Console
 
 # Node 0's workers may finish before those of other nodes, which still talk to the store while
 # they shut down; node 0 keeps it up until their connections close, this long at most.

@@ -51,7 +51,8 @@ class LaunchConfig:
     timeout: float | None = None
     log_dir: str | None = None
     console_ranks: frozenset[int] | None = None
-    cpu_bind: bool = False
+    bind: str = "none"               # --bind none|core|numa, or "cpu" (--cpu-bind)
+    verbose: bool = False
     encrypt: bool = False
     trace: str | None = None
     min_nodes: int | None = None     # --nnodes MIN:MAX (elastic); nnodes is then MAX
@@ -60,7 +61,7 @@ class LaunchConfig:
 
     @property
     def elastic(self) -> bool:
-        """``--nnodes MIN:MAX``: membership is agreed in rendezvous rounds (launcher/elastic.py)."""
+        """``--nnodes MIN:MAX``: membership is agreed in rendezvous rounds (elastic.py)."""
         return self.min_nodes is not None
 
     @property
@@ -111,8 +112,7 @@ def build_config(opts: dict) -> LaunchConfig:
     port = opts["master_port"]
     if port is None:
         port = DEFAULT_MASTER_PORT if multi_host else 0
-    if opts["cpu_bind"] and not hasattr(os, "sched_setaffinity"):
-        raise click.UsageError("--cpu-bind needs os.sched_setaffinity (Linux)")
+    bind = _bind_mode(opts.get("bind", "none"), opts["cpu_bind"])
     return LaunchConfig(
         nproc=opts["nproc"],
         target=opts["target"],
@@ -131,7 +131,8 @@ def build_config(opts: dict) -> LaunchConfig:
         log_dir=_log_dir(opts["log_dir"]),
         console_ranks=_console_ranks(opts["local_ranks_filter"], opts["quiet_ranks"],
                                      opts["nproc"]),
-        cpu_bind=opts["cpu_bind"],
+        bind=bind,
+        verbose=opts.get("verbose", False),
         encrypt=opts["encrypt"],
         trace=_trace_path(opts.get("trace")),
         min_nodes=min_nodes,
@@ -275,3 +276,15 @@ def _console_ranks(spec: str | None, quiet: bool, nproc: int) -> frozenset[int] 
             f"local ranks must be in [0, {nproc}) for -n {nproc}, got {spec!r}",
             param_hint="--local-ranks-filter")
     return ranks
+
+
+def _bind_mode(bind: str, cpu_bind: bool) -> str:
+    """--bind's mode; --cpu-bind is the older one-CPU-per-rank form ("cpu")."""
+    if cpu_bind and bind != "none":
+        raise click.UsageError(f"--cpu-bind and --bind {bind}: give one (--bind {bind} gives "
+                               "each rank its share of the CPUs, --cpu-bind one CPU each)")
+    mode = "cpu" if cpu_bind else bind
+    if mode != "none" and not hasattr(os, "sched_setaffinity"):
+        raise click.UsageError(f"--bind {mode} needs os.sched_setaffinity (Linux); use "
+                               "--bind none here")
+    return mode

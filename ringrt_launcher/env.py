@@ -11,7 +11,7 @@
 ``RINGRT_RESTART_COUNT``    0, then 1, 2, ... after each ``--max-restarts`` restart (elastic:
                             after each restart of the worker group, == the generation)
 ``RINGRT_GENERATION``       elastic jobs only (``--nnodes MIN:MAX``): the membership round,
-                            set by ``launcher/elastic.py`` (``Supervisor.extra_env``)
+                            set by ``ringrt_launcher/elastic.py`` (``Supervisor.extra_env``)
 ``RINGRT_STORE_HOSTED``     1: the launcher hosts the store, so rank 0 must not
 ``RINGRT_TIMEOUT``          ``--timeout`` (seconds), only when given
 ``RINGRT_ENCRYPT``          1 with ``--encrypt``
@@ -20,7 +20,8 @@
                             files, removed when the job ends (even if workers were SIGKILLed);
                             an ``RINGRT_IPC_DIR`` already set is passed on and left alone
 ``OMP_NUM_THREADS``         1 when several workers share the host and it is not already set
-                            (as torchrun does), so N workers do not each start a thread per core
+                            (as torchrun does), so N workers do not each start a thread per core;
+                            with ``--bind core|numa``, the CPUs the rank was given (binding.py)
 ``PYTHONUNBUFFERED``        1, so output reaches the console line by line
 ``RINGRT_TRACE``            ``--trace FILE`` (absolute), with ``RINGRT_TRACE_MERGE=launcher``:
                             ringrun merges the ranks' files into FILE at the end
@@ -35,17 +36,20 @@ import os
 import shutil
 from collections.abc import Iterator
 
-from launcher.config import LaunchConfig
+from ringrt_launcher.config import LaunchConfig
 
 
 def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master_port: int,
-               ipc_dir: str, tty: bool = False) -> dict[str, str]:
+               ipc_dir: str, tty: bool = False, threads: int | None = None) -> dict[str, str]:
     """The launcher's environment plus the variables in the table above.
 
-    ``tty``: the console's stdout is a terminal (sets ``RINGRUN_TTY``).
+    ``tty``: the console's stdout is a terminal (sets ``RINGRUN_TTY``). ``threads``: the
+    rank's CPU count under ``--bind`` (its ``OMP_NUM_THREADS`` unless the user set one).
     """
     env = dict(os.environ)
-    if config.nproc > 1:
+    if threads is not None:
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+    elif config.nproc > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
     env.update(
         RANK=str(config.global_rank(local_rank)),
@@ -68,7 +72,7 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
     if config.trace:
         env.update(RINGRT_TRACE=config.trace, RINGRT_TRACE_MERGE="launcher")
     if tty:
-        env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (launcher/output.py)
+        env["RINGRUN_TTY"] = "1"          # workers may draw \r progress bars (output.py)
     return env
 
 

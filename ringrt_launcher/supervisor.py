@@ -4,8 +4,8 @@ Everything here runs on the launcher's main thread; only output pumping has thre
 (``output.py``). That matters: Linux delivers ``PR_SET_PDEATHSIG`` when the *thread* that forked
 the child exits, so workers must be forked by a thread that lives as long as the launcher.
 
-A worker is ``python -I -S _child.py LAUNCHER_PID CPU -- COMMAND``: the trampoline arms
-PDEATHSIG (workers die with a SIGKILLed launcher), optionally pins a CPU, and execs the command
+A worker is ``python -I -S _child.py LAUNCHER_PID CPUS -- COMMAND``: the trampoline arms
+PDEATHSIG (workers die with a SIGKILLed launcher), optionally pins CPUs, and execs the command
 in place. Each worker leads its own session (``start_new_session``), so signalling its process
 group reaches anything it spawned and the terminal's Ctrl-C reaches only the launcher, which
 then stops every worker itself: SIGTERM, ``--grace`` seconds, SIGKILL.
@@ -25,11 +25,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from launcher import report
-from launcher.config import LaunchConfig
-from launcher.env import worker_env
-from launcher.errors import LaunchError
-from launcher.output import Console, RankOutput, is_terminal, log_path, truncate_logs
+from ringrt_launcher import binding, report
+from ringrt_launcher.config import LaunchConfig
+from ringrt_launcher.env import worker_env
+from ringrt_launcher.errors import LaunchError
+from ringrt_launcher.output import Console, RankOutput, is_terminal, log_path, truncate_logs
 from ringrt._deadline import Deadline
 
 CHILD = Path(__file__).with_name("_child.py")
@@ -123,7 +123,7 @@ class Supervisor:
         master_port: the store's port (the one node 0 actually bound).
         console: where worker lines and launcher notes go.
         ipc_dir: the workers' ``RINGRT_IPC_DIR``.
-        flight: where workers dump their flight recorders (``launcher/flight.py``); when a
+        flight: where workers dump their flight recorders (``ringrt_launcher/flight.py``); when a
             worker fails or ringrun is signalled, the survivors are asked for a dump first.
     """
 
@@ -131,12 +131,18 @@ class Supervisor:
                  flight=None):
         self.config, self.master_port, self.console = config, master_port, console
         self.ipc_dir = ipc_dir
-        self.flight = flight          # launcher.flight.FlightDumps, or None
+        self.flight = flight          # ringrt_launcher.flight.FlightDumps, or None
         self.signals: list[int] = []
         self.dump_requests: list[int] = []     # SIGUSR1 to ringrun: report, keep running
         self.selector = selectors.DefaultSelector()
-        self.extra_env: dict[str, str] = {}       # added to every worker's (launcher/elastic.py)
+        self.extra_env: dict[str, str] = {}       # added to every worker's (elastic.py)
         self.watch_interval = WATCH_INTERVAL
+        self.placements = binding.plan(config.bind, config.nproc)
+        if self.placements is not None and config.verbose:
+            console.note(binding.describe(self.placements, config.global_rank))
+        if self.placements is not None and binding.oversubscribed(self.placements):
+            console.note(f"warning: --bind {config.bind}: {config.nproc} ranks on fewer CPUs; "
+                         "ranks share CPUs (oversubscribed), each with OMP_NUM_THREADS=1")
 
     def run(self) -> int:
         """Run to completion; returns ringrun's exit status."""
@@ -191,14 +197,16 @@ class Supervisor:
     def _spawn(self, local_rank: int, restart: int) -> Worker:
         config = self.config
         rank = config.global_rank(local_rank)
-        cpu = str(local_rank) if config.cpu_bind else "-"
+        placement = self.placements[local_rank] if self.placements is not None else None
+        cpu = placement.cpu_list() if placement is not None else "-"
         command = [sys.executable, "-I", "-S", str(CHILD), str(os.getpid()), cpu, "--",
                    *config.command()]
         show = config.console_ranks is None or local_rank in config.console_ranks
         output = RankOutput(rank, self.console, show,
                             log_path(config.log_dir, rank) if config.log_dir else None)
         env = worker_env(config, local_rank, restart, self.master_port, self.ipc_dir,
-                         tty=is_terminal(self.console.stdout))
+                         tty=is_terminal(self.console.stdout),
+                         threads=placement.threads if placement is not None else None)
         if self.flight is not None:
             env.update(self.flight.worker_env())
         env.update(self.extra_env)

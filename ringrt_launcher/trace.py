@@ -3,7 +3,7 @@
 With ``--nnodes`` > 1 each host's launcher writes its own ranks to ``FILE.node{K}.json``.
 A command merges by hand (those files, or rank files copied from several hosts)::
 
-    python -m launcher.trace OUTPUT [PART ...]    # PARTs default to OUTPUT.rank*.trace
+    python -m ringrt_launcher.trace OUTPUT [PART ...]    # PARTs default to OUTPUT.rank*.trace
 
 The merged file is a Chrome trace (``{"traceEvents": [...]}``): open it in
 https://ui.perfetto.dev or chrome://tracing.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from launcher.flight import rank_span
+from ringrt_launcher.flight import rank_span
 from ringrt._observe.merge import merge, rank_files
 from ringrt._observe.timeline import rank_file
 
@@ -44,8 +44,8 @@ def finish(path: str, console, ranks, nnodes: int = 1, node_rank: int = 0) -> No
     console.note(f"trace: {output} ({summary['events']} spans of ranks "
                  f"{rank_span(summary['ranks'])}); open it in https://ui.perfetto.dev")
     if nnodes > 1:
-        console.note(f"trace: merge the hosts' files into one with: python -m launcher.trace "
-                     f"{path} {path}.node*.json")
+        console.note("trace: merge the hosts' files into one with: "
+                     f"python -m ringrt_launcher.trace {path} {path}.node*.json")
 
 
 def main(argv: list[str]) -> int:

@@ -6,10 +6,10 @@ import ipaddress
 
 import click
 
-from launcher.config import LaunchConfig, NodeCount, build_config
-from launcher.env import ipc_directory
-from launcher.output import Console
-from launcher.rendezvous import host_store, release_store
+from ringrt_launcher.config import LaunchConfig, NodeCount, build_config
+from ringrt_launcher.env import ipc_directory
+from ringrt_launcher.output import Console
+from ringrt_launcher.rendezvous import host_store, release_store
 
 EPILOG = """\b
 Examples:
@@ -33,8 +33,14 @@ Workers get RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_AD
 MASTER_PORT, RINGRT_TOKEN, RINGRT_RESTART_COUNT, RINGRT_STORE_HOSTED=1, PYTHONUNBUFFERED=1,
 RINGRT_IPC_DIR (a per-job directory, removed at the end, unless already set), RINGRT_TIMEOUT
 (with --timeout), RINGRT_ENCRYPT=1 (with --encrypt), RINGRUN_TTY=1 (when ringrun's stdout is a
-terminal), OMP_NUM_THREADS=1 (with -n > 1, unless already set), RINGRT_FLIGHT_DIR (where
-they dump their flight recorders; kept in DIR/flight with --log-dir) and RINGRT_TRACE (with --trace).
+terminal), OMP_NUM_THREADS=1 (with -n > 1; with --bind core|numa the rank's CPU count; unless
+already set), RINGRT_FLIGHT_DIR (where they dump their flight recorders; kept in DIR/flight
+with --log-dir) and RINGRT_TRACE (with --trace).
+
+\b
+  # pin each rank to its own cores (NUMA node) and print the map; python -m ringrt_launcher
+  # is the same command as ringrun
+  ringrun -n 4 --bind core --verbose train.py
 
 \b
 When a worker fails (a collective's --timeout included) or ringrun is stopped, the workers
@@ -112,8 +118,19 @@ ask at a checkpoint (ringrt.elastic.membership_changed()). Workers also get RING
 @click.option("--quiet-ranks", is_flag=True,
               help="Same as --local-ranks-filter 0: show only local rank 0 of this host "
                    "(rank 0 on a single host).")
+@click.option("--bind", type=click.Choice(["none", "core", "numa"]), default="none",
+              show_default=True,
+              help="Place each local rank on CPUs of its own (as torchrun's --numa-binding, "
+                   "mpirun's --bind-to): core: an equal slice of the CPUs ringrun may use "
+                   "(os.sched_getaffinity), OMP_NUM_THREADS = its size; numa: ranks spread "
+                   "over the NUMA nodes, each on its node's CPUs, OMP_NUM_THREADS = its share. "
+                   "More ranks than CPUs: ranks share CPUs, one thread each (a warning says "
+                   "so). Pays off on many-core and NUMA servers (docs/binding.md).")
 @click.option("--cpu-bind", is_flag=True,
-              help="Pin local rank i to the i-th (mod count) CPU this process may use.")
+              help="Pin local rank i to the i-th (mod count) CPU this process may use (one "
+                   "CPU per rank; --bind core gives each its share).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Print the binding map (each rank's CPUs, NUMA node and OMP_NUM_THREADS).")
 @click.option("--trace", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Record every rank's ops, DDP buckets and optimizer steps and merge them "
                    "into FILE, a Chrome trace / Perfetto timeline (also after a failure; "
@@ -138,13 +155,13 @@ def main(ctx: click.Context, **options) -> None:
     config = build_config(options)
     # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors
     # should not pay.
-    from launcher.flight import FlightDumps
-    from launcher.supervisor import Supervisor
-    from launcher.trace import finish as finish_trace
+    from ringrt_launcher.flight import FlightDumps
+    from ringrt_launcher.supervisor import Supervisor
+    from ringrt_launcher.trace import finish as finish_trace
 
     console = Console()
     if config.elastic:
-        from launcher.elastic import run_elastic
+        from ringrt_launcher.elastic import run_elastic
         ctx.exit(run_elastic(config, console))
     _warn_unreachable_store(config, console)
     server = host_store(config)

@@ -23,13 +23,13 @@ import errno
 import socket
 import time
 
-from launcher import report
-from launcher.config import LaunchConfig
-from launcher.env import ipc_directory
-from launcher.errors import LaunchError
-from launcher.output import Console
-from launcher.rounds import RoundStore, closed, initial, joined, next_round, ready_to_close
-from launcher.supervisor import Supervisor, Worker
+from ringrt_launcher import report
+from ringrt_launcher.config import LaunchConfig
+from ringrt_launcher.env import ipc_directory
+from ringrt_launcher.errors import LaunchError
+from ringrt_launcher.output import Console
+from ringrt_launcher.rounds import RoundStore, closed, initial, joined, next_round, ready_to_close
+from ringrt_launcher.supervisor import Supervisor, Worker
 
 POLL = 0.25                       # s between looks at the record while waiting or running
 EXIT_FAILED = 1
@@ -37,8 +37,8 @@ EXIT_FAILED = 1
 
 def run_elastic(config: LaunchConfig, console: Console) -> int:
     """Run this node's agent to the end of the job; returns ringrun's exit status."""
-    from launcher.flight import FlightDumps
-    from launcher.rendezvous import release_store
+    from ringrt_launcher.flight import FlightDumps
+    from ringrt_launcher.rendezvous import release_store
 
     server = _host_store_if_ours(config)
     if server is not None:

@@ -14,10 +14,11 @@ Layout, in the order a job flows through it::
                     files, stderr tails
     report.py       failure summary, restart and signal notices, exit statuses
     flight.py       the workers' flight-recorder dumps, the table and the hang diagnosis
-    trace.py        --trace: merge the ranks' timeline files (also ``python -m launcher.trace``)
+    trace.py        --trace: merge the ranks' timeline files
+                    (also ``python -m ringrt_launcher.trace``)
     errors.py       LaunchError (carries its exit code)
 
-``ringrt`` never imports ``launcher``; the launcher uses ``ringrt`` only for the store server
+``ringrt`` never imports ``ringrt_launcher``; the launcher uses ``ringrt`` only for the store server
 (and its CurveZMQ keys with ``--encrypt``), ``Deadline``, and ``ringrt._observe`` (dump file
 names, timeline merge), imported once options are valid.
 """

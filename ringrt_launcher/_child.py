@@ -1,4 +1,4 @@
-"""Worker trampoline: ``python _child.py PARENT_PID CPU -- COMMAND [ARGS...]``.
+"""Worker trampoline: ``python _child.py PARENT_PID CPUS -- COMMAND [ARGS...]``.
 
 The launcher starts every worker through this tiny program instead of a ``preexec_fn`` (which
 runs Python between fork and exec in a process that may hold threads and locks). It:
@@ -6,8 +6,8 @@ runs Python between fork and exec in a process that may hold threads and locks).
 1. asks Linux to SIGKILL it when its parent dies (``PR_SET_PDEATHSIG``; the setting survives
    ``exec``, so it covers the real worker), then checks that the parent is still the launcher
    (``PARENT_PID``): if the launcher died before ``prctl`` took effect, it exits at once;
-2. pins itself to one CPU when ``CPU`` is an index (``--cpu-bind``; ``-`` means no pinning):
-   the CPU-th entry, modulo their number, of the CPUs this process may run on;
+2. pins itself to ``CPUS``, a Linux cpulist such as ``0-3,8`` (``--bind``, ``--cpu-bind``; the
+   launcher's plan, binding.py), or does nothing when it is ``-``;
 3. restores SIGPIPE / SIGXFSZ to their defaults (Python ignores them, and ignored signals
    would be inherited by a non-Python worker), then ``os.execvp``s the command, keeping its pid,
    session and pipes.
@@ -38,19 +38,24 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(EXIT_ORPHANED)
 
 
-def bind_cpu(index: int) -> None:
-    """Pin this process to the index-th (modulo) of the CPUs it is allowed to run on."""
-    allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {allowed[index % len(allowed)]})
+def bind_cpus(cpulist: str) -> None:
+    """Pin this process to the CPUs of ``cpulist`` (``"0-3,8"``; binding.parse_cpus, repeated
+    here because the trampoline runs by path without site-packages)."""
+    cpus: set[int] = set()
+    for part in cpulist.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    os.sched_setaffinity(0, cpus)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 4 or argv[2] != "--":
-        sys.stderr.write("usage: python -m launcher._child PARENT_PID CPU|- -- COMMAND...\n")
+        sys.stderr.write("usage: python -m ringrt_launcher._child PARENT_PID CPUS|- -- "
+                         "COMMAND...\n")
         sys.exit(EXIT_BAD_USAGE)
     die_with_parent(int(argv[0]))
     if argv[1] != "-":
-        bind_cpu(int(argv[1]))
+        bind_cpus(argv[1])
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     command = argv[3:]
