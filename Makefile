@@ -77,3 +77,12 @@ bench-torch: $(STAMP)
 	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
 	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
 	done
+
+# make chaos: the chaos soak (docs/chaos.md): elastic training on 4 netlab hosts under a
+# seeded schedule of faults, invariants checked after each round; needs root. `make test`
+# runs one round of it (tests/netlab/test_chaos.py).
+CHAOS_MINUTES ?= 30
+CHAOS_SEED    ?= 1
+.PHONY: chaos
+chaos: $(STAMP) lab-deps
+	$(PY) -m benchmarks.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)
