@@ -37,6 +37,7 @@ JOB_BOUND_S = 200.0           # every host's ringrun must have exited within thi
 ALGO = "all_reduce=ring,reduce_scatter=ring,all_gather=ring"
 # a failed job must say why: ringrun's and ringrt's named errors
 NAMED_ERROR_MARKS = ("ringrun: ", "Error: ", "ringrt.errors.")
+KEPT = Path("/var/tmp/ringrt-chaos-kept")      # a broken round's logs, kept for a look
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
 ISOLATE = 'mount --bind "$1" /dev/shm && mount --bind "$2" /tmp && shift 2 && exec "$@"'
 
@@ -275,8 +276,22 @@ def run_round(lab, root: Path, index: int, workload: str, nproc: int, rng) -> di
                 fault.lift(time.time())
         lab.kill_all()
     check(job, record, codes, injected)
+    if not record["survived"]:
+        record["kept"] = keep_evidence(job)
     cleanup(job)
     return record
+
+
+def keep_evidence(job: Job) -> str:
+    """Copy a broken round's host logs and sample logs out of the round's directory (which
+    goes); returns where they are."""
+    kept = KEPT / f"{job.root.parent.name}-{job.root.name}"
+    kept.mkdir(parents=True, exist_ok=True)
+    for log in job.root.glob("*.log"):
+        shutil.copy(log, kept)
+    if job.samples.exists():
+        shutil.copytree(job.samples, kept / "samples", dirs_exist_ok=True)
+    return str(kept)
 
 
 def inject(job: Job, planned, rng) -> list:
