@@ -37,7 +37,7 @@ from benchmarks._chaos_faults import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-ROUND_S_ESTIMATE = 75.0        # a round with its replay, measured here (2 cores): 45-90 s
+ROUND_S_ESTIMATE = 30.0        # a round with its replay: 12-28 s in the 8-minute soak (2 cores)
 WORKLOADS = ("ddp", "zero")
 
 
