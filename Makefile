@@ -166,3 +166,12 @@ soak-load: $(STAMP)
 # make dist: the sdist and the wheel under dist/ (python -m build; see docs/packaging.md).
 dist: $(STAMP)
 	$(PY) -m build --outdir dist .
+
+# make chaos: the chaos soak (docs/chaos.md): elastic training on 4 netlab hosts under a
+# seeded schedule of faults, invariants checked after each round; needs root. `make test`
+# runs one round of it (tests/netlab/test_chaos.py).
+CHAOS_MINUTES ?= 30
+CHAOS_SEED    ?= 1
+.PHONY: chaos
+chaos: $(STAMP) lab-deps
+	$(PY) -m benchmarks.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)

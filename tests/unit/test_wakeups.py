@@ -32,8 +32,48 @@ def pair(tmp_path, monkeypatch):
         arena.close()
 
 
-def later(seconds: float, action) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()))
+def _in_futex_wait(thread_id: int, address: int) -> bool:
+    """Whether the thread ``thread_id`` (a native id) is blocked in a futex call on
+    ``address``: the kernel's own word for it (``/proc/self/task/TID/syscall`` gives the
+    syscall's number and arguments while it blocks, "running" otherwise)."""
+    try:
+        with open(f"/proc/self/task/{thread_id}/syscall") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return len(fields) > 1 and fields[0] == str(futex._SYS_FUTEX) and \
+        int(fields[1], 16) == address
+
+
+def once_asleep(address: int, action, after: threading.Event | None = None
+                ) -> threading.Thread:
+    """Run ``action`` on a helper thread once the calling thread sleeps on the futex at
+    ``address`` (and, with ``after``, once that event is set first): a signal, not a race
+    with how soon each thread is scheduled (issue 21: a thread that slept a fixed time could fire before the
+    wait had begun on a loaded machine)."""
+    waiter = threading.get_native_id()
+
+    def run():
+        deadline = time.monotonic() + 30
+        if after is not None:
+            assert after.wait(30), "the waiter never reached the expected point"
+        while not _in_futex_wait(waiter, address):
+            assert time.monotonic() < deadline, "the waiter never slept on the futex"
+            time.sleep(0.0005)                       # polling the kernel's state, not a delay
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def once_waiting(arena: HostArena, action) -> threading.Thread:
+    """Run ``action`` on a helper thread once ``arena`` has begun a wait (counted it), so the
+    wait is never already satisfied when it starts."""
+    began = threading.Event()
+    of = arena.tally.of
+    arena.tally.of = lambda kind: (began.set(), of(kind))[1]
+    thread = threading.Thread(target=lambda: (began.wait(30), action()))
     thread.start()
     return thread
 
@@ -47,11 +87,11 @@ def counts(arena: HostArena, kind: str = "all_reduce") -> dict:
 
 
 def wait_for_signal(waiter: HostArena, peer: HostArena, kind: str) -> float:
-    """``waiter`` waits, as op kind ``kind``, for ``peer`` to signal 5 ms later; returns
-    how long the wait took (s)."""
+    """``waiter`` waits, as op kind ``kind``, for ``peer`` to signal once the waiter sleeps
+    on the futex; returns how long the wait took (s)."""
     waiter.kind = kind
     target = shm.ticket(1, 1)
-    thread = later(0.005, lambda: peer.signal(target))
+    thread = once_asleep(waiter.segments[1].ticket_address, lambda: peer.signal(target))
     start = time.perf_counter()
     waiter.wait([1], target, no_check)
     thread.join()
@@ -99,8 +139,10 @@ def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):
     waiter.kind = "barrier"
     target = shm.ticket(1, 1)
     checks = []
-    thread = later(shm.SLICE_SECONDS * 1.5, lambda: peer.signal(target))
-    waiter.wait([1], target, lambda pending: checks.append(list(pending)))
+    timed_out = threading.Event()                    # the peer comes after the first slice
+    thread = once_asleep(waiter.segments[1].ticket_address, lambda: peer.signal(target),
+                         after=timed_out)
+    waiter.wait([1], target, lambda pending: (checks.append(list(pending)), timed_out.set()))
     thread.join()
     got = counts(waiter, "barrier")
     assert got["timeouts"] >= 1 and got["missed_wakeups"] == 0 and got["wakeups"] == 1
@@ -125,7 +167,8 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
     waiter, peer = pair
     waiter.kind = "all_reduce"
     target = shm.ticket(1, 3)
-    thread = later(0.002, lambda: peer.signal(shm.ticket(2, 1)))
+    thread = once_asleep(waiter.segments[1].release_address,
+                         lambda: peer.signal(shm.ticket(2, 1)))
     waiter.wait([1], target, no_check, release=True)
     thread.join()
     got = counts(waiter)
@@ -138,8 +181,8 @@ def test_spins_count_waits_that_never_slept(pair):
     target = shm.ticket(1, 1)
     peer.signal(target)
     waiter.wait([1], target, no_check)               # already there: not a wait
-    thread = later(0, lambda: peer.signal(shm.ticket(1, 2)))
-    waiter.spin_seconds = 1.0                         # long enough for the thread to start
+    thread = once_waiting(waiter, lambda: peer.signal(shm.ticket(1, 2)))
+    waiter.spin_seconds = 600.0                       # spins until the signal, however late
     waiter.wait([1], shm.ticket(1, 2), no_check)
     thread.join()
     got = counts(waiter)
@@ -161,7 +204,8 @@ def test_the_spin_never_grows_with_more_ranks_than_cores(pair):
     waiter, peer = pair
     waiter.oversubscribed = True
     base = waiter.spin_seconds
-    thread = later(0.0002, lambda: peer.signal(shm.ticket(1, 1)))
+    thread = once_asleep(waiter.segments[1].ticket_address,
+                         lambda: peer.signal(shm.ticket(1, 1)))
     waiter.wait([1], shm.ticket(1, 1), no_check)
     thread.join()
     assert waiter.spin_seconds == base

@@ -1,0 +1,79 @@
+"""The chaos soak's bookkeeping (``benchmarks/_chaos_round.py``, ``benchmarks/chaos.py``)
+without a lab: the schedule read from sample logs, the exactly-once check, steps lost, the
+stall after a fault, the seeded fault plan and the summary."""
+
+from __future__ import annotations
+
+import random
+
+from benchmarks import _chaos_round as rounds
+from benchmarks import chaos
+from benchmarks._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST
+
+S, B = rounds.SAMPLES, rounds.BATCH
+
+
+def records(gen_world_steps):
+    """{gen: [...]} with each step's indices: world ranks share one global batch per step."""
+    steps = {}
+    for gen, (world, first, last) in gen_world_steps.items():
+        steps[gen] = []
+        for step in range(first, last + 1):
+            epoch, offset = divmod(step - 1, S // B)
+            batch = list(range(offset * B, offset * B + B))
+            share = B // world
+            for rank in range(world):
+                steps[gen].append({"step": step, "epoch": epoch, "time": float(step),
+                                   "indices": batch[rank * share:(rank + 1) * share],
+                                   "rank": rank})
+    return steps
+
+
+def test_a_restart_that_redid_steps_is_counted_once_and_as_lost():
+    last = rounds.EPOCHS * S // B
+    steps = records({0: (8, 1, 13), 1: (6, 11, last)})     # resumed from the step-10 checkpoint
+    schedule = rounds.schedule_of(steps)
+    assert schedule == [(0, 8, 0), (1, 6, 10)]
+    assert rounds.sample_problems(steps, schedule) == []
+    assert rounds.steps_lost(steps, schedule) == 3
+
+
+def test_a_skipped_step_is_reported_as_missing_samples():
+    last = rounds.EPOCHS * S // B
+    steps = records({0: (8, 1, 10), 1: (6, 12, last)})     # step 11 never ran
+    problems = rounds.sample_problems(steps, rounds.schedule_of(steps))
+    assert len(problems) == 1 and problems[0].startswith("epoch 1: repeated []")
+
+
+def test_the_stall_is_the_longest_gap_without_a_step_after_the_fault():
+    times = [1.0, 2.0, 3.0, 9.5, 10.0]
+    assert rounds.stall_s(times, 3.2, 20.0) == 6.3          # 3.2 -> 9.5
+    assert rounds.stall_s([], 3.0, 5.0) == 2.0              # nothing after it: the whole rest
+
+
+def test_the_plan_is_seeded_and_keeps_the_store_host_and_min_nodes():
+    hosts = ["h0", "h1", "h2", "h3"]
+    for seed in range(200):
+        plan = rounds.plan(random.Random(seed), hosts)
+        assert plan == rounds.plan(random.Random(seed), hosts)
+        assert 1 <= len(plan) <= 3
+        assert not any(k in NOT_ON_STORE_HOST and h == "h0" for k, h in plan)
+        taken = [h for k, h in plan if k in MEMBERSHIP]
+        assert len(taken) == len(set(taken))
+        assert sum(k == "ckpt_full" for k, _ in plan) <= 1
+
+
+def test_the_summary_counts_faults_by_kind_and_percentiles():
+    def fault(kind, seconds, recovered=True):
+        return {"kind": kind, "injected": True, "recovery_s": seconds, "recovered": recovered}
+    runs = [{"survived": True, "steps_lost": 3,
+             "faults": [fault("cut_link", 4.0), fault("loss_burst", 0.5)]},
+            {"survived": False, "steps_lost": 0,
+             "faults": [fault("cut_link", 6.0), {"kind": "sigstop", "injected": False}]}]
+    summary = chaos.summarise(runs)
+    assert summary["by_kind"]["cut_link"] == {"injected": 2, "survived": 1,
+                                              "recovery_p50_s": 4.0, "recovery_p99_s": 6.0}
+    assert summary["faults_injected"] == 3 and summary["faults_survived"] == 2
+    assert summary["rounds_survived"] == 1 and summary["steps_lost"] == 3
+    assert "sigstop" not in summary["by_kind"]
+    assert "| cut_link | 2 | 1 | 4.0 | 6.0 |" in chaos.table(summary)
