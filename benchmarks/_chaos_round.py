@@ -102,7 +102,8 @@ class Job:
     def start(self) -> None:
         master = self.lab.hosts[self.lab.names[0]]
         for host in self.lab.names:
-            launch = [sys.executable, "-m", "ringrt_launcher", "--nnodes", f"2:{len(self.lab.names)}",
+            launch = [sys.executable, "-m", "ringrt_launcher",
+                      "--nnodes", f"2:{len(self.lab.names)}",
                       "--master-addr", master, "--master-port", str(MASTER_PORT),
                       "--max-restarts", "20", "--last-call", "1", "--join-timeout", "60",
                       "-n", str(self.nproc), str(TRAIN), *train_args(self.workload),
@@ -203,8 +204,8 @@ def replay_problems(job: Job, schedule, workdir: Path) -> list[str]:
         stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
         args = [*train_args(job.workload), "--ckpt-dir", str(ckpt), "--stop-at-step",
                 str(stop), "--save-params", str(final), *(["--resume"] if start else [])]
-        proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world), str(TRAIN),
-                               *args], cwd=REPO, env=environment(), capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world),
+                               str(TRAIN), *args], cwd=REPO, env=environment(), capture_output=True,
                               text=True, timeout=120, check=False)
         if proc.returncode != 0:
             return [f"replay segment {index} failed: {(proc.stdout + proc.stderr)[-800:]}"]
