@@ -33,8 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 import ringrt as dist
+from ringrt import localsgd
+from ringrt._algorithms import hierarchical
+from ringrt._compress import PowerSGD, start_average
 from ringrt._flat import FlatLayout, check_float_params
 from ringrt._observe import timeline
+
+COMPRESSIONS = (None, "bf16", "powersgd")
 
 
 class ViewDict(dict):
@@ -146,6 +151,20 @@ class DistributedDataParallel:
         bucket_cap_mb: target bucket size in MiB (torch's default, 25).
         group: process group (default: the global group).
         broadcast_from: rank whose parameters every replica starts from.
+        compress: ``None``, ``"bf16"`` or ``"powersgd"``: how gradients cross hosts. When
+            the world spans hosts (``group`` None), buckets are averaged in float32 inside
+            each host (shared memory, overlapped with the backward) and :meth:`sync` then
+            averages the host averages, compressed, among the ranks with the same local index
+            on every host. On one host (or with an explicit ``group``) there is no host stage:
+            :meth:`sync` averages the whole gradient compressed over the group (so it can be
+            tested there). See docs/local-sgd.md.
+        powersgd_rank: PowerSGD's rank r.
+        sync_every: switch on two-level DiLoCo: DDP only among the ranks of a host
+            (:func:`ringrt.localsgd.sync_groups` with ``scope``), and :meth:`wrap_optimizer`
+            wraps the optimizer in :class:`ringrt.localsgd.DiLoCo` syncing every
+            ``sync_every`` steps across hosts. Needs ``group=None``.
+        scope: with ``sync_every``: ``"auto"`` (hosts when the world spans hosts, else ranks),
+            ``"hosts"`` or ``"ranks"`` (DiLoCo between all ranks, no DDP).
 
     Attributes:
         params: name -> view into the flat parameter buffer (same order as given); a
@@ -155,16 +174,25 @@ class DistributedDataParallel:
             ``ddp.grads[k] = g`` (copied in, same shape) or a backward pass writing in place.
 
     Raises:
-        TypeError: params are not floating ndarrays of one dtype. ValueError: empty params or
-            a non-positive bucket_cap_mb.
+        TypeError: params are not floating ndarrays of one dtype. ValueError: empty params,
+            a non-positive bucket_cap_mb, an unknown compress, a bad sync_every or scope.
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], bucket_cap_mb: float = 25,
-                 group=None, broadcast_from: int = 0):
+                 group=None, broadcast_from: int = 0, *, compress: str | None = None,
+                 powersgd_rank: int = 4, sync_every: int | None = None, scope: str = "auto"):
         check_float_params(params, "DistributedDataParallel", writable=False)
         if bucket_cap_mb <= 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
                              f"{bucket_cap_mb}")
+        _check_two_level(compress, sync_every, scope, group)
+        self.sync_every, self.outer_group, self.compress = sync_every, None, compress
+        if sync_every is not None:
+            group, self.outer_group = localsgd.sync_groups(scope)
+            broadcast_from = dist.distributed.resolve(group).members[0]
+        self._skip_buckets, self._cross_group = False, None
+        if compress is not None:
+            group, self._cross_group, self._skip_buckets = _compression_groups(group)
         self.group = group
         self.layout = FlatLayout.of(params, order=reversed(list(params)))
         self.flat_params = self.layout.flatten(params, what="params")
@@ -179,8 +207,22 @@ class DistributedDataParallel:
         self._ready: set[str] = set()
         self._next_launch = 0          # buckets launch strictly in index order
         self._accumulating = False
+        self._compressor = None
+        if compress == "powersgd":
+            self._compressor = PowerSGD(self.layout, powersgd_rank)
         dist.broadcast(self.flat_params, src=broadcast_from, group=group)
         self._reset_iteration()
+
+    def wrap_optimizer(self, optimizer, **options):
+        """The optimizer to step: ``optimizer`` itself, or with ``sync_every`` a
+        :class:`ringrt.localsgd.DiLoCo` around it syncing across hosts (``options`` are
+        DiLoCo's keyword arguments: outer_lr, outer_momentum, fragments, delay, compress)."""
+        if self.sync_every is None:
+            if options:
+                raise ValueError(f"wrap_optimizer: DiLoCo options {sorted(options)} need "
+                                 "DistributedDataParallel(..., sync_every=H)")
+            return optimizer
+        return localsgd.DiLoCo(optimizer, self.sync_every, group=self.outer_group, **options)
 
     def grad_ready(self, name: str) -> None:
         """Mark ``grads[name]`` final for this iteration; may start its bucket's all-reduce.
@@ -222,7 +264,17 @@ class DistributedDataParallel:
             with timeline.span("ddp.sync (waiting for buckets)", "ddp"):
                 for bucket in self.buckets:
                     bucket.work.wait()
+            if self.compress is not None:
+                self._average_compressed()
         self._reset_iteration()
+
+    def _average_compressed(self) -> None:
+        with timeline.span(f"ddp.sync ({self.compress} across hosts)", "ddp"):
+            if self._compressor is not None:
+                self._compressor.average(self.flat_grads, self._cross_group)
+            else:
+                pending = start_average(self.flat_grads, "bf16", self._cross_group)
+                self.flat_grads[...] = pending.finish()
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -257,6 +309,9 @@ class DistributedDataParallel:
 
     def _launch(self, bucket: _Bucket) -> None:
         grads = self.flat_grads[bucket.start:bucket.stop]
+        if self._skip_buckets:              # compressed over the whole group in sync()
+            bucket.work, self._next_launch = _NOTHING_SENT, bucket.index + 1
+            return
         bucket.work = dist.all_reduce(grads, op=dist.ReduceOp.AVG, group=self.group,
                                       async_op=True)
         self._next_launch = bucket.index + 1
@@ -268,6 +323,39 @@ class DistributedDataParallel:
         self._next_launch = 0
         for bucket in self.buckets:
             bucket.pending, bucket.work, bucket.ready_at = len(bucket.names), None, 0.0
+
+
+_NOTHING_SENT = dist.Work.done("ddp bucket (averaged compressed in sync)")
+
+
+def _check_two_level(compress, sync_every, scope, group) -> None:
+    where = f"DistributedDataParallel on rank {dist.get_rank()}"
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"{where}: compress must be one of {COMPRESSIONS}, got {compress!r}")
+    if sync_every is None:
+        return
+    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"{where}: sync_every must be an integer >= 1, got {sync_every!r}")
+    if scope not in localsgd.SCOPES:
+        raise ValueError(f"{where}: scope must be one of {localsgd.SCOPES}, got {scope!r}")
+    if compress is not None:
+        raise ValueError(f"{where}: compress={compress!r} is for synchronous DDP; with "
+                         "sync_every pass compress to wrap_optimizer (bf16 or int8 "
+                         "pseudo-gradients)")
+    if group is not None:
+        raise ValueError(f"{where}: sync_every builds its own groups (by host); pass "
+                         "group=None")
+
+
+def _compression_groups(group):
+    """``(bucket_group, cross_group, skip_buckets)`` for compressed DDP: over the world
+    spanning hosts, buckets inside the host and compression across; else compression over
+    the whole group and no bucket stage."""
+    world = dist.distributed.resolve(None, "DistributedDataParallel")
+    if group is None and len(hierarchical.layout(world).hosts) > 1:
+        inner, cross = localsgd.sync_groups("hosts")
+        return inner, cross, False
+    return group, group, True
 
 
 def _trace_bucket(tracer, bucket: _Bucket, nbytes: int) -> None:
