@@ -71,16 +71,17 @@ def start_average(values: np.ndarray, compress: str | None, group,
     """Launch the (compressed) average of 1-D float32 ``values`` over ``group``.
 
     Args:
-        values: this rank's contribution (not modified; copied or encoded first).
+        values: this rank's contribution (not modified; copied or encoded first). Without
+            compression its dtype is kept; bf16 and int8 encode float32 values.
         compress: None (float32), ``"bf16"`` or ``"int8"``.
         group: the process group.
         chunk: int8 elements per scale.
 
     Returns:
-        A handle whose ``finish()`` waits and returns the average (float32, new array).
+        A handle whose ``finish()`` waits and returns the average (a new array).
     """
     if compress is None:
-        buffer = values.astype(np.float32, copy=True)
+        buffer = values.copy()
         work = dist.all_reduce(buffer, op=dist.ReduceOp.AVG, group=group, async_op=True)
         return _Pending([work], lambda: buffer)
     if compress == "bf16":
@@ -124,9 +125,10 @@ class PowerSGD:
         M = P @ Q.T                      # the averaged, rank-r gradient
 
     Every other array (1-D: biases, norms; and matrices too small to gain) is averaged
-    uncompressed in one all_reduce, as torch's ``powerSGD_hook`` does. Q starts from a normal
-    draw seeded with ``seed`` (the same on every rank) and is warm-started from the previous
-    step's Q afterwards.
+    uncompressed in one all_reduce, as torch's ``powerSGD_hook`` does. Each Q starts from a
+    standard normal ``(cols, r)`` draw of ``numpy.random.default_rng(seed)``, matrices in
+    layout order (the same on every rank), and is warm-started from the previous step's Q
+    afterwards. The Ps and the Qs of all matrices travel in one all_reduce each.
 
     Args:
         layout: the flat gradient buffer's layout (float32 or float64).

@@ -329,7 +329,7 @@ _NOTHING_SENT = dist.Work.done("ddp bucket (averaged compressed in sync)")
 
 
 def _check_two_level(compress, sync_every, scope, group) -> None:
-    where = f"DistributedDataParallel on rank {dist.get_rank()}"
+    where = f"DistributedDataParallel on rank {localsgd._rank()}"
     if compress not in COMPRESSIONS:
         raise ValueError(f"{where}: compress must be one of {COMPRESSIONS}, got {compress!r}")
     if sync_every is None:

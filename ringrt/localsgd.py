@@ -69,8 +69,7 @@ def sync_groups(scope: str = "auto"):
         ValueError: an unknown scope.
     """
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r} on rank "
-                         f"{dist.get_rank()}")
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r} on rank {_rank()}")
     world = dist.distributed.resolve(None, "sync_groups")
     where = hierarchical.layout(world)
     if scope == "auto":
@@ -284,7 +283,7 @@ class LocalSGD(DiLoCo):
 
 def _check_options(sync_every, fragments, delay, compress, outer_lr, outer_momentum,
                    int8_chunk) -> None:
-    where = f"DiLoCo on rank {dist.get_rank()}"
+    where = f"DiLoCo on rank {_rank()}"
     if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
         raise ValueError(f"{where}: sync_every (H) must be an integer >= 1, got "
                          f"{sync_every!r}")
@@ -304,6 +303,11 @@ def _check_options(sync_every, fragments, delay, compress, outer_lr, outer_momen
         raise ValueError(f"{where}: outer_momentum must be in [0, 1), got {outer_momentum!r}")
     if not isinstance(int8_chunk, int) or int8_chunk < 1:
         raise ValueError(f"{where}: int8_chunk must be an integer >= 1, got {int8_chunk!r}")
+
+
+def _rank() -> int | str:
+    """This rank, for messages ("?" before init_process_group)."""
+    return dist.get_rank() if dist.is_initialized() else "?"
 
 
 def _first_member(group) -> int:

@@ -38,8 +38,8 @@ def test_every_export_exists_and_has_a_docstring():
         assert inspect.getdoc(value), f"ringrt.{name} has no docstring"
 
 
-@pytest.mark.parametrize("module", ["ringrt.data", "ringrt.ddp", "ringrt.optim", "ringrt.localsgd",
-                                    "ringrt.checkpoint"])
+@pytest.mark.parametrize("module", ["ringrt.data", "ringrt.ddp", "ringrt.optim",
+                                    "ringrt.localsgd", "ringrt.checkpoint"])
 def test_training_modules_document_their_public_names(module):
     mod = __import__(module, fromlist=["_"])
     exported = getattr(mod, "__all__", None)
