@@ -35,7 +35,7 @@ import numpy as np
 import ringrt as dist
 from ringrt import localsgd
 from ringrt._algorithms import hierarchical
-from ringrt._compress import PowerSGD, start_average
+from ringrt._compress import PowerSGD
 from ringrt._flat import FlatLayout, check_float_params
 from ringrt._observe import timeline
 
@@ -186,13 +186,17 @@ class DistributedDataParallel:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
                              f"{bucket_cap_mb}")
         _check_two_level(compress, sync_every, scope, group)
-        self.sync_every, self.outer_group, self.compress = sync_every, None, compress
+        self.sync_every, self.levels, self.compress = sync_every, None, compress
+        self._skip_buckets, self._cross, start_group = False, None, group
         if sync_every is not None:
-            group, self.outer_group = localsgd.sync_groups(scope)
-            broadcast_from = dist.distributed.resolve(group).members[0]
-        self._skip_buckets, self._cross_group = False, None
+            self.levels = localsgd.sync_groups(scope)
+            group, broadcast_from = self.levels.inner, self.levels.inner.members[0]
+            start_group = group                     # DiLoCo broadcasts across hosts
+            # one rank per replica: nothing to average, and an op here would queue behind
+            # DiLoCo's cross-host all_reduce (one executor runs every op in call order)
+            self._skip_buckets = self.levels.inner.size == 1
         if compress is not None:
-            group, self._cross_group, self._skip_buckets = _compression_groups(group)
+            group, self._cross, self._skip_buckets = _compression_levels(group)
         self.group = group
         self.layout = FlatLayout.of(params, order=reversed(list(params)))
         self.flat_params = self.layout.flatten(params, what="params")
@@ -210,7 +214,7 @@ class DistributedDataParallel:
         self._compressor = None
         if compress == "powersgd":
             self._compressor = PowerSGD(self.layout, powersgd_rank)
-        dist.broadcast(self.flat_params, src=broadcast_from, group=group)
+        dist.broadcast(self.flat_params, src=broadcast_from, group=start_group)
         self._reset_iteration()
 
     def wrap_optimizer(self, optimizer, **options):
@@ -222,7 +226,9 @@ class DistributedDataParallel:
                 raise ValueError(f"wrap_optimizer: DiLoCo options {sorted(options)} need "
                                  "DistributedDataParallel(..., sync_every=H)")
             return optimizer
-        return localsgd.DiLoCo(optimizer, self.sync_every, group=self.outer_group, **options)
+        return localsgd.DiLoCo(optimizer, self.sync_every, group=self.levels.outer,
+                               host_group=self.levels.host, shares=self.levels.shares,
+                               **options)
 
     def grad_ready(self, name: str) -> None:
         """Mark ``grads[name]`` final for this iteration; may start its bucket's all-reduce.
@@ -269,12 +275,18 @@ class DistributedDataParallel:
         self._reset_iteration()
 
     def _average_compressed(self) -> None:
+        """bf16: by shares across hosts (each rank of a host carries 1/L, an all-gather in
+        the host reassembles); PowerSGD: the host's first rank compresses among the hosts'
+        first ranks and broadcasts the result in its host."""
+        cross = self._cross
         with timeline.span(f"ddp.sync ({self.compress} across hosts)", "ddp"):
-            if self._compressor is not None:
-                self._compressor.average(self.flat_grads, self._cross_group)
-            else:
-                pending = start_average(self.flat_grads, "bf16", self._cross_group)
-                self.flat_grads[...] = pending.finish()
+            if self._compressor is None:
+                self.flat_grads[...] = cross.start(self.flat_grads, "bf16").finish()
+                return
+            if cross.host_index == 0:
+                self._compressor.average(self.flat_grads, cross.group)
+            if cross.host is not None:
+                dist.broadcast(self.flat_grads, src=cross.host.members[0], group=cross.host)
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -347,15 +359,17 @@ def _check_two_level(compress, sync_every, scope, group) -> None:
                          "group=None")
 
 
-def _compression_groups(group):
-    """``(bucket_group, cross_group, skip_buckets)`` for compressed DDP: over the world
-    spanning hosts, buckets inside the host and compression across; else compression over
-    the whole group and no bucket stage."""
+def _compression_levels(group):
+    """``(bucket_group, cross, skip_buckets)`` for compressed DDP: over the world spanning
+    hosts, float32 buckets inside the host and compression across (``cross``, a
+    ``localsgd._Across``); else compression over the whole group and no bucket stage."""
     world = dist.distributed.resolve(None, "DistributedDataParallel")
     if group is None and len(hierarchical.layout(world).hosts) > 1:
-        inner, cross = localsgd.sync_groups("hosts")
-        return inner, cross, False
-    return group, group, True
+        levels = localsgd.sync_groups("hosts")
+        return levels.inner, localsgd._Across(levels.outer, levels.host, levels.shares, None,
+                                              0), False
+    group = dist.distributed.resolve(group, "DistributedDataParallel")
+    return group, localsgd._Across(group, None, False, None, 0), True
 
 
 def _trace_bucket(tracer, bucket: _Bucket, nbytes: int) -> None:

@@ -28,30 +28,54 @@ f syncs at steps ``k * H / F`` with ``k % F == f`` (k >= 1), so each piece syncs
 staggered, and each all_reduce carries 1/F of the bytes.
 
 Two levels: :func:`sync_groups` splits the world by host (the layout the two-level collectives
-use): DDP inside a host every step, DiLoCo among the ranks with the same local index on every
-host. ``ringrt.ddp.DistributedDataParallel(..., sync_every=H)`` does it in one option.
+use): DDP inside a host every step, DiLoCo across hosts. The replicas of one host are
+identical, so the cross-host traffic is split among them: with L ranks on every host, local
+index i averages share i of each fragment among the ranks with index i on every host, and an
+all-gather inside the host (shared memory) reassembles the average; with uneven hosts, the
+first rank of each host averages everything and broadcasts it inside its host.
+``ringrt.ddp.DistributedDataParallel(..., sync_every=H)`` does it in one option.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 import ringrt as dist
 from ringrt._algorithms import hierarchical
-from ringrt._compress import start_average
+from ringrt._compress import _Pending, start_average
 from ringrt._flat import FlatLayout
 
-__all__ = ["DiLoCo", "LocalSGD", "sync_groups", "SCOPES", "COMPRESSIONS"]
+__all__ = ["DiLoCo", "LocalSGD", "SyncGroups", "sync_groups", "SCOPES", "COMPRESSIONS"]
 
 SCOPES = ("auto", "hosts", "ranks")
 COMPRESSIONS = (None, "bf16", "int8")
 
 
-def sync_groups(scope: str = "auto"):
-    """The two levels of the world: ``(inner_group, outer_group)`` of this rank.
+class SyncGroups(NamedTuple):
+    """This rank's two levels (what :func:`sync_groups` returns).
+
+    Attributes:
+        inner: the ranks that average gradients every step (this rank's host; or itself).
+        outer: the group this rank averages pseudo-gradients over (None: it sends nothing
+            across hosts; a host whose ranks are uneven with other hosts' uses its first rank).
+        host: the group the cross-host result is shared in (= inner), None with one rank.
+        shares: True: each rank of a host carries its share (local index i of L) across
+            hosts, then an all-gather inside the host; False: one rank carries everything
+            and broadcasts it inside the host (or the host has one rank).
+    """
+
+    inner: object
+    outer: object
+    host: object
+    shares: bool
+
+
+def sync_groups(scope: str = "auto") -> SyncGroups:
+    """The two levels of the world for this rank.
 
     Every rank must call it, in the same order (it creates process groups).
 
@@ -63,7 +87,7 @@ def sync_groups(scope: str = "auto"):
             ``"auto"``: ``"hosts"`` when the world spans several hosts, else ``"ranks"``.
 
     Returns:
-        ``(inner, outer)`` ProcessGroups containing this rank.
+        A :class:`SyncGroups`.
 
     Raises:
         ValueError: an unknown scope.
@@ -75,24 +99,21 @@ def sync_groups(scope: str = "auto"):
     if scope == "auto":
         scope = "hosts" if len(where.hosts) > 1 else "ranks"
     if scope == "ranks":
-        inner_sets = [[r] for r in range(world.size)]
-        outer_sets = [list(range(world.size))]
-    else:
-        inner_sets = [list(ranks) for ranks in where.hosts]
-        outer_sets = [where.same_index(ranks[0]) for ranks in _by_local_index(where)]
-    inner = _my_group(inner_sets, world)
-    outer = _my_group(outer_sets, world)
-    return inner, outer
-
-
-def _by_local_index(where) -> list[list[int]]:
-    """For each local index i: the ranks with that index (one per host that has one)."""
-    return [[ranks[i] for ranks in where.hosts if i < len(ranks)]
-            for i in range(max(where.sizes))]
+        inner = _my_group([[r] for r in range(world.size)], world)
+        return SyncGroups(inner, _my_group([list(range(world.size))], world), None, False)
+    inner = _my_group([list(ranks) for ranks in where.hosts], world)
+    host = inner if len(where.local_ranks(world.rank)) > 1 else None
+    if where.even:          # local index i of every host: share i
+        outer = _my_group([[ranks[i] for ranks in where.hosts]
+                           for i in range(where.sizes[0])], world)
+        return SyncGroups(inner, outer, host, host is not None)
+    outer = _my_group([where.leaders()], world)      # uneven hosts: the first rank of each
+    return SyncGroups(inner, outer if world.rank in where.leaders() else None, host, False)
 
 
 def _my_group(rank_sets: list[list[int]], world):
-    """Create a group per set (every rank, same order) and return the one holding this rank."""
+    """Create a group per set (every rank, same order) and return the one holding this rank
+    (None if none does)."""
     mine = None
     for ranks in rank_sets:
         group = dist.new_group([world.members[r] for r in ranks])
@@ -134,6 +155,11 @@ class DiLoCo:
             float32 scale per ``int8_chunk`` elements).
         int8_chunk: elements per int8 scale.
         group: the sync group (default: the world); every member must wrap the same model.
+            None on a rank that sends nothing across hosts (see :class:`SyncGroups`).
+        host_group: two levels: the group of this rank's host, whose ranks hold identical
+            replicas and share the result (None: one replica per rank).
+        shares: with ``host_group``: each rank of the host carries its share across hosts
+            (True) or the host's first rank carries everything (False).
 
     Attributes:
         optimizer, params, steps (inner steps taken), anchor (flat float copy of the
@@ -148,7 +174,7 @@ class DiLoCo:
     def __init__(self, optimizer, sync_every: int, *, outer_lr: float | None = None,
                  outer_momentum: float | None = None, nesterov: bool | None = None,
                  fragments: int = 1, delay: int = 1, compress: str | None = None,
-                 int8_chunk: int = 256, group=None):
+                 int8_chunk: int = 256, group=None, host_group=None, shares: bool = False):
         self.outer_lr = self.default_outer_lr if outer_lr is None else outer_lr
         self.outer_momentum = (self.default_outer_momentum if outer_momentum is None
                                else outer_momentum)
@@ -158,10 +184,11 @@ class DiLoCo:
         self.optimizer, self.params = optimizer, optimizer.params
         self.sync_every, self.fragments, self.delay = sync_every, fragments, delay
         self.compress, self.int8_chunk, self.group = compress, int8_chunk, group
+        self.across = _Across(group, host_group, shares, compress, int8_chunk)
         self.period = sync_every // fragments
         self.layout = FlatLayout.of(self.params)
         self.anchor = self.layout.flatten(self.params)
-        dist.broadcast(self.anchor, src=_first_member(group), group=group)
+        self.across.broadcast(self.anchor)
         self.layout.unflatten_into(self.anchor, self.params)    # every replica starts equal
         self.momentum = np.zeros_like(self.anchor)
         bounds = np.linspace(0, self.layout.numel, fragments + 1).round().astype(int)
@@ -185,7 +212,7 @@ class DiLoCo:
         snapshot = np.empty(hi - lo, self.layout.dtype)
         self.layout.copy_range_from(self.params, snapshot, lo, hi)
         pseudo_grad = self.anchor[lo:hi] - snapshot
-        pending = start_average(pseudo_grad, self.compress, self.group, self.int8_chunk)
+        pending = self.across.start(pseudo_grad, self.compress)
         self._in_flight = _InFlight(fragment, self.steps, snapshot, pending)
 
     def _apply(self) -> None:
@@ -215,12 +242,11 @@ class DiLoCo:
         """
         if self._in_flight is not None:
             self._apply()
-        flat = self.layout.flatten(self.params)
-        dist.all_reduce(flat, op=dist.ReduceOp.AVG, group=self.group)
+        flat = self.across.start(self.layout.flatten(self.params), None).finish()
         self.layout.unflatten_into(flat, self.params)
         self.anchor[...] = flat
         state = self.optimizer.state_dict()
-        _average_tree(state, self.group)
+        _average_tree(state, self.across)
         self.optimizer.load_state_dict(state)
 
     def state_dict(self) -> dict:
@@ -310,6 +336,54 @@ def _rank() -> int | str:
     return dist.get_rank() if dist.is_initialized() else "?"
 
 
+class _Across:
+    """Averages a replica's vector over the replicas (see the module docstring's two levels):
+    over ``group`` directly; by shares (an all-gather in ``host`` after); or by the host's
+    first rank (``group`` None elsewhere) and a broadcast in ``host``."""
+
+    def __init__(self, group, host, shares: bool, compress, chunk: int):
+        self.group, self.host, self.compress, self.chunk = group, host, compress, chunk
+        self.mode = "flat" if host is None else "shares" if shares else "leader"
+        if self.mode == "flat" and group is None:       # one level: the default group
+            self.group = dist.distributed.resolve(None, "DiLoCo")
+        self.host_size = 1 if host is None else dist.get_world_size(host)
+        self.host_index = 0 if host is None else dist.get_rank(host)
+
+    def broadcast(self, values: np.ndarray) -> None:
+        """Give every replica the first one's ``values`` (in place)."""
+        if self.group is not None:
+            dist.broadcast(values, src=_first_member(self.group), group=self.group)
+        if self.host is not None:
+            dist.broadcast(values, src=_first_member(self.host), group=self.host)
+
+    def start(self, values: np.ndarray, compress) -> _Pending:
+        """Launch the average of ``values`` over the replicas; ``finish()`` returns it."""
+        if self.mode == "flat":
+            return start_average(values, compress, self.group, self.chunk)
+        dtype = values.dtype if compress is None else np.dtype(np.float32)
+        if self.mode == "leader":
+            pending = None if self.group is None else \
+                start_average(values, compress, self.group, self.chunk)
+            return _Pending([], lambda: self._from_leader(pending, values.size, dtype))
+        share = -(-values.size // self.host_size)
+        mine = np.zeros(share, values.dtype)
+        piece = values[self.host_index * share:(self.host_index + 1) * share]
+        mine[:piece.size] = piece
+        pending = start_average(mine, compress, self.group, self.chunk)
+        return _Pending([], lambda: self._gathered(pending, values.size, dtype))
+
+    def _from_leader(self, pending, size: int, dtype) -> np.ndarray:
+        average = np.empty(size, dtype) if pending is None else pending.finish().astype(dtype)
+        dist.broadcast(average, src=_first_member(self.host), group=self.host)
+        return average
+
+    def _gathered(self, pending, size: int, dtype) -> np.ndarray:
+        mine = pending.finish().astype(dtype, copy=False)
+        everything = np.empty(mine.size * self.host_size, dtype)
+        dist.all_gather_into_tensor(everything, mine, group=self.host)
+        return everything[:size]
+
+
 def _first_member(group) -> int:
     return dist.distributed.resolve(group, "DiLoCo").members[0]
 
@@ -327,14 +401,14 @@ def _write_range(layout: FlatLayout, params, values: np.ndarray, lo: int, hi: in
             flat[a - begin:b - begin] = values[a - lo:b - lo]
 
 
-def _average_tree(tree, group) -> None:
-    """All-reduce (AVG) every floating ndarray leaf of a dict/list tree, in place, in a
-    fixed order (sorted keys), so every rank issues the same collectives."""
+def _average_tree(tree, across: _Across) -> None:
+    """Average every floating ndarray leaf of a dict/list tree over the replicas, in place,
+    in a fixed order (sorted keys), so every rank issues the same collectives."""
     if isinstance(tree, Mapping):
         for key in sorted(tree, key=str):
-            _average_tree(tree[key], group)
+            _average_tree(tree[key], across)
     elif isinstance(tree, list | tuple):
         for item in tree:
-            _average_tree(item, group)
+            _average_tree(item, across)
     elif isinstance(tree, np.ndarray) and np.issubdtype(tree.dtype, np.floating) and tree.size:
-        dist.all_reduce(tree, op=dist.ReduceOp.AVG, group=group)
+        tree[...] = across.start(tree.reshape(-1), None).finish().reshape(tree.shape)

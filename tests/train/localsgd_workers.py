@@ -46,9 +46,9 @@ def cases(rank: int, world_size: int, ckpt_dir: str) -> dict:
     return out
 
 
-def _grads(model, step, rank, world_size, grads):
+def _grads(model, step, rank, world_size, grads, on_layer_done=None):
     x, y = local_batch(step, rank, world_size)
-    model.loss_and_grads(x, y, grads)
+    model.loss_and_grads(x, y, grads, on_layer_done)
 
 
 def train_diloco(rank, world_size, options, steps=STEPS, start=None):
@@ -136,3 +136,47 @@ def resume_case(rank, world_size, ckpt_dir):
     in_flight_at = RESUME_AT + RESUME["sync_every"] // RESUME["fragments"]   # a sync started
     state_resumed = run(state_at=run(state_at=in_flight_at))
     return {"uninterrupted": uninterrupted, "resumed": resumed, "state-resumed": state_resumed}
+
+
+# --- two levels: ranks of a "host" (RINGRT_HOST_ID) average every step, hosts by DiLoCo ------
+
+TWO_LEVEL_DILOCO = {"two-h4": {"sync_every": 4},
+                    "two-h4-f2-bf16": {"sync_every": 4, "fragments": 2, "compress": "bf16"},
+                    "two-h3-nodelay-int8": {"sync_every": 3, "delay": 0, "compress": "int8",
+                                            "int8_chunk": 64}}
+TWO_LEVEL_DDP = {"two-powersgd": {"compress": "powersgd", "powersgd_rank": 2},
+                 "two-bf16": {"compress": "bf16"}}
+
+
+def two_level_cases(rank: int, world_size: int) -> dict:
+    """DDP(sync_every=H) with scope "hosts" and compressed DDP across hosts."""
+    import ringrt
+    from ringrt._algorithms import hierarchical
+
+    ringrt.init_process_group()
+    out = {"hosts": [list(h) for h in hierarchical.layout(
+        ringrt.distributed.resolve(None)).hosts]}
+    for name, options in TWO_LEVEL_DILOCO.items():
+        params = train_two_level(rank, world_size, options)
+        out.update({f"{name}/{k}": v for k, v in params.items()})
+    for name, options in TWO_LEVEL_DDP.items():
+        out.update({f"{name}/{k}": v for k, v in train_ddp(rank, world_size, options).items()})
+    ringrt.destroy_process_group()
+    return out
+
+
+def train_two_level(rank, world_size, options, steps=STEPS):
+    from ringrt.ddp import DistributedDataParallel
+    from ringrt.optim import SGD
+
+    options = dict(options)
+    model = MLP(SIZES, seed=rank, dtype=np.float64)
+    ddp = DistributedDataParallel(model.params, sync_every=options.pop("sync_every"),
+                                  scope="hosts")
+    model.params = ddp.params
+    diloco = ddp.wrap_optimizer(SGD(ddp.params, lr=INNER_LR), **options)
+    for step in range(steps):
+        _grads(model, step, rank, world_size, ddp.grads, ddp.grad_ready)
+        ddp.sync()
+        diloco.step(ddp.grads)
+    return dict(model.params)

@@ -50,10 +50,13 @@ def int8(values: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def simulate_diloco(world_size, sync_every, fragments=1, delay=1, compress=None, local=False,
-                    int8_chunk=256, steps=lw.STEPS):
-    """Every replica's final parameters (flat, in registration order) under DiLoCo."""
+                    int8_chunk=256, steps=lw.STEPS, replicas=None):
+    """Every replica's final parameters under DiLoCo. A replica is a list of ranks (one host
+    of the two-level mode) training on the mean of their shards' gradients; default: each
+    rank alone."""
+    replicas = replicas or [[r] for r in range(world_size)]
     lr, momentum, nesterov = (1.0, 0.0, False) if local else (0.7, 0.9, True)
-    models = [MLP(SIZES, seed=0, dtype=np.float64) for _ in range(world_size)]
+    models = [MLP(SIZES, seed=0, dtype=np.float64) for _ in replicas]
     names = list(models[0].params)
     flat = [np.concatenate([m.params[n].ravel() for n in names]) for m in models]
     anchor, velocity = flat[0].copy(), np.zeros_like(flat[0])
@@ -71,7 +74,8 @@ def simulate_diloco(world_size, sync_every, fragments=1, delay=1, compress=None,
 
     for step in range(1, steps + 1):
         for r, x in enumerate(flat):
-            grads = _grads_at(models[r], x, names, step - 1, r, world_size)
+            grads = np.mean([_grads_at(models[r], x, names, step - 1, rank, world_size)
+                             for rank in replicas[r]], axis=0)
             x -= 0.1 * grads
         if pending is not None and step >= pending[1] + delay:
             apply(step)
@@ -139,8 +143,10 @@ def test_the_replicas_differ_between_syncs_and_the_delay_matters(world):
 # --- PowerSGD and bf16 DDP ---------------------------------------------------------------------
 
 
-def simulate_ddp(world_size, compress, powersgd_rank=4, steps=lw.STEPS):
-    """Synchronous DDP with compressed gradients; every replica ends equal, so one model."""
+def simulate_ddp(world_size, compress, powersgd_rank=4, steps=lw.STEPS, replicas=None):
+    """Synchronous DDP with compressed gradients; every replica ends equal, so one model.
+    Replicas (hosts) average their ranks' gradients exactly, then compress across."""
+    replicas = replicas or [[r] for r in range(world_size)]
     model = MLP(SIZES, seed=0, dtype=np.float64)
     names = list(model.params)
     layout_order = list(reversed(names))             # DDP's buffer order: Qs drawn in it
@@ -152,13 +158,16 @@ def simulate_ddp(world_size, compress, powersgd_rank=4, steps=lw.STEPS):
             rank = min(powersgd_rank, *shape)
             if sum(shape) * rank < shape[0] * shape[1]:
                 q[name] = rng.standard_normal((shape[1], rank))
-                error[name] = [np.zeros(shape) for _ in range(world_size)]
+                error[name] = [np.zeros(shape) for _ in replicas]
     for step in range(steps):
         local = []
-        for r in range(world_size):
-            grads = {n: np.zeros_like(p) for n, p in model.params.items()}
-            model.loss_and_grads(*local_batch(step, r, world_size), grads)
-            local.append(grads)
+        for ranks in replicas:
+            per_rank = []
+            for r in ranks:
+                grads = {n: np.zeros_like(p) for n, p in model.params.items()}
+                model.loss_and_grads(*local_batch(step, r, world_size), grads)
+                per_rank.append(grads)
+            local.append({n: np.mean([g[n] for g in per_rank], axis=0) for n in names})
         for name in names:
             if compress == "bf16":
                 average = np.mean([bf16(g[name]) for g in local], axis=0)
@@ -206,3 +215,40 @@ def test_resumed_run_continues_bit_for_bit(world, resumed):
         assert set(got) == set(want)
         for name in want:
             assert got[name].tobytes() == want[name].tobytes(), (resumed, rank, name)
+
+
+# --- two levels: "hosts" from RINGRT_HOST_ID, even (2 x 2: shares) and uneven (2 + 1) --------
+
+
+@pytest.fixture(scope="module", params=[("even", ["a", "a", "b", "b"]), ("uneven", ["a", "a", "b"])],
+                ids=lambda p: p[0])
+def two_level_world(request):
+    hosts = request.param[1]
+    result = run_world("tests.train.localsgd_workers:two_level_cases", len(hosts), timeout=120,
+                       per_rank_env={r: {"RINGRT_HOST_ID": f"host-{h}"}
+                                     for r, h in enumerate(hosts)})
+    return len(hosts), result
+
+
+@pytest.mark.parametrize("case", list(lw.TWO_LEVEL_DILOCO) + list(lw.TWO_LEVEL_DDP))
+def test_two_levels_equal_the_simulation_with_one_replica_per_host(two_level_world, case):
+    world_size, results = two_level_world
+    hosts = results[0].values["hosts"]
+    assert len(hosts) == 2
+    if case in lw.TWO_LEVEL_DILOCO:
+        want = simulate_diloco(world_size, replicas=hosts, **lw.TWO_LEVEL_DILOCO[case])
+    else:
+        options = lw.TWO_LEVEL_DDP[case]
+        one = simulate_ddp(world_size, options["compress"], options.get("powersgd_rank", 4),
+                           replicas=hosts)
+        want = [one] * len(hosts)
+    compress = lw.TWO_LEVEL_DILOCO.get(case, lw.TWO_LEVEL_DDP.get(case)).get("compress")
+    atol = {None: 1e-9, "int8": 2e-3, "bf16": 1e-2, "powersgd": 1e-7}[compress]
+    for replica, ranks in enumerate(hosts):
+        for rank in ranks:
+            got = params_of(results[rank].arrays, f"{case}/")
+            for name, value in want[replica].items():
+                np.testing.assert_allclose(got[name], value, rtol=0, atol=atol,
+                                           err_msg=f"{case} rank {rank} {name}")
+            first = params_of(results[ranks[0]].arrays, f"{case}/")   # a host's ranks agree
+            assert all(got[n].tobytes() == first[n].tobytes() for n in got), (case, rank)
