@@ -296,8 +296,12 @@ class DiLoCo:
 
     @property
     def lr(self) -> float:
-        """The inner optimizer's learning rate."""
+        """The inner optimizer's learning rate (settable, for schedules)."""
         return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.optimizer.lr = value
 
 
 class LocalSGD(DiLoCo):
