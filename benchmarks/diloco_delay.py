@@ -1,5 +1,5 @@
-"""What DiLoCo's one-step delay (and its options) cost in accuracy: the final validation loss
-of examples/train.py --task chars at equal samples, with and without the delay.
+"""What DiLoCo's one-step delay (and its options, and DDP's compression) cost in accuracy: the
+final validation loss of examples/train.py --task chars at equal samples.
 
     python -m benchmarks.diloco_delay [--ranks 4] [--samples 400000] [--seeds 0,1]
 
@@ -42,6 +42,9 @@ CONFIGS = {
     "h50-m05-delay1": ["--sync-every", "50", "--sync-delay", "1", "--outer-momentum", "0.5"],
     "h10-localsgd": ["--sync-every", "10", "--sync-delay", "0", "--outer-lr", "1",
                      "--outer-momentum", "0"],
+    # synchronous DDP, compressed (on one host the whole all-reduce is compressed)
+    "ddp-bf16": ["--compress", "bf16"],
+    "ddp-powersgd-r4": ["--compress", "powersgd", "--powersgd-rank", "4"],
 }
 
 

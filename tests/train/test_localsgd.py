@@ -220,8 +220,8 @@ def test_resumed_run_continues_bit_for_bit(world, resumed):
 # --- two levels: "hosts" from RINGRT_HOST_ID, even (2 x 2: shares) and uneven (2 + 1) --------
 
 
-@pytest.fixture(scope="module", params=[("even", ["a", "a", "b", "b"]), ("uneven", ["a", "a", "b"])],
-                ids=lambda p: p[0])
+@pytest.fixture(scope="module", ids=lambda p: p[0],
+                params=[("even", ["a", "a", "b", "b"]), ("uneven", ["a", "a", "b"])])
 def two_level_world(request):
     hosts = request.param[1]
     result = run_world("tests.train.localsgd_workers:two_level_cases", len(hosts), timeout=120,
