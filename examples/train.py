@@ -31,8 +31,8 @@ Across slow links (docs/local-sgd.md)::
 ``--task chars`` is next-character prediction on ``pydoc_data.topics`` (examples/chardata.py,
 examples/charmodel.py); ``--log-json`` makes rank 0 append one record per evaluation
 (``time_s``, ``step``, ``samples``, ``val_loss``, plus ``epoch`` and ``world``); the run stops
-at the first evaluation reaching ``--target-loss`` or once ``--max-samples`` samples (over all
-ranks) were seen. With ``--sync-every`` the evaluation uses rank 0's replica, and checkpoints
+at the first evaluation reaching ``--target-loss``, or once ``--max-samples`` samples (over all
+ranks) were seen or ``--max-seconds`` of training time (evaluations excluded) passed. With ``--sync-every`` the evaluation uses rank 0's replica, and checkpoints
 (every ``--ckpt-every``, a multiple of H) first make the replicas identical
 (``DiLoCo.consolidate``), so checkpoints, resumes and elastic membership changes happen at
 outer-step boundaries.
@@ -129,6 +129,8 @@ from ringrt.optim import Adam, ZeroRedundancyOptimizer  # noqa: E402
               help="Stop at the first evaluation with val_loss <= this (0: never).")
 @click.option("--max-samples", default=0, show_default=True,
               help="Stop once this many samples (over all ranks) were trained on (0: never).")
+@click.option("--max-seconds", default=0.0, show_default=True,
+              help="Stop at the first evaluation after this much training time (0: never).")
 def main(**opts) -> None:
     """Train the digits MLP (see the module docstring)."""
     init_distributed()
@@ -257,6 +259,7 @@ class Options:
     log_json: str | None = None
     target_loss: float = 0.0
     max_samples: int = 0
+    max_seconds: float = 0.0
 
     def check(self, zero: bool) -> None:
         if zero and (self.sync_every or self.compress != "none"):
@@ -298,35 +301,43 @@ def build_task(opts: Options, hidden: str, seed: int):
 
 class Evaluator:
     """``evaluate(step, epoch) -> stop?``: rank 0 computes the validation loss (and the
-    accuracy), appends a ``--log-json`` record, and decides whether to stop (target loss or
-    sample budget); every rank learns the decision from one broadcast."""
+    accuracy), appends a ``--log-json`` record, and decides whether to stop (target loss,
+    sample or time budget); every rank learns the decision from one broadcast.
+
+    ``time_s`` is training time: wall time since the first step less the evaluations' pauses
+    (so how often one evaluates does not change it)."""
+
+    REASONS = {1: "; reached --target-loss", 2: "; --max-samples spent",
+               3: "; --max-seconds spent"}
 
     def __init__(self, opts: Options, model, x_val, y_val, batch_size: int, start: float):
         self.opts, self.model, self.x_val, self.y_val = opts, model, x_val, y_val
-        self.batch_size, self.start = batch_size, start
+        self.batch_size, self.start, self.paused = batch_size, start, 0.0
         self.val_loss, self.accuracy, self.stopped, self.reason = float("nan"), 0.0, False, ""
 
     def __call__(self, step: int, epoch: int) -> bool:
+        began = time.perf_counter()
+        training_s = began - self.start - self.paused
         samples = step * self.batch_size
         stop = np.zeros(1, np.float64)
         if dist.get_rank() == 0:
             self.val_loss = self.model.loss(self.x_val, self.y_val)
             self.accuracy = self.model.accuracy(self.x_val, self.y_val)
-            reached = self.opts.target_loss and self.val_loss <= self.opts.target_loss
-            spent = self.opts.max_samples and samples >= self.opts.max_samples
-            stop[0] = 1 if reached else 2 if spent else 0
-            self._record(step, epoch, samples)
+            opts = self.opts
+            stop[0] = (1 if opts.target_loss and self.val_loss <= opts.target_loss else
+                       2 if opts.max_samples and samples >= opts.max_samples else
+                       3 if opts.max_seconds and training_s >= opts.max_seconds else 0)
+            self._record(step, epoch, samples, training_s)
         dist.broadcast(stop, src=0)
         self.stopped = bool(stop[0])
-        if self.stopped:
-            self.reason = ("; reached --target-loss" if stop[0] == 1 else
-                           "; --max-samples spent")
+        self.reason = self.REASONS.get(int(stop[0]), "")
+        self.paused += time.perf_counter() - began
         return self.stopped
 
-    def _record(self, step: int, epoch: int, samples: int) -> None:
+    def _record(self, step: int, epoch: int, samples: int, training_s: float) -> None:
         if not self.opts.log_json:
             return
-        record = {"time_s": round(time.perf_counter() - self.start, 4), "step": step,
+        record = {"time_s": round(training_s, 4), "step": step,
                   "samples": samples, "val_loss": round(self.val_loss, 6),
                   "val_accuracy": round(self.accuracy, 6), "epoch": epoch,
                   "world": dist.get_world_size()}
