@@ -154,15 +154,16 @@ class DistributedDataParallel:
         compress: ``None``, ``"bf16"`` or ``"powersgd"``: how gradients cross hosts. When
             the world spans hosts (``group`` None), buckets are averaged in float32 inside
             each host (shared memory, overlapped with the backward) and :meth:`sync` then
-            averages the host averages, compressed, among the ranks with the same local index
-            on every host. On one host (or with an explicit ``group``) there is no host stage:
+            averages the host averages across hosts, compressed (bf16: each rank of a host
+            carries 1/L of it; PowerSGD: each host's first rank, then a broadcast inside the
+            host). On one host (or with an explicit ``group``) there is no host stage:
             :meth:`sync` averages the whole gradient compressed over the group (so it can be
             tested there). See docs/local-sgd.md.
         powersgd_rank: PowerSGD's rank r.
         sync_every: switch on two-level DiLoCo: DDP only among the ranks of a host
             (:func:`ringrt.localsgd.sync_groups` with ``scope``), and :meth:`wrap_optimizer`
             wraps the optimizer in :class:`ringrt.localsgd.DiLoCo` syncing every
-            ``sync_every`` steps across hosts. Needs ``group=None``.
+            ``sync_every`` steps across hosts. Needs ``group=None``; excludes ``compress``.
         scope: with ``sync_every``: ``"auto"`` (hosts when the world spans hosts, else ranks),
             ``"hosts"`` or ``"ranks"`` (DiLoCo between all ranks, no DDP).
 
@@ -172,6 +173,7 @@ class DistributedDataParallel:
             into the buffer.
         grads: name -> view into the flat gradient buffer; ``ddp.grads[k] += g``,
             ``ddp.grads[k] = g`` (copied in, same shape) or a backward pass writing in place.
+        levels: with ``sync_every``, the :class:`ringrt.localsgd.SyncGroups` in use.
 
     Raises:
         TypeError: params are not floating ndarrays of one dtype. ValueError: empty params,
@@ -321,7 +323,7 @@ class DistributedDataParallel:
 
     def _launch(self, bucket: _Bucket) -> None:
         grads = self.flat_grads[bucket.start:bucket.stop]
-        if self._skip_buckets:              # compressed over the whole group in sync()
+        if self._skip_buckets:     # compressed over the whole group in sync(), or one rank
             bucket.work, self._next_launch = _NOTHING_SENT, bucket.index + 1
             return
         bucket.work = dist.all_reduce(grads, op=dist.ReduceOp.AVG, group=self.group,
@@ -337,7 +339,7 @@ class DistributedDataParallel:
             bucket.pending, bucket.work, bucket.ready_at = len(bucket.names), None, 0.0
 
 
-_NOTHING_SENT = dist.Work.done("ddp bucket (averaged compressed in sync)")
+_NOTHING_SENT = dist.Work.done("ddp bucket (nothing sent: one rank, or compressed in sync)")
 
 
 def _check_two_level(compress, sync_every, scope, group) -> None:
