@@ -24,8 +24,8 @@ t + 1 computes and is applied after it, keeping step t + 1's local progress::
 docs/local-sgd.md.
 
 Fragments (``fragments=F``): the flat parameter vector is cut into F contiguous pieces; piece
-f syncs at steps ``k * H / F`` with ``k % F == f`` (k >= 1), so each piece syncs every H steps,
-staggered, and each all_reduce carries 1/F of the bytes.
+f syncs at steps ``k * H / F`` with ``(k - 1) % F == f`` (k >= 1), so each piece syncs every H
+steps, staggered, and each all_reduce carries 1/F of the bytes.
 
 Two levels: :func:`sync_groups` splits the world by host (the layout the two-level collectives
 use): DDP inside a host every step, DiLoCo across hosts. The replicas of one host are
