@@ -82,13 +82,15 @@ class Distributed:
     """The model to call and the step to take: synchronous DDP (optionally with a torch
     comm hook), or DiLoCo across hosts with DDP inside each (``sync_every``)."""
 
-    def __init__(self, net: nn.Module, optimizer, sync_every: int, compress: str | None):
+    def __init__(self, net: nn.Module, optimizer, sync_every: int, compress: str | None,
+                 **outer):
         self.optimizer, self.diloco = optimizer, None
         if sync_every:
             if compress == "powersgd":
                 raise click.UsageError("--compress powersgd is for synchronous DDP; with "
                                        "--sync-every use bf16 or int8")
-            self.diloco = DiLoCo(net, optimizer, sync_every, compress=compress, two_level=True)
+            self.diloco = DiLoCo(net, optimizer, sync_every, compress=compress, two_level=True,
+                                 **outer)
             self.model = self.diloco.model
             return
         if compress == "int8":
@@ -140,11 +142,16 @@ class Distributed:
 @click.option("--target-loss", default=0.0, help="chars: record when validation loss gets "
                                                  "to this (and stop, with --stop-at-target).")
 @click.option("--stop-at-target", is_flag=True, help="chars: stop at --target-loss.")
+@click.option("--outer-lr", default=0.7, show_default=True, help="DiLoCo's outer lr.")
+@click.option("--outer-momentum", default=0.9, show_default=True,
+              help="DiLoCo's outer Nesterov momentum.")
+@click.option("--overlap/--no-overlap", default=True, show_default=True,
+              help="DiLoCo: overlap the outer all_reduce with the next step (one step late).")
 @click.option("--log-json", type=click.Path(dir_okay=False), default=None,
               help="chars: rank 0 writes every validation loss with its time here.")
 def main(task, epochs, batch_size, lr, seed, backend, sync_every, compress, save_params,
          samples, max_seconds, eval_every, context, hidden, target_loss, stop_at_target,
-         log_json) -> None:
+         outer_lr, outer_momentum, overlap, log_json) -> None:
     """Train the digits CNN or the chars model with torch DDP (see the module docstring)."""
     torch.set_num_threads(1)
     init_distributed(backend)
@@ -154,7 +161,8 @@ def main(task, epochs, batch_size, lr, seed, backend, sync_every, compress, save
         else:
             train_chars(CharOptions(batch_size, lr, seed, sync_every, compress, samples,
                                     max_seconds, eval_every, context, hidden, target_loss,
-                                    stop_at_target, log_json))
+                                    stop_at_target, log_json, outer_lr, outer_momentum,
+                                    overlap))
     finally:
         dist.destroy_process_group()
 
@@ -229,6 +237,9 @@ class CharOptions:
     target_loss: float
     stop_at_target: bool
     log_json: str | None
+    outer_lr: float = 0.7
+    outer_momentum: float = 0.9
+    overlap: bool = True
 
 
 def train_chars(o: CharOptions) -> None:
@@ -246,7 +257,8 @@ def train_chars(o: CharOptions) -> None:
     torch.manual_seed(o.seed)
     net = CharMLP(corpus.vocab_size, o.context, hidden=o.hidden)
     training = Distributed(net, torch.optim.Adam(net.parameters(), lr=o.lr), o.sync_every,
-                           o.compress)
+                           o.compress, outer_lr=o.outer_lr, outer_momentum=o.outer_momentum,
+                           overlap=o.overlap)
     params = sum(p.numel() for p in net.parameters())
     how = f"DiLoCo H={o.sync_every}" if o.sync_every else "DDP"
     say(rank, f"world {world}, {how}{' ' + o.compress if o.compress else ''} over "
