@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps bench-across-hosts
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,3 +77,10 @@ bench-torch: $(STAMP)
 	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
 	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
 	done
+
+# make bench-across-hosts: issue 18's time to a validation loss on netlab (3 hosts, profiles
+# gige and wifi): one process, torch DDP (plain, bf16, PowerSGD) and DiLoCo (H = 10, 50, 200)
+# on examples/torch_train.py --task chars; about 15 minutes, under the machine's CPU lock.
+# Record: benchmarks/results/time_to_accuracy.json; guide: docs/training-across-laptops.md.
+bench-across-hosts: $(STAMP) lab-deps
+	flock /tmp/ringrt-cpu.lock $(PY) -m benchmarks.time_to_accuracy

@@ -78,6 +78,14 @@ class CharMLP(nn.Module):
         return self.body(self.embed(x))
 
 
+def check_combination(sync_every: int, compress: str | None) -> None:
+    if sync_every and compress == "powersgd":
+        raise click.UsageError("--compress powersgd is for synchronous DDP; with --sync-every "
+                               "use bf16 or int8")
+    if not sync_every and compress == "int8":
+        raise click.UsageError("--compress int8 needs --sync-every (DiLoCo)")
+
+
 class Distributed:
     """The model to call and the step to take: synchronous DDP (optionally with a torch
     comm hook), or DiLoCo across hosts with DDP inside each (``sync_every``)."""
@@ -85,17 +93,17 @@ class Distributed:
     def __init__(self, net: nn.Module, optimizer, sync_every: int, compress: str | None,
                  **outer):
         self.optimizer, self.diloco = optimizer, None
+        check_combination(sync_every, compress)
         if sync_every:
-            if compress == "powersgd":
-                raise click.UsageError("--compress powersgd is for synchronous DDP; with "
-                                       "--sync-every use bf16 or int8")
             self.diloco = DiLoCo(net, optimizer, sync_every, compress=compress, two_level=True,
                                  **outer)
             self.model = self.diloco.model
             return
-        if compress == "int8":
-            raise click.UsageError("--compress int8 needs --sync-every (DiLoCo)")
-        self.model = DDP(net)                          # broadcasts rank 0's parameters
+        # PowerSGD chains all-reduces in its futures' callbacks; with several buckets the
+        # ranks can issue them in different orders (ringrt stops with a
+        # CollectiveMismatchError), so its DDP keeps the gradients in one bucket.
+        buckets = {"bucket_cap_mb": 1024} if compress == "powersgd" else {}
+        self.model = DDP(net, **buckets)               # broadcasts rank 0's parameters
         if compress == "bf16":
             self.model.register_comm_hook(None, bf16_hook)
         elif compress == "powersgd":
@@ -153,6 +161,7 @@ def main(task, epochs, batch_size, lr, seed, backend, sync_every, compress, save
          samples, max_seconds, eval_every, context, hidden, target_loss, stop_at_target,
          outer_lr, outer_momentum, overlap, log_json) -> None:
     """Train the digits CNN or the chars model with torch DDP (see the module docstring)."""
+    check_combination(sync_every, compress)
     torch.set_num_threads(1)
     init_distributed(backend)
     try:

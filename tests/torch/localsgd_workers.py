@@ -219,3 +219,4 @@ def two_level(rank: int, world: int, hosts: list[list[int]]) -> dict:
     dist.barrier()
     dist.destroy_process_group()
     return out
+

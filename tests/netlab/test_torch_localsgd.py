@@ -13,7 +13,7 @@ import pytest
 from tests.netlab._lab import NPROC, WORLD, outputs, wait_all_dead, wait_jobs, worker_pids
 
 pytest.importorskip("torch")
-WORKER = Path(__file__).with_name("localsgd_worker.py")
+WORKER = Path(__file__).with_name("torch_localsgd_worker.py")
 # At world 6 ringrt's two-level sums and gloo's ring add in different orders: bf16 buckets
 # round differently (one bf16 ulp of a gradient, ~4e-3 relative, through 8 SGD steps at lr
 # 0.1); PowerSGD's float32 P and Q differ by rounding, which its orthogonalisation keeps small.
