@@ -97,11 +97,9 @@ def summarize_run(run: dict, target: float) -> str:
 # -- the summary ------------------------------------------------------------------------------
 
 def loss_at(run: dict, samples: int) -> float | None:
-    """The validation loss logged at ``samples`` (the last eval at or before), if it got there."""
-    before = [e for e in run["evals"] if e["samples"] <= samples]
-    if not before or run["evals"][-1]["samples"] < samples:
-        return None
-    return before[-1]["val_loss"]
+    """The validation loss at the first evaluation past ``samples``, if the run got there."""
+    after = [e for e in run["evals"] if e["samples"] >= samples]
+    return after[0]["val_loss"] if after else None
 
 
 def samples_to(run: dict, target: float) -> int | None:
