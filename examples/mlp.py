@@ -84,6 +84,14 @@ class MLP:
                 delta *= inputs[i] > 0
         return loss
 
+    def loss(self, x: np.ndarray, y: np.ndarray, batch: int = 4096) -> float:
+        """Mean cross-entropy over ``x`` (evaluated ``batch`` rows at a time)."""
+        total = 0.0
+        for start in range(0, len(y), batch):
+            logits = self.forward(x[start:start + batch])[0]
+            total += softmax_cross_entropy(logits, y[start:start + batch])[0] * len(logits)
+        return total / len(y)
+
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
         """Fraction of ``x`` classified as ``y``."""
         return float(np.mean(self.forward(x)[0].argmax(axis=1) == y))

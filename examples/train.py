@@ -20,6 +20,22 @@ sampler re-shards the rest of the epoch), and after each checkpoint ask
 multiple of the global batch, so every sample of an epoch is used exactly once whatever the
 world sizes (the batch must divide by each). At the end rank 0 prints the world-size schedule
 (kept in the checkpoints) and a digest of the final parameters.
+
+Across slow links (docs/local-sgd.md)::
+
+    ringrun ... examples/train.py --task chars --sync-every 50     # DiLoCo across hosts,
+                                                  # DDP inside each host (one host: all ranks)
+    ringrun ... examples/train.py --task chars --compress powersgd # synchronous, compressed
+    ... --log-json run.jsonl --eval-every 100 --target-loss 1.9 --max-samples 2000000
+
+``--task chars`` is next-character prediction on ``pydoc_data.topics`` (examples/chardata.py,
+examples/charmodel.py); ``--log-json`` makes rank 0 append one record per evaluation
+(``time_s``, ``step``, ``samples``, ``val_loss``, plus ``epoch`` and ``world``); the run stops
+at the first evaluation reaching ``--target-loss``, or once ``--max-samples`` samples (over all
+ranks) were seen or ``--max-seconds`` of training time (evaluations excluded) passed. With ``--sync-every`` the evaluation uses rank 0's replica, and checkpoints
+(every ``--ckpt-every``, a multiple of H) first make the replicas identical
+(``DiLoCo.consolidate``), so checkpoints, resumes and elastic membership changes happen at
+outer-step boundaries.
 """
 
 from __future__ import annotations
@@ -29,12 +45,15 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # mlp.py, when run as a script
+from chardata import CharCorpus  # noqa: E402
+from charmodel import CharMLP  # noqa: E402
 from mlp import MLP, load_digits  # noqa: E402
 from progress import progress, say  # noqa: E402
 
@@ -76,6 +95,42 @@ from ringrt.optim import Adam, ZeroRedundancyOptimizer  # noqa: E402
 @click.option("--sample-log", type=click.Path(file_okay=False), default=None,
               help="Each rank appends the sample indices of every step to "
                    "DIR/gen{G}-rank{R}.jsonl (checks that every sample is seen once).")
+@click.option("--task", type=click.Choice(["digits", "chars"]), default="digits",
+              show_default=True, help="digits: the UCI digits MLP; chars: next character of "
+              "pydoc_data.topics (embedding + MLP, much harder).")
+@click.option("--context", default=32, show_default=True, help="chars: characters of context.")
+@click.option("--embed-dim", default=16, show_default=True, help="chars: embedding width.")
+@click.option("--sync-every", default=0, show_default=True,
+              help="DiLoCo: sync across hosts every H inner steps (DDP inside a host; on one "
+                   "host, or with --scope ranks, DiLoCo between all ranks). 0: synchronous.")
+@click.option("--scope", type=click.Choice(["auto", "hosts", "ranks"]), default="auto",
+              show_default=True, help="With --sync-every: who syncs by DiLoCo.")
+@click.option("--outer-lr", default=0.7, show_default=True, help="DiLoCo outer lr.")
+@click.option("--outer-momentum", default=0.9, show_default=True,
+              help="DiLoCo outer Nesterov momentum (0 and --outer-lr 1: local SGD).")
+@click.option("--fragments", default=1, show_default=True,
+              help="DiLoCo: sync 1/F of the parameters every H/F steps.")
+@click.option("--sync-delay", default=1, show_default=True,
+              help="DiLoCo: apply each outer step this many inner steps late (overlap).")
+@click.option("--outer-compress", type=click.Choice(["none", "bf16", "int8"]), default="none",
+              show_default=True, help="DiLoCo: pseudo-gradients sent as.")
+@click.option("--compress", type=click.Choice(["none", "bf16", "powersgd"]), default="none",
+              show_default=True, help="Synchronous DDP: gradients cross hosts as (on one "
+              "host: the whole all-reduce is compressed).")
+@click.option("--powersgd-rank", default=4, show_default=True)
+@click.option("--eval-every", default=0, show_default=True,
+              help="Evaluate the validation loss every N steps (0: at each epoch's end).")
+@click.option("--val-samples", default=4096, show_default=True,
+              help="Validation examples evaluated (chars; 0: all).")
+@click.option("--log-json", type=click.Path(dir_okay=False), default=None,
+              help="Rank 0 appends one JSON record per evaluation: time_s, step, samples, "
+                   "val_loss.")
+@click.option("--target-loss", default=0.0, show_default=True,
+              help="Stop at the first evaluation with val_loss <= this (0: never).")
+@click.option("--max-samples", default=0, show_default=True,
+              help="Stop once this many samples (over all ranks) were trained on (0: never).")
+@click.option("--max-seconds", default=0.0, show_default=True,
+              help="Stop at the first evaluation after this much training time (0: never).")
 def main(**opts) -> None:
     """Train the digits MLP (see the module docstring)."""
     init_distributed()
@@ -98,15 +153,20 @@ def init_distributed() -> None:
 
 def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb, ckpt_dir,
           ckpt_every, resume, crash_at_step, save_params, elastic_mode, stop_at_step,
-          train_samples, step_sleep, sample_log) -> None:
+          train_samples, step_sleep, sample_log, **more) -> None:
+    opts = Options(**more)
     rank, world = dist.get_rank(), dist.get_world_size()
     if batch_size % world:
         raise click.UsageError(f"--batch-size {batch_size} must be a multiple of the world "
                                f"size {world}")
     if elastic_mode and not ckpt_dir:
         raise click.UsageError("--elastic needs --ckpt-dir (a directory every host can reach)")
-    ckpt_every = ckpt_every or (10 if elastic_mode else 0)
-    x_train, y_train, x_test, y_test = load_digits()
+    opts.check(zero)
+    ckpt_every = ckpt_every or ((opts.sync_every or 10) if elastic_mode else 0)
+    if opts.sync_every and ckpt_every % opts.sync_every:
+        raise click.UsageError(f"--ckpt-every {ckpt_every} must be a multiple of --sync-every "
+                               f"{opts.sync_every} (checkpoints happen at outer steps)")
+    model, (x_train, y_train), (x_val, y_val) = build_task(opts, hidden, seed)
     keep = train_samples or len(x_train)
     if elastic_mode:                      # whole global batches: each sample once per epoch
         keep -= keep % batch_size
@@ -115,9 +175,7 @@ def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb,
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, drop_last=True)
 
-    sizes = (x_train.shape[1], *map(int, hidden.split(",")), 10)
-    model = MLP(sizes, seed=seed)
-    step_fn, optimizer = make_trainer(model, lr, zero, not no_overlap, bucket_cap_mb)
+    step_fn, optimizer = make_trainer(model, lr, zero, not no_overlap, bucket_cap_mb, opts)
 
     restart = int(os.environ.get("RINGRT_RESTART_COUNT", "0"))
     step, schedule = 0, []
@@ -132,12 +190,15 @@ def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb,
     log = _sample_log(sample_log, rank)
 
     def save_checkpoint():
+        if opts.sync_every:
+            optimizer.consolidate()       # replicas identical: rank 0's copy is everyone's
         checkpoint.save(ckpt_dir, model.params, optimizer,
                         extra={"step": step, "loader": loader.state_dict(), "schedule": schedule})
 
-    say(rank, f"world {world}, {'ZeRO-1 Adam' if zero else 'DDP + Adam'}, model {sizes}, "
-              f"{len(loader)} steps/epoch of {batch_size} samples")
+    say(rank, f"world {world}, {opts.describe(zero)}, {opts.task} model "
+              f"{getattr(model, 'sizes', '')}, {len(loader)} steps/epoch of {batch_size} samples")
     start, first_step, loss, throughput = time.perf_counter(), step, float("nan"), 0.0
+    evaluate = Evaluator(opts, model, x_val, y_val, batch_size, start)
     for epoch in range(sampler.epoch, epochs):
         sampler.set_epoch(epoch)
         with progress(rank, len(loader), f"epoch {epoch + 1}/{epochs}") as bar:
@@ -160,17 +221,133 @@ def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb,
                     if elastic_mode and elastic.membership_changed():
                         say(rank, f"nodes are waiting to join: restarting after step {step}")
                         sys.exit(elastic.RESTART_EXIT_CODE)   # main() leaves the group
+                if opts.eval_every and step % opts.eval_every == 0 and evaluate(step, epoch):
+                    break
+        if evaluate.stopped or (not opts.eval_every and evaluate(step, epoch)):
+            break
         say(rank, f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, {throughput:,.0f} samples/s, "
-                  f"test accuracy {model.accuracy(x_test, y_test):.2%}")
+                  f"{evaluate.summary()}")
 
     if elastic_mode:
         say(rank, "world-size schedule: " + ", ".join(
             f"{w} ranks from step {s}" for w, s in schedule) + f"; finished at step {step}")
     say(rank, _digest(model.params))
-    say(rank, f"final test accuracy {model.accuracy(x_test, y_test):.2%} after {step} steps "
-              f"({time.perf_counter() - start:.1f} s)")
+    say(rank, f"final {evaluate.summary()} after {step} steps "
+              f"({time.perf_counter() - start:.1f} s){evaluate.reason}")
     if save_params and rank == 0:
         np.savez(save_params, **model.params)
+
+
+@dataclass
+class Options:
+    """The task, DiLoCo and compression options (click's values)."""
+
+    task: str = "digits"
+    context: int = 32
+    embed_dim: int = 16
+    sync_every: int = 0
+    scope: str = "auto"
+    outer_lr: float = 0.7
+    outer_momentum: float = 0.9
+    fragments: int = 1
+    sync_delay: int = 1
+    outer_compress: str = "none"
+    compress: str = "none"
+    powersgd_rank: int = 4
+    eval_every: int = 0
+    val_samples: int = 4096
+    log_json: str | None = None
+    target_loss: float = 0.0
+    max_samples: int = 0
+    max_seconds: float = 0.0
+
+    def check(self, zero: bool) -> None:
+        if zero and (self.sync_every or self.compress != "none"):
+            raise click.UsageError("--zero does not combine with --sync-every or --compress")
+        if self.sync_every and self.compress != "none":
+            raise click.UsageError("--compress is for synchronous DDP; with --sync-every use "
+                                   "--outer-compress bf16|int8")
+        if self.sync_every < 0 or self.eval_every < 0 or self.max_samples < 0:
+            raise click.UsageError("--sync-every, --eval-every and --max-samples must be >= 0")
+
+    def describe(self, zero: bool) -> str:
+        if zero:
+            return "ZeRO-1 Adam"
+        if self.sync_every:
+            return (f"DiLoCo (H={self.sync_every}, scope {self.scope}, outer lr "
+                    f"{self.outer_lr}, momentum {self.outer_momentum}, fragments "
+                    f"{self.fragments}, delay {self.sync_delay}, {self.outer_compress}) + Adam")
+        return "DDP + Adam" + ("" if self.compress == "none" else f" ({self.compress})")
+
+    def diloco(self) -> dict:
+        return {"outer_lr": self.outer_lr, "outer_momentum": self.outer_momentum,
+                "fragments": self.fragments, "delay": self.sync_delay,
+                "compress": None if self.outer_compress == "none" else self.outer_compress}
+
+
+def build_task(opts: Options, hidden: str, seed: int):
+    """``(model, (x_train, y_train), (x_val, y_val))`` for ``--task``."""
+    widths = tuple(map(int, hidden.split(",")))
+    if opts.task == "digits":
+        x_train, y_train, x_test, y_test = load_digits()
+        model = MLP((x_train.shape[1], *widths, 10), seed=seed)
+        return model, (x_train, y_train), (x_test, y_test)
+    corpus = CharCorpus.load()
+    x_train, y_train = corpus.windows(opts.context, "train")
+    x_val, y_val = corpus.windows(opts.context, "val", limit=opts.val_samples or None)
+    model = CharMLP(corpus.vocab_size, opts.context, opts.embed_dim, widths, seed=seed)
+    return model, (x_train, y_train.astype(np.int64)), (x_val, y_val.astype(np.int64))
+
+
+class Evaluator:
+    """``evaluate(step, epoch) -> stop?``: rank 0 computes the validation loss (and the
+    accuracy), appends a ``--log-json`` record, and decides whether to stop (target loss,
+    sample or time budget); every rank learns the decision from one broadcast.
+
+    ``time_s`` is training time: wall time since the first step less the evaluations' pauses
+    (so how often one evaluates does not change it)."""
+
+    REASONS = {1: "; reached --target-loss", 2: "; --max-samples spent",
+               3: "; --max-seconds spent"}
+
+    def __init__(self, opts: Options, model, x_val, y_val, batch_size: int, start: float):
+        self.opts, self.model, self.x_val, self.y_val = opts, model, x_val, y_val
+        self.batch_size, self.start, self.paused = batch_size, start, 0.0
+        self.val_loss, self.accuracy, self.stopped, self.reason = float("nan"), 0.0, False, ""
+
+    def __call__(self, step: int, epoch: int) -> bool:
+        began = time.perf_counter()
+        training_s = began - self.start - self.paused
+        samples = step * self.batch_size
+        stop = np.zeros(1, np.float64)
+        if dist.get_rank() == 0:
+            self.val_loss = self.model.loss(self.x_val, self.y_val)
+            self.accuracy = self.model.accuracy(self.x_val, self.y_val)
+            opts = self.opts
+            stop[0] = (1 if opts.target_loss and self.val_loss <= opts.target_loss else
+                       2 if opts.max_samples and samples >= opts.max_samples else
+                       3 if opts.max_seconds and training_s >= opts.max_seconds else 0)
+            self._record(step, epoch, samples, training_s)
+        dist.broadcast(stop, src=0)
+        self.stopped = bool(stop[0])
+        self.reason = self.REASONS.get(int(stop[0]), "")
+        self.paused += time.perf_counter() - began
+        return self.stopped
+
+    def _record(self, step: int, epoch: int, samples: int, training_s: float) -> None:
+        if not self.opts.log_json:
+            return
+        record = {"time_s": round(training_s, 4), "step": step,
+                  "samples": samples, "val_loss": round(self.val_loss, 6),
+                  "val_accuracy": round(self.accuracy, 6), "epoch": epoch,
+                  "world": dist.get_world_size()}
+        with open(self.opts.log_json, "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+    def summary(self) -> str:
+        if self.opts.task == "digits":
+            return f"test accuracy {self.accuracy:.2%}"
+        return f"val loss {self.val_loss:.4f}, val accuracy {self.accuracy:.2%}"
 
 
 def _digest(params) -> str:
@@ -195,8 +372,11 @@ def _sample_log(directory, rank):
     return log
 
 
-def make_trainer(model: MLP, lr: float, zero: bool, overlap: bool, bucket_cap_mb: float):
-    """Return ``(step(x, y) -> loss, optimizer)`` for DDP + Adam or for ZeRO-1 Adam."""
+def make_trainer(model: MLP, lr: float, zero: bool, overlap: bool, bucket_cap_mb: float,
+                 opts: Options | None = None):
+    """Return ``(step(x, y) -> loss, optimizer)`` for DDP + Adam (compressed, or DiLoCo
+    around it with ``opts.sync_every``) or for ZeRO-1 Adam."""
+    opts = opts or Options()
     if zero:
         optimizer = ZeroRedundancyOptimizer(model.params, Adam, lr=lr)
         grads = {name: np.zeros_like(p) for name, p in model.params.items()}
@@ -207,9 +387,14 @@ def make_trainer(model: MLP, lr: float, zero: bool, overlap: bool, bucket_cap_mb
             return loss
         return zero_step, optimizer
 
-    ddp = DistributedDataParallel(model.params, bucket_cap_mb=bucket_cap_mb)
+    ddp = DistributedDataParallel(
+        model.params, bucket_cap_mb=bucket_cap_mb,
+        compress=None if opts.compress == "none" else opts.compress,
+        powersgd_rank=opts.powersgd_rank, sync_every=opts.sync_every or None, scope=opts.scope)
     model.params = ddp.params                 # ddp owns the parameters from here on
     optimizer = Adam(ddp.params, lr=lr)
+    if opts.sync_every:
+        optimizer = ddp.wrap_optimizer(optimizer, **opts.diloco())
 
     def ddp_step(x, y):
         # grad_ready per finished gradient: its bucket's all-reduce starts during the backward

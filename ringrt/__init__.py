@@ -23,6 +23,8 @@ Layout (data flows down; each layer only imports the ones above it, which
     collectives.py       public array collectives  (p2p.py, object_collectives.py alongside;
                          argument checks in _validate.py, object encoding in _objects.py)
     ddp.py optim/ checkpoint.py _flat.py   training on top of the collectives
+    localsgd.py _compress.py   DiLoCo / local SGD across slow links; bf16, int8 and PowerSGD
+                         averaging (for localsgd and ddp)
     data/                DistributedSampler, DataLoader, datasets
     torch/               the "ringrt" backend of torch.distributed (``import ringrt.torch``; the
                          only part that imports torch, which ``import ringrt`` never does)

@@ -33,8 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 import ringrt as dist
+from ringrt import localsgd
+from ringrt._algorithms import hierarchical
+from ringrt._compress import PowerSGD
 from ringrt._flat import FlatLayout, check_float_params
 from ringrt._observe import timeline
+
+COMPRESSIONS = (None, "bf16", "powersgd")
 
 
 class ViewDict(dict):
@@ -146,6 +151,21 @@ class DistributedDataParallel:
         bucket_cap_mb: target bucket size in MiB (torch's default, 25).
         group: process group (default: the global group).
         broadcast_from: rank whose parameters every replica starts from.
+        compress: ``None``, ``"bf16"`` or ``"powersgd"``: how gradients cross hosts. When
+            the world spans hosts (``group`` None), buckets are averaged in float32 inside
+            each host (shared memory, overlapped with the backward) and :meth:`sync` then
+            averages the host averages across hosts, compressed (bf16: each rank of a host
+            carries 1/L of it; PowerSGD: each host's first rank, then a broadcast inside the
+            host). On one host (or with an explicit ``group``) there is no host stage:
+            :meth:`sync` averages the whole gradient compressed over the group (so it can be
+            tested there). See docs/local-sgd.md.
+        powersgd_rank: PowerSGD's rank r.
+        sync_every: switch on two-level DiLoCo: DDP only among the ranks of a host
+            (:func:`ringrt.localsgd.sync_groups` with ``scope``), and :meth:`wrap_optimizer`
+            wraps the optimizer in :class:`ringrt.localsgd.DiLoCo` syncing every
+            ``sync_every`` steps across hosts. Needs ``group=None``; excludes ``compress``.
+        scope: with ``sync_every``: ``"auto"`` (hosts when the world spans hosts, else ranks),
+            ``"hosts"`` or ``"ranks"`` (DiLoCo between all ranks, no DDP).
 
     Attributes:
         params: name -> view into the flat parameter buffer (same order as given); a
@@ -153,18 +173,32 @@ class DistributedDataParallel:
             into the buffer.
         grads: name -> view into the flat gradient buffer; ``ddp.grads[k] += g``,
             ``ddp.grads[k] = g`` (copied in, same shape) or a backward pass writing in place.
+        levels: with ``sync_every``, the :class:`ringrt.localsgd.SyncGroups` in use.
 
     Raises:
-        TypeError: params are not floating ndarrays of one dtype. ValueError: empty params or
-            a non-positive bucket_cap_mb.
+        TypeError: params are not floating ndarrays of one dtype. ValueError: empty params,
+            a non-positive bucket_cap_mb, an unknown compress, a bad sync_every or scope.
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], bucket_cap_mb: float = 25,
-                 group=None, broadcast_from: int = 0):
+                 group=None, broadcast_from: int = 0, *, compress: str | None = None,
+                 powersgd_rank: int = 4, sync_every: int | None = None, scope: str = "auto"):
         check_float_params(params, "DistributedDataParallel", writable=False)
         if bucket_cap_mb <= 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
                              f"{bucket_cap_mb}")
+        _check_two_level(compress, sync_every, scope, group)
+        self.sync_every, self.levels, self.compress = sync_every, None, compress
+        self._skip_buckets, self._cross, start_group = False, None, group
+        if sync_every is not None:
+            self.levels = localsgd.sync_groups(scope)
+            group, broadcast_from = self.levels.inner, self.levels.inner.members[0]
+            start_group = group                     # DiLoCo broadcasts across hosts
+            # one rank per replica: nothing to average, and an op here would queue behind
+            # DiLoCo's cross-host all_reduce (one executor runs every op in call order)
+            self._skip_buckets = self.levels.inner.size == 1
+        if compress is not None:
+            group, self._cross, self._skip_buckets = _compression_levels(group)
         self.group = group
         self.layout = FlatLayout.of(params, order=reversed(list(params)))
         self.flat_params = self.layout.flatten(params, what="params")
@@ -179,8 +213,24 @@ class DistributedDataParallel:
         self._ready: set[str] = set()
         self._next_launch = 0          # buckets launch strictly in index order
         self._accumulating = False
-        dist.broadcast(self.flat_params, src=broadcast_from, group=group)
+        self._compressor = None
+        if compress == "powersgd":
+            self._compressor = PowerSGD(self.layout, powersgd_rank)
+        dist.broadcast(self.flat_params, src=broadcast_from, group=start_group)
         self._reset_iteration()
+
+    def wrap_optimizer(self, optimizer, **options):
+        """The optimizer to step: ``optimizer`` itself, or with ``sync_every`` a
+        :class:`ringrt.localsgd.DiLoCo` around it syncing across hosts (``options`` are
+        DiLoCo's keyword arguments: outer_lr, outer_momentum, fragments, delay, compress)."""
+        if self.sync_every is None:
+            if options:
+                raise ValueError(f"wrap_optimizer: DiLoCo options {sorted(options)} need "
+                                 "DistributedDataParallel(..., sync_every=H)")
+            return optimizer
+        return localsgd.DiLoCo(optimizer, self.sync_every, group=self.levels.outer,
+                               host_group=self.levels.host, shares=self.levels.shares,
+                               **options)
 
     def grad_ready(self, name: str) -> None:
         """Mark ``grads[name]`` final for this iteration; may start its bucket's all-reduce.
@@ -222,7 +272,23 @@ class DistributedDataParallel:
             with timeline.span("ddp.sync (waiting for buckets)", "ddp"):
                 for bucket in self.buckets:
                     bucket.work.wait()
+            if self.compress is not None:
+                self._average_compressed()
         self._reset_iteration()
+
+    def _average_compressed(self) -> None:
+        """bf16: by shares across hosts (each rank of a host carries 1/L, an all-gather in
+        the host reassembles); PowerSGD: the host's first rank compresses among the hosts'
+        first ranks and broadcasts the result in its host."""
+        cross = self._cross
+        with timeline.span(f"ddp.sync ({self.compress} across hosts)", "ddp"):
+            if self._compressor is None:
+                self.flat_grads[...] = cross.start(self.flat_grads, "bf16").finish()
+                return
+            if cross.host_index == 0:
+                self._compressor.average(self.flat_grads, cross.group)
+            if cross.host is not None:
+                dist.broadcast(self.flat_grads, src=cross.host.members[0], group=cross.host)
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -257,6 +323,9 @@ class DistributedDataParallel:
 
     def _launch(self, bucket: _Bucket) -> None:
         grads = self.flat_grads[bucket.start:bucket.stop]
+        if self._skip_buckets:     # compressed over the whole group in sync(), or one rank
+            bucket.work, self._next_launch = _NOTHING_SENT, bucket.index + 1
+            return
         bucket.work = dist.all_reduce(grads, op=dist.ReduceOp.AVG, group=self.group,
                                       async_op=True)
         self._next_launch = bucket.index + 1
@@ -268,6 +337,41 @@ class DistributedDataParallel:
         self._next_launch = 0
         for bucket in self.buckets:
             bucket.pending, bucket.work, bucket.ready_at = len(bucket.names), None, 0.0
+
+
+_NOTHING_SENT = dist.Work.done("ddp bucket (nothing sent: one rank, or compressed in sync)")
+
+
+def _check_two_level(compress, sync_every, scope, group) -> None:
+    where = f"DistributedDataParallel on rank {localsgd._rank()}"
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"{where}: compress must be one of {COMPRESSIONS}, got {compress!r}")
+    if sync_every is None:
+        return
+    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"{where}: sync_every must be an integer >= 1, got {sync_every!r}")
+    if scope not in localsgd.SCOPES:
+        raise ValueError(f"{where}: scope must be one of {localsgd.SCOPES}, got {scope!r}")
+    if compress is not None:
+        raise ValueError(f"{where}: compress={compress!r} is for synchronous DDP; with "
+                         "sync_every pass compress to wrap_optimizer (bf16 or int8 "
+                         "pseudo-gradients)")
+    if group is not None:
+        raise ValueError(f"{where}: sync_every builds its own groups (by host); pass "
+                         "group=None")
+
+
+def _compression_levels(group):
+    """``(bucket_group, cross, skip_buckets)`` for compressed DDP: over the world spanning
+    hosts, float32 buckets inside the host and compression across (``cross``, a
+    ``localsgd._Across``); else compression over the whole group and no bucket stage."""
+    world = dist.distributed.resolve(None, "DistributedDataParallel")
+    if group is None and len(hierarchical.layout(world).hosts) > 1:
+        levels = localsgd.sync_groups("hosts")
+        return levels.inner, localsgd._Across(levels.outer, levels.host, levels.shares, None,
+                                              0), False
+    group = dist.distributed.resolve(group, "DistributedDataParallel")
+    return group, localsgd._Across(group, None, False, None, 0), True
 
 
 def _trace_bucket(tracer, bucket: _Bucket, nbytes: int) -> None:

@@ -1,7 +1,8 @@
 """examples/train.py --elastic under two loopback agents (no netlab needed): the job starts on
 one node (``--nnodes 1:2``), the second arrives late and is admitted at the next checkpoint.
 Every sample of every epoch is used exactly once, and the final model is bit-identical to a
-replay of the same schedule (``ringrun -n 1`` then ``-n 2``)."""
+replay of the same schedule (``ringrun -n 1`` then ``-n 2``). The same holds under DiLoCo
+(``--sync-every``: checkpoints, and so membership changes, at outer steps)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ ENV = {"RINGRT_ALGO": "all_reduce=ring", "RINGRT_TOKEN": "elastic-train-test"}
 
 
 @pytest.mark.timeout(90)
-def test_late_node_admitted_at_a_checkpoint_trains_each_sample_once(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--sync-every", "2", "--fragments", "2"]],
+                         ids=["ddp", "diloco"])
+def test_late_node_admitted_at_a_checkpoint_trains_each_sample_once(tmp_path, mode):
     logdir, final = tmp_path / "samples", tmp_path / "final.npz"
+    args = [*ARGS, *mode]
     agent_args = ["--nnodes", "1:2", "--master-addr", "127.0.0.1", "--master-port",
                   str(free_port()), "--last-call", "0.5", "--join-timeout", "30", "-n", "1",
-                  str(TRAIN), *ARGS, "--ckpt-dir", str(tmp_path / "ckpt"), "--sample-log",
+                  str(TRAIN), *args, "--ckpt-dir", str(tmp_path / "ckpt"), "--sample-log",
                   str(logdir), "--step-sleep", "0.1", "--save-params", str(final)]
     with Ringrun(*agent_args, env=ENV) as first:
         end = time.monotonic() + 30
@@ -45,7 +49,7 @@ def test_late_node_admitted_at_a_checkpoint_trains_each_sample_once(tmp_path):
     assert [world for _, world, _ in schedule] == [1, 2], schedule
     assert schedule[1][2] % 4 == 0 and schedule[1][2] > 0     # admitted at a checkpoint
     check_each_sample_once(steps, schedule, EPOCHS, SAMPLES)
-    got, want = np.load(final), np.load(replay(schedule, ARGS, tmp_path, ENV))
+    got, want = np.load(final), np.load(replay(schedule, args, tmp_path, ENV))
     assert sorted(got) == sorted(want)
     for name in want:
         assert np.array_equal(got[name], want[name]), name

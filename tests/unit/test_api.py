@@ -39,7 +39,7 @@ def test_every_export_exists_and_has_a_docstring():
 
 
 @pytest.mark.parametrize("module", ["ringrt.data", "ringrt.ddp", "ringrt.optim",
-                                    "ringrt.checkpoint"])
+                                    "ringrt.localsgd", "ringrt.checkpoint"])
 def test_training_modules_document_their_public_names(module):
     mod = __import__(module, fromlist=["_"])
     exported = getattr(mod, "__all__", None)

@@ -22,7 +22,7 @@ LAYERS = [
     {"_algorithms"},
     {"distributed", "_validate", "_objects"},
     {"collectives", "p2p", "object_collectives"},
-    {"_flat", "optim", "ddp", "checkpoint", "data", "elastic"},
+    {"_flat", "_compress", "optim", "localsgd", "ddp", "checkpoint", "data", "elastic"},
     {"torch"},
 ]
 LAYER_OF = {part: index for index, parts in enumerate(LAYERS) for part in parts}

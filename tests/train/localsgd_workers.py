@@ -1,0 +1,182 @@
+"""Rank-side workers for the DiLoCo / compressed-DDP tests (run by tests/world.py).
+
+Every replica trains ``examples/mlp.py``'s MLP (float64, :data:`workers.SIZES`) with plain SGD
+on its own shard of :func:`workers.local_batch`; the test process simulates the same algorithm
+in NumPy (tests/train/test_localsgd.py) and compares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from examples.mlp import MLP
+from tests.train.workers import SIZES, local_batch
+
+INNER_LR = 0.1
+STEPS = 13
+# name -> DiLoCo keyword arguments; "local" marks LocalSGD, "ddp" the two-level DDP option.
+DILOCO_CASES = {
+    "h4-nodelay": {"sync_every": 4, "delay": 0},
+    "h4-delay": {"sync_every": 4},
+    "h4-f2": {"sync_every": 4, "fragments": 2},
+    "h6-f3-delay2": {"sync_every": 6, "fragments": 3, "delay": 2},
+    "h3-bf16": {"sync_every": 3, "compress": "bf16"},
+    "h4-int8": {"sync_every": 4, "compress": "int8", "int8_chunk": 64},
+    "local-h2": {"sync_every": 2, "delay": 0, "local": True},
+    "ddp-ranks-h4": {"sync_every": 4, "fragments": 2, "ddp": True},
+}
+DDP_CASES = {"powersgd-r2": {"compress": "powersgd", "powersgd_rank": 2},
+             "powersgd-r1": {"compress": "powersgd", "powersgd_rank": 1},
+             "bf16": {"compress": "bf16"}}
+
+
+def cases(rank: int, world_size: int, ckpt_dir: str) -> dict:
+    """Every DiLoCo case, every compressed-DDP case, and the checkpoint resume."""
+    import ringrt
+
+    ringrt.init_process_group()
+    out = {}
+    for name, options in DILOCO_CASES.items():
+        out.update({f"{name}/{k}": v for k, v in train_diloco(rank, world_size, options).items()})
+    for name, options in DDP_CASES.items():
+        out.update({f"{name}/{k}": v for k, v in train_ddp(rank, world_size, options).items()})
+    for name, params in resume_case(rank, world_size, ckpt_dir).items():
+        out.update({f"{name}/{k}": v for k, v in params.items()})
+    ringrt.destroy_process_group()
+    return out
+
+
+def _grads(model, step, rank, world_size, grads, on_layer_done=None):
+    x, y = local_batch(step, rank, world_size)
+    model.loss_and_grads(x, y, grads, on_layer_done)
+
+
+def train_diloco(rank, world_size, options, steps=STEPS, start=None):
+    from ringrt.ddp import DistributedDataParallel
+    from ringrt.localsgd import DiLoCo, LocalSGD
+    from ringrt.optim import SGD
+
+    options = dict(options)
+    local, through_ddp = options.pop("local", False), options.pop("ddp", False)
+    model = MLP(SIZES, seed=rank, dtype=np.float64)       # differs per rank: broadcast fixes
+    if through_ddp:
+        ddp = DistributedDataParallel(model.params, sync_every=options.pop("sync_every"),
+                                      scope="ranks")
+        model.params = ddp.params
+        diloco = ddp.wrap_optimizer(SGD(ddp.params, lr=INNER_LR), **options)
+        grads = ddp.grads
+    else:
+        wrapper = LocalSGD if local else DiLoCo
+        diloco = wrapper(SGD(model.params, lr=INNER_LR), **options)
+        grads = {k: np.zeros_like(v) for k, v in model.params.items()}
+    for step in range(steps):
+        _grads(model, step, rank, world_size, grads)
+        if through_ddp:
+            ddp.sync()
+        diloco.step(grads)
+    return dict(model.params)
+
+
+def train_ddp(rank, world_size, options, steps=STEPS):
+    from ringrt.ddp import DistributedDataParallel
+    from ringrt.optim import SGD
+
+    model = MLP(SIZES, seed=rank, dtype=np.float64)
+    ddp = DistributedDataParallel(model.params, **options)
+    model.params = ddp.params
+    optimizer = SGD(ddp.params, lr=INNER_LR)
+    for step in range(steps):
+        _grads(model, step, rank, world_size, ddp.grads)
+        ddp.sync()
+        optimizer.step(ddp.grads)
+    return dict(model.params)
+
+
+RESUME = {"sync_every": 4, "fragments": 2, "compress": "int8"}
+RESUME_AT = 8
+
+
+def resume_case(rank, world_size, ckpt_dir):
+    """Uninterrupted (consolidating at RESUME_AT) vs checkpoint at RESUME_AT and resume in
+    fresh objects; plus a state_dict round trip taken with a sync in flight."""
+    from ringrt import checkpoint
+
+    def run(stop_at=None, load_from=None, state_at=None):
+        from ringrt.localsgd import DiLoCo
+        from ringrt.optim import Adam
+
+        model = MLP(SIZES, seed=rank, dtype=np.float64)
+        diloco = DiLoCo(Adam(model.params, lr=1e-2), **RESUME)
+        grads = {k: np.zeros_like(v) for k, v in model.params.items()}
+        first = 0
+        if load_from is not None:
+            extra = checkpoint.load(load_from, model.params, diloco)
+            first = extra["step"]
+        if isinstance(state_at, tuple):            # (step, state, params) to restore
+            first, state, params = state_at
+            for name, value in params.items():
+                model.params[name][...] = value
+            diloco.load_state_dict(state)
+        for step in range(first, STEPS):
+            _grads(model, step, rank, world_size, grads)
+            diloco.step(grads)
+            if step + 1 == RESUME_AT:
+                diloco.consolidate()
+                if stop_at == RESUME_AT:
+                    checkpoint.save(ckpt_dir, model.params, diloco, extra={"step": step + 1})
+                    return None
+            if state_at == step + 1:
+                return step + 1, diloco.state_dict(), {k: v.copy()
+                                                        for k, v in model.params.items()}
+        return dict(model.params)
+
+    uninterrupted = run()
+    run(stop_at=RESUME_AT)
+    resumed = run(load_from=ckpt_dir)
+    in_flight_at = RESUME_AT + RESUME["sync_every"] // RESUME["fragments"]   # a sync started
+    state_resumed = run(state_at=run(state_at=in_flight_at))
+    return {"uninterrupted": uninterrupted, "resumed": resumed, "state-resumed": state_resumed}
+
+
+# --- two levels: ranks of a "host" (RINGRT_HOST_ID) average every step, hosts by DiLoCo ------
+
+TWO_LEVEL_DILOCO = {"two-h4": {"sync_every": 4},
+                    "two-h4-f2-bf16": {"sync_every": 4, "fragments": 2, "compress": "bf16"},
+                    "two-h3-nodelay-int8": {"sync_every": 3, "delay": 0, "compress": "int8",
+                                            "int8_chunk": 64}}
+TWO_LEVEL_DDP = {"two-powersgd": {"compress": "powersgd", "powersgd_rank": 2},
+                 "two-bf16": {"compress": "bf16"}}
+
+
+def two_level_cases(rank: int, world_size: int) -> dict:
+    """DDP(sync_every=H) with scope "hosts" and compressed DDP across hosts."""
+    import ringrt
+    from ringrt._algorithms import hierarchical
+
+    ringrt.init_process_group()
+    out = {"hosts": [list(h) for h in hierarchical.layout(
+        ringrt.distributed.resolve(None)).hosts]}
+    for name, options in TWO_LEVEL_DILOCO.items():
+        params = train_two_level(rank, world_size, options)
+        out.update({f"{name}/{k}": v for k, v in params.items()})
+    for name, options in TWO_LEVEL_DDP.items():
+        out.update({f"{name}/{k}": v for k, v in train_ddp(rank, world_size, options).items()})
+    ringrt.destroy_process_group()
+    return out
+
+
+def train_two_level(rank, world_size, options, steps=STEPS):
+    from ringrt.ddp import DistributedDataParallel
+    from ringrt.optim import SGD
+
+    options = dict(options)
+    model = MLP(SIZES, seed=rank, dtype=np.float64)
+    ddp = DistributedDataParallel(model.params, sync_every=options.pop("sync_every"),
+                                  scope="hosts")
+    model.params = ddp.params
+    diloco = ddp.wrap_optimizer(SGD(ddp.params, lr=INNER_LR), **options)
+    for step in range(steps):
+        _grads(model, step, rank, world_size, ddp.grads, ddp.grad_ready)
+        ddp.sync()
+        diloco.step(ddp.grads)
+    return dict(model.params)

@@ -1,0 +1,254 @@
+"""DiLoCo / local SGD and compressed DDP across real processes, against NumPy simulations.
+
+One world per size (2 and 3 ranks, one host) runs every case (tests/train/localsgd_workers.py).
+The references here are written independently of ringrt: W replicas in one process, each on
+its own data shard with plain SGD, averaged pseudo-gradients (rounded as bf16 / int8 would
+send them), the outer Nesterov step, the delay and the fragments; PowerSGD's math with error
+feedback, written out per replica.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from examples.mlp import MLP
+from tests.train import localsgd_workers as lw
+from tests.train.workers import SIZES, local_batch
+from tests.world import run_world
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda w: f"world{w}")
+def world(request, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("diloco-ckpt")
+    return request.param, run_world("tests.train.localsgd_workers:cases", request.param,
+                                    timeout=120, args={"ckpt_dir": str(directory)})
+
+
+def params_of(arrays: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+# --- the reference: DiLoCo simulated in one process ---------------------------------------
+
+
+def bf16(values: np.ndarray) -> np.ndarray:
+    """Round to bfloat16 (nearest, ties to even) and back."""
+    bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def int8(values: np.ndarray, chunk: int) -> np.ndarray:
+    """What int8 with one scale per ``chunk`` elements carries."""
+    out = np.empty_like(values)
+    for lo in range(0, len(values), chunk):
+        block = values[lo:lo + chunk].astype(np.float32)
+        scale = np.float32(np.abs(block).max() / 127)
+        out[lo:lo + chunk] = np.rint(block / scale) * scale if scale else 0
+    return out
+
+
+def simulate_diloco(world_size, sync_every, fragments=1, delay=1, compress=None, local=False,
+                    int8_chunk=256, steps=lw.STEPS, replicas=None):
+    """Every replica's final parameters under DiLoCo. A replica is a list of ranks (one host
+    of the two-level mode) training on the mean of their shards' gradients; default: each
+    rank alone."""
+    replicas = replicas or [[r] for r in range(world_size)]
+    lr, momentum, nesterov = (1.0, 0.0, False) if local else (0.7, 0.9, True)
+    models = [MLP(SIZES, seed=0, dtype=np.float64) for _ in replicas]
+    names = list(models[0].params)
+    flat = [np.concatenate([m.params[n].ravel() for n in names]) for m in models]
+    anchor, velocity = flat[0].copy(), np.zeros_like(flat[0])
+    edges = np.linspace(0, len(anchor), fragments + 1).round().astype(int)
+    period, pending = sync_every // fragments, None
+
+    def apply(step):
+        fragment, started, snapshots, average = pending
+        piece = slice(edges[fragment], edges[fragment + 1])
+        velocity[piece] = momentum * velocity[piece] + average
+        update = average + momentum * velocity[piece] if nesterov else velocity[piece]
+        anchor[piece] -= lr * update
+        for x, snapshot in zip(flat, snapshots, strict=True):
+            x[piece] = anchor[piece] + (x[piece] - snapshot if step > started else 0)
+
+    for step in range(1, steps + 1):
+        for r, x in enumerate(flat):
+            grads = np.mean([_grads_at(models[r], x, names, step - 1, rank, world_size)
+                             for rank in replicas[r]], axis=0)
+            x -= 0.1 * grads
+        if pending is not None and step >= pending[1] + delay:
+            apply(step)
+            pending = None
+        if step % period == 0:
+            fragment = (step // period - 1) % fragments
+            piece = slice(edges[fragment], edges[fragment + 1])
+            deltas = [anchor[piece] - x[piece] for x in flat]
+            if compress == "bf16":
+                deltas = [bf16(d) for d in deltas]
+            elif compress == "int8":
+                deltas = [int8(d, int8_chunk) for d in deltas]
+            pending = (fragment, step, [x[piece].copy() for x in flat], np.mean(deltas, axis=0))
+            if delay == 0:
+                apply(step)
+                pending = None
+    return [_unflat(x, models[0].params, names) for x in flat]
+
+
+def _grads_at(model, x, names, step, rank, world_size):
+    model.params = _unflat(x, model.params, names)
+    grads = {n: np.zeros_like(p) for n, p in model.params.items()}
+    model.loss_and_grads(*local_batch(step, rank, world_size), grads)
+    return np.concatenate([grads[n].ravel() for n in names])
+
+
+def _unflat(x, like, names):
+    out, offset = {}, 0
+    for name in names:
+        size = like[name].size
+        out[name] = x[offset:offset + size].reshape(like[name].shape).copy()
+        offset += size
+    return out
+
+
+# Tolerances: float64 sums in another order (plain); bfloat16 / int8 partial sums rounded in
+# another order than the reference's mean of rounded values (bf16: ~2**-8 of a delta of up
+# to 0.5 per rounding, a few roundings per sum at world 3).
+TOLERANCE = {None: 1e-9, "bf16": 1e-2, "int8": 2e-3}
+
+
+@pytest.mark.parametrize("case", list(lw.DILOCO_CASES))
+def test_diloco_equals_the_simulation(world, case):
+    world_size, results = world
+    options = dict(lw.DILOCO_CASES[case])
+    options.pop("ddp", None)
+    want = simulate_diloco(world_size, **options)
+    atol = TOLERANCE[options.get("compress")]
+    for rank in range(world_size):
+        got = params_of(results[rank].arrays, f"{case}/")
+        assert set(got) == set(want[rank])
+        for name, value in want[rank].items():
+            np.testing.assert_allclose(got[name], value, rtol=0, atol=atol,
+                                       err_msg=f"{case} rank {rank} {name}")
+
+
+def test_the_replicas_differ_between_syncs_and_the_delay_matters(world):
+    world_size, results = world
+    got = params_of(results[0].arrays, "h4-delay/")["w0"]
+    other = params_of(results[1].arrays, "h4-delay/")["w0"]
+    assert not np.array_equal(got, other)           # 13 steps: one local step since the sync
+    assert not np.allclose(got, params_of(results[0].arrays, "h4-nodelay/")["w0"])
+
+
+# --- PowerSGD and bf16 DDP ---------------------------------------------------------------------
+
+
+def simulate_ddp(world_size, compress, powersgd_rank=4, steps=lw.STEPS, replicas=None):
+    """Synchronous DDP with compressed gradients; every replica ends equal, so one model.
+    Replicas (hosts) average their ranks' gradients exactly, then compress across."""
+    replicas = replicas or [[r] for r in range(world_size)]
+    model = MLP(SIZES, seed=0, dtype=np.float64)
+    names = list(model.params)
+    layout_order = list(reversed(names))             # DDP's buffer order: Qs drawn in it
+    rng = np.random.default_rng(0)
+    q, error = {}, {}
+    for name in layout_order:
+        shape = model.params[name].shape
+        if compress == "powersgd" and len(shape) == 2:
+            rank = min(powersgd_rank, *shape)
+            if sum(shape) * rank < shape[0] * shape[1]:
+                q[name] = rng.standard_normal((shape[1], rank))
+                error[name] = [np.zeros(shape) for _ in replicas]
+    for step in range(steps):
+        local = []
+        for ranks in replicas:
+            per_rank = []
+            for r in ranks:
+                grads = {n: np.zeros_like(p) for n, p in model.params.items()}
+                model.loss_and_grads(*local_batch(step, r, world_size), grads)
+                per_rank.append(grads)
+            local.append({n: np.mean([g[n] for g in per_rank], axis=0) for n in names})
+        for name in names:
+            if compress == "bf16":
+                average = np.mean([bf16(g[name]) for g in local], axis=0)
+            elif name in q:
+                m = [g[name] + e for g, e in zip(local, error[name], strict=True)]
+                p = np.linalg.qr(np.mean([mi @ q[name] for mi in m], axis=0))[0]
+                q[name] = np.mean([mi.T @ p for mi in m], axis=0)
+                average = p @ q[name].T
+                error[name] = [mi - average for mi in m]
+            else:
+                average = np.mean([g[name] for g in local], axis=0)
+            model.params[name] -= 0.1 * average
+    return model.params
+
+
+@pytest.mark.parametrize("case", list(lw.DDP_CASES))
+def test_compressed_ddp_equals_the_simulation(world, case):
+    world_size, results = world
+    options = lw.DDP_CASES[case]
+    want = simulate_ddp(world_size, options["compress"], options.get("powersgd_rank", 4))
+    exact = simulate_ddp(world_size, None)
+    atol = 1e-2 if options["compress"] == "bf16" else 1e-7
+    for rank in range(world_size):
+        got = params_of(results[rank].arrays, f"{case}/")
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, rtol=0, atol=atol,
+                                       err_msg=f"{case} rank {rank} {name}")
+            if rank:                                 # replicas stay identical
+                assert got[name].tobytes() == params_of(results[0].arrays,
+                                                        f"{case}/")[name].tobytes()
+    if options["compress"] == "powersgd":            # it really compressed something
+        assert not np.allclose(params_of(results[0].arrays, f"{case}/")["w0"], exact["w0"],
+                               atol=1e-6)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("resumed", ["resumed", "state-resumed"])
+def test_resumed_run_continues_bit_for_bit(world, resumed):
+    world_size, results = world
+    for rank in range(world_size):
+        want = params_of(results[rank].arrays, "uninterrupted/")
+        got = params_of(results[rank].arrays, f"{resumed}/")
+        assert set(got) == set(want)
+        for name in want:
+            assert got[name].tobytes() == want[name].tobytes(), (resumed, rank, name)
+
+
+# --- two levels: "hosts" from RINGRT_HOST_ID, even (2 x 2: shares) and uneven (2 + 1) --------
+
+
+@pytest.fixture(scope="module", ids=lambda p: p[0],
+                params=[("even", ["a", "a", "b", "b"]), ("uneven", ["a", "a", "b"])])
+def two_level_world(request):
+    hosts = request.param[1]
+    result = run_world("tests.train.localsgd_workers:two_level_cases", len(hosts), timeout=120,
+                       per_rank_env={r: {"RINGRT_HOST_ID": f"host-{h}"}
+                                     for r, h in enumerate(hosts)})
+    return len(hosts), result
+
+
+@pytest.mark.parametrize("case", list(lw.TWO_LEVEL_DILOCO) + list(lw.TWO_LEVEL_DDP))
+def test_two_levels_equal_the_simulation_with_one_replica_per_host(two_level_world, case):
+    world_size, results = two_level_world
+    hosts = results[0].values["hosts"]
+    assert len(hosts) == 2
+    if case in lw.TWO_LEVEL_DILOCO:
+        want = simulate_diloco(world_size, replicas=hosts, **lw.TWO_LEVEL_DILOCO[case])
+    else:
+        options = lw.TWO_LEVEL_DDP[case]
+        one = simulate_ddp(world_size, options["compress"], options.get("powersgd_rank", 4),
+                           replicas=hosts)
+        want = [one] * len(hosts)
+    compress = lw.TWO_LEVEL_DILOCO.get(case, lw.TWO_LEVEL_DDP.get(case)).get("compress")
+    atol = {None: 1e-9, "int8": 2e-3, "bf16": 1e-2, "powersgd": 1e-7}[compress]
+    for replica, ranks in enumerate(hosts):
+        for rank in ranks:
+            got = params_of(results[rank].arrays, f"{case}/")
+            for name, value in want[replica].items():
+                np.testing.assert_allclose(got[name], value, rtol=0, atol=atol,
+                                           err_msg=f"{case} rank {rank} {name}")
+            first = params_of(results[ranks[0]].arrays, f"{case}/")   # a host's ranks agree
+            assert all(got[n].tobytes() == first[n].tobytes() for n in got), (case, rank)
