@@ -1,7 +1,7 @@
 """torch's DDP comm hooks (bf16, PowerSGD) over "ringrt" across 3 lab hosts against gloo in
-the same job, and two-level DiLoCo (DDP inside each host, DiLoCo across hosts: each of a host's 2 ranks carries
-half the pseudo-gradient) against
-a one-process simulation (tests/torch/localsgd_workers.py)."""
+the same job, and two-level DiLoCo (DDP inside each host, DiLoCo across hosts: each of a
+host's 2 ranks carries half the pseudo-gradient) against a one-process simulation
+(tests/torch/localsgd_workers.py)."""
 
 from __future__ import annotations
 
