@@ -148,10 +148,10 @@ def sync_seconds(name: str, machines: int, fit: dict) -> tuple[float, int]:
         return all_reduce(4 * PARAMETERS), int(name.split("_")[1])
     if name == "ddp_bf16":
         return all_reduce(2 * PARAMETERS), 1
-    if name == "ddp_powersgd":        # P then Q all-reduced, one matrix after the other
-        low = sum(all_reduce(4 * POWERSGD_RANK * m) + all_reduce(4 * POWERSGD_RANK * n)
-                  for m, n in MATRICES)
-        return low + all_reduce(4 * (PARAMETERS - sum(m * n for m, n in MATRICES))), 1
+    if name == "ddp_powersgd":        # per bucket: the vectors, every P, then every Q
+        vectors = all_reduce(4 * (PARAMETERS - sum(m * n for m, n in MATRICES)))
+        return (vectors + all_reduce(4 * POWERSGD_RANK * sum(m for m, _ in MATRICES))
+                + all_reduce(4 * POWERSGD_RANK * sum(n for _, n in MATRICES))), 1
     return all_reduce(4 * PARAMETERS), 1
 
 
