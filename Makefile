@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -175,3 +175,10 @@ CHAOS_SEED    ?= 1
 .PHONY: chaos
 chaos: $(STAMP) lab-deps
 	$(PY) -m benchmarks.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)
+
+# make bench-across-hosts: issue 18's time to a validation loss on netlab (3 hosts, profiles
+# gige and wifi): one process, torch DDP (plain, bf16, PowerSGD) and DiLoCo (H = 10, 50, 200)
+# on examples/torch_train.py --task chars; about 15 minutes on 2 cores.
+# Record: benchmarks/results/time_to_accuracy.json; guide: docs/training-across-laptops.md.
+bench-across-hosts: $(STAMP) lab-deps
+	$(PY) -m benchmarks.time_to_accuracy

@@ -28,6 +28,14 @@ Layout (each module imports only those above it)::
     _rendezvous.py  env:// under ringrun through ringrt's store
     _creator.py     the creator torch calls: one ringrt world per process, subgroups on it
     _monitored.py   dist.monitored_barrier on ringrt groups (torch lets only gloo have it)
+    comm_hooks.py   torch's DDP comm hooks on CPU (bf16_hook: torch's bf16 hook, registrable)
+    localsgd.py     DiLoCo across hosts (DDP inside a host), over any torch optimizer
+
+Training across slow links (docs/training-across-laptops.md)::
+
+    from ringrt.torch import DiLoCo
+    diloco = DiLoCo(model, torch.optim.AdamW(model.parameters()), sync_every=50,
+                    two_level=True)
 """
 
 from __future__ import annotations
@@ -40,8 +48,11 @@ import torch.distributed as dist
 from ringrt._observe import site
 from ringrt.torch import _creator, _monitored, _rendezvous
 from ringrt.torch._backend import BACKEND_NAME, ProcessGroupRingrt
+from ringrt.torch.comm_hooks import bf16_hook
+from ringrt.torch.localsgd import DiLoCo, HostGroups, host_groups, host_layout
 
-__all__ = ["BACKEND_NAME", "ProcessGroupRingrt"]
+__all__ = ["BACKEND_NAME", "DiLoCo", "HostGroups", "ProcessGroupRingrt", "bf16_hook",
+           "host_groups", "host_layout"]
 
 # The flight recorder and timeline name the user's line, not torch's distributed_c10d.py.
 site.skip_frames_under(os.path.dirname(torch.__file__))
