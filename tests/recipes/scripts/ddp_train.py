@@ -36,6 +36,7 @@ def main() -> None:
         save_params(dict(model.module.named_parameters()), args.out)
     assert dist.get_backend() == args.backend, dist.get_backend()
     print(f"recipe: rank {rank} of {world_size} done over {dist.get_backend()}", flush=True)
+    dist.barrier()           # no rank tears down while a peer still uses its connections
     dist.destroy_process_group()
 
 
