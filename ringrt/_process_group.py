@@ -404,7 +404,10 @@ class ProcessGroup:
         (torch hands each group its own prefix store). The lowest member draws the id from a
         job-wide counter in the world's store, above :meth:`new_group`'s ids, and publishes it
         there; the others read it. No message goes between ranks: data that reaches a member
-        before it formed the group waits in its mailbox.
+        before it formed the group waits in its mailbox. Members that share a host agree
+        on the group's shared memory through the world's store (``_comm/group_shm``), so a
+        member returns once the others of its host formed the group too (torch's
+        ``new_group`` is collective anyway).
 
         Args:
             members: global ranks of the group, this rank among them.
