@@ -37,6 +37,13 @@ def slot_bytes_for(staged: int, whole: bool = False) -> int:
     return 2 * (-(-piece // 64) * 64) + 128
 
 
+def fit(op, staged: int, whole: bool = False) -> None:
+    """Grow a group arena's slots for an op staging ``staged`` bytes per rank (see
+    :func:`slot_bytes_for`); the world arena's are sized up front (nothing to do)."""
+    if op.arena.growable:
+        op.fit(slot_bytes_for(staged, whole))
+
+
 def _pieces(op, count: int, itemsize: int, blocks: int = 1):
     """Yield ``(start, stop, byte_offset)``: element ranges of one block and the slot region
     their ``blocks`` blocks are staged in."""
@@ -82,7 +89,7 @@ def _reduce_through_slots(op, flat: np.ndarray, combine, root: int | None) -> No
     """The reduction every rank (``root`` None) or only ``root`` ends with in ``flat``."""
     dtype = flat.dtype
     keeps = root is None or op.rank == root          # this rank's array gets the result
-    op.fit(slot_bytes_for(flat.nbytes, whole=flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC))
+    fit(op, flat.nbytes, whole=flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC)
     if flat.nbytes * 2 <= op.arena.slot_bytes and flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC:
         _reduce_small(op, flat, combine, keeps)
         return
@@ -128,7 +135,7 @@ def _reduce_small(op, flat: np.ndarray, combine, keeps: bool) -> None:
 def gather_shm(op, outputs: list[np.ndarray] | None, mine: np.ndarray, root: int) -> None:
     """``root``'s ``outputs[q]`` receives rank q's ``mine`` (only ``root`` reads slots)."""
     dtype = mine.dtype
-    op.fit(slot_bytes_for(mine.nbytes))
+    fit(op, mine.nbytes)
     op.acquire()
     for start, stop, region in _pieces(op, mine.size, mine.itemsize):
         if op.rank != root:
@@ -144,7 +151,7 @@ def gather_shm(op, outputs: list[np.ndarray] | None, mine: np.ndarray, root: int
 def scatter_shm(op, inputs: list[np.ndarray] | None, output: np.ndarray, root: int) -> None:
     """Rank j's ``output`` receives ``root``'s ``inputs[j]``, staged in ``root``'s slot."""
     dtype = output.dtype
-    op.fit(slot_bytes_for(output.nbytes * op.size))
+    fit(op, output.nbytes * op.size)
     op.acquire()
     for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
         count = stop - start
@@ -161,7 +168,7 @@ def all_to_all_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray]) -> N
     """``outputs[q]`` receives rank q's ``inputs[this rank]``; every block the same size
     (uneven blocks: :func:`all_to_all_uneven_shm`)."""
     dtype = outputs[0].dtype
-    op.fit(slot_bytes_for(outputs[0].nbytes * op.size))
+    fit(op, outputs[0].nbytes * op.size)
     op.acquire()
     for start, stop, region in _pieces(op, outputs[0].size, outputs[0].itemsize,
                                        blocks=op.size):
@@ -178,7 +185,7 @@ def all_to_all_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray]) -> N
 def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
     """Copy root's array into every rank's through root's slot."""
     dtype = flat.dtype
-    op.fit(slot_bytes_for(flat.nbytes))
+    fit(op, flat.nbytes)
     op.acquire()
     for start, stop, region in _pieces(op, flat.size, flat.itemsize):
         if op.rank == root:
@@ -192,7 +199,7 @@ def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
 def all_gather_shm(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[q]`` receives rank q's ``mine``."""
     dtype = mine.dtype
-    op.fit(slot_bytes_for(mine.nbytes))
+    fit(op, mine.nbytes)
     op.acquire()
     for start, stop, region in _pieces(op, mine.size, mine.itemsize):
         op.slot(op.rank, dtype, stop - start, 0, region)[...] = mine[start:stop]
@@ -206,7 +213,7 @@ def all_gather_shm(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
 def reduce_scatter_shm(op, inputs: list[np.ndarray], output: np.ndarray, combine) -> None:
     """``output`` = reduction over ranks (in rank order) of their ``inputs[this rank]``."""
     dtype = output.dtype
-    op.fit(slot_bytes_for(output.nbytes * op.size))
+    fit(op, output.nbytes * op.size)
     op.acquire()
     for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
         count = stop - start
@@ -249,7 +256,7 @@ def all_to_all_uneven_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray
     longest = int(sent.sum(axis=1).max())
     if longest * dtype.itemsize > MAX_PIECES * (op.arena.slot_limit // 2 // 64 * 64):
         return False
-    op.fit(slot_bytes_for(longest * dtype.itemsize))
+    fit(op, longest * dtype.itemsize)
     starts = np.zeros((n, n + 1), np.int64)                # [src, dst]: where blocks begin
     np.cumsum(sent, axis=1, out=starts[:, 1:])
     outputs[me][...] = inputs[me]
