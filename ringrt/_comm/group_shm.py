@@ -49,7 +49,7 @@ from ringrt._env import env_int
 from ringrt.errors import DistError
 
 GROWTH_QUANTUM = 64 << 10            # slot sizes are multiples of this
-_RECORD = struct.Struct("<qq48s")    # slot bytes, status (1 ok, 0 failed), segment name
+_RECORD = struct.Struct("<qq48s")    # slot bytes, status (1 ok, 0 failed), path or why not
 _OK, _FAILED = 1, 0
 
 
@@ -98,12 +98,10 @@ class GroupArena(HostArena):
                 mapping = map_private(path, size, create=True)
                 self._write_record(size, _OK, path)
             except OSError as exc:
-                self._write_record(size, _FAILED, f"{type(exc).__name__}: {exc}"[:48])
+                self._write_record(size, _FAILED, str(exc)[:48])
             op.phase()
-            if self._all_ok(size):
+            if self._all_ok(size):            # else some rank failed: its record says why
                 maps = self._map_peers(size)
-            if mapping is None or len(maps) < len(op.peers):
-                self._write_record(size, _FAILED, path)
             op.phase()
         finally:
             if mapping is not None:
@@ -127,18 +125,22 @@ class GroupArena(HostArena):
         return all(self._record(q)[:2] == (size, _OK) for q in self.segments)
 
     def _map_peers(self, size: int) -> dict:
+        """Map every peer's new slot; on a failure, say so in our record (a status only
+        ever goes from ok to failed, so every rank reads the same outcome after the next
+        phase)."""
         maps = {}
         for peer in self.segments:
             if peer != self.rank:
                 try:
                     maps[peer] = map_private(self._record(peer)[2], size, create=False)
-                except OSError:
+                except OSError as exc:
+                    self._write_record(size, _FAILED, f"mapping {peer}'s: {exc}"[:48])
                     break
         return maps
 
     def _failure(self, op, size: int) -> str:
         failed = [(q, self._record(q)[2]) for q in self.segments if self._record(q)[1] != _OK]
-        said = "; ".join(f"index {q}: {text}" for q, text in failed)
+        said = "; ".join(f"rank index {q}: {text}" for q, text in failed)
         return (f"a group's shared memory could not grow to {size} bytes a rank ({said}), "
                 f"seen on group rank {op.rank}; free space in {SHM_DIR} (df {SHM_DIR}; Docker: "
                 "--shm-size), lower RINGRT_SHM_GROUP_SLOT_BYTES, or set RINGRT_NO_SHM=1")

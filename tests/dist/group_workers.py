@@ -79,3 +79,33 @@ def many_groups(rank: int, world: int, count: int):
     dist.destroy_process_group()
     return {"after_creation": after_creation, "after_use": stats["shm_groups"],
             "sums": np.array(sums), "big": big[:4], "algorithms": stats["algorithms"]}
+
+
+def growth_fails_then_recovers(rank: int, world: int):
+    """Rank 1 cannot make a bigger slot (as with /dev/shm full) for the group's first op:
+    every member raises DistError; once it can, the same group works."""
+    from ringrt._comm import group_shm
+
+    dist.init_process_group(timeout=30)
+    group = dist.new_group(list(range(world)))
+    real = group_shm.map_private
+
+    def full(path, size, create):
+        if create:
+            raise OSError(28, "No space left on device (test)")
+        return real(path, size, create)
+
+    if rank == 1:
+        group_shm.map_private = full
+    x = np.ones(1 << 16, np.float32)
+    try:
+        dist.all_reduce(x, group=group)
+        first = "ok"
+    except dist.errors.DistError as exc:
+        first = f"{type(exc).__name__}: {exc}"
+    group_shm.map_private = real
+    y = np.full(1 << 16, rank + 1.0, np.float32)
+    dist.all_reduce(y, group=group)
+    algorithms = dist.stats()["algorithms"]
+    dist.destroy_process_group()
+    return {"first": first, "y": y[:4], "algorithms": algorithms}

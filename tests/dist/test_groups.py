@@ -93,3 +93,14 @@ def test_many_groups_map_little_until_used():
         assert values["after_use"]["mapped_bytes"] <= bound
         np.testing.assert_array_equal(arrays["big"], np.full(4, world_size, np.float32))
         assert values["algorithms"]["all_reduce/shm"] == arenas + 1
+
+
+@pytest.mark.timeout(60)
+def test_a_slot_that_cannot_grow_fails_the_op_on_every_member_then_recovers():
+    world = run_world("tests.dist.group_workers:growth_fails_then_recovers", 3, timeout=45)
+    for rank in range(3):
+        first = world[rank].values["first"]
+        assert first.startswith("DistError") and "No space left" in first, first
+        assert "RINGRT_SHM_GROUP_SLOT_BYTES" in first, first
+        np.testing.assert_array_equal(world[rank].arrays["y"], np.full(4, 6.0, np.float32))
+        assert world[rank].values["algorithms"]["all_reduce/shm"] == 2
