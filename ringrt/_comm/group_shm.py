@@ -103,14 +103,16 @@ class GroupArena(HostArena):
             if self._all_ok(size):            # else some rank failed: its record says why
                 maps = self._map_peers(size)
             op.phase()
+            if not self._all_ok(size):
+                raise DistError(self._failure(op, size))
+        except BaseException:
+            for unused in [mapping, *maps.values()]:
+                if unused is not None:
+                    unused.close()
+            raise
         finally:
             if mapping is not None:
                 os.unlink(path)
-        if not self._all_ok(size):
-            for peer_map in [mapping, *maps.values()]:
-                if peer_map is not None:
-                    peer_map.close()
-            raise DistError(self._failure(op, size))
         maps[self.rank] = mapping
         self._swap_in(maps, size)
 
