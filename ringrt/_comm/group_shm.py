@@ -13,7 +13,9 @@ its slot when an op needs more than it has (:meth:`GroupArena.grow`):
   that worked, and takes a second phase; each unlinks its own new segment's name (nothing is
   left in ``/dev/shm``: a rank killed in between leaves a ``ringrt-PID-...`` name, which the
   next job sweeps, ``stale.py``);
-- if any rank failed, every rank sees it in the records, keeps its old slot and raises.
+- every rank reads the records and takes a third phase (so none is rewritten by the next
+  growth before all have read it); if any rank failed, every rank keeps its old slot and
+  raises.
 
 A slot never shrinks, grows at least twofold (a few growths in a job), and never beyond
 ``RINGRT_SHM_GROUP_SLOT_BYTES`` (default: the world's slot size, 16 MiB). See docs/groups.md
@@ -103,8 +105,11 @@ class GroupArena(HostArena):
             if self._all_ok(size):            # else some rank failed: its record says why
                 maps = self._map_peers(size)
             op.phase()
-            if not self._all_ok(size):
-                raise DistError(self._failure(op, size))
+            grown = self._all_ok(size)
+            failure = None if grown else self._failure(op, size)
+            op.phase()          # everyone has read the records: the next growth may rewrite
+            if not grown:
+                raise DistError(failure)
         except BaseException:
             for unused in [mapping, *maps.values()]:
                 if unused is not None:

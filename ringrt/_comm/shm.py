@@ -387,7 +387,7 @@ class ShmOp:
 
     def fit(self, slot_bytes: int) -> None:
         """Make every rank's slot hold ``slot_bytes`` (every rank calls it with the same
-        value at the same step): a group arena grows its slots here (two phases), the world
+        value at the same step): a group arena grows its slots here (three phases), the world
         arena's are sized up front."""
         if slot_bytes > self.arena.slot_bytes and self.arena.growable:
             self.arena.grow(self, slot_bytes)
