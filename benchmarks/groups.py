@@ -199,6 +199,15 @@ def _line(r: dict) -> str:
             f"{r['wrong']['world'] + r['wrong']['group']:>6}")
 
 
+def _write(path, api, comm, rounds, machine, records, algorithms=None) -> None:
+    """The record so far (rewritten after every point: a run cut short keeps its points)."""
+    if path:
+        with open(path, "w") as out:
+            json.dump({"api": api, "world": comm.world, "rounds": rounds, "machine": machine,
+                       "complete": algorithms is not None, "algorithms_rank0": algorithms,
+                       "records": records}, out, indent=1)
+
+
 @click.command()
 @click.option("--api", type=click.Choice(["numpy", "torch"]), default="numpy",
               show_default=True, help="ringrt's NumPy API or torch.distributed on 'ringrt'.")
@@ -231,11 +240,9 @@ def main(api: str, ops: str, sizes: str, rounds: int, budget: float,
             records.append(record)
             if comm.rank == 0:
                 print(_line(record), flush=True)
-    algorithms = comm.stats()["algorithms"]
-    if comm.rank == 0 and json_path:
-        with open(json_path, "w") as out:
-            json.dump({"api": api, "world": comm.world, "rounds": rounds, "machine": machine,
-                       "algorithms_rank0": algorithms, "records": records}, out, indent=1)
+                _write(json_path, api, comm, rounds, machine, records)   # so far
+    if comm.rank == 0:
+        _write(json_path, api, comm, rounds, machine, records, comm.stats()["algorithms"])
     comm.close()
     if any(r["wrong"]["world"] or r["wrong"]["group"] for r in records):
         sys.exit(1)
