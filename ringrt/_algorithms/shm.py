@@ -40,7 +40,9 @@ def slot_bytes_for(staged: int, whole: bool = False) -> int:
 def fit(op, staged: int, whole: bool = False) -> None:
     """Grow a group arena's slots for an op staging ``staged`` bytes per rank (see
     :func:`slot_bytes_for`); the world arena's are sized up front (nothing to do)."""
-    if op.arena.growable:
+    arena = op.arena
+    # slot_bytes_for(staged) <= 2 * staged + 254: below that nothing to compute (small ops)
+    if arena.growable and 2 * staged + 256 > arena.slot_bytes:
         op.fit(slot_bytes_for(staged, whole))
 
 
