@@ -49,3 +49,21 @@ def subgroup_table(rank: int, world: int):
     dist.barrier()
     dist.destroy_process_group()
     return {**results, "algorithms": algorithms}
+
+
+def mesh_dimensions(rank: int, world: int):
+    """A 2x2 DeviceMesh ("dp", "tp"): an all_reduce on each dimension's group; returns the
+    sums and what ringrt ran them on."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("ringrt")
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    out = {}
+    for name in ("dp", "tp"):
+        x = torch.full((1 << 18,), float(rank + 1))           # 1 MiB
+        dist.all_reduce(x, group=mesh.get_group(name))
+        out[name] = x[:4].numpy()
+    stats = ringrt.stats()
+    dist.barrier()
+    dist.destroy_process_group()
+    return {**out, "algorithms": stats["algorithms"], "shm_groups": stats["shm_groups"]}

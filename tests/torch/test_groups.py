@@ -45,3 +45,16 @@ def test_subgroup_table_over_shared_memory_matches_gloo_and_the_reference():
     assert not failures, f"{len(failures)} wrong:\n" + "\n".join(failures[:40])
     assert against_gloo > 200
     assert "uneven_lists" not in str(world[world_size - 1].arrays.keys())
+
+
+@pytest.mark.timeout(60)
+def test_every_device_mesh_dimension_runs_over_shared_memory():
+    world = run_world("tests.torch.group_workers:mesh_dimensions", 4, timeout=45)
+    for rank in range(4):
+        got = world[rank].arrays
+        # mesh [[0, 1], [2, 3]]: "tp" groups are its rows, "dp" groups its columns
+        np.testing.assert_array_equal(got["tp"], np.full(4, rank + (rank ^ 1) + 2, np.float32))
+        np.testing.assert_array_equal(got["dp"], np.full(4, rank + (rank ^ 2) + 2, np.float32))
+        values = world[rank].values
+        assert values["algorithms"].get("all_reduce/shm", 0) >= 2, values["algorithms"]
+        assert values["shm_groups"]["arenas"] == 2, values["shm_groups"]
