@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts bench-groups
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -186,3 +186,12 @@ chaos-round: $(STAMP) lab-deps
 # Record: benchmarks/results/time_to_accuracy.json; guide: docs/training-across-laptops.md.
 bench-across-hosts: $(STAMP) lab-deps
 	$(PY) -m benchmarks.time_to_accuracy
+
+# make bench-groups: a group of every rank against the world group, interleaved in one job,
+# NumPy API and torch backend at worlds 2 and 4 (about 8 minutes on 2 cores; docs/groups.md);
+# results in benchmarks/results/groups-{numpy,torch}-w{2,4}.json.
+bench-groups: $(STAMP)
+	for api in numpy torch; do for n in 2 4; do \
+	  $(VENV)/bin/ringrun -n $$n -m benchmarks.groups --api $$api --budget 0.5 \
+	    --json benchmarks/results/groups-$$api-w$$n.json || exit 1; \
+	done; done

@@ -31,6 +31,7 @@ from ringrt._comm import channel, wire
 from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
+from ringrt._comm.group_shm import group_arenas
 from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
@@ -87,6 +88,7 @@ class _Comm:
         p2p_bytes = channel.area_bytes(world_size) if p2p_mode == "auto" else 0
         self.arena = HostArena.create(rank, world_size, p2p_bytes)
         self.host_arena = None               # multi-host jobs: this host's ranks (host_shm)
+        self.group_arenas = []               # subgroups' arenas (group_shm), closed with us
         self.guard = None
         try:
             security = dataclasses.replace(security, nonce=job_nonce(store, namespace))
@@ -163,6 +165,8 @@ class _Comm:
         return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
                 "shm": self.arena.tally.snapshot() if self.arena is not None else None,
                 "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"},
+                "shm_groups": {"arenas": len(self.group_arenas),
+                               "mapped_bytes": sum(a.mapped_bytes() for a in self.group_arenas)},
                 "observe": self.observer.stats()}
 
     def close(self, linger_s: float, goodbye: bool = True) -> None:
@@ -186,6 +190,8 @@ class _Comm:
             self.arena.close()
         if self.host_arena is not None:
             self.host_arena.close()
+        for arena in self.group_arenas:
+            arena.close()
         self.context.term()
         remove_ipc_dir(self.ipc_dir)
 
@@ -260,8 +266,10 @@ class ProcessGroup:
         self.timeout = timeout
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
-        self.arena = comm.arena if group_id == 0 else None
-        self.host_arena = comm.host_arena if group_id == 0 else None     # see _comm/host_shm
+        if group_id == 0:
+            self.arena, self.host_arena = comm.arena, comm.host_arena    # see _comm/host_shm
+        else:                                                             # see _comm/group_shm
+            self.arena, self.host_arena = group_arenas(comm, group_id, members, timeout)
         # Every rank computes this from the same cards, so algorithm choices agree.
         self.spans_hosts = len({comm.hosts[m] for m in members}) > 1
 
@@ -403,7 +411,10 @@ class ProcessGroup:
         (torch hands each group its own prefix store). The lowest member draws the id from a
         job-wide counter in the world's store, above :meth:`new_group`'s ids, and publishes it
         there; the others read it. No message goes between ranks: data that reaches a member
-        before it formed the group waits in its mailbox.
+        before it formed the group waits in its mailbox. Members that share a host agree
+        on the group's shared memory through the world's store (``_comm/group_shm``), so a
+        member returns once the others of its host formed the group too (torch's
+        ``new_group`` is collective anyway).
 
         Args:
             members: global ranks of the group, this rank among them.

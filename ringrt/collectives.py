@@ -22,6 +22,7 @@ import numpy as np
 from ringrt import _validate
 from ringrt._algorithms import decisions, direct, hierarchical, ring, shm, tree
 from ringrt._algorithms.choice import choose
+from ringrt._comm.shm import MAX_COUNTS
 from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._comm.work import Work
 from ringrt._process_group import NonMember, OpSpec, ProcessGroup
@@ -49,7 +50,7 @@ def _algorithm(pg, op: str, nbytes: int) -> str:
     arena = pg.arena
     host_sizes = hierarchical.layout(pg).sizes if pg.spans_hosts else None
     host_cores = hierarchical.host_cores(pg) if pg.spans_hosts else None
-    algorithm = choose(op, nbytes, arena.slot_bytes if arena is not None else None, pg.size,
+    algorithm = choose(op, nbytes, arena.slot_limit if arena is not None else None, pg.size,
                        pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
                        host_cores)
     pg.comm.counters.chose(op, algorithm)
@@ -388,10 +389,20 @@ def all_to_all(output_list: Sequence[np.ndarray], input_list: Sequence[np.ndarra
         if o.dtype != inputs[0].dtype or x.dtype != inputs[0].dtype:
             raise ValueError(f"all_to_all: every array must have dtype {inputs[0].dtype} "
                              f"on rank {rank} (entry {i} differs)")
-    body = functools.partial(_all_to_all, outputs=[_flat(o) for o in outputs],
-                             inputs=[_flat(x) for x in inputs])
-    spec = _spec("all_to_all", "all_to_all", inputs[0], count=-1)
+    # Sizes differ per rank, so the choice sees none: every rank must choose alike.
+    algorithm = _algorithm(pg, "all_to_all", 0) if pg.size <= MAX_COUNTS else "direct"
+    body = functools.partial(_all_to_all_uneven, outputs=[_flat(o) for o in outputs],
+                             inputs=[_flat(x) for x in inputs], algorithm=algorithm)
+    spec = _spec("all_to_all", "all_to_all", inputs[0], count=-1, shm=algorithm == "shm")
     return pg.run(spec, body, async_op)
+
+
+def _all_to_all_uneven(ex, outputs, inputs, algorithm):
+    def mismatch(q, detail):
+        ex.mismatch([ex.group.members[q]], None, detail)
+
+    if algorithm != "shm" or not shm.all_to_all_uneven_shm(ex.shm, outputs, inputs, mismatch):
+        direct.all_to_all_direct(ex, outputs, inputs)
 
 
 def all_to_all_single(output: np.ndarray, input: np.ndarray, group: Group = None,

@@ -155,6 +155,8 @@ def stats() -> dict:
                      "missed_wakeups",          # timed out though the word had changed
                      "overslept",               # timed out though the wait was over
                      "by_op": {"all_reduce": {the same}, ..., "p2p": {...}}} or None,
+             "shm_groups": {"arenas",        # subgroups' shared memory (docs/groups.md)
+                            "mapped_bytes"},  # their segments this rank maps
              "observe": {"flight_recorder_size",   # RINGRT_FLIGHT_RECORDER (64)
                          "ops_recorded",           # ops this world's recorder has seen
                          "trace"},                 # this rank's timeline file, or None

@@ -15,10 +15,11 @@ Thresholds (bytes of the whole array) and why:
   link with 2(n-1)/n of it: 67 vs 90+ MB/s at 64 MiB on the 1 Gbit/s lab, docs/cluster.md).
 - all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
   above it the ring.
-- When every rank of the world is on one host (and there are at least two: alone, the socket
-  algorithms send nothing while shared memory would still copy in and out),
-  world-group all_reduce, broadcast, reduce, all_gather, reduce_scatter, all_to_all (equal
-  blocks) and barrier go through shared memory (``shm``) at every size, gather and scatter
+- When every rank of the group is on one host (and there are at least two: alone, the socket
+  algorithms send nothing while shared memory would still copy in and out), all_reduce,
+  broadcast, reduce, all_gather, reduce_scatter, all_to_all (uneven blocks too) and barrier
+  go through shared memory (``shm``) at every size, on the world's arena or the subgroup's
+  own (``_comm/group_shm``: sized on use, so the choice sees its limit), gather and scatter
   too (with more ranks than cores, from ``SHM_FROM_OVERSUBSCRIBED`` up): one memory copy in
   and one out instead of
   socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1`` or
@@ -64,7 +65,7 @@ CHOICES = {
     "reduce_scatter": ("direct", "ring", "shm"),
     "gather": ("direct", "direct", "shm"),
     "scatter": ("direct", "direct", "shm"),
-    "all_to_all": ("direct", "direct", "shm"),        # shm: equal blocks only (the caller's)
+    "all_to_all": ("direct", "direct", "shm"),
     "barrier": ("recursive_doubling", "shm", "hierarchical"),
 }
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
@@ -212,7 +213,8 @@ def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int =
            host_cores: tuple[int, ...] | None = None) -> str:
     """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
     the blocks one rank stages) in a group of ``world`` ranks. ``shm_slot_bytes`` is the
-    arena's slot size when the group can use shared memory, else None; ``spans_hosts`` says
+    arena's slot size (the most a group arena may grow to) when the group can use shared
+    memory, else None; ``spans_hosts`` says
     whether its members are on more than one host; ``oversubscribed``, whether the host has
     fewer cores than ranks (shared memory only: every rank sees the same host);
     ``host_sizes``, the group's ranks per host when it spans hosts (for ``hierarchical``),

@@ -22,8 +22,9 @@ and do the rest inside the hosts:
 
 gather, scatter, all_to_all and reduce_scatter stay flat (see ``choice.py``).
 
-The inside-a-host level uses the host's shared-memory arena (``ringrt._comm.host_shm``; world
-group only) and otherwise ipc sockets (subgroups, RINGRT_NO_SHM, no /dev/shm). The cross-host
+The inside-a-host level uses the host's shared-memory arena (``ringrt._comm.host_shm`` for
+the world group, the subgroup's own per host for a subgroup: ``ringrt._comm.group_shm``) and
+otherwise ipc sockets (RINGRT_NO_SHM, no /dev/shm). The cross-host
 level runs the flat socket algorithms on a :class:`~ringrt._algorithms.layout.SubExchange`,
 ring or recursive doubling etc. picked by the cost model (``choice.cross_algorithm``).
 
@@ -80,7 +81,7 @@ class _Local:
         self.index = self.ranks.index(ex.rank)
         self.size = len(self.ranks)
         self.sockets = SubExchange(ex, list(self.ranks))
-        arena = ex.group.host_arena           # the world group's, over this host's ranks
+        arena = ex.group.host_arena           # the group's, over its ranks on this host
         self.arena = arena if arena is not None and arena.world_size == self.size else None
         self._op = None
 

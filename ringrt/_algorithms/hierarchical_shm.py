@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ringrt._algorithms.segments import chunk_bounds
-from ringrt._algorithms.shm import _pieces, _sum_slots
+from ringrt._algorithms.shm import _pieces, _sum_slots, fit
 
 
 def reduce_scatter_shares(op, flat: np.ndarray, combine) -> np.ndarray:
@@ -30,6 +30,7 @@ def reduce_scatter_shares(op, flat: np.ndarray, combine) -> np.ndarray:
     a, b = bounds[op.rank]
     share = np.empty(b - a, dtype)
     longest = bounds[0][1] - bounds[0][0]
+    fit(op, longest * flat.itemsize * op.size)
     for start, stop, region in _pieces(op, longest, flat.itemsize, blocks=op.size):
         width = stop - start
         for q, (qa, qb) in enumerate(bounds):
@@ -48,6 +49,7 @@ def all_gather_shares(op, flat: np.ndarray, share: np.ndarray) -> None:
 
     Call after a phase that follows :func:`reduce_scatter_shares` (nobody reads our slot)."""
     dtype = flat.dtype
+    fit(op, flat.nbytes)
     bounds = chunk_bounds(flat.size, op.size)
     longest = bounds[0][1] - bounds[0][0]
     for start, stop, region in _pieces(op, longest, flat.itemsize):

@@ -29,6 +29,23 @@ PIECE_BYTES = 1 << 20
 MAX_PIECES = 500                 # two steps a piece; an op has at most 1023 (see ShmOp)
 
 
+def slot_bytes_for(staged: int, whole: bool = False) -> int:
+    """Slot bytes an op staging ``staged`` bytes per rank needs for :func:`_pieces` to cut it
+    as in any larger slot (two regions of a piece), or with ``whole`` for a small reduction
+    to fit its array in a half slot. A group arena grows to this on use (``op.fit``)."""
+    piece = staged if whole else min(staged, max(PIECE_BYTES, -(-staged // MAX_PIECES)))
+    return 2 * (-(-piece // 64) * 64) + 128
+
+
+def fit(op, staged: int, whole: bool = False) -> None:
+    """Grow a group arena's slots for an op staging ``staged`` bytes per rank (see
+    :func:`slot_bytes_for`); the world arena's are sized up front (nothing to do)."""
+    arena = op.arena
+    # slot_bytes_for(staged) <= 2 * staged + 254: below that nothing to compute (small ops)
+    if arena.growable and 2 * staged + 256 > arena.slot_bytes:
+        op.fit(slot_bytes_for(staged, whole))
+
+
 def _pieces(op, count: int, itemsize: int, blocks: int = 1):
     """Yield ``(start, stop, byte_offset)``: element ranges of one block and the slot region
     their ``blocks`` blocks are staged in."""
@@ -74,6 +91,7 @@ def _reduce_through_slots(op, flat: np.ndarray, combine, root: int | None) -> No
     """The reduction every rank (``root`` None) or only ``root`` ends with in ``flat``."""
     dtype = flat.dtype
     keeps = root is None or op.rank == root          # this rank's array gets the result
+    fit(op, flat.nbytes, whole=flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC)
     if flat.nbytes * 2 <= op.arena.slot_bytes and flat.nbytes * op.size <= WHOLE_PIECE_TRAFFIC:
         _reduce_small(op, flat, combine, keeps)
         return
@@ -119,6 +137,7 @@ def _reduce_small(op, flat: np.ndarray, combine, keeps: bool) -> None:
 def gather_shm(op, outputs: list[np.ndarray] | None, mine: np.ndarray, root: int) -> None:
     """``root``'s ``outputs[q]`` receives rank q's ``mine`` (only ``root`` reads slots)."""
     dtype = mine.dtype
+    fit(op, mine.nbytes)
     op.acquire()
     for start, stop, region in _pieces(op, mine.size, mine.itemsize):
         if op.rank != root:
@@ -134,6 +153,7 @@ def gather_shm(op, outputs: list[np.ndarray] | None, mine: np.ndarray, root: int
 def scatter_shm(op, inputs: list[np.ndarray] | None, output: np.ndarray, root: int) -> None:
     """Rank j's ``output`` receives ``root``'s ``inputs[j]``, staged in ``root``'s slot."""
     dtype = output.dtype
+    fit(op, output.nbytes * op.size)
     op.acquire()
     for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
         count = stop - start
@@ -148,8 +168,9 @@ def scatter_shm(op, inputs: list[np.ndarray] | None, output: np.ndarray, root: i
 
 def all_to_all_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray]) -> None:
     """``outputs[q]`` receives rank q's ``inputs[this rank]``; every block the same size
-    (the caller's choice: uneven splits go over sockets)."""
+    (uneven blocks: :func:`all_to_all_uneven_shm`)."""
     dtype = outputs[0].dtype
+    fit(op, outputs[0].nbytes * op.size)
     op.acquire()
     for start, stop, region in _pieces(op, outputs[0].size, outputs[0].itemsize,
                                        blocks=op.size):
@@ -166,6 +187,7 @@ def all_to_all_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray]) -> N
 def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
     """Copy root's array into every rank's through root's slot."""
     dtype = flat.dtype
+    fit(op, flat.nbytes)
     op.acquire()
     for start, stop, region in _pieces(op, flat.size, flat.itemsize):
         if op.rank == root:
@@ -179,6 +201,7 @@ def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
 def all_gather_shm(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[q]`` receives rank q's ``mine``."""
     dtype = mine.dtype
+    fit(op, mine.nbytes)
     op.acquire()
     for start, stop, region in _pieces(op, mine.size, mine.itemsize):
         op.slot(op.rank, dtype, stop - start, 0, region)[...] = mine[start:stop]
@@ -192,6 +215,7 @@ def all_gather_shm(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
 def reduce_scatter_shm(op, inputs: list[np.ndarray], output: np.ndarray, combine) -> None:
     """``output`` = reduction over ranks (in rank order) of their ``inputs[this rank]``."""
     dtype = output.dtype
+    fit(op, output.nbytes * op.size)
     op.acquire()
     for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
         count = stop - start
@@ -207,3 +231,49 @@ def barrier_shm(op) -> None:
     op.acquire()
     op.phase()
     op.release()
+
+
+def all_to_all_uneven_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray],
+                          mismatch) -> bool:
+    """``outputs[q]`` receives rank q's ``inputs[this rank]``, blocks of any sizes (MoE token
+    routing): a first phase publishes every rank's send counts (control block), so each rank
+    checks what it expects against what is coming (``mismatch(q, detail)`` raises) and all
+    agree on the longest rank's bytes; then every rank's blocks, concatenated in destination
+    order, go through the slots piece by piece as :func:`all_to_all_shm`'s do.
+
+    Returns False, having moved nothing, when the longest rank's bytes need more pieces than
+    an op may take (every rank agrees): the caller sends them over sockets instead.
+    """
+    n, me = op.size, op.rank
+    dtype = inputs[0].dtype
+    mine = np.array([x.size for x in inputs], np.int64)
+    op.arena.write_counts(mine)
+    op.phase()
+    sent = np.stack([mine if q == me else op.arena.counts(q, n) for q in range(n)])  # [src, dst]
+    for q in range(n):
+        if sent[q, me] != outputs[q].size:
+            mismatch(q, f"all_to_all: rank index {q} sends {sent[q, me]} elements to rank index "
+                        f"{me}, which expects {outputs[q].size}: output_list[{q}] (or "
+                        "output_split_sizes) must match that rank's input for this rank")
+    longest = int(sent.sum(axis=1).max())
+    if longest * dtype.itemsize > MAX_PIECES * (op.arena.slot_limit // 2 // 64 * 64):
+        return False
+    fit(op, longest * dtype.itemsize)
+    starts = np.zeros((n, n + 1), np.int64)                # [src, dst]: where blocks begin
+    np.cumsum(sent, axis=1, out=starts[:, 1:])
+    outputs[me][...] = inputs[me]
+    op.acquire()
+    for start, stop, region in _pieces(op, longest, dtype.itemsize):
+        staged = op.slot(me, dtype, stop - start, 0, region)
+        for j in range(n):                                  # our stream's [start, stop)
+            lo, hi = max(start, starts[me, j]), min(stop, starts[me, j + 1])
+            if hi > lo and j != me:
+                staged[lo - start:hi - start] = inputs[j][lo - starts[me, j]:hi - starts[me, j]]
+        op.phase()
+        for q in op.peers:                                  # our block of q's stream
+            lo, hi = max(start, starts[q, me]), min(stop, starts[q, me + 1])
+            if hi > lo:
+                outputs[q][lo - starts[q, me]:hi - starts[q, me]] = \
+                    op.slot(q, dtype, hi - lo, lo - start, region)
+    op.release()
+    return True

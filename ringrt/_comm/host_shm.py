@@ -8,8 +8,8 @@ collectives (``ringrt._algorithms.hierarchical``) run their inside-the-host step
 
 Each host decides on its own (its ranks agree through the store): a host where /dev/shm is
 missing or full takes ipc sockets for its local steps, which no other host needs to know.
-Only the world group uses it (its op sequence numbers are the tickets); subgroups take ipc
-sockets inside a host.
+Only the world group uses it (its op sequence numbers are the tickets); a subgroup gets
+arenas of its own, sized on use (``group_shm``), through :func:`agree_on_arena` as here.
 """
 
 from __future__ import annotations
@@ -32,9 +32,17 @@ def local_host_arena(hosts: dict[int, str], rank: int, store, namespace: str,
     local = host_ranks(hosts, rank)
     if len(set(hosts.values())) < 2 or len(local) < 2:
         return None
-    index = local.index(rank)
-    arena = HostArena.create(index, len(local))
-    prefix = f"{namespace}/hostshm"
+    arena = HostArena.create(local.index(rank), len(local))
+    return agree_on_arena(arena, local, rank, store, f"{namespace}/hostshm", deadline, token)
+
+
+def agree_on_arena(arena: HostArena | None, local: list[int], rank: int, store, prefix: str,
+                   deadline: Deadline, token: str) -> HostArena | None:
+    """Map the segments of the ranks ``local`` (global ranks; arena index = position) and
+    return ``arena``, or None on every one of them if any could not make or map its own
+    (``arena`` None here: shared memory off or no room). Cards go through ``store`` under
+    ``prefix``, signed with the job ``token``; every segment is unlinked once all mapped it.
+    """
     key = f"{prefix}/card/{rank}"
     store.set(key, _seal_card(token, key, {"card": arena.card if arena else None}))
     cards = {}

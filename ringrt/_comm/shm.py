@@ -51,6 +51,9 @@ from ringrt._env import env_flag, env_int
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
 _DOORBELL_AT = 192                # its own cache line: point-to-point never disturbs tickets
+SLOT_RECORD_AT = 256              # a group arena's grown slot: size, status, name (group_shm)
+COUNTS_AT = 512                   # an uneven all_to_all's element counts, one int64 a peer
+MAX_COUNTS = (CONTROL_BYTES - COUNTS_AT) // 8
 PUBLISHED_FIELDS = 8
 DEFAULT_SLOT_BYTES = 16 << 20
 SPIN_SECONDS = env_int("RINGRT_SHM_SPIN_US", 50) * 1e-6   # spin before sleeping on the futex
@@ -140,10 +143,14 @@ class _Segment:
 class HostArena:
     """This rank's segment and its peers', once every peer has attached."""
 
-    def __init__(self, rank: int, world_size: int, p2p_bytes: int = 0):
+    growable = False            # the slot is sized up front (group_shm.GroupArena grows)
+
+    def __init__(self, rank: int, world_size: int, p2p_bytes: int = 0,
+                 slot_bytes: int | None = None):
         self.rank = rank
         self.world_size = world_size
-        self.slot_bytes = max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
+        self.slot_bytes = slot_bytes if slot_bytes is not None else \
+            max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
         self.p2p_bytes = p2p_bytes
         self.path = shm_files.new_path(f"-{rank}")
         self.own = _Segment(self.path, CONTROL_BYTES + p2p_bytes + self.slot_bytes, create=True,
@@ -177,6 +184,19 @@ class HostArena:
     @property
     def card(self) -> dict:
         return {"path": self.path, "slot_bytes": self.slot_bytes, "p2p_bytes": self.p2p_bytes}
+
+    @property
+    def slot_limit(self) -> int:
+        """The largest slot an op may count on (what the algorithm choice sees)."""
+        return self.slot_bytes
+
+    def write_counts(self, counts) -> None:
+        """Publish this rank's per-peer element counts (an uneven all_to_all's sends)."""
+        np.frombuffer(self.own.map, np.int64, len(counts), COUNTS_AT)[...] = counts
+
+    def counts(self, peer: int, n: int) -> np.ndarray:
+        """A peer's published counts (a copy)."""
+        return np.frombuffer(self.segments[peer].map, np.int64, n, COUNTS_AT).copy()
 
     def attach(self, cards: dict[int, dict]) -> None:
         """Map every peer's segment (call after rendezvous, before :meth:`unlink`)."""
@@ -358,6 +378,13 @@ class ShmOp:
 
     def acquire(self) -> None:
         self.arena.wait(self.peers, self.arena.released, self.check, release=True)
+
+    def fit(self, slot_bytes: int) -> None:
+        """Make every rank's slot hold ``slot_bytes`` (every rank calls it with the same
+        value at the same step): a group arena grows its slots here (three phases), the world
+        arena's are sized up front."""
+        if slot_bytes > self.arena.slot_bytes and self.arena.growable:
+            self.arena.grow(self, slot_bytes)
 
     def half(self) -> int:
         """Byte offset of the half slot a small op uses: ops alternate halves by seq."""

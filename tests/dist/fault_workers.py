@@ -102,6 +102,10 @@ def mismatch(rank: int, world: int, kind: str):
         "root": lambda: dist.broadcast(x, src=1 if rank == 1 else 0),
         "redop": lambda: dist.all_reduce(x, op=dist.ReduceOp.MAX if rank == 1
                                          else dist.ReduceOp.SUM),
+        # uneven all_to_all: rank 1 expects 3 elements from rank 0, which sends 2
+        "uneven": lambda: dist.all_to_all(
+            [np.empty(3 if rank == 1 and q == 0 else 2, np.float32) for q in range(world)],
+            [np.ones(2, np.float32) for _ in range(world)]),
     }
     first = _outcome(calls[kind])
     follow_up = _outcome(lambda: dist.barrier())     # a broken group stays broken

@@ -56,7 +56,8 @@ def test_uncaught_bad_input_fails_the_others_fast_naming_it(world_size):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["op", "dtype", "count", "big_count", "root", "redop"])
+@pytest.mark.parametrize("kind", ["op", "dtype", "count", "big_count", "root", "redop",
+                                  "uneven"])
 def test_mismatched_calls_raise_on_every_rank(kind):
     world = run_world("tests.dist.fault_workers:mismatch", 3, timeout=40, args={"kind": kind})
     for rank in range(3):

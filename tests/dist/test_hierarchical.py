@@ -1,6 +1,7 @@
 """Two-level collectives on one machine: ranks claim different hosts (``RINGRT_HOST_ID``),
 so "hosts" talk over tcp on loopback and ranks of one "host" through its shared-memory arena
-(world group) or ipc sockets (subgroups, ``RINGRT_NO_SHM``). Every collective of the case
+(world group) or the subgroup's own arena (``_comm/group_shm``), or ipc sockets
+(``RINGRT_NO_SHM``). Every collective of the case
 table, forced two-level, against NumPy bit for bit (the inputs are small integers, exact in
 any order); subgroups spanning hosts; random floats against the flat ring within rounding.
 The real multi-host runs are in tests/netlab/test_hierarchical.py.
@@ -78,6 +79,10 @@ def test_every_collective_two_level(layout, subgroup, env):
     hosts = [h for h, count in enumerate(layout) for _ in range(count)]
     want = [layout[h] > 1 and "RINGRT_NO_SHM" not in env for h in hosts]
     assert arenas == want, "a host arena on every host with several ranks, unless shm is off"
+    group_arenas = [world[r].values["group_arenas"] for r in range(size)]
+    want = [int(r in subgroup and sum(hosts[m] == hosts[r] for m in subgroup) > 1
+                and "RINGRT_NO_SHM" not in env) for r in range(size)]
+    assert group_arenas == want, "the subgroup's own arena on every host with several members"
     cores = len(os.sched_getaffinity(0))               # the ranks inherit this affinity
     assert all(world[r].values["host_cores"] == [cores] * len(layout) for r in range(size)), \
         "every rank reads each host's cores from the cards (the choice's load factor)"

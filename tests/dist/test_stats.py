@@ -17,9 +17,9 @@ def test_stats_count_ops_bytes_algorithms_and_transport():
         assert ops["all_reduce"]["failed"] == 0 and ops["all_reduce"]["seconds"] > 0
         assert ops["broadcast"] == {**ops["broadcast"], "calls": 1, "bytes": 80}
         assert ops["new_group"]["calls"] == 1
-        assert stats["algorithms"]["all_reduce/shm"] == 3      # the world: shared memory
-        if member:
-            assert stats["algorithms"]["all_reduce/recursive_doubling"] == 1   # the subgroup
+        # the world and the subgroup [0, 1] (one host): shared memory (docs/groups.md)
+        assert stats["algorithms"]["all_reduce/shm"] == 3 + member
+        assert stats["shm_groups"]["arenas"] == member
         assert ops.get("send", {}).get("calls", 0) == (result.rank == 0)
         assert ops.get("recv", {}).get("calls", 0) == (result.rank == 1)
         transport = stats["transport"]

@@ -10,21 +10,23 @@ import ringrt as dist
 from tests.dist.cases import block_input, cases, make_input
 
 
-def run_case(case, rank: int, world: int, group=None) -> np.ndarray:
+def run_case(case, rank: int, world: int, group=None, members=None) -> np.ndarray:
     """Run one case on this rank and return what the parent compares (see
-    cases.expected_for_rank)."""
+    cases.expected_for_rank). In a subgroup, ``rank`` and ``world`` are the group's and
+    ``members`` its global ranks (roots are passed as global ranks, as in torch)."""
     op = dist.ReduceOp[case.redop]
+    root = case.root if members is None else members[case.root]
     x = make_input(case, rank)
     if case.op == "all_reduce":
         dist.all_reduce(x, op=op, group=group)
         return x
     if case.op == "reduce":
-        dist.reduce(x, dst=case.root, op=op, group=group)
+        dist.reduce(x, dst=root, op=op, group=group)
         return x
     if case.op == "broadcast":
         if rank != case.root:
             x = np.zeros_like(x)
-        dist.broadcast(x, src=case.root, group=group)
+        dist.broadcast(x, src=root, group=group)
         return x
     if case.op == "all_gather":
         out = [np.full(case.size, 9, case.dtype) for _ in range(world)]
@@ -37,12 +39,12 @@ def run_case(case, rank: int, world: int, group=None) -> np.ndarray:
     if case.op == "gather":
         out = [np.full(case.size, 9, case.dtype) for _ in range(world)] \
             if rank == case.root else None
-        dist.gather(x, out, dst=case.root, group=group)
+        dist.gather(x, out, dst=root, group=group)
         return np.stack(out) if rank == case.root else np.zeros((0,), case.dtype)
     blocks = block_input(case, rank, world)
     if case.op == "scatter":
         out = np.full(case.size, 9, case.dtype)
-        dist.scatter(out, list(blocks) if rank == case.root else None, src=case.root,
+        dist.scatter(out, list(blocks) if rank == case.root else None, src=root,
                      group=group)
         return out
     if case.op == "all_to_all":
