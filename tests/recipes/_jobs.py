@@ -104,7 +104,11 @@ def ensure_module(module: str, requirement: str) -> None:
     import importlib
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        missing = importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:           # a dotted name whose parent package is missing
+        missing = True
+    if missing:
         if os.environ.get("RINGRT_RECIPES_INSTALL") != "1" or sys.prefix == sys.base_prefix:
             pytest.skip(f"{module} is not installed (make test-recipes installs {requirement} "
                         "into .venv-recipes)")
