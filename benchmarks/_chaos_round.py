@@ -164,9 +164,10 @@ def schedule_of(steps: dict[int, list[dict]]) -> list[tuple[int, int, int]]:
             for gen, records in sorted(steps.items())]
 
 
-def sample_problems(steps, schedule) -> list[str]:
+def sample_problems(steps, schedule, epochs: int = EPOCHS, samples: int = SAMPLES) -> list[str]:
     """What breaks "every sample of every epoch seen exactly once" over the steps that count
-    (a generation's steps past the checkpoint the next one resumed from were redone)."""
+    (a generation's steps past the checkpoint the next one resumed from were redone). Also
+    the elastic tests' check (tests/train/_elastic.py)."""
     counted = defaultdict(list)
     for index, (gen, _, start) in enumerate(schedule):
         end = schedule[index + 1][2] if index + 1 < len(schedule) else float("inf")
@@ -174,13 +175,13 @@ def sample_problems(steps, schedule) -> list[str]:
             if start < record["step"] <= end:
                 counted[record["epoch"]].extend(record["indices"])
     problems = []
-    if sorted(counted) != list(range(EPOCHS)):
-        problems.append(f"epochs seen {sorted(counted)}, want {list(range(EPOCHS))}")
+    if sorted(counted) != list(range(epochs)):
+        problems.append(f"epochs seen {sorted(counted)}, want {list(range(epochs))}")
     for epoch, indices in sorted(counted.items()):
         seen = Counter(indices)
-        if seen != Counter(range(SAMPLES)):
+        if seen != Counter(range(samples)):
             twice = sorted(i for i, n in seen.items() if n > 1)[:5]
-            missing = sorted(set(range(SAMPLES)) - set(seen))[:5]
+            missing = sorted(set(range(samples)) - set(seen))[:5]
             problems.append(f"epoch {epoch}: repeated {twice}..., missing {missing}...")
     return problems
 

@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
+
+from benchmarks._chaos_round import sample_problems, schedule_of  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train.py"
@@ -28,24 +30,11 @@ def steps_by_generation(logdir: Path) -> dict[int, list[dict]]:
     return dict(found)
 
 
-def schedule_of(steps: dict[int, list[dict]]) -> list[tuple[int, int, int]]:
-    """[(generation, world size, step it resumed from)] in generation order."""
-    return [(gen, len({r["rank"] for r in records}), min(r["step"] for r in records) - 1)
-            for gen, records in sorted(steps.items())]
-
-
 def check_each_sample_once(steps, schedule, epochs: int, samples: int) -> None:
-    """Each epoch's indices, over the steps that count, are range(samples) exactly once.
-    A generation's steps after the checkpoint the next one resumed from were redone: skipped."""
-    counted = defaultdict(list)
-    for index, (gen, _, start) in enumerate(schedule):
-        end = schedule[index + 1][2] if index + 1 < len(schedule) else float("inf")
-        for record in steps[gen]:
-            if start < record["step"] <= end:
-                counted[record["epoch"]].extend(record["indices"])
-    assert sorted(counted) == list(range(epochs)), sorted(counted)
-    for epoch, indices in counted.items():
-        assert Counter(indices) == Counter(range(samples)), f"epoch {epoch}"
+    """Each epoch's indices, over the steps that count, are range(samples) exactly once
+    (the chaos soak's check: benchmarks/_chaos_round.py)."""
+    problems = sample_problems(steps, schedule, epochs, samples)
+    assert not problems, problems
 
 
 def replay(schedule, train_args: list[str], workdir: Path, env: dict) -> Path:
