@@ -8,7 +8,7 @@ Train, Accelerate).
 
 That call is paid by every ``import torch`` on the machine, so it must be cheap: this module
 is top-level (importing anything under ``ringrt`` would first import ``ringrt/__init__.py``,
-~0.25 s with numpy and zmq) and imports nothing torch has not imported already
+numpy and zmq: see torch_autoload_cost) and imports nothing torch has not imported already
 (``torch.distributed`` is, by the time backends load). It registers the name with a creator
 that imports ``ringrt.torch`` on its first call, and wraps ``env://`` so that under ringrun
 (``RINGRT_STORE_HOSTED=1``) the rendezvous imports ``ringrt.torch`` and goes through ringrt's

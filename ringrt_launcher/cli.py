@@ -153,8 +153,8 @@ def main(ctx: click.Context, **options) -> None:
     exits with that worker's status.
     """
     config = build_config(options)
-    # Imported only now: it pulls in ringrt (numpy, zmq), ~0.1 s that --help and usage errors
-    # should not pay.
+    # Imported only now: it pulls in ringrt (numpy, zmq), an import that --help and usage
+    # errors should not pay for.
     from ringrt_launcher.flight import FlightDumps
     from ringrt_launcher.supervisor import Supervisor
     from ringrt_launcher.trace import finish as finish_trace

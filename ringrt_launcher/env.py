@@ -85,7 +85,7 @@ def ipc_directory() -> Iterator[str]:
         return
     # Short and under /tmp: AF_UNIX socket paths are capped at 107 bytes. Named with our pid
     # and locked while we run, so the next ringrun (or rank) removes it if we are SIGKILLed.
-    from ringrt._comm import stale      # here: importing ringrt costs --help ~0.1 s
+    from ringrt._comm import stale      # here: --help should not pay for importing ringrt
 
     stale.sweep_jobs()
     path, lock = stale.make_owned_dir("ringrun-")

@@ -12,7 +12,7 @@ Thresholds (bytes of the whole array) and why:
   pipelined chain, which streams segments so every link is busy at once.
 - reduce below ``ALL_REDUCE_SMALL`` uses a binomial tree; above it a pipelined chain (every
   link carries the data once; ring reduce-scatter + gather, also available, loads the root's
-  link with 2(n-1)/n of it: 67 vs 90+ MB/s at 64 MiB on the 1 Gbit/s lab, docs/cluster.md).
+  link with 2(n-1)/n of it, so it ran slower across hosts: the cluster benchmark, docs/cluster.md).
 - all_gather / reduce_scatter below ``GATHER_SMALL`` send directly to every peer (one step);
   above it the ring.
 - When every rank of the group is on one host (and there are at least two: alone, the socket
@@ -23,10 +23,10 @@ Thresholds (bytes of the whole array) and why:
   too (with more ranks than cores, from ``SHM_FROM_OVERSUBSCRIBED`` up): one memory copy in
   and one out instead of
   socket round trips (see ``ringrt._comm.shm``; ``RINGRT_NO_SHM=1`` or
-  ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off). Measured with torch's collectives on
-  the "ringrt" backend, world 2 on this 2-core VM (benchmarks/torch_collectives.py,
-  2026-11-26): over sockets reduce took 0.8-1.1x gloo's time at 256 KiB-4 MiB, scatter
-  1.1-1.7x, all_to_all 1.1-1.7x; shared memory is what brings them under gloo's.
+  ``RINGRT_ALGO=all_reduce=ring`` etc. turn it off). Over sockets, reduce, scatter and
+  all_to_all on the "ringrt" torch backend took about gloo's time or more from medium sizes;
+  shared memory is what brings them under gloo's time (the torch collectives benchmark,
+  ``make bench-torch``, checks it; figures in docs/performance-notes.md).
 - Across hosts, when some host has several ranks of the group, all_reduce, broadcast (from
   ``ROOTED_TWO_LEVEL_FROM``), reduce (idem), all_gather and barrier go in two levels
   (``hierarchical``: inside each host, between hosts, back; see ``hierarchical.py``) whenever
@@ -74,12 +74,10 @@ _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce"
 SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
 # With more ranks than cores, gather and scatter take shared memory only from this size:
 # below it only the root needs to wait (sockets), where a shared-memory phase makes every rank
-# wait for every other, and some of them are off the cores. World 4 on 2 cores, torch's
-# collectives on the "ringrt" backend (benchmarks/torch_collectives.py, 2026-11-26), median /
-# gloo's: gather 16 B-16 KiB 0.25 direct vs 0.80-0.91 shm; scatter 0.33-0.35 vs 0.98-1.08;
-# from 256 KiB-1 MiB shm wins (scatter 1.0-1.1 vs 1.3-1.5 direct). With a core per rank,
-# shared memory wins at every size: world 2 on 2 cores, scatter 8 B-16 KiB 0.34-0.40 shm vs
-# 0.52-0.62 direct, gather even (0.25-0.47 both).
+# wait for every other, and some of them are off the cores; from this size on, the socket
+# copies saved outweigh that wait. With a core per rank nobody is off the cores and shared
+# memory wins at every size. The torch collectives benchmark (make bench-torch) checks both,
+# at world 4 and world 2 on 2 cores; figures in docs/performance-notes.md.
 SHM_FROM_OVERSUBSCRIBED = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
 
 
@@ -103,8 +101,8 @@ def _forced() -> dict[str, str]:
     return forced
 
 
-# Fitted on the netlab gige lab (benchmarks/cost_model.py, 2026-11-23): seconds per step,
-# seconds per byte, seconds per extra message in flight.
+# Fitted on the netlab gige lab by the cost_model benchmark (docs/cluster.md): seconds per
+# step, seconds per byte, seconds per extra message in flight.
 NETWORK_ALPHA, NETWORK_BETA, NETWORK_OVERHEAD = 315e-6, 1 / 89.3e6, 253e-6
 MODEL_THRESHOLD_RANGE = (64 * 1024, 1 << 20)
 
@@ -119,24 +117,22 @@ def network_threshold(op: str, world: int) -> int:
     return high if crossing is None else min(high, max(low, crossing))
 
 
-# Broadcast and reduce stay flat below this: measured on the netlab lab (3 hosts x 4 ranks, 2
-# cores; benchmarks/results/cluster-hier-3x4-other.json), back-to-back 4 B-16 KiB broadcasts
-# took 1.3-1.4 ms two-level vs 0.58-1.14 ms binomial, reduces 0.86-1.15 vs 0.65-0.91 ms: a
-# binomial root only sends, so consecutive ops overlap, while the shared-memory step inside a
-# host makes every local rank wait for every other. From 256 KiB two levels won (broadcast 6.2
-# vs 6.2-8.4 ms, reduce 5.0 vs 7.7-8.1 ms). The cost model, which times one op alone, cannot
-# see that overlap.
+# Broadcast and reduce stay flat below this: back to back, small ones ran slower in two levels
+# than on a binomial tree, because a binomial root only sends, so consecutive ops overlap,
+# while the shared-memory step inside a host makes every local rank wait for every other.
+# Larger ones won in two levels. The cost model, which times one op alone, cannot see that
+# overlap. The cluster benchmark's --hierarchical run (3 hosts x 4 ranks, docs/cluster.md)
+# checks it; figures in docs/performance-notes.md.
 ROOTED_TWO_LEVEL_FROM = 64 * 1024
 
 
 # Two levels only where the model predicts them faster than flat by more than this fraction
-# of flat's time: a smaller predicted gain is within the model's error, and flat runs. On the
-# netlab runs (benchmarks/_fit_two_level.py prints every point), where the measured ratio
-# two-level / flat was near 1 on 3 x 2 ranks (all_reduce 4 B-16 KiB, barrier) the predicted
-# ratio erred by up to 9 % in two levels' favour. At 64 KiB on 3 x 2 it errs by ~12 % (0.88
-# predicted; 0.95-1.07 measured in six runs, a tie), which this margin does not cover; a
-# margin of 13 % would, but would also give back 4-64 MiB on 3 x 2, where the model
-# under-rates two levels (0.87-0.88 predicted, 0.70-0.83 measured).
+# of flat's time: a smaller predicted gain is within the model's error, and flat runs. The
+# margin covers the error the model showed in two levels' favour where the netlab runs
+# measured two levels and flat as a tie; a wider one would also give back large arrays, where
+# the model under-rates two levels. One tie (all_reduce 64 KiB on 3 hosts x 2 ranks) is
+# over-rated by more and stays uncovered. The _fit_two_level benchmark prints every point's
+# predicted and measured ratio; figures in docs/performance-notes.md.
 TWO_LEVEL_MARGIN = 0.10
 
 
@@ -181,11 +177,11 @@ def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
     """``leaders``, unless ``RINGRT_TWO_LEVEL=direct|shares`` (shares only where hosts are
     even); see ``cost_model.two_level_all_reduce``.
 
-    Measured on the netlab lab (3 hosts x 2 and x 4 ranks, all on 2 cores; docs/cluster.md),
-    leaders won wherever the others differed: 4 B-4 KiB with 4 ranks a host, 2.1-2.3 ms vs
-    3.2-3.3 ms direct (every rank sending across hosts costs CPU the cores do not have);
-    256 KiB-16 MiB, 6-16 % faster than shares, which the model prefers from 4 MiB. Direct and
-    shares should pay where every rank has a core and one process cannot fill the link.
+    ``leaders`` is the default because on the netlab lab (3 hosts x 2 and x 4 ranks, all on
+    2 cores) it won wherever the others differed: against ``direct`` on small arrays (every
+    rank sending across hosts costs CPU the cores do not have), against ``shares`` on large
+    ones, which the model prefers. Direct and shares should pay where every rank has a core
+    and one process cannot fill the link. The cluster benchmark checks it (docs/cluster.md).
     """
     forced = os.environ.get("RINGRT_TWO_LEVEL", "")
     if forced not in ("", "direct", "shares", "leaders"):

@@ -267,7 +267,7 @@ def _nonnegative_least_squares(rows, times, free: list[int], values: np.ndarray)
 
 def link_beta(bits_per_second: float, efficiency: float = 119.5e6 * 8 / 1e9) -> float:
     """β of a link: seconds per byte of goodput. ``efficiency`` is TCP/IP/Ethernet goodput
-    over line rate (pyzmq PUSH/PULL measured 119.5 MB/s on netlab's 1 Gbit/s link)."""
+    over line rate, as pyzmq PUSH/PULL measured it on netlab's link (the cluster benchmark)."""
     return 8.0 / (bits_per_second * efficiency)
 
 
@@ -318,36 +318,36 @@ def bus_factor(op: str, world: int) -> float:
 # speed), and a step where k of a host's ranks send across hosts at once moves k·S through its
 # link. On 3 x 2 ranks its steps carry S (one host), S, 2S and S (one host); on 3 x 4, S, S
 # (one host), 2S, 4S, S (one host). The classic formula, every step α + S·β on the network,
-# predicted a 3 x 2 barrier at 1.26 ms and a 64 KiB all_reduce at 4.20 ms (measured 1.03-1.37
-# and 3.36-3.93; now 1.07 and 3.50), which made two levels look faster than they are there; on
-# 3 x 4 5.24 ms at 64 KiB (measured 7.2-7.7; now 7.56, with the load below). At 64 MiB
-# recursive doubling took 3.3 and 6.1 s (3 x 2, 3 x 4; ringrt runs the ring there), predicted
-# 2.3 and 4.6 s (β·L for every step had predicted 6.0 and 15 s).
+# over-rates flat recursive doubling on 3 x 2 ranks, which made two levels look faster than
+# they are there, and under-rates it on 3 x 4; charging β·L for every step instead
+# over-rates large arrays. Costed step by step (with the load below) it follows the netlab
+# runs: the _fit_two_level benchmark prints predicted against measured times; figures in
+# docs/performance-notes.md.
 #
 # Load: where a host has more ranks than cores, every socket step (network or ipc: Python,
 # zmq's I/O threads, CurveZMQ) time-shares the cores, so its α and o grow by
 # load = max over hosts of (ranks / cores), at least 1. A shared-memory phase does not: its
-# cost is already the wake-up of descheduled ranks (fitted under load below). Measured on the
-# lab (2 cores per host): recursive doubling's steps cost ~0.3 ms at 1 and 2 ranks a host,
-# ~0.6 ms at 4; the leaders' one cross-host step ~0.57 ms at 2 ranks a host, ~1.1 ms at 4,
-# while a shared-memory phase stayed ~0.3 ms (benchmarks/results/cluster-hier-3x{2,4}-*.json).
+# cost is already the wake-up of descheduled ranks (fitted under load below). On the netlab
+# lab (2 cores per host) socket steps took about twice as long with 4 ranks a host as with
+# 1 or 2, while a shared-memory phase cost the same (the cluster benchmark's --hierarchical
+# runs; figures in docs/performance-notes.md).
 
 TWO_LEVEL_OPS = ("all_reduce", "broadcast", "reduce", "all_gather", "barrier")
-# A shared-memory phase inside a host, and a byte of memory copy. shm.py measured 10-80 us a
-# phase with a core per rank; on the netlab lab, where 6-12 ranks of 3 "hosts" share 2 cores,
-# a phase costs ~0.3 ms (a descheduled local rank has to be woken), at 2 and at 4 ranks a host
-# alike. ~2 GB/s per copy with the cores shared. One step of a flat algorithm between ranks of
-# one host (ipc sockets) costs about what a network step does there (CPU, not the wire, paces
-# a step on that lab). Both fitted, with α, β and o as fitted for the flat algorithms, on the
-# flat recursive-doubling and two-level (leaders) 4 B-4 KiB all_reduces of 3 x 2 and 3 x 4
-# ranks (benchmarks/_fit_two_level.py on benchmarks/results/cluster-hier-3x*.json: rms error
-# 9 %; the two-level time alone had given 0.3 ms).
+# A shared-memory phase inside a host, and a byte of memory copy, as on the netlab lab, where
+# 6-12 ranks of 3 "hosts" share 2 cores: a phase costs several times what it does with a core
+# per rank (a descheduled local rank has to be woken), at 2 and at 4 ranks a host alike, and
+# a copy gets a fraction of the machine's bandwidth with the cores shared. One step of a flat
+# algorithm between ranks of one host (ipc sockets) costs about what a network step does there
+# (CPU, not the wire, paces a step on that lab). Both fitted, with α, β and o as fitted for
+# the flat algorithms, on the flat recursive-doubling and two-level (leaders) 4 B-4 KiB
+# all_reduces of 3 x 2 and 3 x 4 ranks by the _fit_two_level benchmark; figures in
+# docs/performance-notes.md.
 LOCAL_ALPHA, LOCAL_BETA = 0.31e-3, 1 / 2e9
 LOCAL_STEP_ALPHA = 0.30e-3
 # A step of empty messages (a barrier) costs this fraction of an all_reduce step's α: no
-# array to snapshot, check or combine. Flat recursive doubling measured 0.27 vs 0.32 ms a
-# step on 3 x 2 ranks (barrier 1.03-1.15 ms vs 4 B all_reduce 1.24-1.37, four steps each) and
-# 0.50 vs 0.59 on 3 x 4 (fitted on the barriers by benchmarks/_fit_two_level.py: rms 10 %).
+# array to snapshot, check or combine. Fitted by the _fit_two_level benchmark on flat
+# recursive-doubling barriers against 4 B all_reduces of 3 x 2 and 3 x 4 ranks; figures in
+# docs/performance-notes.md.
 EMPTY_STEP = 0.87
 
 

@@ -1,7 +1,7 @@
 """Two-level collectives for groups that span hosts: inside each host, between hosts, back.
 
 Ranks on one host reach each other through memory; hosts reach each other over slow links
-(1 Gbit/s, ~0.3 ms a step on the netlab gige lab). A flat ring over all n ranks takes 2(n-1)
+(gigabit Ethernet or wifi: a step costs far more). A flat ring over all n ranks takes 2(n-1)
 latency steps; these algorithms take the few cross-host steps of a group of one rank per host
 and do the rest inside the hosts:
 

@@ -1,8 +1,8 @@
 """Cutting arrays into message-sized segments and near-equal chunks (pure functions).
 
-Large payloads are cut into segments of :func:`segment_bytes` (a single 64 MiB zmq frame is
-~5x slower than 1 MiB frames here, see issue 5), so a ring step is pipelined segment by
-segment.
+Large payloads are cut into segments of :func:`segment_bytes` (one huge zmq frame is much
+slower than a train of segment-sized ones; the collectives benchmark, ``make bench``, run with
+``RINGRT_SEGMENT_BYTES`` set, checks it), so a ring step is pipelined segment by segment.
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ import numpy as np
 from ringrt._algorithms.segments import chunk_bounds
 
 # While array bytes x world size stay below this, every rank reduces the whole array itself:
-# saving a phase (a futex round, 10-80 us on 2 busy cores) beats reducing n-fold. Measured at
-# world 2, 1 MiB: 285 us whole vs 488 us chunked (stage timers, loaded machine, 2026-11-23).
+# saving a phase (a futex round trip, dear on busy cores) beats reducing n-fold. The
+# collectives benchmark (make bench) at 1 MiB checks it; figures in docs/performance-notes.md.
 WHOLE_PIECE_TRAFFIC = 4 << 20
 # Staged bytes per piece: small enough to stay in cache between staging, reducing and copying
-# out. 64 MiB all_reduce, median us, world 2 / 4 (2026-11-23, quiet machine): pieces of 16 MiB
-# 9,176 / 26,749; 4 MiB 6,001 / 17,486; 2 MiB 5,764 / 16,193; 1 MiB 5,608 / 15,958.
+# out: a 64 MiB all_reduce got faster with each halving of the piece down to this size (the
+# collectives benchmark, make bench, at 64 MiB; figures in docs/performance-notes.md).
 PIECE_BYTES = 1 << 20
 MAX_PIECES = 500                 # two steps a piece; an op has at most 1023 (see ShmOp)
 

@@ -1,4 +1,4 @@
-"""Who may connect to this rank's sockets, and the thread that checks them (issue 10).
+"""Who may connect to this rank's sockets, and the thread that checks them.
 
 Every socket a rank listens on admits only peers that prove they hold the job token, before
 any of their bytes reach a mailbox. The mechanism follows the link:

@@ -2,7 +2,7 @@
 
 Every rank publishes an *address card* under the job attempt's namespace and reads everyone
 else's. Cards are exchanged in up to two rounds so that a rank listens only where a peer
-needs it (issue 10): round one carries the host identity, the ipc addresses and the
+needs it (less to attack): round one carries the host identity, the ipc addresses and the
 shared-memory segment; only if it shows ranks on more than one host (or the job forces
 ``RINGRT_TRANSPORT=tcp``) does every rank bind its tcp sockets and publish them in round two.
 The last rank in opens the gate, after which rank 0 may drop the store.
@@ -10,7 +10,7 @@ The last rank in opens the gate, after which rank 0 may drop the store.
 Cards are signed with the job token (HMAC over the key they are published under and their
 bytes): ringrt's own store already admits only token holders, but the store torch hands the
 backend under torchrun is an unauthenticated TCPStore, where anyone on the machine could
-otherwise swap a card and have ranks send their data to an address of theirs (issue 10).
+otherwise swap a card and have ranks send their data to an address of theirs.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ holds a control block and one staging slot:
   op that was abandoned midway cannot confuse the next one.
 - ``release`` (uint32, a second futex word): the ticket of the last op whose reads this rank
   has finished. It is separate from ``ticket`` so that releasing never wakes peers that sleep
-  waiting for our next phase (on 4 ranks / 2 cores those spurious wake-ups cost ~20 us each).
+  waiting for our next phase (a spurious wake-up costs CPU, scarce with more ranks than cores).
 - ``staged[seq % 2]``: the last op of each parity whose first phase this rank entered, so
   a peer seeing our ticket already in op N+1 can tell we took part in op N (see
   :meth:`ShmOp.acquire_half`) rather than skipped it.
@@ -29,7 +29,7 @@ Segments are unlinked as soon as every peer has mapped them, so nothing is left 
 a full tmpfs makes the job fall back to sockets instead of crashing with SIGBUS later.
 
 Only this user can open a segment: it is created 0600 (and checked), a peer's segment is
-mapped only if this user owns it and nobody else may read it (issue 10), and segments left by
+mapped only if this user owns it and nobody else may read it, and segments left by
 our own ranks that died before unlinking them (``ringrt-PID-...``, PID gone) are removed.
 """
 
@@ -341,18 +341,17 @@ class HostArena:
         """After a wait that slept, with a core per rank: spin longer next time if the peers
         came soon after we went to sleep.
 
-        Waking a sleeping process costs 50-250 us on a VM (its idle vCPU must be woken), so
+        Waking a sleeping process is slow on a VM (its idle vCPU must be woken), so
         a peer that arrives just after we gave up spinning makes us late by that much, which
         makes *our* peers give up and sleep at the next step: ranks fall into a mode where
-        every op sleeps (world 2, 4 B all_reduce, 2 cores, one run in five: p50 212 us with
-        404 sleeps in 400 ops, against 22 us with a handful). Spinning up to twice the wait
-        that just slept (yielding the core beyond the base spin),
+        every op sleeps, and a small all_reduce takes many times as long. Spinning up to twice
+        the wait that just slept (yielding the core beyond the base spin),
         at most MAX_SPIN_SECONDS, breaks that; long waits (a slow peer) leave it as it is.
         With more ranks than cores spinning takes the core a peer needs: never adapted.
-        Only waits on the main thread use the grown spin (see :meth:`_await`): DDP overlap,
-        world 2, 2 cores: step mean 14.4-14.7 ms with the base spin, 15.8-16.6 with the
-        grown one on its communication thread, while DDP sync gained (13.7-14.4 against
-        14.1-15.3)."""
+        Only waits on the main thread use the grown spin (see :meth:`_await`): on DDP's
+        communication thread it slowed the overlapped step, while the synchronous step
+        gained. The stalls benchmark counts the sleeps and the train_step benchmark times the
+        step (world 2 on 2 cores); figures in docs/performance-notes.md."""
         if waited < MAX_SPIN_SECONDS:
             self.spin_seconds = min(MAX_SPIN_SECONDS, max(self.spin_seconds, 2 * waited))
 

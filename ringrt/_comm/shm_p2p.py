@@ -1,10 +1,10 @@
 """Point-to-point between ranks of one host, over shared-memory channels (``channel.py``).
 
 Why not the sockets: a ZeroMQ message between two processes crosses two I/O threads and the
-kernel. Through the torch backend a ring exchange of 8 B took 410 us (2.7x gloo) and 16 MiB
-17.6 ms (1.4x); a futex-signalled ring in shared memory moves 8 B in ~2 us of raw latency and
-16 MiB with one copy in and one copy out (2 ms each into 4 KiB tmpfs pages). Measured on the
-2-core VM, 2026-11-26; the figures after the change are in the README ("Point-to-point").
+kernel, which left point-to-point through the torch backend slower than gloo's at every size;
+a futex-signalled ring in shared memory moves a small message with no thread in between and a
+large one with one copy in and one copy out. The torch collectives benchmark's send_recv
+(make bench-torch) and the p2p benchmark check it; figures in docs/performance-notes.md.
 
 **Sending** copies the message into the channel to the peer (growing it if needed, never
 waiting for the reader: ``channel.py``), then changes the peer's *doorbell* (a futex word in
@@ -28,7 +28,7 @@ the thread that waits for it (``Work.wait``, ``recv``), one that asks ``is_compl
 later receive. Only a receive someone added a callback to (a torch future) needs progress
 while nobody waits: the first such receive starts a background thread that drives while any
 receive is posted. A waiting thread spins ``RINGRT_P2P_SPIN_US`` on the doorbell, then sleeps
-on it in 20 ms slices, checking for lost peers and its deadline between drives - after
+on it in ``SLICE_SECONDS`` slices, checking for lost peers and its deadline between drives - after
 reading the channels, so a message sent before its sender was lost is still delivered.
 """
 
@@ -49,17 +49,17 @@ from ringrt._comm.work import Work
 from ringrt._env import env_int
 from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedError, PeerLostError
 
-# Spin this long on the doorbell before sleeping on it. Waking a sleeping process costs
-# 50-250 us on this VM (an idle vCPU must be woken), against the 20-40 us a message takes
-# to come back; 50 us, as for the collectives' tickets (shm.py), is the measured knee:
-# 8 B ring exchange through torch, world 2, median 57 us at 50, 55 at 1000; world 4 (4 ranks
-# on 2 cores, where spinning takes the core the sender needs) got worse above 50.
+# Spin this long on the doorbell before sleeping on it. Waking a sleeping process on a VM
+# costs more than a message takes to come back (an idle vCPU must be woken). The default, as
+# for the collectives' tickets (shm.py), is the knee of a small ring exchange through torch:
+# longer spins gained nothing at world 2 and lost at world 4 on 2 cores, where spinning takes
+# the core the sender needs (make bench-torch; figures in docs/performance-notes.md).
 SPIN_SECONDS = env_int("RINGRT_P2P_SPIN_US", 50) * 1e-6
 # ... plus the time the sender needs to copy a message of the receiving array's size (at
-# 2 GB/s, up to 1 ms more) when every rank has a core of its own: a 1 MiB exchange at world 2
-# sometimes fell into a mode where each rank slept through the other's 150 us copy and paid
-# the wake-up, 680 us a call instead of 230 (2026-11-26). With more ranks than cores the
-# spin stays short: it would take the core the sender needs.
+# SPIN_BYTES_PER_SECOND, at most SPIN_EXTRA_SECONDS more) when every rank has a core of its
+# own: else a large exchange at world 2 could fall into a mode where each rank slept through
+# the other's copy and paid the wake-up on every call (the p2p benchmark's exchange pattern).
+# With more ranks than cores the spin stays short: it would take the core the sender needs.
 SPIN_BYTES_PER_SECOND, SPIN_EXTRA_SECONDS = 2e9, 1e-3
 _DTYPE_CODES = wire.DTYPE_CODES
 
@@ -140,9 +140,9 @@ class ShmPointToPoint:
 
         With more ranks than cores, the sender then yields its core: the receiver it just
         woke may be waiting for that very core. Passing the baton keeps the ranks of a ring
-        exchange in step instead of letting some run ahead while others stall: 8 B ring
-        exchange, 4 ranks on 2 cores, slowest rank's time per call (median) 260 -> 81-150 us,
-        and 1.4x -> 0.4x gloo's through torch (2026-11-26).
+        exchange in step instead of letting some run ahead while others stall, which cut the
+        slowest rank's time per call of a small ring exchange with 4 ranks on 2 cores (the p2p
+        benchmark's exchange pattern; figures in docs/performance-notes.md).
         """
         payload = array.reshape(-1).view(np.uint8)
         with self._send_lock:

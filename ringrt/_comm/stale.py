@@ -5,8 +5,8 @@ shared-memory segments of ranks, and ringrun's job and flight-recorder directori
 A rank unlinks its segment as soon as every peer mapped it and removes its socket directory
 on exit, and ringrun removes its directories when it ends, so only a process killed in
 between (SIGKILL: a CI timeout, the OOM killer) leaves anything; the next rank or ringrun to
-start on the machine removes it (issues 10 and 21: stale ones are cleaned up, never reused:
-names are random and created with O_EXCL / mkdtemp).
+start on the machine removes it (cleaned up, never reused, so nobody can plant one for us to
+pick up and nothing piles up: names are random and created with O_EXCL / mkdtemp).
 
 Whether the owner is gone: a ringrun directory holds a lock file its ringrun keeps locked
 (``flock``) for as long as it runs; the kernel drops that lock when the process dies however

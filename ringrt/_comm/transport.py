@@ -1,6 +1,6 @@
 """This rank's data-plane sockets: inboxes every peer pushes to, one outbox per peer.
 
-A rank listens only where a peer needs it (issue 10): on ``ipc://`` (a socket file in a
+A rank listens only where a peer needs it (less to attack): on ``ipc://`` (a socket file in a
 directory only this user may enter) for peers on this host, and - only once the rendezvous
 shows a peer on another host, or with ``RINGRT_TRANSPORT=tcp`` - on ``tcp://`` (the
 interface that routes to ``MASTER_ADDR``) for the others. Each is its own ``PULL`` socket,
@@ -102,7 +102,7 @@ def make_ipc_dir(path_max: int = IPC_PATH_MAX) -> str:
                         f"{path_max - _IPC_PATH_OVERHEAD} bytes (e.g. /tmp), or unset it")
     os.makedirs(parent, exist_ok=True)
     remove_stale(parent, IPC_PREFIX)
-    sweep_jobs()                      # and what SIGKILLed ringruns left in /tmp (issue 21)
+    sweep_jobs()                      # and what SIGKILLed ringruns left in /tmp
     path = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-", dir=parent)
     info = os.lstat(path)
     if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:

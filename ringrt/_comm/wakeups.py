@@ -20,8 +20,8 @@ doorbell) first spins, then sleeps on the futex in slices. Per op kind (``all_re
 - ``overslept``: timeouts after which what we waited for had happened although the word
   slept on was unchanged (progress signalled on another word: sleeping on the wrong word).
 
-Only waits that find a peer missing touch the counters: about 0.1 us each, nothing on the
-fast path.
+Only waits that find a peer missing touch the counters (a list increment each), nothing on
+the fast path.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ _BY_OUTCOME = {futex.WOKEN: WAKEUPS, futex.CHANGED: CHANGED, futex.TIMED_OUT: TI
 
 
 # A timed-out sleep whose word we read later than this after the slice's end may have seen a
-# signal sent after the end (a late peer, not a lost wake). Timer slack is ~50 us; waking
-# a process on an idle core ~100 us more. Shorter: fewer late peers taken for lost wakes.
+# signal sent after the end (a late peer, not a lost wake). It covers the kernel's timer slack
+# plus waking a process on an idle core. Shorter: fewer late peers taken for lost wakes.
 ON_TIME_S = 0.0003
 
 

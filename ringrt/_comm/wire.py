@@ -14,8 +14,8 @@ receiver within one op.
 
 Small payloads travel in the same frame as the header (one copy, one zmq message); large
 payloads follow as a second frame sent zero-copy. A fixed ``struct`` header (not msgpack) is
-used here because it is decoded on every message of every collective: ``unpack_from`` is ~4x
-faster than ``msgpack.unpackb`` for this shape. Control messages elsewhere are msgpack.
+used here because it is decoded on every message of every collective: ``unpack_from`` is
+several times faster than ``msgpack.unpackb`` for this shape. Others are msgpack.
 """
 
 from __future__ import annotations

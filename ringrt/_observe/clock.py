@@ -6,7 +6,7 @@ at init, as NTP does, over the job's own links: :data:`PING_ROUNDS` times it sen
 ping at ``t0`` (its clock), rank 0 answers with its clock ``t1``, the answer arrives at ``t2``;
 the round with the shortest trip gives ``offset = t1 - (t0 + t2) / 2``, whose error is at most
 half that trip (the two legs' imbalance), reported with the offset. Drift over a job (crystal
-clocks drift up to ~50 us per second) is not corrected: for a long job across hosts, spans of
+clocks drift by tens of parts per million) is not corrected: for a long job across hosts, spans of
 ranks on different hosts line up to within that drift, not better.
 
 This runs as one op of the world (every rank takes part, so sequence numbers stay aligned),

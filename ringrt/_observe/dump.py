@@ -11,7 +11,7 @@ A dump writes, for every world of this process (the default group's, ``ringrt.to
 Errors dump once per process (the first ``TimeoutError``, ``PeerLostError`` or
 ``CollectiveMismatchError``: later ops of a broken group raise the same error again);
 SIGUSR1 dumps every time. The SIGUSR1 handler is a Python handler, so it runs on the main
-thread between two bytecodes: an op waiting for peers checks for signals at least every 50 ms;
+thread between two bytecodes: an op waiting for peers checks for signals between poll slices;
 a main thread stuck in a C call that never returns (rare in a ringrt job) dumps only when
 that call ends.
 """

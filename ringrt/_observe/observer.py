@@ -3,8 +3,8 @@
 ``entered`` (the op is called: user's source line, algorithm), ``started`` and ``finished``
 keep the op's flight-recorder record; while tracing, ``finished`` also hands the record to the
 timeline, with the seconds it spent waiting for peers (``waits.peer_wait`` across the op).
-With tracing off, an op costs three short calls here (about 1 us in all, measured in
-``benchmarks/trace_overhead.py``); with it on, one tuple more.
+With tracing off, an op costs three short calls here (the trace_overhead benchmark measures
+them; figures in docs/tracing.md); with it on, one tuple more.
 """
 
 from __future__ import annotations

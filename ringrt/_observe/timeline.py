@@ -6,7 +6,7 @@ it records to ``FILE.rank{R}.trace``: msgpack entries ``[kind, payload]`` writte
 so a job killed afterwards still leaves its timeline up to that point. ``merge.py`` turns the
 rank files into ``FILE`` (Chrome trace JSON), off the ranks' hot path: an op costs a tuple
 appended to a list here, and its share of one ``msgpack.packb`` per chunk
-(``benchmarks/trace_overhead.py`` measures both).
+(the trace_overhead benchmark measures both).
 
 Entry kinds: ``rank`` (who wrote the file, once), ``dtypes`` (code -> name and item size,
 once), ``ops`` (finished flight-recorder records plus their thread's name), ``spans``

@@ -27,7 +27,7 @@ After the handshake every frame of the session, both ways, is *sealed*: a ``0xc1
 and the server accepts a session's request ids only in increasing order. So a man in the
 middle of an authenticated connection cannot inject, alter or replay a request or a reply,
 and a frame cannot be spliced into another connection (its key differs); a plain frame on an
-authenticated connection is refused (issue 10). Handshake frames stay plain.
+authenticated connection is refused. Handshake frames stay plain.
 """
 
 from __future__ import annotations

@@ -68,9 +68,9 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         # "inline" (on the caller's thread, before the call returns) or "auto": inline for
         # the async ops torch's C++ starts (DDP's bucket all-reduces) when this host has
         # fewer than two cores per rank (or the group is one rank), else thread. Overlap
-        # needs a free core: on the 2-core VM a 1.3 M-parameter DDP step spent 2.5 ms
-        # communicating inline and 3.2 ms through the thread at world 2, 10.4 and 15.5 ms at
-        # world 4 (gloo: 9.0 and 23.4; benchmarks/torch_train_step.py, 2026-11-26). Async
+        # needs a free core: without one, a DDP step communicated longer through the thread
+        # than inline (the torch_train_step benchmark, make bench-torch, times both ways;
+        # figures in docs/performance-notes.md). Async
         # ops of torch's Python API always overlap (a script may rely on it).
         # RINGRT_TORCH_ASYNC sets the mode.
         self.async_mode = env_choice("RINGRT_TORCH_ASYNC", ("auto", "thread", "inline"),
