@@ -25,8 +25,9 @@ from torch.distributed.constants import default_pg_timeout
 
 from ringrt._comm.auth import LinkSecurity
 from ringrt._deadline import seconds
-from ringrt._env import env_float, resolve_job
+from ringrt._env import resolve_job
 from ringrt._process_group import ProcessGroup, default_namespace
+from ringrt._settings import Settings, read_setting
 from ringrt.distributed import report_failures_to
 from ringrt.torch import _rendezvous
 from ringrt.torch._backend import ProcessGroupRingrt
@@ -62,7 +63,8 @@ def create(options, backend_options=None) -> ProcessGroupRingrt:
 def _new_world(store, rank: int, size: int, timeout: float) -> ProcessGroup:
     """A ringrt world of ``size`` ranks rendezvousing through torch's ``store``."""
     global _worlds_built
-    job = resolve_job("env://", rank, size)
+    settings = Settings.read()           # the one read of RINGRT_* for this world
+    job = resolve_job("env://", rank, size, settings=settings)
     if not job.token:
         warnings.warn("no RINGRT_TOKEN and no ~/.config/ringrt/token: ringrt cannot "
                       "authenticate its connections; export the same secret to every rank "
@@ -70,7 +72,7 @@ def _new_world(store, rank: int, size: int, timeout: float) -> ProcessGroup:
     namespace = default_namespace(job.restart_count, _worlds_built) + "/torch"
     _worlds_built += 1
     world = ProcessGroup(StoreOverTorch(store, rank, job.master_addr), rank, size, timeout,
-                         namespace=namespace, **_link_options(job))
+                         namespace=namespace, settings=settings, **_link_options(job))
     report_failures_to(world)
     atexit.register(world.close)
     return world
@@ -95,5 +97,6 @@ def _close_default_world() -> None:
 def _timeout(timeout) -> float:
     """torch's group timeout in seconds; RINGRT_TIMEOUT when torch's is its default."""
     if timeout is None or timeout == default_pg_timeout:
-        return env_float("RINGRT_TIMEOUT", seconds(default_pg_timeout))
+        forced = read_setting("RINGRT_TIMEOUT")
+        return seconds(default_pg_timeout) if forced is None else forced
     return seconds(timeout)
