@@ -44,7 +44,8 @@ docs: $(DOCS_STAMP)
 # make env-docs: docs/environment.md from the settings registry (ringrt/_settings.py);
 # tests/unit/test_settings.py fails while the page and the registry disagree.
 env-docs: $(STAMP)
-	$(PY) -c "from ringrt._settings import markdown; print(markdown(), end='')" > docs/environment.md
+	$(PY) -c "from ringrt._settings import markdown; print(markdown(), end='')" > $@.tmp
+	mv $@.tmp docs/environment.md
 
 docs-serve: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000

@@ -3,10 +3,12 @@
 Each setting is a field of the frozen :class:`Settings` with its variable's name, how it is
 parsed, its default and what it means. ``init_process_group`` calls :meth:`Settings.read`
 once and hands the result down (store client, transport, shared memory, heartbeats,
-algorithm choice, observer); ``ringrun`` reads the one it needs the same way.
-:func:`read_setting` reads one variable now, for public entry points that run without a
-process group (``ringrt.Store(token=None)``, ``ringrt.elastic.generation()``) and for
-internals built on their own (tests build a ``HostArena`` or call ``choose`` directly).
+algorithm choice, observer); ``ringrun`` reads the one it needs the same way. Two settings
+are read at each use instead (:data:`PER_USE`: ``RINGRT_ALGO``, ``RINGRT_SEGMENT_BYTES``),
+because a process may change them between ops. :func:`read_setting` reads one variable
+now, for those, for public entry points that run without a process group
+(``ringrt.Store(token=None)``, ``ringrt.elastic.generation()``) and for internals built on
+their own (tests build a ``HostArena`` or call ``choose`` directly).
 
 :data:`SETTINGS` is the table: docs/environment.md is generated from it (``make env-docs``)
 and tests/unit/test_settings.py checks that every ``RINGRT_*`` name in the code is in it.
@@ -182,11 +184,6 @@ class Settings:
     bind_addr: str | None = _setting(
         "RINGRT_BIND_ADDR", _text, None,
         "address to listen on", "the interface that routes to `MASTER_ADDR`")
-    algo: str = _setting(
-        "RINGRT_ALGO", _exact, "",
-        "force algorithms, e.g. `all_reduce=ring,broadcast=binomial`; "
-        "`all_reduce=hierarchical` forces two levels where the group spans hosts (also "
-        "broadcast, reduce, all_gather, barrier)", "chosen by size")
     two_level: str = _setting(
         "RINGRT_TWO_LEVEL", _two_level, "",
         "two-level all_reduce: `leaders` (reduce to a host leader, leaders all-reduce, "
@@ -197,9 +194,6 @@ class Settings:
         "RINGRT_HOST_ID", _text, None,
         "this rank's host identity; ranks with the same one are \"on one host\" (ipc "
         "sockets, a shared-memory arena)", "the hostname")
-    segment_bytes: int = _setting(
-        "RINGRT_SEGMENT_BYTES", _int, 512 * KiB,
-        "largest message payload (at least 1024)", "512 KiB")
     heartbeat_interval: float = _setting(
         "RINGRT_HEARTBEAT_INTERVAL", _seconds, 0.5, "heartbeat period in seconds")
     heartbeat_timeout: float = _setting(
@@ -309,54 +303,70 @@ class Setting(NamedTuple):
     """One row of the registry, as the docs and the tests see it."""
 
     name: str
-    attribute: str          # the field of Settings; "" for a test-harness variable
+    when: str               # "init": a field of Settings; "use": read at each use; "harness"
     type: str
     default: Any
     doc: str
     shown: str = ""         # the default as the docs say it
+    parse: Callable | None = None
+    attribute: str = ""     # its field of Settings ("init" only)
 
     @property
     def harness(self) -> bool:
-        return self.attribute == ""
+        return self.when == "harness"
 
 
-# Read by tests/ and benchmarks/ only, never by ringrt: listed so that the docs name them.
-HARNESS = (
-    Setting("RINGRT_FUZZ", "", "str", "ci", "fuzz tests' budget: `ci` or `long` (`make fuzz`)"),
-    Setting("RINGRT_FUZZ_EXAMPLES", "", "int", 20000, "examples per fuzz test under `long`"),
-    Setting("RINGRT_FUZZ_COUNTS", "", "str", None,
-            "file the fuzz run writes the inputs tried per parser to", "unset"),
-    Setting("RINGRT_CHAOS_ROUND", "", "str", None,
-            "`1`: run the netlab chaos round (`make chaos-round`, [Chaos](chaos.md))", "unset"),
-    Setting("RINGRT_RECIPES", "", "str", None, "`1`: run tests/recipes (`make test-recipes`)",
-            "unset"),
-    Setting("RINGRT_RECIPES_INSTALL", "", "str", None,
-            "`1`: the recipe tests may pip-install their framework into .venv-recipes", "unset"),
-    Setting("RINGRT_RECIPE_JOB", "", "str", None,
-            "set in the processes a recipe test starts, to find them again", "unset"),
-    Setting("RINGRT_SPEC", "", "str", None,
-            "the API spec tests/unit/test_api.py checks `__all__` against",
-            "`../shared/spec/API.md`"),
-    Setting("RINGRT_SUITE_START", "", "str", None,
-            "`fork`: torch's own test suite starts its ranks by fork", "spawn"),
+# Read at each use, not once: a process may change them between ops, and the test tables and
+# benchmark sweeps do, to run every algorithm in one job (tests/dist/hier_workers.py,
+# tests/netlab/worker.py, benchmarks/_cluster_sweep.py). Each value is parsed once.
+PER_USE = (
+    Setting("RINGRT_ALGO", "use", "str", "",
+            "force algorithms, e.g. `all_reduce=ring,broadcast=binomial`; "
+            "`all_reduce=hierarchical` forces two levels where the group spans hosts (also "
+            "broadcast, reduce, all_gather, barrier); read at every collective",
+            "chosen by size", _exact),
+    Setting("RINGRT_SEGMENT_BYTES", "use", "int", 512 * KiB,
+            "largest message payload (at least 1024); read at every collective", "512 KiB",
+            _int),
 )
 
+# Read by tests/ and benchmarks/ only, never by ringrt: listed so that the docs name them.
+HARNESS = tuple(Setting(name, "harness", kind, default, doc, shown) for name, kind, default, doc,
+                shown in (
+    ("RINGRT_FUZZ", "str", "ci", "fuzz tests' budget: `ci` or `long` (`make fuzz`)", ""),
+    ("RINGRT_FUZZ_EXAMPLES", "int", 20000, "examples per fuzz test under `long`", ""),
+    ("RINGRT_FUZZ_COUNTS", "str", None,
+     "file the fuzz run writes the inputs tried per parser to", "unset"),
+    ("RINGRT_CHAOS_ROUND", "str", None,
+     "`1`: run the netlab chaos round (`make chaos-round`, [Chaos](chaos.md))", "unset"),
+    ("RINGRT_RECIPES", "str", None, "`1`: run tests/recipes (`make test-recipes`)", "unset"),
+    ("RINGRT_RECIPES_INSTALL", "str", None,
+     "`1`: the recipe tests may pip-install their framework into .venv-recipes", "unset"),
+    ("RINGRT_RECIPE_JOB", "str", None,
+     "set in the processes a recipe test starts, to find them again", "unset"),
+    ("RINGRT_SPEC", "str", None, "the API spec tests/unit/test_api.py checks `__all__` against",
+     "`../shared/spec/API.md`"),
+    ("RINGRT_SUITE_START", "str", None,
+     "`fork`: torch's own test suite starts its ranks by fork", "spawn"),
+))
+
 SETTINGS: tuple[Setting, ...] = tuple(
-    Setting(f.metadata["name"], f.name, str(f.type), f.default, f.metadata["doc"],
-            f.metadata["shown"])
-    for f in fields(Settings)) + HARNESS
-_BY_NAME = {f.metadata["name"]: f for f in fields(Settings)}
+    Setting(f.metadata["name"], "init", str(f.type), f.default, f.metadata["doc"],
+            f.metadata["shown"], f.metadata["parse"], f.name)
+    for f in fields(Settings)) + PER_USE + HARNESS
+_BY_NAME = {s.name: s for s in SETTINGS if not s.harness}
 
 
 def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
-    """One setting's value now, parsed as :meth:`Settings.read` parses it.
+    """One setting's value now, parsed as :meth:`Settings.read` parses it (or, for those in
+    :data:`PER_USE`, as their users expect).
 
     Raises:
         KeyError: ``name`` is not a ``RINGRT_*`` setting of ringrt.
         ValueError: its value is not one it can take.
     """
     entry = _BY_NAME[name]
-    return entry.metadata["parse"](name, os.environ if env is None else env, entry.default)
+    return entry.parse(name, os.environ if env is None else env, entry.default)
 
 
 # -- docs/environment.md --------------------------------------------------------------------
@@ -367,8 +377,8 @@ _PAGE = """\
 <!-- Generated from ringrt/_settings.py by `make env-docs`; edit the registry, not this page
 (tests/unit/test_settings.py checks the two agree). -->
 
-ringrt reads these once, when `init_process_group` runs (`ringrun` reads `RINGRT_IPC_DIR`
-when it starts). The variables a launcher sets to place a rank (`RANK`, `WORLD_SIZE`,
+ringrt reads these once, when `init_process_group` runs, unless the row says otherwise
+(`ringrun` reads `RINGRT_IPC_DIR` when it starts). The variables a launcher sets to place a rank (`RANK`, `WORLD_SIZE`,
 `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, and SLURM's, Open MPI's and PMI's) are described
 in [Launching](launching.md).
 

@@ -81,9 +81,10 @@ SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a
 SHM_FROM_OVERSUBSCRIBED = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
 
 
-def _forced(settings: Settings | None = None) -> dict[str, str]:
-    """``RINGRT_ALGO`` as {op: algorithm}, from ``settings`` (default: read now)."""
-    return forced_algorithms(read_setting("RINGRT_ALGO") if settings is None else settings.algo)
+def _forced() -> dict[str, str]:
+    """``RINGRT_ALGO`` as {op: algorithm}: read at every collective (a job may change it
+    between ops, see ``_settings.PER_USE``), parsed once per value."""
+    return forced_algorithms(read_setting("RINGRT_ALGO"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -146,7 +147,7 @@ def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None,
     if host_sizes is None or len(host_sizes) < 2 or max(host_sizes) < 2 or \
             "hierarchical" not in CHOICES[op]:
         return False
-    forced = _forced(settings).get(op)
+    forced = _forced().get(op)
     if forced is not None:
         return forced == "hierarchical"
     if op in ("broadcast", "reduce") and nbytes < ROOTED_TWO_LEVEL_FROM:
@@ -213,11 +214,11 @@ def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int =
     fewer cores than ranks (shared memory only: every rank sees the same host);
     ``host_sizes``, the group's ranks per host when it spans hosts (for ``hierarchical``),
     ``host_cores`` their hosts' usable cores (from the rendezvous cards, so every rank sees
-    the same); ``settings``, the group's (``RINGRT_ALGO``, ``RINGRT_TWO_LEVEL``; default:
-    read now). Every rank computes the same answer."""
+    the same); ``settings``, the group's (``RINGRT_TWO_LEVEL``; default: read now). Every
+    rank computes the same answer."""
     if two_level(op, nbytes, host_sizes, host_cores, settings):
         return "hierarchical"
-    forced = _forced(settings).get(op)
+    forced = _forced().get(op)
     if forced == "hierarchical":
         forced = None                        # one host, or one rank per host: flat
     shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and world > 1 and \

@@ -38,7 +38,7 @@ def log(pg, op: str, nbytes: int, algorithm: str) -> None:
 
 def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
     """Why ``choose`` picked ``algorithm``, from the same facts and thresholds."""
-    if choice._forced(pg.settings).get(op) == algorithm:
+    if choice._forced().get(op) == algorithm:
         return "forced by RINGRT_ALGO"
     arena = pg.arena
     if algorithm == "hierarchical":

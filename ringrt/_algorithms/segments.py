@@ -7,9 +7,9 @@ slower than a train of segment-sized ones; the collectives benchmark, ``make ben
 
 from __future__ import annotations
 
-from ringrt._settings import Settings, read_setting
+from ringrt._settings import read_setting
 
-DEFAULT_SEGMENT_BYTES = Settings().segment_bytes      # RINGRT_SEGMENT_BYTES unset
+DEFAULT_SEGMENT_BYTES = read_setting("RINGRT_SEGMENT_BYTES", {})     # the registry's default
 
 
 def segment_bytes() -> int:
