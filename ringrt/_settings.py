@@ -134,6 +134,7 @@ def _trace(name: str, env, default):
 
 
 def _generation(name: str, env, default):
+    """A bare ``int()``, as ``ringrt.elastic.generation()`` has always parsed it."""
     value = env.get(name)
     return int(value) if value else default
 
