@@ -60,5 +60,6 @@ def _wrap_env_rendezvous() -> None:
 
 
 def _ringrun_hosts_store() -> bool:
-    """``RINGRT_STORE_HOSTED`` as ringrt._env.env_flag reads it (that module is not loaded)."""
+    """``RINGRT_STORE_HOSTED`` as ringrt._settings reads it: this module runs in every Python
+    process at startup, so it reads the variable itself rather than import ringrt."""
     return os.environ.get("RINGRT_STORE_HOSTED", "").strip().lower() in ("1", "true", "yes", "on")

@@ -1,21 +1,27 @@
-"""The one place that reads the environment: env://, tcp://, SLURM, Open MPI and PMI.
+"""The one reader of what a launcher tells a rank: env://, tcp://, SLURM, Open MPI and PMI.
 
 ``resolve_job(init_method, rank, world_size)`` turns whatever the job was started with into a
 frozen :class:`JobSpec`. Precedence, as in torch: explicit arguments, then ``RANK`` /
 ``WORLD_SIZE`` (set by ``ringrun`` or torchrun), then SLURM (``srun``), then Open MPI / PMI
 (``mpirun``).
+
+Only the launchers' own variables are read here (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, SLURM's, Open MPI's, PMI's, and
+``HOME`` / ``XDG_CONFIG_HOME`` for the token file); ringrt's own ``RINGRT_*`` settings come
+from the registry in :mod:`ringrt._settings`, handed in as a :class:`~ringrt._settings.Settings`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import secrets
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+
+from ringrt._settings import Settings, env_int
 
 DEFAULT_MASTER_PORT = 29500
 
@@ -42,76 +48,18 @@ class JobSpec:
     local_rank: int = 0
     restart_count: int = 0
     store_hosted_elsewhere: bool = False   # the launcher hosts the store; rank 0 must not
-    encrypt: bool | None = None            # tri-state: see env_encrypt
+    encrypt: bool | None = None            # tri-state: see _settings.env_encrypt
     insecure_tcp: bool = False             # RINGRT_INSECURE_TCP: unauthenticated tcp links
 
 
-def env_int(name: str, default: int | None = None, env=None) -> int | None:
-    """Read an integer environment variable, with a clear error if it is not one."""
-    env = os.environ if env is None else env
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-
-
-def env_float(name: str, default: float | None = None, env=None) -> float | None:
-    """Read a float environment variable (seconds, thresholds), with a clear error; NaN is
-    not a number here (every comparison with it is false: a timeout of NaN never expires)."""
-    env = os.environ if env is None else env
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if math.isnan(value):
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
-    return value
-
-
-def env_seconds(name: str, default: float, env=None) -> float:
-    """Read a positive, finite duration in seconds (heartbeat interval and timeout): NaN, a
-    negative or zero value, or infinity would make a loop spin, block forever or never fire."""
-    value = env_float(name, default, env)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"environment variable {name}={value!r} must be a positive, finite "
-                         "number of seconds")
-    return value
-
-
-def env_flag(name: str, env=None) -> bool:
-    """True when the variable is set to 1/true/yes/on."""
-    env = os.environ if env is None else env
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def env_encrypt(env=None) -> bool | None:
-    """``RINGRT_ENCRYPT``: 1 -> True (CurveZMQ on every socket), 0 -> False (token-checked
-    but not encrypted), unset -> None (the default: encrypted across hosts)."""
-    env = os.environ if env is None else env
-    raw = env.get("RINGRT_ENCRYPT", "").strip().lower()
-    if raw == "":
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"RINGRT_ENCRYPT={raw!r}: use 1 (encrypt everything), 0 (authenticate "
-                     "only) or leave it unset (encrypt across hosts)")
-
-
-def user_token_path(env=None) -> Path | None:
+def user_token_path(env=None, settings: Settings | None = None) -> Path | None:
     """Where this user's own token lives when the job sets no RINGRT_TOKEN:
     ``RINGRT_TOKEN_FILE``, else ``$XDG_CONFIG_HOME/ringrt/token``, else
     ``$HOME/.config/ringrt/token``; None without a home."""
     env = os.environ if env is None else env
-    if env.get("RINGRT_TOKEN_FILE"):
-        return Path(env["RINGRT_TOKEN_FILE"])
+    settings = Settings.read(env) if settings is None else settings
+    if settings.token_file:
+        return Path(settings.token_file)
     if env.get("XDG_CONFIG_HOME"):
         return Path(env["XDG_CONFIG_HOME"]) / "ringrt" / "token"
     if env.get("HOME"):
@@ -119,7 +67,7 @@ def user_token_path(env=None) -> Path | None:
     return None
 
 
-def job_token(env=None) -> str:
+def job_token(env=None, settings: Settings | None = None) -> str:
     """The job's shared secret: ``RINGRT_TOKEN`` (ringrun sets a fresh one per job), else this
     user's own secret in :func:`user_token_path` (created 0600 on first use), so a job
     started by mpirun or srun without a token is still closed to other users; ranks on
@@ -129,9 +77,10 @@ def job_token(env=None) -> str:
         PermissionError: the token file is readable by other users, or owned by someone else.
     """
     env = os.environ if env is None else env
-    if env.get("RINGRT_TOKEN"):
-        return env["RINGRT_TOKEN"]
-    path = user_token_path(env)
+    settings = Settings.read(env) if settings is None else settings
+    if settings.token:
+        return settings.token
+    path = user_token_path(env, settings)
     if path is None:
         return ""
     try:
@@ -168,14 +117,9 @@ def _read_private(path: Path) -> str:
     return path.read_text().strip()
 
 
-def env_choice(name: str, choices: tuple[str, ...], default: str, env=None) -> str:
-    """Read a variable that must be one of ``choices`` (default when unset), clearly."""
-    env = os.environ if env is None else env
-    raw = env.get(name, "").strip().lower() or default
-    if raw not in choices:
-        raise ValueError(f"environment variable {name}={raw!r} must be one of "
-                         f"{', '.join(choices)}")
-    return raw
+def local_world_size(env=None) -> int:
+    """``LOCAL_WORLD_SIZE``: ranks the launcher started on this host (1 when unset)."""
+    return env_int("LOCAL_WORLD_SIZE", 1, os.environ if env is None else env)
 
 
 def _first_slurm_host(nodelist: str) -> str:
@@ -223,13 +167,16 @@ def _rank_and_size(rank, world_size, env) -> tuple[int, int, int, str]:
 
 
 def resolve_job(init_method: str | None, rank: int | None, world_size: int | None,
-                encrypt: bool | None = None, env=None) -> JobSpec:
-    """Resolve rank, world size, rendezvous address and token for ``init_process_group``.
+                encrypt: bool | None = None, env=None,
+                settings: Settings | None = None) -> JobSpec:
+    """Resolve rank, world size, rendezvous address and token for ``init_process_group``
+    (``settings``: ringrt's own variables, by default read from ``env`` now).
 
     Raises:
         ValueError: the method is unknown, or rank / world size are missing or inconsistent.
     """
     env = os.environ if env is None else env
+    settings = Settings.read(env) if settings is None else settings
     method = init_method or "env://"
     try:
         parsed = urllib.parse.urlparse(method)
@@ -257,11 +204,11 @@ def resolve_job(init_method: str | None, rank: int | None, world_size: int | Non
         world_size=found_size,
         master_addr=addr,
         master_port=port,
-        token=job_token(env),
+        token=job_token(env, settings),
         source=source,
         local_rank=local_rank,
-        restart_count=env_int("RINGRT_RESTART_COUNT", 0, env),
-        store_hosted_elsewhere=env_flag("RINGRT_STORE_HOSTED", env),
-        encrypt=env_encrypt(env) if encrypt is None else bool(encrypt),
-        insecure_tcp=env_flag("RINGRT_INSECURE_TCP", env),
+        restart_count=settings.restart_count,
+        store_hosted_elsewhere=settings.store_hosted,
+        encrypt=settings.encrypt if encrypt is None else bool(encrypt),
+        insecure_tcp=settings.insecure_tcp,
     )

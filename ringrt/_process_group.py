@@ -46,10 +46,11 @@ from ringrt._comm.transport import (
 )
 from ringrt._comm.work import Executor
 from ringrt._deadline import Deadline, seconds
-from ringrt._env import env_choice, job_token
-from ringrt._observe import clock, timeline
+from ringrt._env import job_token
+from ringrt._observe import clock
 from ringrt._observe.merge import merge_when_all_closed
 from ringrt._observe.observer import Observer, launcher_merges_trace, ranks_to_ping, tracing_card
+from ringrt._settings import Settings
 from ringrt.errors import DistError, PeerLostError
 
 # Ids of groups formed by their members alone (new_member_group) start here, far above the
@@ -78,29 +79,30 @@ class _Comm:
     """The world-wide machinery of one rank: sockets, sentinel, mailbox, executor."""
 
     def __init__(self, store, rank: int, world_size: int, namespace: str, deadline: Deadline,
-                 security: LinkSecurity):
+                 security: LinkSecurity, settings: Settings):
         self.rank, self.world_size, self.store = rank, world_size, store
+        self.settings = settings
         self.context = zmq.Context(io_threads=1)
-        self.ipc_dir = make_ipc_dir()
+        self.ipc_dir = make_ipc_dir(settings=settings)
         # Point-to-point over shared memory needs a little room in every arena segment; it is
         # used only if every rank made that room (RINGRT_P2P=sockets on any rank: nobody).
-        p2p_mode = env_choice("RINGRT_P2P", ("auto", "sockets"), "auto")
-        p2p_bytes = channel.area_bytes(world_size) if p2p_mode == "auto" else 0
-        self.arena = HostArena.create(rank, world_size, p2p_bytes)
+        p2p_bytes = channel.area_bytes(world_size) if settings.p2p == "auto" else 0
+        self.arena = HostArena.create(rank, world_size, p2p_bytes, settings)
         self.host_arena = None               # multi-host jobs: this host's ranks (host_shm)
         self.group_arenas = []               # subgroups' arenas (group_shm), closed with us
         self.guard = None
         try:
             security = dataclasses.replace(security, nonce=job_nonce(store, namespace))
             self.guard = Guard(self.context, rank, security)
-            endpoints = Endpoints(route_address(store.host), self.ipc_dir, security, self.guard)
+            endpoints = Endpoints(route_address(store.host, settings), self.ipc_dir, security,
+                                  self.guard, settings)
             self.transport = Transport(self.context, rank, endpoints)
-            self.sentinel = Sentinel(self.context, rank, endpoints)
+            self.sentinel = Sentinel(self.context, rank, endpoints, settings)
             cards = self._rendezvous(store, namespace, deadline, endpoints.mode)
             self.arena = share_memory(self.arena, cards, store, namespace, rank, deadline)
             self.hosts = {r: c["data"]["host"] for r, c in cards.items()}  # rank -> host
             self.host_arena = local_host_arena(self.hosts, rank, store, namespace, deadline,
-                                               self.guard.security.token)
+                                               self.guard.security.token, settings)
         except BaseException:
             if self.arena is not None:
                 self.arena.close()
@@ -117,7 +119,7 @@ class _Comm:
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
         self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
-        self.observer = Observer(rank, world_size, wire.CODE_DTYPES, timeline.trace_path())
+        self.observer = Observer(rank, world_size, wire.CODE_DTYPES, settings.trace, settings)
         self.observer.time_waits(self.mailbox, "take", "take_any")
         if self.arena is not None:
             self.observer.time_waits(self.arena, "wait")
@@ -131,7 +133,8 @@ class _Comm:
     def _rendezvous(self, store, namespace: str, deadline: Deadline, mode: str) -> dict:
         """Exchange address cards; listen on tcp (a second round) only if a peer needs it."""
         card = {"data": self.transport.card, "heart": self.sentinel.card,
-                "shm": self.arena.card if self.arena else None, "trace": tracing_card()}
+                "shm": self.arena.card if self.arena else None,
+                "trace": tracing_card(self.settings)}
         token = self.guard.security.token
         cards = exchange_cards(store, f"{namespace}/card", self.rank, self.world_size, card,
                                deadline, token)
@@ -177,7 +180,8 @@ class _Comm:
         self.executor.drain(linger_s)
         self.executor.close()
         self.observer.close()
-        if goodbye and self.observer.tracer is not None and not launcher_merges_trace():
+        merged_by_launcher = launcher_merges_trace(self.settings)
+        if goodbye and self.observer.tracer is not None and not merged_by_launcher:
             self._merge_trace()
         if self.p2p is not None:
             self.p2p.close()
@@ -227,6 +231,8 @@ class ProcessGroup:
         namespace: store key prefix (distinct per job attempt).
         security: how tcp links are authenticated and encrypted (default: the job token
             from the environment, CurveZMQ across hosts; see ``_comm/auth.py``).
+        settings: the ``RINGRT_*`` settings every part of the group is built with (default:
+            read from the environment now; ``init_process_group`` passes the ones it read).
 
     Raises:
         ringrt.errors.TimeoutError: some rank did not join within ``timeout``.
@@ -234,10 +240,12 @@ class ProcessGroup:
 
     def __init__(self, store: Any, rank: int, world_size: int,
                  timeout: float | datetime.timedelta | None = 300.0,
-                 namespace: str = "ringrt", security: LinkSecurity | None = None):
+                 namespace: str = "ringrt", security: LinkSecurity | None = None,
+                 settings: Settings | None = None):
         timeout = seconds(timeout)
-        security = security or LinkSecurity(token=job_token())
-        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security)
+        settings = Settings.read() if settings is None else settings
+        security = security or LinkSecurity(token=job_token(settings=settings))
+        comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security, settings)
         comm.namespace = namespace           # job-wide keys of member-formed subgroups
         self._setup(comm, 0, list(range(world_size)), timeout)
         if comm.pinged:
@@ -258,6 +266,7 @@ class ProcessGroup:
 
     def _setup(self, comm: _Comm, group_id: int, members: list[int], timeout: float) -> None:
         self.comm = comm
+        self.settings = comm.settings                # the world's RINGRT_* settings
         self.group_id = group_id
         self.members = members                       # group rank -> global rank
         self.member_set = frozenset(members)

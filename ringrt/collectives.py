@@ -52,9 +52,9 @@ def _algorithm(pg, op: str, nbytes: int) -> str:
     host_cores = hierarchical.host_cores(pg) if pg.spans_hosts else None
     algorithm = choose(op, nbytes, arena.slot_limit if arena is not None else None, pg.size,
                        pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
-                       host_cores)
+                       host_cores, pg.settings)
     pg.comm.counters.chose(op, algorithm)
-    if decisions.enabled:
+    if pg.settings.debug:
         decisions.log(pg, op, nbytes, algorithm)
     return algorithm
 

@@ -12,20 +12,21 @@ import atexit
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ringrt._algorithms import tree
 from ringrt._comm.auth import LinkSecurity
 from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
-from ringrt._env import env_float, resolve_job
+from ringrt._env import resolve_job
 from ringrt._process_group import NonMember, ProcessGroup, default_namespace
+from ringrt._settings import Settings
 from ringrt.errors import NotInitializedError
 
 if TYPE_CHECKING:
     from ringrt.store import Store
 
-DEFAULT_TIMEOUT = 300.0          # compared by identity: the default lets RINGRT_TIMEOUT win
+DEFAULT_TIMEOUT = 300.0          # seconds, when neither the caller nor RINGRT_TIMEOUT says
 
 _world: ProcessGroup | None = None
 _store: Store | None = None
@@ -36,7 +37,7 @@ _other_worlds: list[ProcessGroup] = []     # also told of a failure (ringrt.torc
 
 def init_process_group(backend: str | None = "zmq", init_method: str | None = None,
                        rank: int | None = None, world_size: int | None = None,
-                       timeout: float | timedelta = DEFAULT_TIMEOUT, *, store: Store | None = None,
+                       timeout: float | timedelta | None = None, *, store: Store | None = None,
                        encrypt: bool | None = None) -> None:
     """Join the job's default process group (call once per process, on every rank).
 
@@ -48,8 +49,8 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
             variables) or ``"tcp://HOST:PORT"`` with ``rank`` and ``world_size``.
         rank: this process's rank, overriding what the environment says.
         world_size: the number of ranks, overriding what the environment says.
-        timeout: seconds (or timedelta) for rendezvous and for each collective; when left at
-            the default, ``RINGRT_TIMEOUT`` (set by ``ringrun --timeout``) wins.
+        timeout: seconds (or timedelta) for rendezvous and for each collective; None (the
+            default): ``RINGRT_TIMEOUT`` (set by ``ringrun --timeout``), else 300.
         store: an already connected :class:`ringrt.Store` to rendezvous through.
         encrypt: True: CurveZMQ (keys derived from the token) on every socket, the store
             and loopback tcp included; False: token-authenticated but not encrypted; None
@@ -68,9 +69,10 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
                          "destroy_process_group() first")
     if backend not in (None, "zmq", "gloo", "cpu:gloo"):
         raise ValueError(f"backend {backend!r} is not available: ringrt has one backend, 'zmq'")
-    job = resolve_job(init_method, rank, world_size, encrypt)
-    if timeout is DEFAULT_TIMEOUT:      # given a default, env_float returns a float
-        timeout = cast(float, env_float("RINGRT_TIMEOUT", DEFAULT_TIMEOUT))
+    settings = Settings.read()           # the one read of RINGRT_*; handed down from here
+    job = resolve_job(init_method, rank, world_size, encrypt, settings=settings)
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT if settings.timeout is None else settings.timeout
     op_timeout = seconds(timeout)
     curve = derive_keys(job.token) if job.encrypt else None
     own_store = store is None
@@ -79,7 +81,8 @@ def init_process_group(backend: str | None = "zmq", init_method: str | None = No
     security = LinkSecurity(token=job.token, encrypt=job.encrypt, insecure=job.insecure_tcp)
     try:
         _world = ProcessGroup(store, job.rank, job.world_size, op_timeout,
-                              default_namespace(job.restart_count, _init_count), security)
+                              default_namespace(job.restart_count, _init_count), security,
+                              settings=settings)
     except BaseException:
         if own_store:
             store.close()

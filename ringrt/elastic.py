@@ -29,19 +29,18 @@ writes; :class:`RoundState` is its only codec.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 import ringrt as dist
 from ringrt._process_group import ProcessGroup
+from ringrt._settings import read_setting
 
 __all__ = ["RESTART_EXIT_CODE", "generation", "membership_changed"]
 
 STATE_KEY = "ringrun/elastic/state"
 AGENTS_KEY = "ringrun/elastic/agents"
-GENERATION_ENV = "RINGRT_GENERATION"
 # EX_TEMPFAIL ("try again"): a worker exiting with it asks its agent for a membership restart,
 # which is not counted against --max-restarts.
 RESTART_EXIT_CODE = 75
@@ -91,8 +90,7 @@ class RoundState:
 
 def generation() -> int | None:
     """This worker's membership generation (``RINGRT_GENERATION``), None outside elastic jobs."""
-    value = os.environ.get(GENERATION_ENV)
-    return int(value) if value else None
+    return read_setting("RINGRT_GENERATION")
 
 
 def membership_changed(group: ProcessGroup | None = None) -> bool:

@@ -27,6 +27,10 @@
                             ringrun merges the ranks' files into FILE at the end
 ``RINGRT_FLIGHT_DIR``       where workers dump their flight recorders (set by the supervisor)
 ==========================  ===================================================================
+
+This module is the launcher's one reader of its own environment: it copies it into each
+worker's, and reads the one setting ringrun honours itself, ``RINGRT_IPC_DIR``, through
+ringrt's registry (``ringrt._settings``), which documents every ``RINGRT_*`` variable.
 """
 
 from __future__ import annotations
@@ -79,14 +83,16 @@ def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master
 @contextlib.contextmanager
 def ipc_directory() -> Iterator[str]:
     """The job's ``RINGRT_IPC_DIR``: the user's, or a fresh one removed on exit."""
-    preset = os.environ.get("RINGRT_IPC_DIR")
+    # here: --help should not pay for importing ringrt
+    from ringrt._comm import stale
+    from ringrt._settings import read_setting
+
+    preset = read_setting("RINGRT_IPC_DIR")
     if preset:
         yield preset
         return
     # Short and under /tmp: AF_UNIX socket paths are capped at 107 bytes. Named with our pid
     # and locked while we run, so the next ringrun (or rank) removes it if we are SIGKILLed.
-    from ringrt._comm import stale      # here: --help should not pay for importing ringrt
-
     stale.sweep_jobs()
     path, lock = stale.make_owned_dir("ringrun-")
     try:

@@ -49,9 +49,9 @@ Thresholds (bytes of the whole array) and why:
 from __future__ import annotations
 
 import functools
-import os
 
 from ringrt._algorithms import cost_model
+from ringrt._settings import Settings, read_setting
 
 ALL_REDUCE_SMALL = 64 * 1024
 BROADCAST_SMALL = 64 * 1024
@@ -81,15 +81,16 @@ SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a
 SHM_FROM_OVERSUBSCRIBED = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
 
 
-_parsed: tuple[str, dict] = ("", {})
-
-
 def _forced() -> dict[str, str]:
-    """RINGRT_ALGO parsed (cached: this runs on every collective)."""
-    global _parsed
-    spec = os.environ.get("RINGRT_ALGO", "")
-    if spec == _parsed[0]:
-        return _parsed[1]
+    """``RINGRT_ALGO`` as {op: algorithm}: read at every collective (a job may change it
+    between ops, see ``_settings.PER_USE``), parsed once per value."""
+    return forced_algorithms(read_setting("RINGRT_ALGO"))
+
+
+@functools.lru_cache(maxsize=8)
+def forced_algorithms(spec: str) -> dict[str, str]:
+    """A ``RINGRT_ALGO`` value parsed, once per value (``choose`` runs on every collective);
+    the dict is shared: read it, never change it."""
     forced = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         op, _, algo = item.partition("=")
@@ -97,7 +98,6 @@ def _forced() -> dict[str, str]:
             valid = "; ".join(f"{k}={'|'.join(v)}" for k, v in CHOICES.items())
             raise ValueError(f"RINGRT_ALGO item {item!r} is not valid; choose from: {valid}")
         forced[op] = algo
-    _parsed = (spec, forced)
     return forced
 
 
@@ -137,7 +137,8 @@ TWO_LEVEL_MARGIN = 0.10
 
 
 def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None,
-              host_cores: tuple[int, ...] | None = None) -> bool:
+              host_cores: tuple[int, ...] | None = None,
+              settings: Settings | None = None) -> bool:
     """Whether ``op`` goes in two levels (``hierarchical``) over hosts of ``host_sizes``
     ranks (``host_cores`` cores each, if known): forced by RINGRT_ALGO=op=hierarchical, or
     predicted faster than the flat algorithm that would otherwise run by more than
@@ -151,7 +152,7 @@ def two_level(op: str, nbytes: int, host_sizes: tuple[int, ...] | None,
         return forced == "hierarchical"
     if op in ("broadcast", "reduce") and nbytes < ROOTED_TWO_LEVEL_FROM:
         return False
-    variant = all_reduce_variant(nbytes, host_sizes) if op == "all_reduce" else None
+    variant = all_reduce_variant(nbytes, host_sizes, settings) if op == "all_reduce" else None
     return _predicted_two_level(op, nbytes, tuple(host_sizes), variant,
                                 None if host_cores is None else tuple(host_cores))
 
@@ -173,7 +174,8 @@ def _flat_across_hosts(op: str, nbytes: int, world: int) -> str:
     return small if nbytes < _SMALL[op] else large
 
 
-def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
+def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...],
+                       settings: Settings | None = None) -> str:
     """``leaders``, unless ``RINGRT_TWO_LEVEL=direct|shares`` (shares only where hosts are
     even); see ``cost_model.two_level_all_reduce``.
 
@@ -183,10 +185,7 @@ def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...]) -> str:
     ones, which the model prefers. Direct and shares should pay where every rank has a core
     and one process cannot fill the link. The cluster benchmark checks it (docs/cluster.md).
     """
-    forced = os.environ.get("RINGRT_TWO_LEVEL", "")
-    if forced not in ("", "direct", "shares", "leaders"):
-        raise ValueError(f"RINGRT_TWO_LEVEL={forced!r} is not valid; choose leaders, direct "
-                         "or shares")
+    forced = read_setting("RINGRT_TWO_LEVEL") if settings is None else settings.two_level
     if forced == "shares":
         return "shares" if len(set(host_sizes)) == 1 else "leaders"
     return forced or "leaders"
@@ -206,7 +205,7 @@ def cross_algorithm(op: str, nbytes: int, hosts: int, streams: int) -> str:
 def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int = 2,
            spans_hosts: bool = False, oversubscribed: bool = False,
            host_sizes: tuple[int, ...] | None = None,
-           host_cores: tuple[int, ...] | None = None) -> str:
+           host_cores: tuple[int, ...] | None = None, settings: Settings | None = None) -> str:
     """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
     the blocks one rank stages) in a group of ``world`` ranks. ``shm_slot_bytes`` is the
     arena's slot size (the most a group arena may grow to) when the group can use shared
@@ -215,8 +214,9 @@ def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int =
     fewer cores than ranks (shared memory only: every rank sees the same host);
     ``host_sizes``, the group's ranks per host when it spans hosts (for ``hierarchical``),
     ``host_cores`` their hosts' usable cores (from the rendezvous cards, so every rank sees
-    the same). Every rank computes the same answer."""
-    if two_level(op, nbytes, host_sizes, host_cores):
+    the same); ``settings``, the group's (``RINGRT_TWO_LEVEL``; default: read now). Every
+    rank computes the same answer."""
+    if two_level(op, nbytes, host_sizes, host_cores, settings):
         return "hierarchical"
     forced = _forced().get(op)
     if forced == "hierarchical":

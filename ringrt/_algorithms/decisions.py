@@ -7,7 +7,7 @@ Like ``NCCL_DEBUG=INFO``'s one line per choice, to stderr::
 
 A size class is a power-of-two range of the payload (the bytes ``choose`` weighs). The key
 also holds the group's size and whether it spans hosts, so a subgroup's choices show too.
-Off (the default), the cost is one module attribute check per collective.
+Off (the default), the cost is one attribute check (``pg.settings.debug``) per collective.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from __future__ import annotations
 import sys
 
 from ringrt._algorithms import choice, hierarchical
-from ringrt._env import env_flag
 
-enabled = env_flag("RINGRT_DEBUG")
 _seen: set = set()
 
 
@@ -48,7 +46,8 @@ def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
         sizes = "+".join(str(n) for n in host_sizes)
         extra = ""
         if op == "all_reduce":
-            extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, host_sizes)}"
+            extra = f", all_reduce variant " \
+                f"{choice.all_reduce_variant(nbytes, host_sizes, pg.settings)}"
         cores = hierarchical.host_cores(pg)
         if cores:
             extra += f", hosts' cores {'+'.join(str(c) for c in cores)}"

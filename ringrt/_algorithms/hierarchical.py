@@ -190,7 +190,7 @@ def all_reduce(ex, flat: np.ndarray, combine) -> None:
     """In-place all-reduce of a 1-D array (see the module docstring)."""
     where = layout(ex.group)
     local = _Local(ex, where)
-    variant = all_reduce_variant(flat.nbytes, where.sizes)
+    variant = all_reduce_variant(flat.nbytes, where.sizes, ex.group.settings)
     if variant == "direct":
         local.all_reduce(flat, combine)
         _swap_host_sums(ex, flat, combine, where)

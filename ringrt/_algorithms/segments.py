@@ -7,14 +7,15 @@ slower than a train of segment-sized ones; the collectives benchmark, ``make ben
 
 from __future__ import annotations
 
-from ringrt._env import env_int
+from ringrt._settings import read_setting
 
-DEFAULT_SEGMENT_BYTES = 512 * 1024
+DEFAULT_SEGMENT_BYTES = read_setting("RINGRT_SEGMENT_BYTES", {})     # the registry's default
 
 
 def segment_bytes() -> int:
-    """Largest payload of one message (``RINGRT_SEGMENT_BYTES`` overrides)."""
-    return max(1024, env_int("RINGRT_SEGMENT_BYTES", DEFAULT_SEGMENT_BYTES))
+    """Largest payload of one message (``RINGRT_SEGMENT_BYTES`` overrides; read per call, as
+    the algorithms that cut messages are handed no settings)."""
+    return max(1024, read_setting("RINGRT_SEGMENT_BYTES"))
 
 
 def segments(start: int, stop: int, itemsize: int):

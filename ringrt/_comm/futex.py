@@ -15,7 +15,7 @@ import platform
 import sys
 import time
 
-from ringrt._env import env_flag
+from ringrt._settings import read_setting
 
 # futex(2)'s syscall number on Linux; None elsewhere (an Intel Mac is also "x86_64", and its
 # syscall 202 is something else entirely)
@@ -34,7 +34,8 @@ try:
 except (OSError, AttributeError):       # pragma: no cover - non-glibc platforms
     _syscall = None
 
-AVAILABLE = _syscall is not None and _SYS_FUTEX is not None and not env_flag("RINGRT_NO_FUTEX")
+AVAILABLE = _syscall is not None and _SYS_FUTEX is not None and \
+    not read_setting("RINGRT_NO_FUTEX")
 POLL_FIRST_S, POLL_MAX_S = 10e-6, 1e-3     # polling: first nap, longest nap
 
 # How a wait ended (what the syscall returned): woken by a FUTEX_WAKE (or spuriously), the

@@ -39,13 +39,12 @@ from ringrt._comm.host_shm import agree_on_arena
 from ringrt._comm import shm_files
 from ringrt._comm.shm import (
     CONTROL_BYTES,
-    DEFAULT_SLOT_BYTES,
     SLOT_RECORD_AT,
     HostArena,
     map_private,
 )
 from ringrt._deadline import Deadline
-from ringrt._env import env_int
+from ringrt._settings import Settings
 from ringrt.errors import DistError
 
 GROWTH_QUANTUM = 64 << 10            # slot sizes are multiples of this
@@ -53,10 +52,10 @@ _RECORD = struct.Struct("<qq48s")    # slot bytes, status (1 ok, 0 failed), path
 _OK, _FAILED = 1, 0
 
 
-def group_slot_limit() -> int:
+def group_slot_limit(settings: Settings) -> int:
     """The most slot bytes a group's rank may map (``RINGRT_SHM_GROUP_SLOT_BYTES``)."""
-    default = env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES)
-    return max(GROWTH_QUANTUM, env_int("RINGRT_SHM_GROUP_SLOT_BYTES", default))
+    limit = settings.shm_group_slot_bytes
+    return max(GROWTH_QUANTUM, settings.shm_slot_bytes if limit is None else limit)
 
 
 def _slot_path() -> str:
@@ -69,9 +68,10 @@ class GroupArena(HostArena):
 
     growable = True
 
-    def __init__(self, rank: int, world_size: int, p2p_bytes: int = 0):
-        super().__init__(rank, world_size, p2p_bytes=0, slot_bytes=0)
-        self.limit = group_slot_limit()
+    def __init__(self, rank: int, world_size: int, p2p_bytes: int = 0,
+                 settings: Settings | None = None):
+        super().__init__(rank, world_size, p2p_bytes=0, slot_bytes=0, settings=settings)
+        self.limit = group_slot_limit(self.settings)
         self.slot_maps: dict[int, object] = {}      # rank -> mapping of its grown slot
 
     @property
@@ -183,7 +183,7 @@ def group_arenas(comm, group_id: int, members: list[int], timeout: float
     local = [m for m in members if hosts[m] == hosts[comm.rank]]
     if len(local) < 2:
         return None, None
-    arena = GroupArena.create(local.index(comm.rank), len(local))
+    arena = GroupArena.create(local.index(comm.rank), len(local), settings=comm.settings)
     if arena is not None:
         on_host = sum(1 for host in hosts.values() if host == hosts[comm.rank])
         arena.oversubscribed = on_host > (os.cpu_count() or 1)

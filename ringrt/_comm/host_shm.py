@@ -17,6 +17,7 @@ from __future__ import annotations
 from ringrt._comm.rendezvous import _open_card, _seal_card
 from ringrt._comm.shm import HostArena
 from ringrt._deadline import Deadline
+from ringrt._settings import Settings
 
 
 def host_ranks(hosts: dict[int, str], rank: int) -> list[int]:
@@ -25,14 +26,14 @@ def host_ranks(hosts: dict[int, str], rank: int) -> list[int]:
 
 
 def local_host_arena(hosts: dict[int, str], rank: int, store, namespace: str,
-                     deadline: Deadline, token: str) -> HostArena | None:
+                     deadline: Deadline, token: str, settings: Settings) -> HostArena | None:
     """This rank's arena over its host's ranks (indexed by local index), or None: one host
     only (the world arena covers it), a single rank on this host, shared memory off, or some
     rank of this host could not make or map its segment."""
     local = host_ranks(hosts, rank)
     if len(set(hosts.values())) < 2 or len(local) < 2:
         return None
-    arena = HostArena.create(local.index(rank), len(local))
+    arena = HostArena.create(local.index(rank), len(local), settings=settings)
     return agree_on_arena(arena, local, rank, store, f"{namespace}/hostshm", deadline, token)
 
 

@@ -29,7 +29,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from ringrt._env import env_seconds
+from ringrt._settings import Settings
 
 HEARTBEAT, FAILED, GOODBYE = "hb", "failed", "bye"
 _REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -41,10 +41,12 @@ REFUSED_REASON = ("it refused this rank's credentials: every rank must have the 
 class Sentinel:
     """Exchange heartbeats with every peer and keep the set of lost peers up to date."""
 
-    def __init__(self, context: zmq.Context, rank: int, endpoints):
+    def __init__(self, context: zmq.Context, rank: int, endpoints,
+                 settings: Settings | None = None):
+        settings = Settings.read() if settings is None else settings
         self.rank = rank
-        self.interval = env_seconds("RINGRT_HEARTBEAT_INTERVAL", 0.5)
-        self.timeout = env_seconds("RINGRT_HEARTBEAT_TIMEOUT", 5.0)
+        self.interval = settings.heartbeat_interval
+        self.timeout = settings.heartbeat_timeout
         self.departure_grace = 1.0
         self.lost: dict[int, str] = {}        # rank -> why; read by the op thread
         self._departed: dict[int, float] = {}

@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 from ringrt._comm import futex, shm_files, wakeups
-from ringrt._env import env_flag, env_int
+from ringrt._settings import Settings
 
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
@@ -55,11 +55,11 @@ SLOT_RECORD_AT = 256              # a group arena's grown slot: size, status, na
 COUNTS_AT = 512                   # an uneven all_to_all's element counts, one int64 a peer
 MAX_COUNTS = (CONTROL_BYTES - COUNTS_AT) // 8
 PUBLISHED_FIELDS = 8
-DEFAULT_SLOT_BYTES = 16 << 20
-SPIN_SECONDS = env_int("RINGRT_SHM_SPIN_US", 50) * 1e-6   # spin before sleeping on the futex
+DEFAULT_SLOT_BYTES = Settings().shm_slot_bytes      # RINGRT_SHM_SLOT_BYTES unset
+SPIN_SECONDS = Settings().shm_spin_us * 1e-6   # spin before sleeping on the futex (default)
 # ... and, while every rank has a core of its own, up to this long when peers keep arriving
 # just after we went to sleep (see HostArena.spin_seconds)
-MAX_SPIN_SECONDS = env_int("RINGRT_SHM_MAX_SPIN_US", 400) * 1e-6
+MAX_SPIN_SECONDS = Settings().shm_max_spin_us * 1e-6
 SLICE_SECONDS = 0.02            # sleep at most this long between failure checks
 _MAIN_THREAD = threading.main_thread().ident
 
@@ -146,11 +146,13 @@ class HostArena:
     growable = False            # the slot is sized up front (group_shm.GroupArena grows)
 
     def __init__(self, rank: int, world_size: int, p2p_bytes: int = 0,
-                 slot_bytes: int | None = None):
+                 slot_bytes: int | None = None, settings: Settings | None = None):
+        settings = Settings.read() if settings is None else settings
+        self.settings = settings
         self.rank = rank
         self.world_size = world_size
         self.slot_bytes = slot_bytes if slot_bytes is not None else \
-            max(64 << 10, env_int("RINGRT_SHM_SLOT_BYTES", DEFAULT_SLOT_BYTES))
+            max(64 << 10, settings.shm_slot_bytes)
         self.p2p_bytes = p2p_bytes
         self.path = shm_files.new_path(f"-{rank}")
         self.own = _Segment(self.path, CONTROL_BYTES + p2p_bytes + self.slot_bytes, create=True,
@@ -164,20 +166,24 @@ class HostArena:
         # a peer missing looks its entry up), point-to-point waits under "p2p"
         self.tally = wakeups.WaitTally()
         self.kind = "other"
-        self.spin_seconds = SPIN_SECONDS
+        self.base_spin_seconds = settings.shm_spin_us * 1e-6    # RINGRT_SHM_SPIN_US
+        self.max_spin_seconds = settings.shm_max_spin_us * 1e-6
+        self.spin_seconds = self.base_spin_seconds
 
     @classmethod
-    def create(cls, rank: int, world_size: int, p2p_bytes: int = 0):
+    def create(cls, rank: int, world_size: int, p2p_bytes: int = 0,
+               settings: Settings | None = None):
         """This rank's arena (with a point-to-point area of ``p2p_bytes``), or None when
         shared memory is off (sockets only). Whether every rank is on one host is only known
         after rendezvous: see ``_process_group``."""
-        if world_size < 2 or env_flag("RINGRT_NO_SHM"):
+        settings = Settings.read() if settings is None else settings
+        if world_size < 2 or settings.no_shm:
             return None
-        if os.environ.get("RINGRT_TRANSPORT", "auto").lower() == "tcp":
+        if settings.transport == "tcp":
             return None
         shm_files.sweep_stale()
         try:
-            return cls(rank, world_size, p2p_bytes=p2p_bytes)
+            return cls(rank, world_size, p2p_bytes=p2p_bytes, settings=settings)
         except OSError:
             return None            # no shared memory here, or no room in it
 
@@ -302,8 +308,8 @@ class HostArena:
         # only the main thread spins longer: a background op (async, DDP overlap) spinning
         # would take the GIL and the core from the compute it overlaps
         spin_until = start + (self.spin_seconds if threading.get_ident() == _MAIN_THREAD
-                              else SPIN_SECONDS)
-        polite_from = start + SPIN_SECONDS       # beyond the base spin, let others run
+                              else self.base_spin_seconds)
+        polite_from = start + self.base_spin_seconds   # beyond the base spin, let others run
         next_check = start + slice_s
         yielding = self.oversubscribed
         spinning = True
@@ -352,8 +358,8 @@ class HostArena:
         communication thread it slowed the overlapped step, while the synchronous step
         gained. The stalls benchmark counts the sleeps and the train_step benchmark times the
         step (world 2 on 2 cores); figures in docs/performance-notes.md."""
-        if waited < MAX_SPIN_SECONDS:
-            self.spin_seconds = min(MAX_SPIN_SECONDS, max(self.spin_seconds, 2 * waited))
+        if waited < self.max_spin_seconds:
+            self.spin_seconds = min(self.max_spin_seconds, max(self.spin_seconds, 2 * waited))
 
 
 class ShmOp:

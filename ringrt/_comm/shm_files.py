@@ -22,7 +22,7 @@ import os
 import secrets
 
 from ringrt._comm.stale import remove_stale
-from ringrt._env import env_flag
+from ringrt._settings import read_setting
 
 try:
     import _posixshmem                     # CPython's shm_open / shm_unlink (3.8+, POSIX)
@@ -37,7 +37,7 @@ def uses_shm_open() -> bool:
     """Whether segments are ``shm_open`` names (no ``/dev/shm``, or ``RINGRT_SHM_OPEN=1``)."""
     if _posixshmem is None:
         return False
-    return env_flag("RINGRT_SHM_OPEN") or not os.path.isdir(SHM_DIR)
+    return read_setting("RINGRT_SHM_OPEN") or not os.path.isdir(SHM_DIR)
 
 
 def available() -> bool:

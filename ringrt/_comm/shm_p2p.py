@@ -46,7 +46,7 @@ from ringrt._comm import futex, wakeups, wire
 from ringrt._comm.channel import Reader, Ring, Writer
 from ringrt._comm.shm import SLICE_SECONDS
 from ringrt._comm.work import Work
-from ringrt._env import env_int
+from ringrt._settings import Settings
 from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedError, PeerLostError
 
 # Spin this long on the doorbell before sleeping on it. Waking a sleeping process on a VM
@@ -54,7 +54,7 @@ from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedErro
 # for the collectives' tickets (shm.py), is the knee of a small ring exchange through torch:
 # longer spins gained nothing at world 2 and lost at world 4 on 2 cores, where spinning takes
 # the core the sender needs (make bench-torch; figures in docs/performance-notes.md).
-SPIN_SECONDS = env_int("RINGRT_P2P_SPIN_US", 50) * 1e-6
+SPIN_SECONDS = Settings().p2p_spin_us * 1e-6       # RINGRT_P2P_SPIN_US unset
 # ... plus the time the sender needs to copy a message of the receiving array's size (at
 # SPIN_BYTES_PER_SECOND, at most SPIN_EXTRA_SECONDS more) when every rank has a core of its
 # own: else a large exchange at world 2 could fall into a mode where each rank slept through
@@ -105,6 +105,7 @@ class ShmPointToPoint:
 
     def __init__(self, arena, lost: dict, counters):
         self.rank, self.world_size = rank, world = arena.rank, arena.world_size
+        self._spin_seconds = arena.settings.p2p_spin_us * 1e-6       # RINGRT_P2P_SPIN_US
         self._arena = arena
         self._lost = lost
         self._counters = counters
@@ -328,7 +329,7 @@ class ShmPointToPoint:
         """
         end = None if limit is None else time.monotonic() + limit
         doorbell = self._doorbell
-        spin = SPIN_SECONDS
+        spin = self._spin_seconds
         if not self._arena.oversubscribed:
             spin += min(receive.array.nbytes / SPIN_BYTES_PER_SECOND, SPIN_EXTRA_SECONDS)
         spin_until = time.perf_counter() + spin

@@ -29,12 +29,15 @@ import zmq
 
 from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.stale import remove_stale, sweep_jobs
+from ringrt._settings import Settings, read_setting
 from ringrt.errors import DistError
 
 
-def host_identity() -> str:
-    """Which machine this is; ranks with the same identity talk over ipc://."""
-    return os.environ.get("RINGRT_HOST_ID") or socket.gethostname()
+def host_identity(settings: Settings | None = None) -> str:
+    """Which machine this is (``RINGRT_HOST_ID``, else the hostname); ranks with the same
+    identity talk over ipc://."""
+    host_id = read_setting("RINGRT_HOST_ID") if settings is None else settings.host_id
+    return host_id or socket.gethostname()
 
 
 def usable_cores() -> int:
@@ -46,13 +49,13 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def route_address(master_addr: str) -> str:
+def route_address(master_addr: str, settings: Settings | None = None) -> str:
     """The local IPv4 address of the interface that routes to ``master_addr``.
 
     Uses a UDP ``connect`` (which sends nothing) and reads the chosen source address back.
     ``RINGRT_BIND_ADDR`` overrides it.
     """
-    override = os.environ.get("RINGRT_BIND_ADDR")
+    override = read_setting("RINGRT_BIND_ADDR") if settings is None else settings.bind_addr
     if override:
         return override
     try:
@@ -82,7 +85,7 @@ IPC_PATH_MAX = {"darwin": 103}.get(sys.platform, 107)
 _IPC_PATH_OVERHEAD = len("/rr-1234567-xxxxxxxx/123456.d")
 
 
-def make_ipc_dir(path_max: int = IPC_PATH_MAX) -> str:
+def make_ipc_dir(path_max: int = IPC_PATH_MAX, settings: Settings | None = None) -> str:
     """A private, short directory for this rank's socket files (AF_UNIX paths are short:
     ``IPC_PATH_MAX``).
 
@@ -94,7 +97,8 @@ def make_ipc_dir(path_max: int = IPC_PATH_MAX) -> str:
         DistError: ``RINGRT_IPC_DIR`` is too long for socket paths on this platform, or the
             directory made is not private.
     """
-    parent = os.environ.get("RINGRT_IPC_DIR") or "/tmp"
+    parent = (read_setting("RINGRT_IPC_DIR") if settings is None else settings.ipc_dir) \
+        or "/tmp"
     if len(parent) + _IPC_PATH_OVERHEAD > path_max:
         raise DistError(f"RINGRT_IPC_DIR={parent} is {len(parent)} bytes long: socket paths "
                         f"under it would exceed this platform's AF_UNIX limit of {path_max} "
@@ -115,19 +119,20 @@ def make_ipc_dir(path_max: int = IPC_PATH_MAX) -> str:
 class Endpoints:
     """Binds this rank's listening sockets and picks the right peer address to connect to."""
 
-    def __init__(self, bind_addr: str, ipc_dir: str, security: LinkSecurity, guard: Guard):
+    def __init__(self, bind_addr: str, ipc_dir: str, security: LinkSecurity, guard: Guard,
+                 settings: Settings | None = None):
+        settings = Settings.read() if settings is None else settings
         self.bind_addr = bind_addr
         self.ipc_dir = ipc_dir
         self.security = security
         self.guard = guard
-        self.mode = os.environ.get("RINGRT_TRANSPORT", "auto").lower()
-        if self.mode not in ("auto", "tcp", "ipc"):
-            raise ValueError(f"RINGRT_TRANSPORT={self.mode!r}: use auto, tcp or ipc")
+        self.mode = settings.transport          # auto | tcp | ipc (RINGRT_TRANSPORT)
+        self.host = host_identity(settings)
 
     def bind_local(self, sock: zmq.Socket, name: str) -> dict:
         """Bind ``sock`` on ipc (unless RINGRT_TRANSPORT=tcp); returns the local card part
         ``{"host", "cores", "ipc"}``."""
-        card = {"host": host_identity(), "cores": usable_cores(), "ipc": None}
+        card = {"host": self.host, "cores": usable_cores(), "ipc": None}
         if self.mode != "tcp":
             path = os.path.join(self.ipc_dir, name)
             sock.bind(f"ipc://{path}")
@@ -160,7 +165,7 @@ class Endpoints:
 
     def choose(self, card: dict) -> str:
         """The address to use for a peer's card: ipc on the same host, tcp otherwise."""
-        same_host = card.get("host") == host_identity()
+        same_host = card.get("host") == self.host
         if card.get("ipc") and same_host and self.mode != "tcp":
             return card["ipc"]
         if not card.get("tcp"):

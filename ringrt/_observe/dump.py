@@ -52,8 +52,8 @@ def register(observer) -> None:
         if previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, _on_sigusr1)
             _installed = True
-    if _installed and os.environ.get("RINGRT_FLIGHT_DIR"):
-        path = listening_path(os.environ["RINGRT_FLIGHT_DIR"], observer.rank)
+    if _installed and observer.flight_dir:
+        path = listening_path(observer.flight_dir, observer.rank)
         try:
             with open(path, "w") as file:
                 file.write(str(os.getpid()))
@@ -95,16 +95,15 @@ def write(observer, reason: str, where, kind: str = ERROR_DUMP) -> dict:
     report = observer.report(reason, where)
     report["kind"] = kind
     report["stacks"] = _stacks()
-    path = dump_path(report["rank"], kind)
+    path = dump_path(report["rank"], kind, observer.flight_dir)
     if path is not None:
         _write_atomically(path, report)
     _print(report, path)
     return report
 
 
-def dump_path(rank: int, kind: str, directory: str | None = None) -> str | None:
+def dump_path(rank: int, kind: str, directory: str | None) -> str | None:
     """``DIR/rank{R}.error.json`` or ``DIR/rank{R}.signal.json`` (DIR: RINGRT_FLIGHT_DIR)."""
-    directory = directory or os.environ.get("RINGRT_FLIGHT_DIR")
     return os.path.join(directory, f"rank{rank}.{kind}.json") if directory else None
 
 

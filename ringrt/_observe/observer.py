@@ -10,7 +10,6 @@ them; figures in docs/tracing.md); with it on, one tuple more.
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 from ringrt._observe import dump, timeline
@@ -29,6 +28,7 @@ from ringrt._observe.recorder import (
 )
 from ringrt._observe.site import call_site, short
 from ringrt._observe.waits import peer_wait
+from ringrt._settings import Settings
 
 P2P_SEND, P2P_RECV = "send", "recv"
 _NO_ALGORITHM = ""
@@ -41,12 +41,16 @@ class Observer:
         rank, world_size: this rank in the world.
         dtypes: dtype code -> NumPy dtype (or None), to describe records.
         trace_path: ``RINGRT_TRACE``'s file, or None.
+        settings: the flight recorder's size and dump directory (default: read now).
     """
 
-    def __init__(self, rank: int, world_size: int, dtypes: dict, trace_path: str | None = None):
+    def __init__(self, rank: int, world_size: int, dtypes: dict, trace_path: str | None = None,
+                 settings: Settings | None = None):
+        settings = Settings.read() if settings is None else settings
         self.rank, self.world_size = rank, world_size
         self._dtype_name = dtypes.get
-        self.recorder = FlightRecorder()
+        self.recorder = FlightRecorder(settings.flight_recorder)
+        self.flight_dir = settings.flight_dir          # where dump.write puts this world's
         self.tracer = None
         if trace_path is not None:
             self.tracer = timeline.Tracer(trace_path, rank, world_size, dtypes)
@@ -150,12 +154,12 @@ def _timed(method):
 
 
 
-def tracing_card() -> int:
+def tracing_card(settings: Settings) -> int:
     """This rank's word on tracing in its address card: 0 off, 1 on, 2 on and ping rank 0
     for the clock offset even on one host (``RINGRT_TRACE_PING=1``, for tests)."""
-    if timeline.trace_path() is None:
+    if settings.trace is None:
         return 0
-    return 2 if os.environ.get("RINGRT_TRACE_PING") == "1" else 1
+    return 2 if settings.trace_ping == "1" else 1
 
 
 def ranks_to_ping(cards: dict, hosts: dict) -> list[int]:
@@ -169,6 +173,6 @@ def ranks_to_ping(cards: dict, hosts: dict) -> list[int]:
     return sorted(r for r, host in hosts.items() if host != hosts[0])
 
 
-def launcher_merges_trace() -> bool:
+def launcher_merges_trace(settings: Settings) -> bool:
     """``ringrun --trace`` merges the rank files itself when the job ends."""
-    return os.environ.get("RINGRT_TRACE_MERGE") == "launcher"
+    return settings.trace_merge == "launcher"

@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import time
 
-from ringrt._env import env_int
 from ringrt._observe.site import short
-
-DEFAULT_SIZE = 64
+from ringrt._settings import read_setting
 
 # Fields of a record.
 GROUP, SEQ, NAME, DTYPE, COUNT, ALGORITHM, SITE, CALLED, STARTED, ENDED, STATE, WAITED = range(12)
@@ -32,7 +30,7 @@ class FlightRecorder:
     """A ring of the last ``size`` op records of this rank."""
 
     def __init__(self, size: int | None = None):
-        self.size = env_int("RINGRT_FLIGHT_RECORDER", DEFAULT_SIZE) if size is None else size
+        self.size = read_setting("RINGRT_FLIGHT_RECORDER") if size is None else size
         if not 0 <= self.size <= MAX_SIZE:     # the ring is allocated up front: bound it first
             raise ValueError(f"RINGRT_FLIGHT_RECORDER must be in [0, {MAX_SIZE}], got {self.size}")
         self._ring: list = [None] * self.size

@@ -38,12 +38,6 @@ MAIN_TID, COMM_TID, OTHER_THREADS_TID, DDP_TID = 0, 1, 10, 100   # DDP bucket i:
 active: Tracer | None = None          # this process's tracer (the default world's), or None
 
 
-def trace_path(env=None) -> str | None:
-    """The merged trace file ``RINGRT_TRACE`` names, or None when tracing is off."""
-    value = (os.environ if env is None else env).get("RINGRT_TRACE", "").strip()
-    return os.path.abspath(value) if value else None
-
-
 def rank_file(path: str, rank: int) -> str:
     return path + TRACE_FILE_SUFFIX.format(rank=rank)
 

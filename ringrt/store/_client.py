@@ -2,7 +2,7 @@
 
 Ranks find each other through a small key-value store served by rank 0 (or ``ringrun``)::
 
-    store = Store(os.environ["MASTER_ADDR"], 29500, is_master=(rank == 0), rank=rank)
+    store = Store(master_addr, 29500, is_master=(rank == 0), rank=rank)
     store.set(f"addr/{rank}", my_address)
     peer = store.get("addr/0")          # blocks until rank 0 has set it
     store.add("joined", 1)              # atomic counter, stored as decimal ASCII like torch
@@ -20,11 +20,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import numbers
-import os
 from collections.abc import Iterable
 
 from ringrt import _curve
 from ringrt._deadline import Deadline, seconds
+from ringrt._settings import read_setting
 from ringrt.errors import StoreError, TimeoutError
 from ringrt.store import _protocol as proto
 from ringrt.store._connection import _Connection, _ConnectionLost, _NoReply, _Peer, _Pool
@@ -32,7 +32,6 @@ from ringrt.store._server import StoreServer
 
 __all__ = ["Store", "PrefixStore"]
 
-TOKEN_ENV = "RINGRT_TOKEN"
 _REPLY_GRACE = 0.5          # s a parked get/wait waits past its timeout for the server's answer
 
 Bytesish = bytes | bytearray | memoryview | str
@@ -78,7 +77,7 @@ class Store:
         self.host, self.rank = host, rank
         self.timeout = _limit(timeout, "timeout")
         self.port = _check_port(port, is_master)
-        token = os.environ.get(TOKEN_ENV, "") if token is None else token
+        token = read_setting("RINGRT_TOKEN") if token is None else token
         if not isinstance(token, str):
             raise TypeError(f"Store: token must be str, got {type(token).__name__}")
         self._server = None

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from ringrt import collectives, p2p
-from ringrt._env import env_choice, env_int
+from ringrt._env import local_world_size
 from ringrt._reduce_ops import ReduceOp
 from ringrt.torch import _checks, _tensors
 from ringrt.torch._work import DeferredWork, RingrtWork, completed, pending
@@ -73,8 +73,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         # figures in docs/performance-notes.md). Async
         # ops of torch's Python API always overlap (a script may rely on it).
         # RINGRT_TORCH_ASYNC sets the mode.
-        self.async_mode = env_choice("RINGRT_TORCH_ASYNC", ("auto", "thread", "inline"),
-                                     "auto")
+        self.async_mode = ringrt_group.settings.torch_async
         # alone in its group an op exchanges nothing: no work to overlap, inline is cheaper
         self._few_cores = _cores_per_local_rank() < 2 or ringrt_group.size == 1
 
@@ -445,7 +444,7 @@ def _cores_per_local_rank() -> float:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:                       # not Linux
         cores = os.cpu_count() or 1
-    return cores / max(1, env_int("LOCAL_WORLD_SIZE", 1))
+    return cores / max(1, local_world_size())
 
 
 def _single_list(lists):

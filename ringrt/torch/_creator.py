@@ -25,8 +25,9 @@ from torch.distributed.constants import default_pg_timeout
 
 from ringrt._comm.auth import LinkSecurity
 from ringrt._deadline import seconds
-from ringrt._env import env_float, resolve_job
+from ringrt._env import resolve_job
 from ringrt._process_group import ProcessGroup, default_namespace
+from ringrt._settings import Settings
 from ringrt.distributed import report_failures_to
 from ringrt.torch import _rendezvous
 from ringrt.torch._backend import ProcessGroupRingrt
@@ -47,22 +48,24 @@ def create(options, backend_options=None) -> ProcessGroupRingrt:
     """
     global _world
     store, rank, size = options.store, options.group_rank, options.group_size
-    timeout = _timeout(options.timeout)
+    settings = Settings.read()           # RINGRT_*, read once per group torch creates
+    timeout = _timeout(options.timeout, settings)
     ranks = list(options.global_ranks_in_group)
     if not ranks:
-        _world = _new_world(store, rank, size, timeout)
+        _world = _new_world(store, rank, size, timeout, settings)
         return ProcessGroupRingrt(_world, on_shutdown=_close_default_world)
     if _world is not None and not _world.comm.closed:
         agreement = StoreOverTorch(store, _world.comm.rank)
         return ProcessGroupRingrt(_world.new_member_group(ranks, agreement, timeout))
-    own = _new_world(store, rank, size, timeout)
+    own = _new_world(store, rank, size, timeout, settings)
     return ProcessGroupRingrt(own, on_shutdown=own.close)
 
 
-def _new_world(store, rank: int, size: int, timeout: float) -> ProcessGroup:
+def _new_world(store, rank: int, size: int, timeout: float,
+               settings: Settings) -> ProcessGroup:
     """A ringrt world of ``size`` ranks rendezvousing through torch's ``store``."""
     global _worlds_built
-    job = resolve_job("env://", rank, size)
+    job = resolve_job("env://", rank, size, settings=settings)
     if not job.token:
         warnings.warn("no RINGRT_TOKEN and no ~/.config/ringrt/token: ringrt cannot "
                       "authenticate its connections; export the same secret to every rank "
@@ -70,7 +73,7 @@ def _new_world(store, rank: int, size: int, timeout: float) -> ProcessGroup:
     namespace = default_namespace(job.restart_count, _worlds_built) + "/torch"
     _worlds_built += 1
     world = ProcessGroup(StoreOverTorch(store, rank, job.master_addr), rank, size, timeout,
-                         namespace=namespace, **_link_options(job))
+                         namespace=namespace, settings=settings, **_link_options(job))
     report_failures_to(world)
     atexit.register(world.close)
     return world
@@ -92,8 +95,10 @@ def _close_default_world() -> None:
     _rendezvous.close_stores()
 
 
-def _timeout(timeout) -> float:
+def _timeout(timeout, settings: Settings) -> float:
     """torch's group timeout in seconds; RINGRT_TIMEOUT when torch's is its default."""
     if timeout is None or timeout == default_pg_timeout:
-        return env_float("RINGRT_TIMEOUT", seconds(default_pg_timeout))
+        if settings.timeout is None:
+            return seconds(default_pg_timeout)
+        return settings.timeout
     return seconds(timeout)

@@ -25,7 +25,8 @@ from torch.distributed.rendezvous import _rendezvous_handlers
 
 from ringrt._curve import derive_keys
 from ringrt._deadline import seconds
-from ringrt._env import env_flag, resolve_job
+from ringrt._env import resolve_job
+from ringrt._settings import read_setting
 from ringrt.store import Store
 from ringrt.torch._stores import TorchStoreOverRingrt
 
@@ -44,7 +45,7 @@ def install() -> None:
     torch_env = getattr(torch_env, "ringrt_lazy_wraps", torch_env)
 
     def env_handler(url: str, timeout=default_pg_timeout, **kwargs):
-        if not env_flag("RINGRT_STORE_HOSTED"):
+        if not read_setting("RINGRT_STORE_HOSTED"):
             yield from torch_env(url, timeout=timeout, **kwargs)
             return
         yield through_ringrt_store(url, timeout)

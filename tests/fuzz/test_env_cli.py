@@ -1,5 +1,6 @@
-"""Fuzz what a job is told from outside: environment variables (``ringrt._env`` and the
-modules that read one through it) and ``ringrun``'s command-line values.
+"""Fuzz what a job is told from outside: environment variables (``ringrt._settings``,
+``ringrt._env`` and the modules that read one through them) and ``ringrun``'s command-line
+values.
 
 A variable either yields a value its consumer can use, or a ``ValueError`` naming the
 variable (the documented error for bad input, see ringrt/errors.py); ``ringrun`` either builds
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from ringrt_launcher.cli import main
 from ringrt_launcher.config import LaunchConfig, build_config
-from ringrt import _env
+from ringrt import _env, _settings
 from ringrt._algorithms import choice
 from ringrt._observe.recorder import FlightRecorder
 from tests.fuzz._tried import tried
@@ -43,16 +44,17 @@ def _value_or_value_error(read):
 def test_number_readers_return_numbers_or_value_errors(raw):
     tried("environment variables")
     env = {"X": raw}
-    value = _value_or_value_error(lambda: _env.env_int("X", env=env))
+    value = _value_or_value_error(lambda: _settings.env_int("X", env=env))
     assert isinstance(value, (int, ValueError)) or (value is None and not raw)
-    value = _value_or_value_error(lambda: _env.env_float("X", 1.0, env=env))
+    value = _value_or_value_error(lambda: _settings.env_float("X", 1.0, env=env))
     assert isinstance(value, ValueError) or not math.isnan(value)
-    value = _value_or_value_error(lambda: _env.env_seconds("X", 1.0, env=env))
+    value = _value_or_value_error(lambda: _settings.env_seconds("X", 1.0, env=env))
     assert isinstance(value, ValueError) or (math.isfinite(value) and value > 0)
-    assert _env.env_flag("X", env=env) in (True, False)
-    value = _value_or_value_error(lambda: _env.env_choice("X", ("auto", "sockets"), "auto", env))
+    assert _settings.env_flag("X", env=env) in (True, False)
+    value = _value_or_value_error(
+        lambda: _settings.env_choice("X", ("auto", "sockets"), "auto", env))
     assert isinstance(value, ValueError) or value in ("auto", "sockets")
-    value = _value_or_value_error(lambda: _env.env_encrypt({"RINGRT_ENCRYPT": raw}))
+    value = _value_or_value_error(lambda: _settings.env_encrypt({"RINGRT_ENCRYPT": raw}))
     assert isinstance(value, ValueError) or value in (True, False, None)
 
 
@@ -80,7 +82,7 @@ def test_resolve_job_returns_a_usable_spec_or_a_value_error(env, init_method):
 @given(env_text)
 def test_component_variables_are_bounded_before_use(raw):
     tried("environment variables")
-    choice._parsed = ("", {})
+    choice.forced_algorithms.cache_clear()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RINGRT_ALGO", raw)
         patch.setenv("RINGRT_FLIGHT_RECORDER", raw)
@@ -88,7 +90,7 @@ def test_component_variables_are_bounded_before_use(raw):
         assert isinstance(forced, (dict, ValueError))
         recorder = _value_or_value_error(FlightRecorder)
         assert isinstance(recorder, ValueError) or recorder.size <= 1 << 20
-    choice._parsed = ("", {})
+    choice.forced_algorithms.cache_clear()
 
 
 def test_a_flight_recorder_of_a_trillion_records_is_refused_before_allocating(monkeypatch):
@@ -101,7 +103,7 @@ def test_a_flight_recorder_of_a_trillion_records_is_refused_before_allocating(mo
 def test_heartbeat_durations_must_be_positive_and_finite(raw):
     """NaN made the heartbeat thread die on int(nan); a negative interval blocked its poll."""
     with pytest.raises(ValueError, match="RINGRT_HEARTBEAT_INTERVAL"):
-        _env.env_seconds("RINGRT_HEARTBEAT_INTERVAL", 0.5, {"RINGRT_HEARTBEAT_INTERVAL": raw})
+        _settings.env_seconds("RINGRT_HEARTBEAT_INTERVAL", 0.5, {"RINGRT_HEARTBEAT_INTERVAL": raw})
 
 
 # --- ringrun's options -------------------------------------------------------------------

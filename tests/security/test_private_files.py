@@ -94,6 +94,7 @@ def test_a_new_arena_sweeps_dead_ranks_segments(monkeypatch, tmp_path):
     monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
     stale = tmp_path / f"ringrt-{dead_pid()}-89ab-0"
     stale.write_bytes(b"x")
-    monkeypatch.setattr(HostArena, "__init__", lambda self, rank, world, p2p_bytes=0: None)
+    monkeypatch.setattr(HostArena, "__init__",
+                        lambda self, rank, world, p2p_bytes=0, settings=None: None)
     HostArena.create(0, 2)
     assert not stale.exists()

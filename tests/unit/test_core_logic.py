@@ -9,8 +9,9 @@ from ringrt import _objects
 from ringrt._algorithms import choice, segments
 from ringrt._comm import wire
 from ringrt._deadline import Deadline, seconds
-from ringrt._env import _first_slurm_host, env_encrypt, job_token, resolve_job
+from ringrt._env import _first_slurm_host, job_token, resolve_job
 from ringrt._reduce_ops import ReduceOp, combiner, finish
+from ringrt._settings import env_encrypt
 
 
 def test_env_method_reads_ringrun_variables():
