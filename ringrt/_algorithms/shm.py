@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ringrt._algorithms.segments import chunk_bounds
+from ringrt._comm.shm import half_slot
 
 # While array bytes x world size stay below this, every rank reduces the whole array itself:
 # saving a phase (a futex round trip, dear on busy cores) beats reducing n-fold. The
@@ -26,7 +27,7 @@ WHOLE_PIECE_TRAFFIC = 4 << 20
 # out: a 64 MiB all_reduce got faster with each halving of the piece down to this size (the
 # collectives benchmark, make bench, at 64 MiB; figures in docs/performance-notes.md).
 PIECE_BYTES = 1 << 20
-MAX_PIECES = 500                 # two steps a piece; an op has at most 1023 (see ShmOp)
+MAX_PIECES = 500                 # two steps a piece; an op has at most tickets.MAX_STEPS
 
 
 def slot_bytes_for(staged: int, whole: bool = False) -> int:
@@ -52,7 +53,7 @@ def _pieces(op, count: int, itemsize: int, blocks: int = 1):
     if count == 0:
         yield 0, 0, 0
         return
-    half = op.arena.slot_bytes // 2 // 64 * 64           # two regions always fit the slot
+    half = half_slot(op.arena.slot_bytes)                # two regions always fit the slot
     staged = max(PIECE_BYTES, -(-count * itemsize * blocks // MAX_PIECES))
     elements = max(1, min(staged, half) // (itemsize * blocks))
     region_bytes = -(-elements * itemsize * blocks // 64) * 64      # <= half
@@ -292,7 +293,7 @@ def all_to_all_uneven_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray
                         f"{me}, which expects {outputs[q].size}: output_list[{q}] (or "
                         "output_split_sizes) must match that rank's input for this rank")
     longest = int(sent.sum(axis=1).max())
-    if longest * dtype.itemsize > MAX_PIECES * (op.arena.slot_limit // 2 // 64 * 64):
+    if longest * dtype.itemsize > MAX_PIECES * half_slot(op.arena.slot_limit):
         return False
     fit(op, longest * dtype.itemsize)
     starts = np.zeros((n, n + 1), np.int64)                # [src, dst]: where blocks begin

@@ -54,7 +54,7 @@ from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedErro
 # for the collectives' tickets (shm.py), is the knee of a small ring exchange through torch:
 # longer spins gained nothing at world 2 and lost at world 4 on 2 cores, where spinning takes
 # the core the sender needs (make bench-torch; figures in docs/performance-notes.md).
-SPIN_SECONDS = env_int("RINGRT_P2P_SPIN_US", 50) * 1e-6
+DOORBELL_SPIN_SECONDS = env_int("RINGRT_P2P_SPIN_US", 50) * 1e-6
 # ... plus the time the sender needs to copy a message of the receiving array's size (at
 # SPIN_BYTES_PER_SECOND, at most SPIN_EXTRA_SECONDS more) when every rank has a core of its
 # own: else a large exchange at world 2 could fall into a mode where each rank slept through
@@ -321,14 +321,14 @@ class ShmPointToPoint:
     def wait_for(self, receive: Receive, limit: float | None) -> None:
         """Drive until ``receive`` completes (or ``limit`` seconds pass, leaving it posted).
 
-        Between drives it waits for the doorbell to change: spinning for ``SPIN_SECONDS``
+        Between drives it waits for the doorbell to change: spinning for ``DOORBELL_SPIN_SECONDS``
         (longer for a large array while every rank has a core; yielding the core when ranks
         outnumber cores), then sleeping on the futex in slices; after each drive that leaves
         it incomplete, the receive's check runs.
         """
         end = None if limit is None else time.monotonic() + limit
         doorbell = self._doorbell
-        spin = SPIN_SECONDS
+        spin = DOORBELL_SPIN_SECONDS
         if not self._arena.oversubscribed:
             spin += min(receive.array.nbytes / SPIN_BYTES_PER_SECOND, SPIN_EXTRA_SECONDS)
         spin_until = time.perf_counter() + spin

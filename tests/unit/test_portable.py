@@ -15,6 +15,7 @@ import zmq
 
 from ringrt._comm import futex, shm, shm_files, transport
 from ringrt._comm.shm import HostArena
+from ringrt._comm.tickets import encode_ticket
 from ringrt.errors import DistError
 
 LINUX_SHM = os.path.isdir("/dev/shm")
@@ -95,11 +96,11 @@ def test_arena_waits_work_without_futexes(no_futex, monkeypatch, use_shm_open):
         monkeypatch.setenv("RINGRT_SHM_OPEN", "1")
     waiter, peer = pair()
     try:
-        target = shm.ticket(1, 1)
+        target = encode_ticket(1, 1)
         thread = later(0.02, lambda: peer.signal(target))
         waiter.wait([1], target, check=lambda pending: None)
         thread.join()
-        assert waiter.segments[1].word.value == target
+        assert waiter.segments[1].ticket.value == target
         assert waiter.tally.snapshot()["sleeps"] >= 1          # it did wait, by polling
     finally:
         waiter.close()
