@@ -35,7 +35,7 @@ import struct
 
 import numpy as np
 
-from ringrt._comm.host_shm import agree_on_arena
+from ringrt._comm.rendezvous import agree_on_arena
 from ringrt._comm import shm_files
 from ringrt._comm.shm import (
     CONTROL_BYTES,
