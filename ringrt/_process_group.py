@@ -115,12 +115,11 @@ class _Comm:
         self.cores = {r: c["data"].get("cores") for r, c in cards.items()}  # rank -> its cores
         self.pinged = ranks_to_ping(cards, self.hosts)     # clock sync for the timeline
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
-        self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
         self.observer = Observer(rank, world_size, wire.CODE_DTYPES, timeline.trace_path())
-        self.observer.time_waits(self.mailbox, "take", "take_any")
+        self.mailbox = Mailbox(self.transport, rank, self.observer.wait_clock)
         if self.arena is not None:
-            self.observer.time_waits(self.arena, "wait")
+            self.arena.time_waits_with(self.observer.wait_clock)
         self.p2p = None                      # None: point-to-point goes over the sockets
         if self.arena is not None and all(c["shm"]["p2p_bytes"] for c in cards.values()):
             self.p2p = ShmPointToPoint(self.arena, self.sentinel.lost, self.counters)

@@ -162,6 +162,7 @@ class HostArena:
         self.tally = wakeups.WaitTally()
         self.kind = "other"
         self.spin_seconds = SPIN_SECONDS
+        self.wait_clock = None                 # see time_waits_with
 
     @classmethod
     def create(cls, rank: int, world_size: int, p2p_bytes: int = 0):
@@ -262,6 +263,11 @@ class HostArena:
         self.own.release.value = value
         futex.wake(self.own.release_address)
 
+    def time_waits_with(self, clock) -> None:
+        """Add the time :meth:`wait` takes to ``clock`` (``ringrt._observe.waits.WaitClock``,
+        while tracing), or stop timing (None)."""
+        self.wait_clock = clock
+
     def wait(self, peers, target: int, check, release: bool = False) -> None:
         """Return once every peer's ticket reached ``target``; ``check()`` runs between
         sleeps and raises to give up (lost peer, deadline, mismatch, abort).
@@ -272,6 +278,12 @@ class HostArena:
         releases it; one that moved on has read it all). Only the release word is signalled
         for this, so a wait for a skipped op sleeps short slices (counted as ``overslept``).
         """
+        if self.wait_clock is not None:
+            self.wait_clock.timed(self._wait, peers, target, check, release)
+        else:
+            self._wait(peers, target, check, release)
+
+    def _wait(self, peers, target: int, check, release: bool) -> None:
         segments = self.segments
         if release:
             later_op = next_op(target)
