@@ -35,7 +35,7 @@ from ringrt._comm.group_shm import group_arenas
 from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
 from ringrt._comm.transport import (
     Endpoints,
@@ -86,7 +86,7 @@ class _Comm:
         # used only if every rank made that room (RINGRT_P2P=sockets on any rank: nobody).
         p2p_mode = env_choice("RINGRT_P2P", ("auto", "sockets"), "auto")
         p2p_bytes = channel.area_bytes(world_size) if p2p_mode == "auto" else 0
-        self.arena = HostArena.create(rank, world_size, p2p_bytes)
+        self.arena = ShmArena.create(rank, world_size, p2p_bytes)
         self.host_arena = None               # multi-host jobs: this host's ranks (host_shm)
         self.group_arenas = []               # subgroups' arenas (group_shm), closed with us
         self.guard = None

@@ -1,6 +1,6 @@
 """Shared memory for subgroups: an arena per group, its slots sized on first use.
 
-The world arena (``shm.HostArena``) gives every rank a 16 MiB slot up front. A job may create
+The world arena (a ``shm.ShmArena``) gives every rank a 16 MiB slot up front. A job may create
 dozens of subgroups (a 16-rank 2-D DeviceMesh, ``split_group``), so a subgroup's arena starts
 with the control block alone (4 KiB a member: tickets, published op, slot record) and grows
 its slot when an op needs more than it has (:meth:`GroupArena.grow`):
@@ -41,7 +41,7 @@ from ringrt._comm.shm import (
     CONTROL_BYTES,
     DEFAULT_SLOT_BYTES,
     SLOT_RECORD_AT,
-    HostArena,
+    ShmArena,
     map_private,
 )
 from ringrt._deadline import Deadline
@@ -64,7 +64,7 @@ def _slot_path() -> str:
     return shm_files.new_path("-s")
 
 
-class GroupArena(HostArena):
+class GroupArena(ShmArena):
     """A subgroup's arena: control blocks mapped at creation, slots grown on use."""
 
     growable = True

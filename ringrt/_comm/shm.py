@@ -59,7 +59,7 @@ PUBLISHED_FIELDS = 8
 DEFAULT_SLOT_BYTES = 16 << 20
 SPIN_SECONDS = env_int("RINGRT_SHM_SPIN_US", 50) * 1e-6   # spin before sleeping on the futex
 # ... and, while every rank has a core of its own, up to this long when peers keep arriving
-# just after we went to sleep (see HostArena.spin_seconds)
+# just after we went to sleep (see ShmArena.spin_seconds)
 MAX_SPIN_SECONDS = env_int("RINGRT_SHM_MAX_SPIN_US", 400) * 1e-6
 SLICE_SECONDS = 0.02            # sleep at most this long between failure checks
 _MAIN_THREAD = threading.main_thread().ident
@@ -137,8 +137,11 @@ class _Segment:
             pass
 
 
-class HostArena:
-    """This rank's segment and its peers', once every peer has attached."""
+class ShmArena:
+    """This rank's segment and its peers', once every peer has attached: the shared memory
+    of some ranks on one host. The process group has up to two: the *world arena* (every
+    rank, when all run on one host) and, in a job across hosts, the *host arena* (this
+    host's ranks, ``host_shm``); a subgroup's are ``group_shm.GroupArena``."""
 
     growable = False            # the slot is sized up front (group_shm.GroupArena grows)
 
@@ -373,7 +376,7 @@ class ShmOp:
     - ``release()``: signal that we are done reading the peers' slots.
     """
 
-    def __init__(self, arena: HostArena, rank: int, size: int, seq: int, published: tuple,
+    def __init__(self, arena: ShmArena, rank: int, size: int, seq: int, published: tuple,
                  check, kind: str = "other"):
         self.arena, self.rank, self.size, self.seq, self.check = arena, rank, size, seq, check
         arena.kind = kind                       # the op kind its waits count under

@@ -97,7 +97,7 @@ class ShmPointToPoint:
     """This rank's channels to and from every other rank of the host, and its receives.
 
     Args:
-        arena: the world's :class:`~ringrt._comm.shm.HostArena`, every rank's segment laid
+        arena: the world arena (:class:`~ringrt._comm.shm.ShmArena`), every rank's segment laid
             out with a point-to-point area (``channel.area_bytes``).
         lost: the sentinel's ``lost`` dict (peer -> why), read when closing.
         counters: this rank's :class:`~ringrt._comm.counters.OpCounters`.

@@ -4,7 +4,7 @@ A ticket encodes step ``step`` (1..``MAX_STEPS``) of op ``seq`` as ``seq << STEP
 modulo 2**32, so tickets only grow (compared modulo 2**32 by :func:`reached`) and an op that
 was abandoned midway cannot confuse the next one. A ticket keeps the low 32 - ``STEP_BITS``
 bits of ``seq``: :func:`in_op` compares only those. This module is the encoding's one home:
-``shm.ShmOp`` signals and waits for tickets, ``HostArena.wait`` tests them.
+``shm.ShmOp`` signals and waits for tickets, ``ShmArena.wait`` tests them.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from ringrt._comm import futex, shm, shm_files, transport
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
 from ringrt._comm.tickets import encode_ticket
 from ringrt.errors import DistError
 
@@ -33,7 +33,7 @@ def no_futex(monkeypatch):
 
 
 def pair():
-    arenas = [HostArena(r, 2) for r in range(2)]
+    arenas = [ShmArena(r, 2) for r in range(2)]
     for arena in arenas:
         arena.attach({a.rank: a.card for a in arenas})
     return arenas

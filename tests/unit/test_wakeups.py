@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ringrt._comm import futex, shm, shm_files, wakeups
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
 from ringrt._comm.tickets import encode_ticket
 
 pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes")
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes
 def pair(tmp_path, monkeypatch):
     """Rank 0's and rank 1's arenas, attached to each other."""
     monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
-    arenas = [HostArena(r, 2) for r in range(2)]
+    arenas = [ShmArena(r, 2) for r in range(2)]
     for arena in arenas:
         arena.attach({a.rank: a.card for a in arenas})
     yield arenas
@@ -68,7 +68,7 @@ def once_asleep(address: int, action, after: threading.Event | None = None
     return thread
 
 
-def once_waiting(arena: HostArena, action) -> threading.Thread:
+def once_waiting(arena: ShmArena, action) -> threading.Thread:
     """Run ``action`` on a helper thread once ``arena`` has begun a wait (counted it), so the
     wait is never already satisfied when it starts."""
     began = threading.Event()
@@ -83,11 +83,11 @@ def no_check(pending):
     pass
 
 
-def counts(arena: HostArena, kind: str = "all_reduce") -> dict:
+def counts(arena: ShmArena, kind: str = "all_reduce") -> dict:
     return arena.tally.snapshot()["by_op"][kind]
 
 
-def wait_for_signal(waiter: HostArena, peer: HostArena, kind: str) -> float:
+def wait_for_signal(waiter: ShmArena, peer: ShmArena, kind: str) -> float:
     """``waiter`` waits, as op kind ``kind``, for ``peer`` to signal once the waiter sleeps
     on the futex; returns how long the wait took (s)."""
     waiter.kind = kind
