@@ -33,7 +33,7 @@ def in_op(ticket: int, seq: int) -> bool:
 
 def next_op(ticket: int) -> int:
     """The ticket before the first step of the op after ``ticket``'s."""
-    return encode_ticket((ticket >> STEP_BITS) + 1, 0)
+    return encode_ticket(decode_ticket(ticket)[0] + 1, 0)
 
 
 def reached(ticket: int, target: int) -> bool:
