@@ -281,27 +281,27 @@ class ShmArena:
         releases it; one that moved on has read it all). Only the release word is signalled
         for this, so a wait for a skipped op sleeps short slices (counted as ``overslept``).
         """
-        if self.wait_clock is not None:
-            self.wait_clock.timed(self._wait, peers, target, check, release)
-        else:
-            self._wait(peers, target, check, release)
+        # timed inline, not through WaitClock.timed: no extra call on this hot path
+        started = None if self.wait_clock is None else time.perf_counter()
+        try:
+            segments = self.segments
+            if release:
+                later_op = next_op(target)
 
-    def _wait(self, peers, target: int, check, release: bool) -> None:
-        segments = self.segments
-        if release:
-            later_op = next_op(target)
-
-            def done(segment):
-                return reached(segment.release.value, target) or \
-                    reached(segment.ticket.value, later_op)
-            word, address, slice_s = "release", "release_address", SLICE_SECONDS / 10
-        else:
-            def done(segment):
-                return reached(segment.ticket.value, target)
-            word, address, slice_s = "ticket", "ticket_address", SLICE_SECONDS
-        pending = [p for p in peers if not done(segments[p])]
-        if pending:
-            self._await(pending, done, word, address, slice_s, check)
+                def done(segment):
+                    return reached(segment.release.value, target) or \
+                        reached(segment.ticket.value, later_op)
+                word, address, slice_s = "release", "release_address", SLICE_SECONDS / 10
+            else:
+                def done(segment):
+                    return reached(segment.ticket.value, target)
+                word, address, slice_s = "ticket", "ticket_address", SLICE_SECONDS
+            pending = [p for p in peers if not done(segments[p])]
+            if pending:
+                self._await(pending, done, word, address, slice_s, check)
+        finally:
+            if started is not None:
+                self.wait_clock.total += time.perf_counter() - started
 
     def _await(self, pending: list, done, word: str, address: str, slice_s: float,
                check) -> None:
