@@ -35,7 +35,7 @@ from ringrt._comm.group_shm import group_arenas
 from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.sentinel import Sentinel
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
 from ringrt._comm.transport import (
     Endpoints,
@@ -87,7 +87,7 @@ class _Comm:
         # Point-to-point over shared memory needs a little room in every arena segment; it is
         # used only if every rank made that room (RINGRT_P2P=sockets on any rank: nobody).
         p2p_bytes = channel.area_bytes(world_size) if settings.p2p == "auto" else 0
-        self.arena = HostArena.create(rank, world_size, p2p_bytes, settings)
+        self.arena = ShmArena.create(rank, world_size, p2p_bytes, settings)
         self.host_arena = None               # multi-host jobs: this host's ranks (host_shm)
         self.group_arenas = []               # subgroups' arenas (group_shm), closed with us
         self.guard = None
@@ -117,12 +117,11 @@ class _Comm:
         self.cores = {r: c["data"].get("cores") for r, c in cards.items()}  # rank -> its cores
         self.pinged = ranks_to_ping(cards, self.hosts)     # clock sync for the timeline
         self.sentinel.start({r: c["heart"] for r, c in cards.items()})
-        self.mailbox = Mailbox(self.transport, rank)
         self.counters = OpCounters()
         self.observer = Observer(rank, world_size, wire.CODE_DTYPES, settings.trace, settings)
-        self.observer.time_waits(self.mailbox, "take", "take_any")
+        self.mailbox = Mailbox(self.transport, rank, self.observer.wait_clock)
         if self.arena is not None:
-            self.observer.time_waits(self.arena, "wait")
+            self.arena.time_waits_with(self.observer.wait_clock)
         self.p2p = None                      # None: point-to-point goes over the sockets
         if self.arena is not None and all(c["shm"]["p2p_bytes"] for c in cards.values()):
             self.p2p = ShmPointToPoint(self.arena, self.sentinel.lost, self.counters)

@@ -8,7 +8,7 @@ are read at each use instead (:data:`PER_USE`: ``RINGRT_ALGO``, ``RINGRT_SEGMENT
 because a process may change them between ops. :func:`read_setting` reads one variable
 now, for those, for public entry points that run without a process group
 (``ringrt.Store(token=None)``, ``ringrt.elastic.generation()``) and for internals built on
-their own (tests build a ``HostArena`` or call ``choose`` directly).
+their own (tests build a ``ShmArena`` or call ``choose`` directly).
 
 :data:`SETTINGS` is the table: docs/environment.md is generated from it (``make env-docs``)
 and tests/unit/test_settings.py checks that every ``RINGRT_*`` name in the code is in it.

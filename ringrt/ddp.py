@@ -347,7 +347,7 @@ class DistributedDataParallel:
             bucket.pending, bucket.work, bucket.ready_at = len(bucket.names), None, 0.0
 
 
-_NOTHING_SENT = dist.Work.done("ddp bucket (nothing sent: one rank, or compressed in sync)")
+_NOTHING_SENT = dist.Work.finished("ddp bucket (nothing sent: one rank, or compressed in sync)")
 
 
 def _check_two_level(compress, sync_every, scope, group) -> None:

@@ -153,7 +153,7 @@ def isend(array: np.ndarray, dst: int, tag: int = 0, group: Group = None) -> Wor
     at once). Returns a completed-on-send Work."""
     pg, tag = _prepare_send("isend", array, dst, tag, group)
     _recorded(pg, P2P_SEND, dst, tag, array, lambda: _isend(pg, array, dst, tag))
-    return Work.done(f"isend to {dst} (tag {tag})")
+    return Work.finished(f"isend to {dst} (tag {tag})")
 
 
 def _isend(pg, array: np.ndarray, dst: int, tag: int) -> None:
@@ -202,7 +202,7 @@ def irecv(array: np.ndarray, src: int | None = None, tag: int = 0,
         return pg.comm.executor.submit(_socket_job(pg, "irecv", array, src, tag), "irecv")
     sender = _receive_ready(pg, array, src, tag)
     if sender is not None:
-        return Work.done(f"irecv from {sender} (tag {tag})", sender)
+        return Work.finished(f"irecv from {sender} (tag {tag})", sender)
     return _post_shm(pg, "irecv", array, src, tag)
 
 

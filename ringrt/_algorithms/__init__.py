@@ -10,7 +10,8 @@ same-host shared-memory path). Imports flow one way: collectives -> algorithms -
     ring.py        pipelined ring all-reduce / reduce-scatter / all-gather / reduce
     tree.py        recursive doubling, binomial and chain broadcast / reduce, barrier
     direct.py      one-step gather / scatter / all-to-all / all-gather / reduce-scatter
-    shm.py         shared-memory variants (one host, world group)
+    shm.py         shared-memory variants (one host); reduce-scatter/all-gather over blocks of
+                   any sizes (also the two-level all_reduce's shares)
     layout.py      a group's ranks by host; SubExchange: an op over some of its ranks
-    hierarchical.py  two-level collectives for groups spanning hosts (+ hierarchical_shm.py)
+    hierarchical.py  two-level collectives for groups spanning hosts
 """

@@ -52,6 +52,7 @@ import functools
 
 from ringrt._algorithms import cost_model
 from ringrt._settings import Settings, read_setting
+from ringrt._algorithms.shm import MAX_PIECES as SHM_MAX_PIECES  # pieces of at most half a slot
 
 ALL_REDUCE_SMALL = 64 * 1024
 BROADCAST_SMALL = 64 * 1024
@@ -71,7 +72,6 @@ CHOICES = {
 _SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
           "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "gather": 1 << 62,
           "scatter": 1 << 62, "all_to_all": 1 << 62, "barrier": 1 << 62}
-SHM_MAX_PIECES = 500          # see _algorithms/shm.py: pieces of at most half a slot
 # With more ranks than cores, gather and scatter take shared memory only from this size:
 # below it only the root needs to wait (sockets), where a shared-memory phase makes every rank
 # wait for every other, and some of them are off the cores; from this size on, the socket

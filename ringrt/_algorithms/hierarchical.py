@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ringrt._algorithms import direct, hierarchical_shm, ring, shm, tree
+from ringrt._algorithms import direct, ring, shm, tree
 from ringrt._algorithms.choice import all_reduce_variant, cross_algorithm
 from ringrt._algorithms.layout import Layout, SubExchange
-from ringrt._algorithms.segments import segments
+from ringrt._algorithms.segments import chunk_bounds, segments
 from ringrt._comm.shm import ShmOp
 
 # Above this the inside-a-host level goes over ipc sockets: an op has at most 1023 shared-
@@ -109,12 +109,16 @@ class _Local:
     # -- the local steps ----------------------------------------------------------------
 
     def reduce_scatter(self, flat: np.ndarray, combine) -> np.ndarray:
-        """This rank's share of ``flat`` (``chunk_bounds(size, local ranks)``), reduced over
-        the host; ``flat`` itself may be left with partial sums."""
+        """This rank's share of ``flat`` (``chunk_bounds(size, local ranks)``: local index i
+        owns share i), reduced over the host in local-index order (the same bits every run);
+        ``flat`` itself may be left with partial sums."""
         op = self.shm(flat.nbytes)
         if op is not None:
+            shares = shm.blocks_of(flat, chunk_bounds(flat.size, op.size))
+            share = np.empty(shares[op.rank].size, flat.dtype)
             op.acquire()
-            share = hierarchical_shm.reduce_scatter_shares(op, flat, combine)
+            shm.fit(op, shares[0].nbytes * op.size)      # shares[0] is the longest
+            shm.reduce_scatter_blocks(op, shares, share, combine)
             op.phase()                     # every peer is done reading our slot
             return share
         chunks = ring.split(flat, self.size)
@@ -122,9 +126,14 @@ class _Local:
         return chunks[self.index]
 
     def all_gather(self, flat: np.ndarray, share: np.ndarray) -> None:
+        """``flat`` receives every local rank's share (this rank's from ``share``); after
+        :meth:`reduce_scatter`, which left the shared-memory op acquired: releases it."""
         op = self.shm(flat.nbytes)
         if op is not None:
-            hierarchical_shm.all_gather_shares(op, flat, share)
+            shm.fit(op, flat.nbytes)
+            shm.all_gather_blocks(op, shm.blocks_of(flat, chunk_bounds(flat.size, op.size)),
+                                  share)
+            op.release()
             return
         chunks = ring.split(flat, self.size)
         if chunks[self.index] is not share:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ringrt._algorithms.segments import chunk_bounds
+from ringrt._comm.shm import half_slot
 
 # While array bytes x world size stay below this, every rank reduces the whole array itself:
 # saving a phase (a futex round trip, dear on busy cores) beats reducing n-fold. The
@@ -26,7 +27,7 @@ WHOLE_PIECE_TRAFFIC = 4 << 20
 # out: a 64 MiB all_reduce got faster with each halving of the piece down to this size (the
 # collectives benchmark, make bench, at 64 MiB; figures in docs/performance-notes.md).
 PIECE_BYTES = 1 << 20
-MAX_PIECES = 500                 # two steps a piece; an op has at most 1023 (see ShmOp)
+MAX_PIECES = 500                 # two steps a piece; an op has at most tickets.MAX_STEPS
 
 
 def slot_bytes_for(staged: int, whole: bool = False) -> int:
@@ -52,7 +53,7 @@ def _pieces(op, count: int, itemsize: int, blocks: int = 1):
     if count == 0:
         yield 0, 0, 0
         return
-    half = op.arena.slot_bytes // 2 // 64 * 64           # two regions always fit the slot
+    half = half_slot(op.arena.slot_bytes)                # two regions always fit the slot
     staged = max(PIECE_BYTES, -(-count * itemsize * blocks // MAX_PIECES))
     elements = max(1, min(staged, half) // (itemsize * blocks))
     region_bytes = -(-elements * itemsize * blocks // 64) * 64      # <= half
@@ -200,30 +201,66 @@ def broadcast_shm(op, flat: np.ndarray, root: int) -> None:
 
 def all_gather_shm(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[q]`` receives rank q's ``mine``."""
-    dtype = mine.dtype
     fit(op, mine.nbytes)
     op.acquire()
-    for start, stop, region in _pieces(op, mine.size, mine.itemsize):
-        op.slot(op.rank, dtype, stop - start, 0, region)[...] = mine[start:stop]
-        op.phase()
-        for q in range(op.size):
-            outputs[q][start:stop] = op.slot(q, dtype, stop - start, 0, region) \
-                if q != op.rank else mine[start:stop]
+    all_gather_blocks(op, outputs, mine)
     op.release()
+
+
+def all_gather_blocks(op, outputs: list[np.ndarray], mine: np.ndarray) -> None:
+    """``outputs[q]`` receives rank q's ``mine``; the blocks may differ in size (``outputs[q]``
+    is rank q's size), so uneven shares (:func:`blocks_of`) go as equal ones do.
+
+    The steps between ``fit`` (the longest block) with ``acquire`` and ``release``: piece k
+    holds the k-th slice of every block, one phase a piece."""
+    dtype = mine.dtype
+    longest = max(block.size for block in outputs)
+    for start, stop, region in _pieces(op, longest, mine.itemsize):
+        hi = min(stop, mine.size)
+        if hi > start:
+            op.slot(op.rank, dtype, hi - start, 0, region)[...] = mine[start:hi]
+        op.phase()
+        for q, block in enumerate(outputs):
+            hi = min(stop, block.size)
+            if hi > start:
+                block[start:hi] = mine[start:hi] if q == op.rank else \
+                    op.slot(q, dtype, hi - start, 0, region)
 
 
 def reduce_scatter_shm(op, inputs: list[np.ndarray], output: np.ndarray, combine) -> None:
     """``output`` = reduction over ranks (in rank order) of their ``inputs[this rank]``."""
-    dtype = output.dtype
     fit(op, output.nbytes * op.size)
     op.acquire()
-    for start, stop, region in _pieces(op, output.size, output.itemsize, blocks=op.size):
-        count = stop - start
-        for j in range(op.size):
-            op.slot(op.rank, dtype, count, j * count, region)[...] = inputs[j][start:stop]
-        op.phase()
-        _sum_slots(op, output[start:stop], count, op.rank * count, combine, region)
+    reduce_scatter_blocks(op, inputs, output, combine)
     op.release()
+
+
+def reduce_scatter_blocks(op, inputs: list[np.ndarray], output: np.ndarray, combine) -> None:
+    """``output`` = reduction over ranks (in rank order: the same bits every run) of their
+    ``inputs[this rank]``; the blocks may differ in size (``inputs[q]`` is as long as rank
+    q's ``output``), so uneven shares (:func:`blocks_of`) go as equal ones do.
+
+    The steps between ``fit`` (the longest block times the ranks) with ``acquire`` and
+    ``release``: piece k holds the k-th slice of every block, so every rank has the same
+    reducing to do in every piece; one phase a piece. Ends with the peers possibly still
+    reading our slot (a phase before writing it again)."""
+    dtype = output.dtype
+    longest = max(block.size for block in inputs)
+    for start, stop, region in _pieces(op, longest, output.itemsize, blocks=op.size):
+        width = stop - start
+        for q, block in enumerate(inputs):
+            hi = min(stop, block.size)
+            if hi > start:
+                op.slot(op.rank, dtype, hi - start, q * width, region)[...] = block[start:hi]
+        op.phase()
+        hi = min(stop, output.size)
+        if hi > start:
+            _sum_slots(op, output[start:hi], hi - start, op.rank * width, combine, region)
+
+
+def blocks_of(flat: np.ndarray, bounds: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Views of ``flat``'s blocks ``[a, b)`` (e.g. ``chunk_bounds``' shares, largest first)."""
+    return [flat[a:b] for a, b in bounds]
 
 
 def barrier_shm(op) -> None:
@@ -256,7 +293,7 @@ def all_to_all_uneven_shm(op, outputs: list[np.ndarray], inputs: list[np.ndarray
                         f"{me}, which expects {outputs[q].size}: output_list[{q}] (or "
                         "output_split_sizes) must match that rank's input for this rank")
     longest = int(sent.sum(axis=1).max())
-    if longest * dtype.itemsize > MAX_PIECES * (op.arena.slot_limit // 2 // 64 * 64):
+    if longest * dtype.itemsize > MAX_PIECES * half_slot(op.arena.slot_limit):
         return False
     fit(op, longest * dtype.itemsize)
     starts = np.zeros((n, n + 1), np.int64)                # [src, dst]: where blocks begin

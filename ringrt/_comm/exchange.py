@@ -35,11 +35,16 @@ POLL_SLICE_MS = 50          # how often a waiting op re-checks lost peers and no
 
 
 class Mailbox:
-    """This rank's inbox, demultiplexed by (kind, group, seq or tag, sender)."""
+    """This rank's inbox, demultiplexed by (kind, group, seq or tag, sender).
 
-    def __init__(self, transport, rank: int):
+    ``wait_clock`` (``ringrt._observe.waits.WaitClock``, while tracing): :meth:`take` and
+    :meth:`take_any` add the time they take to it.
+    """
+
+    def __init__(self, transport, rank: int, wait_clock=None):
         self.transport = transport
         self.rank = rank
+        self.wait_clock = wait_clock
         self.dropped = 0                      # malformed or stale messages
         self._stash: dict[tuple, deque] = {}
         self._arrival = itertools.count()
@@ -84,6 +89,11 @@ class Mailbox:
 
         ``wait(timeout_slices)`` is called between polls; it raises to end the wait.
         """
+        if self.wait_clock is not None:
+            return self.wait_clock.timed(self._take, key, wait)
+        return self._take(key, wait)
+
+    def _take(self, key: tuple, wait) -> tuple:
         queued = self._stash.get(key)
         if queued:
             entry = queued.popleft()
@@ -102,6 +112,11 @@ class Mailbox:
 
     def take_any(self, group: int, tag: int, wait) -> tuple:
         """Point-to-point receive from any sender: the earliest message with this tag."""
+        if self.wait_clock is not None:
+            return self.wait_clock.timed(self._take_any, group, tag, wait)
+        return self._take_any(group, tag, wait)
+
+    def _take_any(self, group: int, tag: int, wait) -> tuple:
         while True:
             candidates = [(q[0][0], k) for k, q in self._stash.items()
                           if k[0] == P2P and k[1] == group and k[2] == tag and q]

@@ -1,6 +1,6 @@
 """Shared memory for subgroups: an arena per group, its slots sized on first use.
 
-The world arena (``shm.HostArena``) gives every rank a 16 MiB slot up front. A job may create
+The world arena (a ``shm.ShmArena``) gives every rank a 16 MiB slot up front. A job may create
 dozens of subgroups (a 16-rank 2-D DeviceMesh, ``split_group``), so a subgroup's arena starts
 with the control block alone (4 KiB a member: tickets, published op, slot record) and grows
 its slot when an op needs more than it has (:meth:`GroupArena.grow`):
@@ -35,12 +35,12 @@ import struct
 
 import numpy as np
 
-from ringrt._comm.host_shm import agree_on_arena
+from ringrt._comm.rendezvous import agree_on_arena
 from ringrt._comm import shm_files
 from ringrt._comm.shm import (
     CONTROL_BYTES,
     SLOT_RECORD_AT,
-    HostArena,
+    ShmArena,
     map_private,
 )
 from ringrt._deadline import Deadline
@@ -63,7 +63,7 @@ def _slot_path() -> str:
     return shm_files.new_path("-s")
 
 
-class GroupArena(HostArena):
+class GroupArena(ShmArena):
     """A subgroup's arena: control blocks mapped at creation, slots grown on use."""
 
     growable = True

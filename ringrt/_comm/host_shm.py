@@ -1,21 +1,22 @@
 """Shared memory among the ranks of one host when the job spans several hosts.
 
-The world arena (``shm.HostArena`` over every rank, see ``rendezvous.share_memory``) exists
+The *world arena* (a ``shm.ShmArena`` over every rank, see ``rendezvous.share_memory``) exists
 only when the whole job runs on one host. A multi-host job gets, on each host with two or more
-ranks, an arena over that host's ranks alone: the same ``HostArena`` indexed by *local index*
+ranks, a *host arena* over that host's ranks alone: a ``ShmArena`` indexed by *local index*
 (the rank's position among its host's ranks, in rank order) instead of by rank. The two-level
 collectives (``ringrt._algorithms.hierarchical``) run their inside-the-host steps on it.
 
 Each host decides on its own (its ranks agree through the store): a host where /dev/shm is
 missing or full takes ipc sockets for its local steps, which no other host needs to know.
 Only the world group uses it (its op sequence numbers are the tickets); a subgroup gets
-arenas of its own, sized on use (``group_shm``), through :func:`agree_on_arena` as here.
+arenas of its own, sized on use (``group_shm``); both agree on it through
+``rendezvous.agree_on_arena``, as the world arena does through ``rendezvous.share_memory``.
 """
 
 from __future__ import annotations
 
-from ringrt._comm.rendezvous import _open_card, _seal_card
-from ringrt._comm.shm import HostArena
+from ringrt._comm.rendezvous import agree_on_arena
+from ringrt._comm.shm import ShmArena
 from ringrt._deadline import Deadline
 from ringrt._settings import Settings
 
@@ -26,42 +27,13 @@ def host_ranks(hosts: dict[int, str], rank: int) -> list[int]:
 
 
 def local_host_arena(hosts: dict[int, str], rank: int, store, namespace: str,
-                     deadline: Deadline, token: str, settings: Settings) -> HostArena | None:
+                     deadline: Deadline, token: str, settings: Settings) -> ShmArena | None:
     """This rank's arena over its host's ranks (indexed by local index), or None: one host
     only (the world arena covers it), a single rank on this host, shared memory off, or some
     rank of this host could not make or map its segment."""
     local = host_ranks(hosts, rank)
     if len(set(hosts.values())) < 2 or len(local) < 2:
         return None
-    arena = HostArena.create(local.index(rank), len(local), settings=settings)
+    arena = ShmArena.create(local.index(rank), len(local), settings=settings)
     return agree_on_arena(arena, local, rank, store, f"{namespace}/hostshm", deadline, token)
 
-
-def agree_on_arena(arena: HostArena | None, local: list[int], rank: int, store, prefix: str,
-                   deadline: Deadline, token: str) -> HostArena | None:
-    """Map the segments of the ranks ``local`` (global ranks; arena index = position) and
-    return ``arena``, or None on every one of them if any could not make or map its own
-    (``arena`` None here: shared memory off or no room). Cards go through ``store`` under
-    ``prefix``, signed with the job ``token``; every segment is unlinked once all mapped it.
-    """
-    key = f"{prefix}/card/{rank}"
-    store.set(key, _seal_card(token, key, {"card": arena.card if arena else None}))
-    cards = {}
-    for position, peer in enumerate(local):
-        peer_key = f"{prefix}/card/{peer}"
-        raw = store.get(peer_key, timeout=deadline.remaining())
-        cards[position] = _open_card(token, peer_key, raw, rank, peer)["card"]
-    usable = arena is not None and all(cards.values())
-    if usable:
-        try:
-            arena.attach(cards)
-        except OSError:
-            usable = False
-    store.set(f"{prefix}/ok/{rank}", b"1" if usable else b"0")
-    everyone = all(store.get(f"{prefix}/ok/{peer}", timeout=deadline.remaining()) == b"1"
-                   for peer in local)
-    if arena is not None:
-        arena.unlink()
-        if not everyone:
-            arena.close()
-    return arena if everyone else None

@@ -128,21 +128,53 @@ def open_gate(store, namespace: str, world_size: int, deadline: Deadline) -> Non
 
 
 def share_memory(arena, cards, store, namespace, rank, deadline):
-    """Map every peer's shared-memory segment if all ranks are on this host and all could
-    make one; every rank must agree, so the outcome goes through the store."""
-    hosts = {c["data"]["host"] for c in cards.values()}
-    usable = arena is not None and len(hosts) == 1 and all(c["shm"] for c in cards.values())
+    """The world arena: map every peer's shared-memory segment if all ranks are on this host
+    and all could make one (see :func:`_settle_arena`); the segments come in the address
+    cards."""
+    one_host = len({c["data"]["host"] for c in cards.values()}) == 1
+    segments = {r: c["shm"] for r, c in cards.items()}
+    return _settle_arena(arena, segments, store, f"{namespace}/shm", range(len(cards)), rank,
+                         deadline, reachable=one_host)
+
+
+def agree_on_arena(arena, local: list[int], rank: int, store, prefix: str,
+                   deadline: Deadline, token: str):
+    """Map the segments of the ranks ``local`` (global ranks; arena index = position) and
+    return ``arena``, or None on every one of them if any could not make or map its own
+    (``arena`` None here: shared memory off or no room). Cards go through ``store`` under
+    ``prefix``, signed with the job ``token`` (a host's arena, a subgroup's: see
+    ``host_shm``, ``group_shm``); then as :func:`_settle_arena`.
+    """
+    key = f"{prefix}/card/{rank}"
+    store.set(key, _seal_card(token, key, {"card": arena.card if arena else None}))
+    segments = {}
+    for position, peer in enumerate(local):
+        peer_key = f"{prefix}/card/{peer}"
+        raw = store.get(peer_key, timeout=deadline.remaining())
+        segments[position] = _open_card(token, peer_key, raw, rank, peer)["card"]
+    return _settle_arena(arena, segments, store, f"{prefix}/ok", local, rank, deadline)
+
+
+def _settle_arena(arena, segments: dict, store, prefix: str, voters, rank: int,
+                  deadline: Deadline, reachable: bool = True):
+    """Attach, vote, unlink: ``arena`` maps ``segments`` (arena index -> segment card; None:
+    that rank has none) unless they are not ``reachable`` (on other hosts); every one of
+    ``voters`` (global ranks) publishes under ``prefix`` whether it could, and the arena is
+    kept only if all could (every rank must agree, so the outcome goes through the store).
+    Its segment is unlinked either way: every peer mapped it (or will not), so nothing is
+    left in /dev/shm; an arena not kept is closed."""
+    usable = arena is not None and reachable and all(segments.values())
     if usable:
         try:
-            arena.attach({r: c["shm"] for r, c in cards.items()})
+            arena.attach(segments)
         except OSError:
             usable = False
-    store.set(f"{namespace}/shm/{rank}", b"1" if usable else b"0")
-    keys = [f"{namespace}/shm/{r}" for r in range(len(cards))]
+    store.set(f"{prefix}/{rank}", b"1" if usable else b"0")
+    keys = [f"{prefix}/{voter}" for voter in voters]
     store.wait(keys, timeout=deadline.remaining())
     everyone = all(store.get(k, timeout=deadline.remaining()) == b"1" for k in keys)
     if arena is not None:
-        arena.unlink()           # every peer mapped it (or will not): nothing left in /dev/shm
+        arena.unlink()
         if not everyone:
             arena.close()
     return arena if everyone else None

@@ -5,9 +5,9 @@ skip the sockets: each rank owns a segment in ``/dev/shm`` (or, where there is n
 ``shm_open`` name: ``shm_files.py``) that every peer maps. A segment
 holds a control block and one staging slot:
 
-- ``ticket`` (uint32, a futex word): how far this rank has got. Tickets are
-  ``seq * 1024 + step`` for step 1, 2, ... of op ``seq``, so they only grow (mod 2**32), and an
-  op that was abandoned midway cannot confuse the next one.
+- ``ticket`` (uint32, a futex word): how far this rank has got: step 1, 2, ... of op ``seq``
+  (the encoding: ``tickets.py``), so tickets only grow (mod 2**32), and an op that was
+  abandoned midway cannot confuse the next one.
 - ``release`` (uint32, a second futex word): the ticket of the last op whose reads this rank
   has finished. It is separate from ``ticket`` so that releasing never wakes peers that sleep
   waiting for our next phase (a spurious wake-up costs CPU, scarce with more ranks than cores).
@@ -47,6 +47,7 @@ import numpy as np
 
 from ringrt._comm import futex, shm_files, wakeups
 from ringrt._settings import Settings
+from ringrt._comm.tickets import MAX_STEPS, encode_ticket, in_op, next_op, reached
 
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
@@ -58,20 +59,16 @@ PUBLISHED_FIELDS = 8
 DEFAULT_SLOT_BYTES = Settings().shm_slot_bytes      # RINGRT_SHM_SLOT_BYTES unset
 SPIN_SECONDS = Settings().shm_spin_us * 1e-6   # spin before sleeping on the futex (default)
 # ... and, while every rank has a core of its own, up to this long when peers keep arriving
-# just after we went to sleep (see HostArena.spin_seconds)
+# just after we went to sleep (see ShmArena.spin_seconds)
 MAX_SPIN_SECONDS = Settings().shm_max_spin_us * 1e-6
 SLICE_SECONDS = 0.02            # sleep at most this long between failure checks
 _MAIN_THREAD = threading.main_thread().ident
 
 
-def ticket(seq: int, step: int) -> int:
-    """The ticket of step ``step`` (1..1023) of op ``seq``."""
-    return (seq * 1024 + step) & 0xFFFFFFFF
-
-
-def reached(value: int, target: int) -> bool:
-    """Whether ticket ``value`` is at or past ``target`` (modulo 2**32)."""
-    return ((value - target) & 0xFFFFFFFF) < 0x80000000
+def half_slot(slot_bytes: int) -> int:
+    """Half a slot of ``slot_bytes``, in whole cache lines: a small op's half (ops alternate
+    halves) or one of a large op's two regions (``_algorithms/shm.py``)."""
+    return slot_bytes // 2 // 64 * 64
 
 
 _PUBLISHED = struct.Struct(f"<{PUBLISHED_FIELDS}q")
@@ -113,17 +110,17 @@ class _Segment:
     """One rank's mapped segment: its ticket word, staged records, published op, doorbell,
     point-to-point area and slot.
 
-    The control words are accessed through ctypes views (``word.value``): they are read
+    The control words are accessed through ctypes views (``ticket.value``): they are read
     and written on every op, and ctypes is several times cheaper per access than NumPy.
     """
 
     def __init__(self, path: str, size: int, create: bool, p2p_bytes: int = 0):
         self.map = map_private(path, size, create)
-        self.word = ctypes.c_uint32.from_buffer(self.map, _TICKET_AT)
+        self.ticket = ctypes.c_uint32.from_buffer(self.map, _TICKET_AT)
         self.release = ctypes.c_uint32.from_buffer(self.map, _RELEASE_AT)
         self.release_address = ctypes.addressof(self.release)
         self.staged = (ctypes.c_int64 * 2).from_buffer(self.map, _STAGED_AT)   # by parity
-        self.ticket_address = ctypes.addressof(self.word)
+        self.ticket_address = ctypes.addressof(self.ticket)
         self.doorbell = ctypes.c_uint32.from_buffer(self.map, _DOORBELL_AT)
         self.doorbell_address = ctypes.addressof(self.doorbell)
         self.p2p_bytes = p2p_bytes
@@ -133,15 +130,18 @@ class _Segment:
             self.staged[0] = self.staged[1] = -1
 
     def close(self) -> None:
-        self.word = self.release = self.staged = self.slot = self.doorbell = None
+        self.ticket = self.release = self.staged = self.slot = self.doorbell = None
         try:
             self.map.close()
         except BufferError:      # a caller still holds a view; the mapping dies with it
             pass
 
 
-class HostArena:
-    """This rank's segment and its peers', once every peer has attached."""
+class ShmArena:
+    """This rank's segment and its peers', once every peer has attached: the shared memory
+    of some ranks on one host. The process group has up to two: the *world arena* (every
+    rank, when all run on one host) and, in a job across hosts, the *host arena* (this
+    host's ranks, ``host_shm``); a subgroup's are ``group_shm.GroupArena``."""
 
     growable = False            # the slot is sized up front (group_shm.GroupArena grows)
 
@@ -169,6 +169,7 @@ class HostArena:
         self.base_spin_seconds = settings.shm_spin_us * 1e-6    # RINGRT_SHM_SPIN_US
         self.max_spin_seconds = settings.shm_max_spin_us * 1e-6
         self.spin_seconds = self.base_spin_seconds
+        self.wait_clock = None                 # see time_waits_with
 
     @classmethod
     def create(cls, rank: int, world_size: int, p2p_bytes: int = 0,
@@ -263,13 +264,18 @@ class HostArena:
 
     def signal(self, value: int) -> None:
         """Set our ticket to ``value`` and wake whoever waits on it."""
-        self.own.word.value = value
+        self.own.ticket.value = value
         futex.wake(self.own.ticket_address)
 
     def signal_release(self, value: int) -> None:
         """Set our release word to ``value`` and wake whoever waits to reuse their slot."""
         self.own.release.value = value
         futex.wake(self.own.release_address)
+
+    def time_waits_with(self, clock) -> None:
+        """Add the time :meth:`wait` takes to ``clock`` (``ringrt._observe.waits.WaitClock``,
+        while tracing), or stop timing (None)."""
+        self.wait_clock = clock
 
     def wait(self, peers, target: int, check, release: bool = False) -> None:
         """Return once every peer's ticket reached ``target``; ``check()`` runs between
@@ -281,21 +287,27 @@ class HostArena:
         releases it; one that moved on has read it all). Only the release word is signalled
         for this, so a wait for a skipped op sleeps short slices (counted as ``overslept``).
         """
-        segments = self.segments
-        if release:
-            later_op = ticket((target >> 10) + 1, 0)
+        # timed inline, not through WaitClock.timed: no extra call on this hot path
+        started = None if self.wait_clock is None else time.perf_counter()
+        try:
+            segments = self.segments
+            if release:
+                later_op = next_op(target)
 
-            def done(segment):
-                return reached(segment.release.value, target) or \
-                    reached(segment.word.value, later_op)
-            word, address, slice_s = "release", "release_address", SLICE_SECONDS / 10
-        else:
-            def done(segment):
-                return reached(segment.word.value, target)
-            word, address, slice_s = "word", "ticket_address", SLICE_SECONDS
-        pending = [p for p in peers if not done(segments[p])]
-        if pending:
-            self._await(pending, done, word, address, slice_s, check)
+                def done(segment):
+                    return reached(segment.release.value, target) or \
+                        reached(segment.ticket.value, later_op)
+                word, address, slice_s = "release", "release_address", SLICE_SECONDS / 10
+            else:
+                def done(segment):
+                    return reached(segment.ticket.value, target)
+                word, address, slice_s = "ticket", "ticket_address", SLICE_SECONDS
+            pending = [p for p in peers if not done(segments[p])]
+            if pending:
+                self._await(pending, done, word, address, slice_s, check)
+        finally:
+            if started is not None:
+                self.wait_clock.total += time.perf_counter() - started
 
     def _await(self, pending: list, done, word: str, address: str, slice_s: float,
                check) -> None:
@@ -370,9 +382,7 @@ class ShmOp:
     - ``release()``: signal that we are done reading the peers' slots.
     """
 
-    MAX_STEPS = 1023
-
-    def __init__(self, arena: HostArena, rank: int, size: int, seq: int, published: tuple,
+    def __init__(self, arena: ShmArena, rank: int, size: int, seq: int, published: tuple,
                  check, kind: str = "other"):
         self.arena, self.rank, self.size, self.seq, self.check = arena, rank, size, seq, check
         arena.kind = kind                       # the op kind its waits count under
@@ -393,7 +403,7 @@ class ShmOp:
 
     def half(self) -> int:
         """Byte offset of the half slot a small op uses: ops alternate halves by seq."""
-        return (self.seq & 1) * (self.arena.slot_bytes // 2 // 64 * 64)
+        return (self.seq & 1) * half_slot(self.arena.slot_bytes)
 
     def acquire_half(self) -> None:
         """Before a small op writes its half: if the previous op was a small op whose phase
@@ -408,7 +418,7 @@ class ShmOp:
 
     def phase(self) -> None:
         self.step += 1
-        target = ticket(self.seq, self.step)
+        target = encode_ticket(self.seq, self.step)
         if self.step == 1:
             self.arena.own.staged[self.seq & 1] = self.seq
         self.arena.signal(target)
@@ -428,20 +438,20 @@ class ShmOp:
         names what went wrong (a mismatch, a lost peer or the deadline)."""
         segment = self.arena.segments[peer]
         parity, seq = self.seq & 1, self.seq
-        while (segment.word.value >> 10) != (seq & 0x3FFFFF) and segment.staged[parity] != seq:
+        while not in_op(segment.ticket.value, seq) and segment.staged[parity] != seq:
             self.check([peer])
             time.sleep(0.001)
 
     def release(self) -> None:
         self.step += 1
-        self.arena.released = ticket(self.seq, self.step)
+        self.arena.released = encode_ticket(self.seq, self.step)
         self.arena.signal_release(self.arena.released)
         self.done = True
 
     def release_if_unfinished(self) -> None:
         """After an op that failed midway: we no longer touch any slot, so say so, or a
         peer that finished the op would wait in its next ``acquire`` for us forever."""
-        if not self.done and self.step < self.MAX_STEPS:
+        if not self.done and self.step < MAX_STEPS:
             self.release()
 
     def slot(self, rank: int, dtype, count: int, offset: int = 0, byte_offset: int = 0

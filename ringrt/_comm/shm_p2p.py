@@ -54,7 +54,7 @@ from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedErro
 # for the collectives' tickets (shm.py), is the knee of a small ring exchange through torch:
 # longer spins gained nothing at world 2 and lost at world 4 on 2 cores, where spinning takes
 # the core the sender needs (make bench-torch; figures in docs/performance-notes.md).
-SPIN_SECONDS = Settings().p2p_spin_us * 1e-6       # RINGRT_P2P_SPIN_US unset
+DOORBELL_SPIN_SECONDS = Settings().p2p_spin_us * 1e-6       # RINGRT_P2P_SPIN_US unset
 # ... plus the time the sender needs to copy a message of the receiving array's size (at
 # SPIN_BYTES_PER_SECOND, at most SPIN_EXTRA_SECONDS more) when every rank has a core of its
 # own: else a large exchange at world 2 could fall into a mode where each rank slept through
@@ -97,7 +97,7 @@ class ShmPointToPoint:
     """This rank's channels to and from every other rank of the host, and its receives.
 
     Args:
-        arena: the world's :class:`~ringrt._comm.shm.HostArena`, every rank's segment laid
+        arena: the world arena (:class:`~ringrt._comm.shm.ShmArena`), every rank's segment laid
             out with a point-to-point area (``channel.area_bytes``).
         lost: the sentinel's ``lost`` dict (peer -> why), read when closing.
         counters: this rank's :class:`~ringrt._comm.counters.OpCounters`.
@@ -322,7 +322,7 @@ class ShmPointToPoint:
     def wait_for(self, receive: Receive, limit: float | None) -> None:
         """Drive until ``receive`` completes (or ``limit`` seconds pass, leaving it posted).
 
-        Between drives it waits for the doorbell to change: spinning for ``SPIN_SECONDS``
+        Between drives it waits for the doorbell to change: spinning for ``DOORBELL_SPIN_SECONDS``
         (longer for a large array while every rank has a core; yielding the core when ranks
         outnumber cores), then sleeping on the futex in slices; after each drive that leaves
         it incomplete, the receive's check runs.

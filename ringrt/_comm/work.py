@@ -42,7 +42,7 @@ class Work:
         self._progress = progress
 
     @classmethod
-    def done(cls, description: str, result=None) -> Work:
+    def finished(cls, description: str, result=None) -> Work:
         """A Work whose op already finished with ``result`` (built without the event and
         callback list a pending one needs: ``isend`` returns one per call)."""
         work = cls.__new__(cls)
@@ -123,7 +123,7 @@ class Work:
 
 
 _CALLBACKS_LOCK = threading.Lock()      # guards Work._callbacks (held for a list append only)
-_FINISHED = threading.Event()           # the event of every Work.done (set, never cleared)
+_FINISHED = threading.Event()           # the event of every Work.finished (set, never cleared)
 _FINISHED.set()
 
 

@@ -29,8 +29,15 @@ from ringrt._observe.recorder import (
 from ringrt._observe.site import call_site, short
 from ringrt._observe.waits import peer_wait
 from ringrt._settings import Settings
+from ringrt._observe.waits import WaitClock, peer_wait
 
 P2P_SEND, P2P_RECV = "send", "recv"
+# Where call_site starts looking for the user's line, counted from call_site's own frame:
+# the frames below are always ringrt's (checked by call_site: a wrong depth costs time only).
+# call_site, entered, ProcessGroup.run and run's caller (a public collective):
+OP_SITE_DEPTH = 4
+# call_site, p2p, p2p.py's _recorded or _posted, and the public send / recv / irecv:
+P2P_SITE_DEPTH = 4
 _NO_ALGORITHM = ""
 
 
@@ -61,10 +68,8 @@ class Observer:
     # -- per op -----------------------------------------------------------------------------
 
     def entered(self, group: int, seq: int, spec, algorithm: str) -> list:
-        # Above call_site, this method, ProcessGroup.run and run's caller (always a ringrt
-        # function): each frame the walk looks at is materialized as a Python object, per op.
         return self.recorder.enter(group, seq, spec.name, spec.dtype_code, spec.count,
-                                   algorithm, call_site(4))
+                                   algorithm, call_site(OP_SITE_DEPTH))
 
     def started(self, record: list) -> None:
         record[STATE] = RUNNING
@@ -85,21 +90,17 @@ class Observer:
         name = f"send to {peer}" if kind == P2P_SEND else \
             f"recv from {'any' if peer is None else peer}"
         record = self.recorder.enter(group, tag, name, dtype_code, count, _NO_ALGORITHM,
-                                     call_site(4))   # above p2p.py's wrapper and send/recv
+                                     call_site(P2P_SITE_DEPTH))
         self.started(record)
         return record
 
     # -- tracing helpers --------------------------------------------------------------------
 
-    def time_waits(self, owner, *names: str) -> None:
-        """While tracing: add the time ``owner``'s methods ``names`` take to the peers' wait
-        (instance attributes shadowing the methods: nothing changes when tracing is off)."""
-        if self.tracer is None:
-            return
-        for name in names:
-            method = getattr(owner, name, None)
-            if method is not None:             # a renamed method: that wait goes untimed
-                setattr(owner, name, _timed(method))
+    @property
+    def wait_clock(self) -> WaitClock | None:
+        """While tracing, the clock that the objects blocking on peers (mailbox, arena) add
+        their waits to (``waits.peer_wait``); None when not tracing: nothing to time."""
+        return None if self.tracer is None else peer_wait
 
     def flush_timeline(self) -> None:
         if self.tracer is not None:
@@ -140,17 +141,6 @@ def _breaks_group(error: BaseException) -> bool:
     from ringrt.errors import CollectiveMismatchError, PeerLostError, TimeoutError
 
     return isinstance(error, (CollectiveMismatchError, PeerLostError, TimeoutError))
-
-
-def _timed(method):
-    @functools.wraps(method)
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return method(*args, **kwargs)
-        finally:
-            peer_wait.total += time.perf_counter() - start
-    return timed
 
 
 

@@ -28,8 +28,22 @@ def skip_frames_under(directory: str) -> None:
 
 
 def call_site(depth: int = 2) -> tuple[str, int, str]:
-    """(filename, line, function) of the innermost caller outside ringrt, starting ``depth``
-    frames above this function's caller."""
+    """(filename, line, function) of the innermost caller outside ringrt.
+
+    The walk starts ``depth`` frames up (0: this function's own frame): the caller knows
+    that the frames below are ringrt's, so they need not become objects one by one (see the
+    module docstring). That is checked on the frame just below: if it is not ringrt's (a
+    call chain got shorter than its caller's depth says), the walk starts at this function's
+    caller instead. A depth that is wrong costs time, never a wrong line.
+    """
+    if depth > 1:
+        try:
+            below = sys._getframe(depth - 1)
+        except ValueError:
+            below = None
+        if below is None or not below.f_code.co_filename.startswith(_skipped):
+            return site_of(sys._getframe(1))
+        return site_of(below.f_back)
     try:
         frame = sys._getframe(depth)
     except ValueError:

@@ -5,6 +5,7 @@ Public through :mod:`ringrt.data`; its docstring has the mid-epoch resume recipe
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -55,6 +56,50 @@ def _check_int(owner: str, name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or number < low:
         raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
     return number
+
+
+@dataclasses.dataclass(slots=True)
+class _Position:
+    """Where this rank is in the current epoch: counts of its indices in the current layout,
+    except ``offset``.
+
+    One object for the sampler's life, changed in place (not frozen): an iterator advances it
+    once per index, and an iterator started before a reset keeps advancing the same object,
+    as it did the sampler's fields.
+    """
+
+    offset: int = 0     # epoch samples consumed before this layout began (elastic resume)
+    resume_at: int = 0  # indices to skip at the next iteration (set by a resume)
+    start: int = 0      # where the current iteration started in the epoch
+    yielded: int = 0    # reached by our own iterator (may run ahead of a consumer)
+    reported: int | None = None  # as reported by a consumer (record_consumed)
+
+    def reset(self, offset: int = 0, consumed: int = 0) -> None:
+        """Back to the start of the layout beginning at ``offset``, or, with ``consumed``,
+        resuming after that many of its indices."""
+        self.offset = offset
+        self.resume_at = self.start = self.yielded = consumed
+        self.reported = None
+
+    def begin_iteration(self) -> int:
+        """A new iteration starts: the index of the layout it starts at."""
+        start, self.resume_at = self.resume_at, 0
+        self.start = self.yielded = start
+        self.reported = None
+        return start
+
+    def advance(self) -> None:
+        """Our iterator handed out one more index."""
+        self.yielded += 1
+
+    def report(self, count: int) -> None:
+        """A consumer took ``count`` more indices (from then on, reports alone count)."""
+        self.reported = (self.start if self.reported is None else self.reported) + count
+
+    @property
+    def consumed(self) -> int:
+        """Indices of the layout consumed: reported, else handed out by our iterator."""
+        return self.yielded if self.reported is None else self.reported
 
 
 class DistributedSampler:
@@ -121,11 +166,7 @@ class DistributedSampler:
         self.epoch = 0
         self.num_samples = _num_samples(self.dataset_length, self.num_replicas, self.drop_last)
         self.total_size = self.num_samples * self.num_replicas
-        self._resume_at = 0  # indices to skip at the next __iter__ (set by load_state_dict)
-        self._offset = 0  # epoch samples consumed before this layout began (elastic resume)
-        self._start = 0  # where the current iteration started in the epoch
-        self._yielded = 0  # position reached by our own iterator (may run ahead of a consumer)
-        self._consumed: int | None = None  # as reported by a consumer (record_consumed)
+        self._position = _Position()
 
     def __len__(self) -> int:
         """Indices per epoch on this rank (the full epoch, also when resuming mid-epoch; after
@@ -134,9 +175,10 @@ class DistributedSampler:
 
     def _layout_samples(self) -> int:
         """This rank's indices in the current layout (the whole epoch unless re-sharded)."""
-        if not self._offset:
+        offset = self._position.offset
+        if not offset:
             return self.num_samples
-        return _num_samples(self.dataset_length - self._offset, self.num_replicas,
+        return _num_samples(self.dataset_length - offset, self.num_replicas,
                             self.drop_last)
 
     def __iter__(self) -> Iterator[int]:
@@ -144,15 +186,14 @@ class DistributedSampler:
 
         After :meth:`load_state_dict` the first iteration starts where the saved one stopped.
         """
-        start, self._resume_at = self._resume_at, 0
-        self._start = self._yielded = start
-        self._consumed = None
+        start = self._position.begin_iteration()
         return self._count_yielded(self.indices()[start:].tolist())
 
     def _count_yielded(self, indices: list[int]) -> Iterator[int]:
         """Yield ``indices``, advancing our own position as each one is handed out."""
+        position = self._position
         for index in indices:
-            self._yielded += 1
+            position.advance()
             yield index
 
     def indices(self) -> np.ndarray:
@@ -162,7 +203,7 @@ class DistributedSampler:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n)
         else:
             order = np.arange(n)
-        order = order[self._offset:]                 # after an elastic resume: the rest
+        order = order[self._position.offset:]        # after an elastic resume: the rest
         total = self._layout_samples() * self.num_replicas
         # np.resize repeats cyclically: exactly torch's `indices += indices[:padding]` (and its
         # whole-list repetition when padding > n), or a truncation when drop_last.
@@ -179,8 +220,7 @@ class DistributedSampler:
         """
         epoch = _check_int("DistributedSampler.set_epoch", "epoch", epoch, 0)
         if epoch != self.epoch:
-            self._resume_at = self._start = self._yielded = self._offset = 0
-            self._consumed = None
+            self._position.reset()
         self.epoch = epoch
 
     def record_consumed(self, count: int) -> None:
@@ -193,8 +233,7 @@ class DistributedSampler:
         Args:
             count: number of indices just consumed (>= 0).
         """
-        base = self._start if self._consumed is None else self._consumed
-        self._consumed = base + _check_int("record_consumed", "count", count, 0)
+        self._position.report(_check_int("record_consumed", "count", count, 0))
 
     def state_dict(self) -> dict[str, Any]:
         """Return the sampler's position: epoch, seed and samples of this epoch consumed.
@@ -207,14 +246,14 @@ class DistributedSampler:
             every rank together consumed (what a resume at another world size starts after),
             ``offset`` where the current layout began (0 unless resumed elastically).
         """
-        consumed = self._yielded if self._consumed is None else self._consumed
+        consumed, offset = self._position.consumed, self._position.offset
         return {
             "epoch": self.epoch,
             "seed": self.seed,
             "consumed": consumed,
-            "global_consumed": _epoch_position(self.dataset_length, self._offset, consumed,
+            "global_consumed": _epoch_position(self.dataset_length, offset, consumed,
                                                self.num_replicas),
-            "offset": self._offset,
+            "offset": offset,
             "num_replicas": self.num_replicas,
             "dataset_length": self.dataset_length,
             "shuffle": self.shuffle,
@@ -247,7 +286,7 @@ class DistributedSampler:
         resharded = consumed and state.get("num_replicas", self.num_replicas) != self.num_replicas
         if resharded:
             offset, consumed = self._global_consumed(owner, state, offset, consumed), 0
-        self._offset = offset
+        self._position.offset = offset
         if consumed > self._layout_samples():
             raise ValueError(
                 f"{owner}: consumed={consumed} exceeds the {self._layout_samples()} samples per "
@@ -255,8 +294,7 @@ class DistributedSampler:
             )
         self.epoch = _check_int(owner, "epoch", state["epoch"], 0)
         self.seed = _check_int(owner, "seed", state["seed"], 0)
-        self._resume_at = self._start = self._yielded = consumed
-        self._consumed = None
+        self._position.reset(offset, consumed)
 
     def _global_consumed(self, owner: str, state: Mapping[str, Any], offset: int,
                          consumed: int) -> int:

@@ -47,8 +47,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ringrt._algorithms.layout import Layout
+from ringrt.localsgd import COMPRESSIONS  # the same choices as ringrt's DiLoCo
 
-COMPRESSIONS = (None, "bf16", "int8")
 INT8_BLOCK = 1024          # values per int8 scale: one outlier coarsens only its own block
 
 

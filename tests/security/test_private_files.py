@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from ringrt._comm import shm, shm_files
-from ringrt._comm.shm import CONTROL_BYTES, HostArena, _Segment
+from ringrt._comm.shm import CONTROL_BYTES, ShmArena, _Segment
 from ringrt._comm.stale import remove_stale
 from ringrt._comm.transport import make_ipc_dir
 
@@ -38,7 +38,7 @@ def test_ipc_directory_is_private_and_named_after_its_pid(tmp_path, monkeypatch)
 
 
 def test_shared_memory_segment_is_private(monkeypatch):
-    arena = HostArena(0, 2)
+    arena = ShmArena(0, 2)
     try:
         info = os.stat(arena.path)
         assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
@@ -94,7 +94,7 @@ def test_a_new_arena_sweeps_dead_ranks_segments(monkeypatch, tmp_path):
     monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
     stale = tmp_path / f"ringrt-{dead_pid()}-89ab-0"
     stale.write_bytes(b"x")
-    monkeypatch.setattr(HostArena, "__init__",
+    monkeypatch.setattr(ShmArena, "__init__",
                         lambda self, rank, world, p2p_bytes=0, settings=None: None)
-    HostArena.create(0, 2)
+    ShmArena.create(0, 2)
     assert not stale.exists()

@@ -14,7 +14,8 @@ import pytest
 import zmq
 
 from ringrt._comm import futex, shm, shm_files, transport
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
+from ringrt._comm.tickets import encode_ticket
 from ringrt.errors import DistError
 
 LINUX_SHM = os.path.isdir("/dev/shm")
@@ -32,7 +33,7 @@ def no_futex(monkeypatch):
 
 
 def pair():
-    arenas = [HostArena(r, 2) for r in range(2)]
+    arenas = [ShmArena(r, 2) for r in range(2)]
     for arena in arenas:
         arena.attach({a.rank: a.card for a in arenas})
     return arenas
@@ -95,11 +96,11 @@ def test_arena_waits_work_without_futexes(no_futex, monkeypatch, use_shm_open):
         monkeypatch.setenv("RINGRT_SHM_OPEN", "1")
     waiter, peer = pair()
     try:
-        target = shm.ticket(1, 1)
+        target = encode_ticket(1, 1)
         thread = later(0.02, lambda: peer.signal(target))
         waiter.wait([1], target, check=lambda pending: None)
         thread.join()
-        assert waiter.segments[1].word.value == target
+        assert waiter.segments[1].ticket.value == target
         assert waiter.tally.snapshot()["sleeps"] >= 1          # it did wait, by polling
     finally:
         waiter.close()

@@ -16,7 +16,7 @@ import pytest
 
 from ringrt._comm import channel, shm, shm_files
 from ringrt._comm.counters import OpCounters
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
 from ringrt.errors import (
     CollectiveMismatchError,
@@ -31,7 +31,7 @@ class Host:
     """``world`` ranks' arenas and engines; ``lost[r]`` is rank r's sentinel verdicts."""
 
     def __init__(self, world: int):
-        self.arenas = [HostArena(r, world, p2p_bytes=channel.area_bytes(world))
+        self.arenas = [ShmArena(r, world, p2p_bytes=channel.area_bytes(world))
                        for r in range(world)]
         for arena in self.arenas:
             arena.attach({a.rank: a.card for a in self.arenas})

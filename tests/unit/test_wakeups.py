@@ -15,7 +15,8 @@ import time
 import pytest
 
 from ringrt._comm import futex, shm, shm_files, wakeups
-from ringrt._comm.shm import HostArena
+from ringrt._comm.shm import ShmArena
+from ringrt._comm.tickets import encode_ticket
 
 pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes")
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(not futex.AVAILABLE, reason="needs Linux futexes
 def pair(tmp_path, monkeypatch):
     """Rank 0's and rank 1's arenas, attached to each other."""
     monkeypatch.setattr(shm_files, "SHM_DIR", str(tmp_path))
-    arenas = [HostArena(r, 2) for r in range(2)]
+    arenas = [ShmArena(r, 2) for r in range(2)]
     for arena in arenas:
         arena.attach({a.rank: a.card for a in arenas})
     yield arenas
@@ -67,7 +68,7 @@ def once_asleep(address: int, action, after: threading.Event | None = None
     return thread
 
 
-def once_waiting(arena: HostArena, action) -> threading.Thread:
+def once_waiting(arena: ShmArena, action) -> threading.Thread:
     """Run ``action`` on a helper thread once ``arena`` has begun a wait (counted it), so the
     wait is never already satisfied when it starts."""
     began = threading.Event()
@@ -82,15 +83,15 @@ def no_check(pending):
     pass
 
 
-def counts(arena: HostArena, kind: str = "all_reduce") -> dict:
+def counts(arena: ShmArena, kind: str = "all_reduce") -> dict:
     return arena.tally.snapshot()["by_op"][kind]
 
 
-def wait_for_signal(waiter: HostArena, peer: HostArena, kind: str) -> float:
+def wait_for_signal(waiter: ShmArena, peer: ShmArena, kind: str) -> float:
     """``waiter`` waits, as op kind ``kind``, for ``peer`` to signal once the waiter sleeps
     on the futex; returns how long the wait took (s)."""
     waiter.kind = kind
-    target = shm.ticket(1, 1)
+    target = encode_ticket(1, 1)
     thread = once_asleep(waiter.segments[1].ticket_address, lambda: peer.signal(target))
     start = time.perf_counter()
     waiter.wait([1], target, no_check)
@@ -137,7 +138,7 @@ def test_a_change_seen_only_after_the_slice_ran_late_is_not_counted_as_missed(pa
 def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):
     waiter, peer = pair
     waiter.kind = "barrier"
-    target = shm.ticket(1, 1)
+    target = encode_ticket(1, 1)
     checks = []
     timed_out = threading.Event()                    # the peer comes after the first slice
     thread = once_asleep(waiter.segments[1].ticket_address, lambda: peer.signal(target),
@@ -166,9 +167,9 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
     ticket) without releasing ends the wait only at the slice's end: ``overslept``."""
     waiter, peer = pair
     waiter.kind = "all_reduce"
-    target = shm.ticket(1, 3)
+    target = encode_ticket(1, 3)
     thread = once_asleep(waiter.segments[1].release_address,
-                         lambda: peer.signal(shm.ticket(2, 1)))
+                         lambda: peer.signal(encode_ticket(2, 1)))
     waiter.wait([1], target, no_check, release=True)
     thread.join()
     got = counts(waiter)
@@ -178,12 +179,12 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
 def test_spins_count_waits_that_never_slept(pair):
     waiter, peer = pair
     waiter.kind = "all_reduce"
-    target = shm.ticket(1, 1)
+    target = encode_ticket(1, 1)
     peer.signal(target)
     waiter.wait([1], target, no_check)               # already there: not a wait
-    thread = once_waiting(waiter, lambda: peer.signal(shm.ticket(1, 2)))
+    thread = once_waiting(waiter, lambda: peer.signal(encode_ticket(1, 2)))
     waiter.spin_seconds = 600.0                       # spins until the signal, however late
-    waiter.wait([1], shm.ticket(1, 2), no_check)
+    waiter.wait([1], encode_ticket(1, 2), no_check)
     thread.join()
     got = counts(waiter)
     assert got["waits"] == 1 and got["spins"] == 1 and got["sleeps"] == 0
@@ -205,7 +206,7 @@ def test_the_spin_never_grows_with_more_ranks_than_cores(pair):
     waiter.oversubscribed = True
     base = waiter.spin_seconds
     thread = once_asleep(waiter.segments[1].ticket_address,
-                         lambda: peer.signal(shm.ticket(1, 1)))
-    waiter.wait([1], shm.ticket(1, 1), no_check)
+                         lambda: peer.signal(encode_ticket(1, 1)))
+    waiter.wait([1], encode_ticket(1, 1), no_check)
     thread.join()
     assert waiter.spin_seconds == base
