@@ -50,6 +50,15 @@ class Work:
         work._result, work._callbacks, work._executor, work._progress = result, None, None, None
         return work
 
+    @classmethod
+    def done(cls, description: str, result=None) -> Work:
+        """Deprecated name of :meth:`finished` (a factory, not a predicate: ask
+        :meth:`is_completed`). Kept because ``ringrt.Work`` is public."""
+        import warnings
+        warnings.warn("ringrt.Work.done() is deprecated: use Work.finished()",
+                      DeprecationWarning, stacklevel=2)
+        return cls.finished(description, result)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the op finished; re-raise its error, if any.
 
