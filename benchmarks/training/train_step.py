@@ -8,7 +8,7 @@ collectives take shared memory; a subgroup's go over sockets (see the README), s
 shared memory at every world run one job per world (``--worlds 1,N`` with ``-n N``)::
 
     ringrun -n 4 -m benchmarks.training.train_step
-    ringrun -n 4 -m benchmarks.training.train_step --json benchmarks/results/train_step.json
+    ringrun -n 4 -m benchmarks.training.train_step --json benchmarks/results/train_step-w4.json
     ringrun -n 2 -m benchmarks.training.train_step --sizes 64,128,64,10 --steps 100  # the demo model
     ringrun -n 4 -m benchmarks.training.train_step --no-torch                        # ringrt only
     ringrun -n 4 -m benchmarks.training.train_step --worlds 1,4  # world 4 on shm
