@@ -31,6 +31,7 @@ Layout (data flows down; each layer only imports the ones above it, which
 """
 
 from ringrt import errors
+from ringrt._comm.auth import LinkSecurity
 from ringrt._comm.work import Work
 from ringrt._process_group import NonMember, ProcessGroup
 from ringrt._reduce_ops import ReduceOp
@@ -71,7 +72,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "init_process_group", "is_initialized", "get_rank", "get_world_size", "new_group",
-    "destroy_process_group", "get_store", "stats", "ProcessGroup", "NonMember", "Store", "Work",
+    "destroy_process_group", "get_store", "stats", "ProcessGroup", "NonMember", "LinkSecurity",
+    "Store", "Work",
     "ReduceOp", "errors",
     "all_reduce", "broadcast", "reduce", "all_gather", "all_gather_into_tensor",
     "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter", "all_to_all",

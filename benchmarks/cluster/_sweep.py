@@ -97,15 +97,16 @@ def force(op: str, algorithm: str) -> None:
         os.environ["RINGRT_ALGO"] = f"{op}={algorithm}"
 
 
-def chosen(op: str, nbytes: int) -> str:
-    """The algorithm ringrt runs for ``op`` on ``nbytes`` here (private API: "?" if it moved)."""
-    try:
-        from ringrt.collectives import _algorithm
-        from ringrt.distributed import resolve
-
-        return _algorithm(resolve(None), op, nbytes)
-    except Exception:  # noqa: BLE001 - only a label in the report
-        return "?"
+def chosen(case: Case) -> str:
+    """The algorithm ringrt runs for ``case`` here: one more call (every rank, after the timed
+    ones), and the entry of ``ringrt.stats()["algorithms"]`` that call counted ("?" if none)."""
+    before = dist.stats()["algorithms"]
+    case.reset()
+    case.run()
+    after = dist.stats()["algorithms"]
+    ran = [key.split("/", 1)[1] for key, times in after.items()
+           if key.startswith(case.op + "/") and times > before.get(key, 0)]
+    return ran[0] if len(ran) == 1 else "?"
 
 
 def cpu_seconds() -> float:
@@ -193,8 +194,7 @@ def main(ops, min_bytes, max_bytes, factor, samples, budget, interleave, out_pat
             continue
         done.add((position, case.nbytes))
         result = measure(case, samples, budget)
-        results.append({"algorithm": algorithm, "chosen": chosen(op, result["nbytes"]),
-                        **result})
+        results.append({"algorithm": algorithm, "chosen": chosen(case), **result})
         if rank == 0:
             print(f"{op:>15} {results[-1]['chosen']:>18} {result['nbytes']:>10} B "
                   f"{result['median_s'] * 1e3:10.3f} ms  wrong {result['wrong']}", flush=True)

@@ -48,7 +48,8 @@ import click
 
 from benchmarks.common import _machine, _paths
 from benchmarks.common._table import human, parse_size
-from ringrt._algorithms import cost_model as cm
+from ringrt import tuning
+from ringrt.tuning import cost_model as cm
 
 REPO = _paths.REPO
 NETLAB = Path(os.environ.get("NETLAB") or REPO.parent / "shared" / "tools" / "netlab")
@@ -285,14 +286,13 @@ def host_sizes(record: dict) -> tuple[int, ...]:
 
 
 def predicted_ms(record: dict, result: dict) -> float | None:
-    """The cost model's time for one result (gige parameters of ``choice``), or None."""
-    from ringrt._algorithms import choice
-
+    """The cost model's time for one result (the network parameters of ringrt's choice), or
+    None."""
     sizes = host_sizes(record)
     usable = (record.get("machine") or {}).get("cpus_usable")     # every lab host: the VM's
     cores = (usable,) * len(sizes) if usable else None
     algorithm = result.get("chosen") if result["algorithm"] == "default" else result["algorithm"]
-    net = (choice.NETWORK_ALPHA, choice.NETWORK_BETA, 0.0, choice.NETWORK_OVERHEAD)
+    net = tuning.NETWORK
     op, nbytes = result["op"], result["nbytes"]
     try:
         if algorithm == "hierarchical":
@@ -308,12 +308,10 @@ def _variant(record: dict, op: str, nbytes: int, sizes: tuple[int, ...]) -> str 
     """The two-level all_reduce variant the run used (its RINGRT_TWO_LEVEL, if any)."""
     if op != "all_reduce":
         return None
-    from ringrt._algorithms import choice
-
     saved = os.environ.get("RINGRT_TWO_LEVEL")
     os.environ["RINGRT_TWO_LEVEL"] = record.get("env", {}).get("RINGRT_TWO_LEVEL", "")
     try:
-        return choice.all_reduce_variant(nbytes, sizes)
+        return tuning.all_reduce_variant(nbytes, sizes)
     finally:
         if saved is None:
             os.environ.pop("RINGRT_TWO_LEVEL")
@@ -348,8 +346,6 @@ LATENCY_OPS = ("all_reduce", "all_gather", "reduce_scatter", "barrier")
 
 def latency_table(record: dict, link: dict) -> list[str]:
     """The smallest size of every (op, algorithm) against steps x one-way latency."""
-    from ringrt._algorithms import choice
-
     world, one_way = record["world"], link["rtt_ms"] / 2
     lines = [f"one-way latency = RTT/2 = {one_way:.3f} ms (zmq REQ/REP p50, 64 B)", "",
              ("| op | algorithm | size | steps | steps x RTT/2 ms | steps x RTT ms | "
@@ -365,7 +361,7 @@ def latency_table(record: dict, link: dict) -> list[str]:
     for (op, algorithm), r in smallest.items():
         try:
             if algorithm == "hierarchical":              # its cross-host steps only
-                cross = choice.cross_algorithm(op, r["nbytes"], hosts, max(host_sizes(record)))
+                cross = tuning.cross_algorithm(op, r["nbytes"], hosts, max(host_sizes(record)))
                 steps = cm.steps(op, cross, hosts)
             else:
                 steps = cm.steps(op, algorithm, world)

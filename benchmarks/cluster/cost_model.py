@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks.common import _machine, _paths
 from benchmarks.common._table import human
-from ringrt._algorithms import cost_model as cm
+from ringrt.tuning import cost_model as cm
 
 REPO, RESULTS = _paths.REPO, _paths.RESULTS
 LINKS = {"1 Gbit/s": 1e9, "10 Gbit/s": 10e9, "100 Gbit/s": 100e9}

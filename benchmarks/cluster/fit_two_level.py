@@ -4,13 +4,13 @@
 
 Reads ``benchmarks/results/cluster-hier-3x*.json`` (or the files given; runs that force a
 two-level variant are skipped). Fits, on a grid and with the network parameters of
-``choice`` fixed, ``LOCAL_ALPHA`` (a shared-memory phase) and ``LOCAL_STEP_ALPHA`` (a flat
-step between ranks of one host) on the flat recursive-doubling and two-level all_reduces up
-to 4 KiB, then ``EMPTY_STEP`` on the barriers (least rms relative error). Then, for every
-op and size measured both in two levels and with the flat algorithm ``choice`` would run,
-prints measured and predicted ms, the ratio two-level / flat measured and predicted, what
-``choice`` picks with the committed constants, and whether that pick was slower than flat
-(``SLOWER``: > 3 % slower) or left a measured gain > 3 % (``missed``).
+ringrt's choice (``ringrt.tuning.NETWORK``) fixed, ``LOCAL_ALPHA`` (a shared-memory phase) and
+``LOCAL_STEP_ALPHA`` (a flat step between ranks of one host) on the flat recursive-doubling
+and two-level all_reduces up to 4 KiB, then ``EMPTY_STEP`` on the barriers (least rms relative
+error). Then, for every op and size measured both in two levels and with the flat algorithm
+ringrt would run, prints measured and predicted ms, the ratio two-level / flat measured and
+predicted, what ringrt picks with the committed constants, and whether that pick was slower
+than flat (``SLOWER``: > 3 % slower) or left a measured gain > 3 % (``missed``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import sys
 
 import numpy as np
 
-from ringrt._algorithms import choice, cost_model as cm
+from ringrt import tuning
+from ringrt.tuning import cost_model as cm
 
-NET = (choice.NETWORK_ALPHA, choice.NETWORK_BETA, 0.0, choice.NETWORK_OVERHEAD)
+NET = tuning.NETWORK
 FIT_UP_TO = 4096
 
 
@@ -89,7 +90,7 @@ def fit(found) -> None:
         cm.LOCAL_ALPHA, cm.LOCAL_STEP_ALPHA, cm.EMPTY_STEP = saved
     print(f"committed: LOCAL_ALPHA {cm.LOCAL_ALPHA * 1e3:.2f} ms, LOCAL_STEP_ALPHA "
           f"{cm.LOCAL_STEP_ALPHA * 1e3:.2f} ms, EMPTY_STEP {cm.EMPTY_STEP:.2f}, "
-          f"TWO_LEVEL_MARGIN {choice.TWO_LEVEL_MARGIN:.0%}; rms error all_reduce "
+          f"TWO_LEVEL_MARGIN {tuning.TWO_LEVEL_MARGIN:.0%}; rms error all_reduce "
           f"{_rms(found, ('all_reduce',)):.1%}, barrier {_rms(found, ('barrier',)):.1%}")
 
 
@@ -97,13 +98,13 @@ def picks(found) -> None:
     print("layout op          bytes      flat (algorithm)         ms (pred)     two ms (pred)"
           "       ratio meas / pred   pick")
     for (sizes, op, nbytes), case in sorted(found.items()):
-        flat = choice._flat_across_hosts(op, nbytes, sum(sizes))
+        flat = tuning.flat_across_hosts(op, nbytes, sum(sizes))
         if "hierarchical" not in case or flat not in case:
             continue
         f, t = np.median(case[flat]), np.median(case["hierarchical"])
         pf, pt = flat_ms(sizes, op, nbytes, case["cores"], flat), two_ms(sizes, op, nbytes,
                                                                           case["cores"])
-        two = choice.two_level(op, nbytes, sizes, case["cores"])
+        two = tuning.two_level(op, nbytes, sizes, case["cores"])
         verdict = "SLOWER" if two and t > 1.03 * f else "missed" if not two and t < 0.97 * f \
             else ""
         print(f"{len(sizes)}x{max(sizes)}    {op:10} {nbytes:9}  {flat:19} {f:8.2f} ({pf:8.2f})"

@@ -15,7 +15,7 @@ import math
 import re
 import statistics
 
-from ringrt._algorithms import cost_model
+from ringrt.tuning import cost_model
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast")
 REDUCING = ("all_reduce", "reduce_scatter")

@@ -7,7 +7,7 @@ alike::
     ringrun -n 2 -m benchmarks.overhead.security_cost                    # one host, loopback tcp
     python -m benchmarks.cluster.collectives --security-cost                # 3 netlab hosts, gige
 
-Mechanisms (``ringrt/_comm/auth.py``): ``none`` (RINGRT_INSECURE_TCP: the unauthenticated
+Mechanisms (``ringrt.LinkSecurity``): ``none`` (RINGRT_INSECURE_TCP: the unauthenticated
 path before issue 10), ``plain`` (token-checked ZeroMQ PLAIN: the default on loopback),
 ``curve`` (CurveZMQ, authenticated and encrypted: the default across hosts). The table shows
 each mechanism's median time relative to ``none`` and the microseconds it adds, then the
@@ -25,9 +25,6 @@ import click
 
 import ringrt as dist
 from benchmarks.common import _machine, _measure, _table
-from ringrt._comm.auth import LinkSecurity
-from ringrt._env import job_token
-from ringrt._process_group import ProcessGroup
 
 MECHANISMS = ("none", "plain", "curve")
 
@@ -35,7 +32,7 @@ MECHANISMS = ("none", "plain", "curve")
 class Secured:
     """One mechanism's process group, as a system for ``_measure.measure``."""
 
-    def __init__(self, name: str, group: ProcessGroup):
+    def __init__(self, name: str, group: dist.ProcessGroup):
         self.name, self.group = name, group
 
     def barrier(self) -> None:
@@ -49,14 +46,15 @@ class Secured:
 
 
 def open_groups(timeout: float = 300.0) -> list[Secured]:
-    """One world-sized group per mechanism, rendezvoused through the default group's store."""
-    store, token = dist.get_store(), job_token()
-    settings = {"none": LinkSecurity(token, insecure=True),
-                "plain": LinkSecurity(token, encrypt=False),
-                "curve": LinkSecurity(token, encrypt=True)}
+    """One world-sized group per mechanism, rendezvoused through the default group's store.
+    The job token is ringrun's ``RINGRT_TOKEN``."""
+    store, token = dist.get_store(), os.environ.get("RINGRT_TOKEN", "")
+    settings = {"none": dist.LinkSecurity(token, insecure=True),
+                "plain": dist.LinkSecurity(token, encrypt=False),
+                "curve": dist.LinkSecurity(token, encrypt=True)}
     rank, world = dist.get_rank(), dist.get_world_size()
-    return [Secured(name, ProcessGroup(store, rank, world, timeout, f"security-{name}",
-                                       settings[name])) for name in MECHANISMS]
+    return [Secured(name, dist.ProcessGroup(store, rank, world, timeout, f"security-{name}",
+                                            settings[name])) for name in MECHANISMS]
 
 
 CPU_SIZES = (4, 4096)                # bytes: small ops, where a per-message cost would show
@@ -130,8 +128,7 @@ def main(min_bytes, max_bytes, step_factor, budget, rounds, json_path):
     os.environ["RINGRT_TRANSPORT"] = "tcp"          # on one host: loopback tcp, not ipc/shm
     dist.init_process_group()
     groups = open_groups()
-    default = LinkSecurity(job_token()).mechanism(groups[0].group.comm.transport.
-                                                  _endpoints.bind_addr)
+    default = dist.stats()["transport"]["tcp_mechanism"]   # the default group's, over tcp
     plan = _measure.Budget(seconds=budget, min_iters=max(3, rounds))
     records = []
     for nbytes in _table.sweep(_table.parse_size(min_bytes), _table.parse_size(max_bytes),

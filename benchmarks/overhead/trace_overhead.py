@@ -9,8 +9,8 @@ observer's share is not drowned in waiting for peers):
    nothing: the cost of the code before issue 12, up to three empty calls), *recorder* (the
    default: flight recorder on, timeline off), *tracing* (``RINGRT_TRACE``: timeline on, its
    rank file written every 2048 ops) and *recorder off* (``RINGRT_FLIGHT_RECORDER=0``).
-   Per-op time is each round's total / ops; the table gives the median over rounds and the
-   difference to *none*.
+   The observers come from ``ringrt.debug``. Per-op time is each round's total / ops; the
+   table gives the median over rounds and the difference to *none*.
 2. **parts** (``timeit``): the user's source line (``call_site``), one record into the ring,
    a whole op's observer calls, a tracer record including its share of formatting and
    writing, and the wait timer wrapped around each blocking receive while tracing.
@@ -27,7 +27,6 @@ import socket
 import statistics
 import tempfile
 import time
-import timeit
 
 import click
 import numpy as np
@@ -35,27 +34,9 @@ import numpy as np
 import ringrt as dist
 from benchmarks.common import _machine
 from benchmarks.common._paths import RESULTS
-from ringrt._comm.wire import CODE_DTYPES
-from ringrt._observe import site, timeline
-from ringrt._observe.observer import Observer, _timed
-from ringrt._observe.recorder import FlightRecorder
+from ringrt import debug
 
 RESULT = str(RESULTS / "trace_overhead.json")
-
-
-class _NoObserver:
-    """The observer's interface doing nothing: stands for the code without issue 12."""
-
-    tracer = None
-
-    def entered(self, *args):
-        return None
-
-    def started(self, record):
-        pass
-
-    def finished(self, record, failure):
-        pass
 
 
 def _per_op_us(ops: int) -> float:
@@ -75,23 +56,15 @@ def _free_port() -> int:
 def end_to_end(ops: int, rounds: int, directory: str) -> dict:
     dist.init_process_group(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
                             world_size=1)
-    comm = dist.distributed._world.comm
-    default = comm.observer
-    tracer = timeline.Tracer(os.path.join(directory, "t.json"), 0, 1, CODE_DTYPES)
-    traced = Observer(0, 1, CODE_DTYPES)
-    traced.tracer = tracer
-    recorder_off = Observer(0, 1, CODE_DTYPES)
-    recorder_off.recorder = FlightRecorder(size=0)
-    modes = {"none": _NoObserver(), "recorder": default, "tracing": traced,
-             "recorder off": recorder_off}
+    modes = debug.observers(os.path.join(directory, "t.json"))
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     _per_op_us(ops)                                           # warm up
     for _ in range(rounds):
         for mode, observer in modes.items():
-            comm.observer = observer
+            debug.use_observer(observer)
             times[mode].append(_per_op_us(ops))
-    comm.observer = default
-    tracer.close()
+    debug.use_observer(modes["recorder"])
+    debug.close_observers(modes)
     dist.destroy_process_group()
     base = statistics.median(times["none"])
     return {mode: {"median_us": statistics.median(t), "min_us": min(t),
@@ -99,40 +72,8 @@ def end_to_end(ops: int, rounds: int, directory: str) -> dict:
             for mode, t in times.items()}
 
 
-def _deep_call(depth: int):
-    """call_site from ``depth`` frames inside ringrt's package (as from a collective)."""
-    return site.call_site(depth)
-
-
 def parts(number: int, directory: str) -> dict:
-    recorder = FlightRecorder()
-    observer = Observer(0, 1, CODE_DTYPES)
-    spec = type("Spec", (), {"name": "all_reduce", "dtype_code": 1, "count": 1})()
-
-    def whole_op():
-        record = observer.entered(0, 0, spec, "shm")
-        observer.started(record)
-        observer.finished(record, None)
-
-    tracer = timeline.Tracer(os.path.join(directory, "p.json"), 0, 1, CODE_DTYPES)
-    record = [0, 1, "all_reduce", 1, 1, "shm", ("train.py", 88, "main"), 0.0, 1.0, 2.0,
-              "done", 0.5]
-    timed_nothing = _timed(lambda: None)
-    results = {
-        "call_site": timeit.timeit(lambda: site.call_site(1), number=number),
-        "ring_record": timeit.timeit(
-            lambda: recorder.enter(0, 1, "all_reduce", 1, 1, "shm", site.UNKNOWN),
-            number=number),
-        "observer_calls_per_op": timeit.timeit(whole_op, number=number),
-        "tracer_record_with_flush": timeit.timeit(lambda: tracer.op(record),
-                                                  number=number),
-        "wait_timer_per_blocking_wait": timeit.timeit(timed_nothing, number=number)
-        - timeit.timeit(lambda: None, number=number),
-        "empty_lambda_call": timeit.timeit(lambda: None, number=number),
-    }
-    tracer.close()
-    observer.close()
-    return {name: seconds / number * 1e6 for name, seconds in results.items()}
+    return debug.observer_part_costs(number, os.path.join(directory, "p.json"))
 
 
 @click.command()

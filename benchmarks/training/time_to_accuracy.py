@@ -32,7 +32,7 @@ import click
 
 from benchmarks.common import _machine
 from benchmarks.common._paths import REPO, RESULTS
-from ringrt._algorithms import cost_model as cm
+from ringrt.tuning import cost_model as cm
 from tests.netlab._lab import LabUnavailable, running_lab, wait_jobs
 
 SCRIPT = REPO / "examples" / "torch_train.py"
