@@ -26,6 +26,8 @@ Layout (data flows down; each layer only imports the ones above it, which
     localsgd.py _compress.py   DiLoCo / local SGD across slow links; bf16, int8 and PowerSGD
                          averaging (for localsgd and ddp)
     data/                DistributedSampler, DataLoader, datasets
+    tuning.py debug.py   for benchmarks and tuning: the algorithm choice and its cost model;
+                         hooks that measure the flight recorder and the timeline
     torch/               the "ringrt" backend of torch.distributed (``import ringrt.torch``; the
                          only part that imports torch, which ``import ringrt`` never does)
 """

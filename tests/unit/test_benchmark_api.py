@@ -7,7 +7,9 @@ public names (``ringrt.tuning``, ``ringrt.debug``, ``ringrt.LinkSecurity``, ``ri
 """
 
 import ast
+import importlib.util
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,36 @@ def test_tuning_answers_as_the_choice_does():
     assert tuning.flat_across_hosts("all_reduce", 64 << 20, 8) == "ring"
     assert tuning.two_level("all_reduce", 4, (1,)) is False
     assert tuning.cost_model.bus_factor("all_reduce", 4) == pytest.approx(1.5)
+
+
+REPO = BENCHMARKS.parent
+MODULE = re.compile(r"-m (benchmarks(?:\.[a-z_][a-z0-9_]*)+)")
+PATH = re.compile(r"benchmarks/[\w/.-]+\.(?:py|json|png)")
+
+
+def _citing_files():
+    return [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md", REPO / "Makefile",
+            BENCHMARKS / "README.md", *_benchmark_files()]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:                    # a parent package is missing
+        return False
+
+
+def test_every_cited_benchmark_and_record_exists():
+    """A benchmark moved or a record archived without updating who names it fails here (a
+    module's docstring may name a record it would write: that one need not exist yet)."""
+    missing = []
+    for path in _citing_files():
+        text = path.read_text()
+        for module in MODULE.findall(text):
+            if not _importable(module):
+                missing.append(f"{path.relative_to(REPO)}: -m {module}")
+        for cited in PATH.findall(text):
+            an_output_to_be = path.suffix == ".py" and not cited.endswith(".py")
+            if not an_output_to_be and not (REPO / cited).exists():
+                missing.append(f"{path.relative_to(REPO)}: {cited}")
+    assert missing == []
