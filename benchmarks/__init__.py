@@ -14,7 +14,7 @@ says how to run it (``python -m benchmarks.GROUP.NAME``, most under ``ringrun``)
     robustness/   chaos and load soaks: hangs, leaks and wrong answers, not speed
     results/      the current record of each benchmark; results/archive/ the earlier runs
 
-Only ringrt's public API is used here (``tests/unit/test_benchmarks_public_api.py``), so
+Only ringrt's public API is used here (``tests/unit/test_benchmark_api.py``), so
 ringrt's internals can change without breaking a benchmark. A module whose name starts with
-``_`` is a helper of its group, not run on its own.
+``_`` is a helper of its group, never started by hand.
 """
