@@ -99,10 +99,10 @@ $(BENCH_STAMP): $(STAMP)
 	fi
 
 bench: $(BENCH_STAMP)
-	$(PY) -m benchmarks.compare --worlds 2,4 --op all \
+	$(PY) -m benchmarks.collectives.compare --worlds 2,4 --op all \
 	  --out benchmarks/results/collectives.json --plot benchmarks/results/collectives.png
-	$(PY) -m benchmarks.compare --worlds 2,4 --targets benchmarks/results/targets.json
-	$(PY) -m benchmarks.report
+	$(PY) -m benchmarks.collectives.compare --worlds 2,4 --targets benchmarks/results/targets.json
+	$(PY) -m benchmarks.collectives.report
 
 clean:
 	rm -rf $(VENV) $(RECIPES_VENV) .pytest_cache site
@@ -114,9 +114,9 @@ BENCH_TORCH_WORLDS ?= 1 2 4
 
 bench-torch: $(STAMP)
 	for n in $(BENCH_TORCH_WORLDS); do \
-	  $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_train_step \
+	  $(VENV)/bin/ringrun -n $$n -m benchmarks.torch.train_step \
 	    --json benchmarks/results/torch_train_step.json || exit 1; \
-	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch_collectives \
+	  if [ $$n -gt 1 ]; then $(VENV)/bin/ringrun -n $$n -m benchmarks.torch.collectives \
 	    --json benchmarks/results/torch_collectives.json || exit 1; fi; \
 	done
 
@@ -164,9 +164,9 @@ fuzz: $(STAMP)
 SOAK_OPS ?= 100000
 
 soak-load: $(STAMP)
-	$(VENV)/bin/ringrun -n 2 -m benchmarks.soak_load --ops $(SOAK_OPS) \
+	$(VENV)/bin/ringrun -n 2 -m benchmarks.robustness.soak_load --ops $(SOAK_OPS) \
 	  --json benchmarks/results/soak_load.json
-	$(VENV)/bin/ringrun -n 2 -m benchmarks.soak_load --ops $(SOAK_OPS) --api torch \
+	$(VENV)/bin/ringrun -n 2 -m benchmarks.robustness.soak_load --ops $(SOAK_OPS) --api torch \
 	  --json benchmarks/results/soak_load.json
 
 # make dist: the sdist and the wheel under dist/ (python -m build; see docs/packaging.md).
@@ -179,7 +179,7 @@ CHAOS_MINUTES ?= 30
 CHAOS_SEED    ?= 1
 .PHONY: chaos chaos-round
 chaos: $(STAMP) lab-deps
-	$(PY) -m benchmarks.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)
+	$(PY) -m benchmarks.robustness.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)
 
 # make chaos-round: the soak's one-round test (tests/netlab/test_chaos.py), opt-in until the
 # open bugs the soak found are fixed (docs/chaos.md); then it joins make test.
@@ -191,13 +191,13 @@ chaos-round: $(STAMP) lab-deps
 # on examples/torch_train.py --task chars; about 15 minutes on 2 cores.
 # Record: benchmarks/results/time_to_accuracy.json; guide: docs/training-across-laptops.md.
 bench-across-hosts: $(STAMP) lab-deps
-	$(PY) -m benchmarks.time_to_accuracy
+	$(PY) -m benchmarks.training.time_to_accuracy
 
 # make bench-groups: a group of every rank against the world group, interleaved in one job,
 # NumPy API and torch backend at worlds 2 and 4 (about 8 minutes on 2 cores; docs/groups.md);
 # results in benchmarks/results/groups-{numpy,torch}-w{2,4}.json.
 bench-groups: $(STAMP)
 	for api in numpy torch; do for n in 2 4; do \
-	  $(VENV)/bin/ringrun -n $$n -m benchmarks.groups --api $$api --budget 0.5 \
+	  $(VENV)/bin/ringrun -n $$n -m benchmarks.collectives.groups --api $$api --budget 0.5 \
 	    --json benchmarks/results/groups-$$api-w$$n.json || exit 1; \
 	done; done

@@ -1,17 +1,20 @@
-"""Benchmarks: collective latency/bandwidth (``collectives``, against gloo and Open MPI),
-tail latency and shared-memory wait counters of back-to-back ops (``stalls``) and
-training-step throughput with its breakdown (``train_step``, torch DDP on gloo alongside
-through ``_torch_ddp``). Separate from the tests; see each module's
-docstring for how to run it, and ``make bench``.
+"""Benchmarks, separate from the tests, grouped by what they measure. Each module's docstring
+says how to run it (``python -m benchmarks.GROUP.NAME``, most under ``ringrun``); the Makefile's
+``bench*``, ``soak-load``, ``chaos`` and ``bench-across-hosts`` targets run the usual ones.
+``benchmarks/README.md`` gives the layout and where the records go.
 
-Layout of the collective benchmark::
+::
 
-    _table.py       pure math and text: sizes, bus factors, medians and tails, the table
-    _backends.py    ringrt, torch gloo and mpi4py behind one small interface; launcher detection
-    _measure.py     one (op, size): every system warms up, then timed turns, then a check
-    _progress.py    the progress bar (click) on rank 0
-    collectives.py  the sweep CLI (ringrun or mpirun)
-    targets.py      issue 5's all_reduce target points, PASS/FAIL
-    compare.py      driver: mpirun x {shm, tcp} x worlds, merged JSON, table, plot
-    plot.py         busbw and time vs size, one line per system
+    common/       what every benchmark shares: the machine line, tables, one measured point
+    collectives/  collectives and point-to-point on the NumPy API, against gloo and Open MPI
+    torch/        the torch backend "ringrt" against gloo
+    training/     training steps, and accuracy against time and samples
+    cluster/      collectives across netlab hosts, and the cost model fitted to them
+    overhead/     what a feature or mode costs: link security, tracing, autoload, binding
+    robustness/   chaos and load soaks: hangs, leaks and wrong answers, not speed
+    results/      the current record of each benchmark; results/archive/ the earlier runs
+
+Only ringrt's public API is used here (``tests/unit/test_benchmark_api.py``), so
+ringrt's internals can change without breaking a benchmark. A module whose name starts with
+``_`` is a helper of its group, never started by hand.
 """

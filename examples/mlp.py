@@ -1,9 +1,9 @@
 """A NumPy multi-layer perceptron with a hand-written backward, and the digits data set.
 
-Shared by ``examples/train.py``, ``benchmarks/train_step.py`` and the DDP / ZeRO tests (which
-train the same model in one process as the reference). No ringrt import here: the model knows
-nothing about distribution; the backward reports each finished layer through a callback, which
-is where DDP's ``grad_ready`` plugs in.
+Shared by ``examples/train.py``, ``benchmarks/training/train_step.py`` and the DDP / ZeRO tests
+(which train the same model in one process as the reference). No ringrt import here: the model
+knows nothing about distribution; the backward reports each finished layer through a callback,
+which is where DDP's ``grad_ready`` plugs in.
 """
 
 from __future__ import annotations

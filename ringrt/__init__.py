@@ -26,11 +26,14 @@ Layout (data flows down; each layer only imports the ones above it, which
     localsgd.py _compress.py   DiLoCo / local SGD across slow links; bf16, int8 and PowerSGD
                          averaging (for localsgd and ddp)
     data/                DistributedSampler, DataLoader, datasets
+    tuning.py debug.py   for benchmarks and tuning: the algorithm choice and its cost model;
+                         hooks that measure the flight recorder and the timeline
     torch/               the "ringrt" backend of torch.distributed (``import ringrt.torch``; the
                          only part that imports torch, which ``import ringrt`` never does)
 """
 
 from ringrt import errors
+from ringrt._comm.auth import LinkSecurity
 from ringrt._comm.work import Work
 from ringrt._process_group import NonMember, ProcessGroup
 from ringrt._reduce_ops import ReduceOp
@@ -71,7 +74,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "init_process_group", "is_initialized", "get_rank", "get_world_size", "new_group",
-    "destroy_process_group", "get_store", "stats", "ProcessGroup", "NonMember", "Store", "Work",
+    "destroy_process_group", "get_store", "stats", "ProcessGroup", "NonMember", "LinkSecurity",
+    "Store", "Work",
     "ReduceOp", "errors",
     "all_reduce", "broadcast", "reduce", "all_gather", "all_gather_into_tensor",
     "reduce_scatter", "reduce_scatter_tensor", "gather", "scatter", "all_to_all",

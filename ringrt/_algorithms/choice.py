@@ -131,7 +131,7 @@ ROOTED_TWO_LEVEL_FROM = 64 * 1024
 # margin covers the error the model showed in two levels' favour where the netlab runs
 # measured two levels and flat as a tie; a wider one would also give back large arrays, where
 # the model under-rates two levels. One tie (all_reduce 64 KiB on 3 hosts x 2 ranks) is
-# over-rated by more and stays uncovered. The _fit_two_level benchmark prints every point's
+# over-rated by more and stays uncovered. The fit_two_level benchmark prints every point's
 # predicted and measured ratio; figures in docs/performance-notes.md.
 TWO_LEVEL_MARGIN = 0.10
 

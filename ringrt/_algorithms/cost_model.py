@@ -321,7 +321,7 @@ def bus_factor(op: str, world: int) -> float:
 # over-rates flat recursive doubling on 3 x 2 ranks, which made two levels look faster than
 # they are there, and under-rates it on 3 x 4; charging β·L for every step instead
 # over-rates large arrays. Costed step by step (with the load below) it follows the netlab
-# runs: the _fit_two_level benchmark prints predicted against measured times; figures in
+# runs: the fit_two_level benchmark prints predicted against measured times; figures in
 # docs/performance-notes.md.
 #
 # Load: where a host has more ranks than cores, every socket step (network or ipc: Python,
@@ -340,12 +340,12 @@ TWO_LEVEL_OPS = ("all_reduce", "broadcast", "reduce", "all_gather", "barrier")
 # algorithm between ranks of one host (ipc sockets) costs about what a network step does there
 # (CPU, not the wire, paces a step on that lab). Both fitted, with α, β and o as fitted for
 # the flat algorithms, on the flat recursive-doubling and two-level (leaders) 4 B-4 KiB
-# all_reduces of 3 x 2 and 3 x 4 ranks by the _fit_two_level benchmark; figures in
+# all_reduces of 3 x 2 and 3 x 4 ranks by the fit_two_level benchmark; figures in
 # docs/performance-notes.md.
 LOCAL_ALPHA, LOCAL_BETA = 0.31e-3, 1 / 2e9
 LOCAL_STEP_ALPHA = 0.30e-3
 # A step of empty messages (a barrier) costs this fraction of an all_reduce step's α: no
-# array to snapshot, check or combine. Fitted by the _fit_two_level benchmark on flat
+# array to snapshot, check or combine. Fitted by the fit_two_level benchmark on flat
 # recursive-doubling barriers against 4 B all_reduces of 3 x 2 and 3 x 4 ranks; figures in
 # docs/performance-notes.md.
 EMPTY_STEP = 0.87

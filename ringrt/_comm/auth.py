@@ -58,6 +58,10 @@ _log = logging.getLogger("ringrt")
 class LinkSecurity:
     """How this job's tcp links are secured (the same on every rank).
 
+    Public as ``ringrt.LinkSecurity``, for building a :class:`ringrt.ProcessGroup` whose links
+    differ from the job's default, e.g. ``ProcessGroup(store, rank, world_size,
+    security=LinkSecurity(token, encrypt=True))``.
+
     Attributes:
         token: the job token every rank holds.
         encrypt: True: CurveZMQ on every tcp link; None (default): CurveZMQ to other hosts,

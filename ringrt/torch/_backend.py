@@ -69,7 +69,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         # the async ops torch's C++ starts (DDP's bucket all-reduces) when this host has
         # fewer than two cores per rank (or the group is one rank), else thread. Overlap
         # needs a free core: without one, a DDP step communicated longer through the thread
-        # than inline (the torch_train_step benchmark, make bench-torch, times both ways;
+        # than inline (the torch train_step benchmark, make bench-torch, times both ways;
         # figures in docs/performance-notes.md). Async
         # ops of torch's Python API always overlap (a script may rely on it).
         # RINGRT_TORCH_ASYNC sets the mode.

@@ -1,8 +1,8 @@
-"""Rank bodies for tests/dist/test_load_held.py: benchmarks.soak_load's loop, few ops."""
+"""Rank bodies for tests/dist/test_load_held.py: benchmarks.robustness.soak_load's loop, few ops."""
 
 from __future__ import annotations
 
-from benchmarks import soak_load
+from benchmarks.robustness import soak_load
 
 
 def soak(rank: int, world_size: int, api: str, ops: int, kinds=None, leak_bytes: int = 0):

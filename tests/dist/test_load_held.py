@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import soak_load
+from benchmarks.robustness import soak_load
 from tests.world import run_world
 
 OPS = 2000

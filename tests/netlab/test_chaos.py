@@ -1,7 +1,8 @@
-"""One round of the chaos soak (``benchmarks/chaos.py``, docs/chaos.md) on 4 netlab hosts:
-elastic NumPy DDP under 1-3 seeded faults at once, then every invariant (no hang, each sample
-once, parameters equal to a replay of the schedule, nothing left on any host). ``make chaos``
-runs the long soak; this is its smallest run. Skips where netlab cannot run (needs root)."""
+"""One round of the chaos soak (``benchmarks/robustness/chaos.py``, docs/chaos.md) on 4
+netlab hosts: elastic NumPy DDP under 1-3 seeded faults at once, then every invariant (no hang,
+each sample once, parameters equal to a replay of the schedule, nothing left on any host).
+``make chaos`` runs the long soak; this is its smallest run. Skips where netlab cannot run
+(needs root)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def test_one_chaos_round_keeps_every_invariant(tmp_path):
     out = tmp_path / "chaos.json"
     log = tmp_path / "chaos.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chaos", "--rounds", "1",
-                                 "--minutes", "1", "--seed", "7", "--prefix", PREFIX, "--out",
-                                 str(out)], cwd=REPO, env=dict(os.environ, NETLAB=str(NETLAB)),
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.robustness.chaos",
+                                 "--rounds", "1", "--minutes", "1", "--seed", "7",
+                                 "--prefix", PREFIX, "--out", str(out)],
+                                cwd=REPO, env=dict(os.environ, NETLAB=str(NETLAB)),
                                 stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         proc.wait(timeout=360)

@@ -10,7 +10,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks._chaos_round import sample_problems, schedule_of  # noqa: F401 (re-exported)
+from benchmarks.robustness._chaos_round import (  # noqa: F401 (re-exported)
+    sample_problems,
+    schedule_of,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "examples" / "train.py"
@@ -32,7 +35,7 @@ def steps_by_generation(logdir: Path) -> dict[int, list[dict]]:
 
 def check_each_sample_once(steps, schedule, epochs: int, samples: int) -> None:
     """Each epoch's indices, over the steps that count, are range(samples) exactly once
-    (the chaos soak's check: benchmarks/_chaos_round.py)."""
+    (the chaos soak's check: benchmarks/robustness/_chaos_round.py)."""
     problems = sample_problems(steps, schedule, epochs, samples)
     assert not problems, problems
 

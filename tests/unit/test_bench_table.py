@@ -1,10 +1,11 @@
-"""The collective benchmark's arithmetic and text (benchmarks/_table.py, the expected results
-of benchmarks/_measure.py, the targets verdicts): pure logic, no sockets, no timing."""
+"""The collective benchmark's arithmetic and text (benchmarks/common/_table.py, the expected results
+of benchmarks/common/_measure.py, the targets verdicts): pure logic, no sockets, no timing."""
 
 import numpy as np
 import pytest
 
-from benchmarks import _backends, _measure, _table, targets
+from benchmarks.collectives import targets
+from benchmarks.common import _backends, _measure, _table
 
 
 def test_parse_and_format_sizes():
@@ -107,7 +108,7 @@ def test_compare_table_pairs_each_ratio_with_its_own_run():
 
 
 def test_machine_description_measures_copy_bandwidth_and_cores():
-    from benchmarks import _machine
+    from benchmarks.common import _machine
 
     assert 0.1 < _machine.copy_bandwidth(1 << 20, repeats=2) < 1000            # GB/s
     info = {"cpus": 16, "cpus_usable": 4, "copy_gb_s": 12.34, "cpu_model": "Some CPU"}
@@ -174,23 +175,24 @@ def test_targets_report_counts_failures():
 
 
 def test_compare_plans_both_mpi_transports_or_falls_back_to_ringrun():
-    from benchmarks import compare
+    from benchmarks.collectives import compare
 
     runs = compare.plan_runs([2, 4], ["shm", "tcp"], None)
     assert [label for label, _ in runs] == ["mpirun-shm-w2", "mpirun-tcp-w2", "mpirun-shm-w4",
                                             "mpirun-tcp-w4"]
-    argv = runs[1][1](["benchmarks.collectives", "--op", "all"])
+    argv = runs[1][1](["benchmarks.collectives.sweep", "--op", "all"])
     assert argv[0] == "mpirun" and "--oversubscribe" in argv and argv[-3:] == \
-        ["benchmarks.collectives", "--op", "all"]
+        ["benchmarks.collectives.sweep", "--op", "all"]
     assert argv[argv.index("--mca") + 1:argv.index("--mca") + 3] == ["btl", "tcp,self"]
-    assert "--mca" not in runs[0][1](["benchmarks.collectives"])
+    assert "--mca" not in runs[0][1](["benchmarks.collectives.sweep"])
     fallback = compare.plan_runs([4], ["shm", "tcp"], "mpirun not found")
     assert [label for label, _ in fallback] == ["ringrun-w4"]
-    assert fallback[0][1](["benchmarks.targets"])[-4:] == ["-n", "4", "-m", "benchmarks.targets"]
+    assert fallback[0][1](["benchmarks.collectives.targets"])[-4:] == \
+        ["-n", "4", "-m", "benchmarks.collectives.targets"]
 
 
 def test_plot_series_take_the_median_over_runs():
-    from benchmarks import plot
+    from benchmarks.collectives import plot
 
     records = [_rec("ringrt", 10.0, "a"), _rec("ringrt", 30.0, "b"), _rec("ringrt", 20.0, "c"),
                _rec("gloo", 5.0, "a", nbytes=16), _rec("gloo", 7.0, "a", world=4)]
@@ -200,7 +202,7 @@ def test_plot_series_take_the_median_over_runs():
 
 
 def test_readme_report_puts_ratios_first_and_pairs_runs():
-    from benchmarks import report
+    from benchmarks.collectives import report
 
     def rec(system, run, us, world=2, nbytes=4):
         return {"system": system, "run": run, "op": "all_reduce", "world": world,

@@ -1,4 +1,5 @@
-"""The chaos soak's bookkeeping (``benchmarks/_chaos_round.py``, ``benchmarks/chaos.py``)
+"""The chaos soak's bookkeeping (``benchmarks/robustness/_chaos_round.py``,
+``benchmarks/robustness/chaos.py``)
 without a lab: the schedule read from sample logs, the exactly-once check, steps lost, the
 stall after a fault, the seeded fault plan and the summary."""
 
@@ -6,9 +7,9 @@ from __future__ import annotations
 
 import random
 
-from benchmarks import _chaos_round as rounds
-from benchmarks import chaos
-from benchmarks._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST
+from benchmarks.robustness import _chaos_round as rounds
+from benchmarks.robustness import chaos
+from benchmarks.robustness._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST
 
 S, B = rounds.SAMPLES, rounds.BATCH
 

@@ -20,8 +20,8 @@ LAYERS = [
     {"_comm"},
     {"_process_group"},
     {"_algorithms"},
-    {"distributed", "_validate", "_objects"},
-    {"collectives", "p2p", "object_collectives"},
+    {"distributed", "_validate", "_objects", "tuning"},
+    {"collectives", "p2p", "object_collectives", "debug"},
     {"_flat", "_compress", "optim", "localsgd", "ddp", "checkpoint", "data", "elastic"},
     {"torch"},
 ]
