@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from ringrt._algorithms import choice, hierarchical
+from ringrt._algorithms import choice
 from ringrt._env import env_flag
 
 enabled = env_flag("RINGRT_DEBUG")
@@ -23,7 +23,7 @@ _seen: set = set()
 
 def log(pg, op: str, nbytes: int, algorithm: str) -> None:
     """Print the decision if this is rank 0 and the (op, size class, group) is new."""
-    if pg.comm.rank != 0:
+    if pg.global_rank != 0:
         return
     size_class = nbytes.bit_length()
     key = (op, size_class, pg.size, pg.spans_hosts)
@@ -44,12 +44,12 @@ def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
         return "forced by RINGRT_ALGO"
     arena = pg.arena
     if algorithm == "hierarchical":
-        host_sizes = hierarchical.layout(pg).sizes          # cached by the choice
+        host_sizes = pg.layout.sizes
         sizes = "+".join(str(n) for n in host_sizes)
         extra = ""
         if op == "all_reduce":
             extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, host_sizes)}"
-        cores = hierarchical.host_cores(pg)
+        cores = pg.host_cores
         if cores:
             extra += f", hosts' cores {'+'.join(str(c) for c in cores)}"
         return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "

@@ -305,8 +305,8 @@ class Exchange:
         if notice is not None:
             self._raise_notice(notice)
         if self.group.group_id in mailbox.poison:
-            self.group.raise_if_unusable(self.spec.name, self.seq)
-        lost = {r: why for r, why in self.comm.sentinel.lost.items() if r in self.group.member_set}
+            self.group.check_usable(self.spec.name, self.seq)
+        lost = self.group.lost_members()
         if lost:
             self.group.break_with_lost(lost)
             raise self.group.lost_error(lost, self.spec.name, self.seq)

@@ -135,8 +135,10 @@ class ShmPointToPoint:
 
     # -- sending --------------------------------------------------------------------------
 
-    def send(self, dst: int, group: int, tag: int, array: np.ndarray) -> None:
-        """Copy ``array`` into the channel to ``dst`` and ring its doorbell.
+    def send(self, dst: int, group: int, tag: int, array: np.ndarray, watch=None) -> None:
+        """Copy ``array`` into the channel to ``dst`` and ring its doorbell (``send`` and
+        ``isend`` alike: the copy is the snapshot, and nothing is waited for, so ``watch``,
+        which :class:`~ringrt._comm.socket_p2p.SocketPointToPoint` uses, goes unused).
 
         With more ranks than cores, the sender then yields its core: the receiver it just
         woke may be waiting for that very core. Passing the baton keeps the ranks of a ring
@@ -144,6 +146,7 @@ class ShmPointToPoint:
         exchange, 4 ranks on 2 cores, slowest rank's time per call (median) 260 -> 81-150 us,
         and 1.4x -> 0.4x gloo's through torch (2026-11-26).
         """
+        self._counters.record("send", array.nbytes, 0.0)
         payload = array.reshape(-1).view(np.uint8)
         with self._send_lock:
             if self._closed:
@@ -167,6 +170,24 @@ class ShmPointToPoint:
         futex.wake(address)
 
     # -- receiving ------------------------------------------------------------------------
+
+    def recv(self, name: str, array: np.ndarray, src, tag: int, group: int, peers,
+             watch) -> int:
+        """Receive into ``array`` from ``src`` (None: any of ``peers``, the group's other
+        members in order); returns the sender. ``watch()`` starts the check (see
+        :meth:`post`) if the message is not here yet."""
+        sender = self.receive_ready(array, src, tag, group, peers)
+        if sender is not None:
+            return sender
+        return self.post(name, array, src, tag, group, peers, watch()).result()
+
+    def irecv(self, name: str, array: np.ndarray, src, tag: int, group: int, peers,
+              watch) -> Work:
+        """Start :meth:`recv`; the Work's result is the sender."""
+        sender = self.receive_ready(array, src, tag, group, peers)
+        if sender is not None:
+            return Work.done(f"{name} from {sender} (tag {tag})", sender)
+        return self.post(name, array, src, tag, group, peers, watch())
 
     def receive_ready(self, array: np.ndarray, src, tag: int, group: int, peers) -> int | None:
         """Receive into ``array`` at once if the message is already here and nothing is
