@@ -35,7 +35,7 @@ from ringrt._comm.group_shm import group_arenas
 from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
 from ringrt._comm.host_layout import Layout
-from ringrt._comm.sentinel import Sentinel
+from ringrt._comm.sentinel import LEFT_REASON, Sentinel
 from ringrt._comm.shm import HostArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
 from ringrt._comm.socket_p2p import SocketPointToPoint
@@ -82,6 +82,7 @@ class _Comm:
     def __init__(self, store, rank: int, world_size: int, namespace: str, deadline: Deadline,
                  security: LinkSecurity):
         self.rank, self.world_size, self.store = rank, world_size, store
+        self.namespace = namespace           # job-wide keys of member-formed subgroups
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir()
         # Point-to-point over shared memory needs a little room in every arena segment; it is
@@ -241,7 +242,6 @@ class ProcessGroup:
         timeout = seconds(timeout)
         security = security or LinkSecurity(token=job_token())
         comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security)
-        comm.namespace = namespace           # job-wide keys of member-formed subgroups
         self._setup(comm, 0, list(range(world_size)), timeout)
         if comm.pinged:
             self._align_clock(comm.pinged)
@@ -518,7 +518,9 @@ def _payload_bytes(spec: OpSpec) -> int:
 
 
 def _is_consequence(why: str) -> bool:
-    return why.startswith("it left the group") or "PeerLostError" in why
+    """A peer lost *because* others were: it said goodbye, or its announced failure (the
+    text of its exception) was itself a PeerLostError."""
+    return why.startswith(LEFT_REASON) or PeerLostError.__name__ in why
 
 
 class NonMember:

@@ -68,14 +68,9 @@ class _Local:
             return None
         if self._op is None:
             self.arena.publish(self.ex.published)
-            self._op = ShmOp(self.arena, self.index, self.size, self.ex.seq,
-                             self.ex.published, self._check)
-            self.ex.shm = self._op           # released by the group if the op fails midway
+            self._op = self.ex.shm_over(self.arena, self.index, self.size, self._check)
         else:
-            # a later step of this op may use the whole slot after a half-slot step: the
-            # next op must not skip its acquire (see ShmOp.acquire_half)
-            self.arena.last_half_op = -2
-        self._op.done = False
+            self._op.again()
         return self._op
 
     def _check(self, waiting=()) -> None:

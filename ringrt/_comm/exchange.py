@@ -198,12 +198,19 @@ class Exchange:
                                self.comm.rank, seq, spec.count, spec.root)
         # group + 1: an all-zero block (a rank that has not published yet) matches no op
         self.published = (group.group_id + 1, seq, *self.signature, int(spec.shm))
-        self.shm = None
+        self.shm = None                       # the op's ShmOp, released by the group on failure
         if spec.shm:
-            from ringrt._comm.shm import ShmOp
+            self.shm = self.shm_over(group.arena, self.rank, self.size, self.check_while_shm,
+                                     spec.name)
 
-            self.shm = ShmOp(group.arena, self.rank, self.size, seq, self.published,
-                             self.check_while_shm, spec.name)
+    def shm_over(self, arena, rank: int, size: int, check, kind: str = "other"):
+        """This op's steps over ``arena`` (the group's, or its host's for two-level ops), as
+        rank ``rank`` of ``size``: a :class:`~ringrt._comm.shm.ShmOp` the group releases if
+        the op fails midway."""
+        from ringrt._comm.shm import ShmOp
+
+        self.shm = ShmOp(arena, rank, size, self.seq, self.published, check, kind)
+        return self.shm
 
     # -- sending --------------------------------------------------------------------------
 
