@@ -105,10 +105,11 @@ def _deep_call(depth: int):
 def parts(number: int, directory: str) -> dict:
     recorder = FlightRecorder()
     observer = Observer(0, 1, CODE_DTYPES)
-    spec = type("Spec", (), {"name": "all_reduce", "dtype_code": 1, "count": 1})()
+    spec = type("Spec", (), {"name": "all_reduce", "dtype_code": 1, "count": 1,
+                             "algorithm": "shm"})()
 
     def whole_op():
-        record = observer.entered(0, 0, spec, "shm")
+        record = observer.entered(0, 0, spec)
         observer.started(record)
         observer.finished(record, None)
 

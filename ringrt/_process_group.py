@@ -70,7 +70,12 @@ class OpSpec(NamedTuple):
     count: int = -1
     root: int = -1
     redop: int = 0
-    shm: bool = False                  # runs over the same-host shared-memory arena
+    algorithm: str = ""                # what runs it ("": no choice made); flight recorder
+
+    @property
+    def shm(self) -> bool:
+        """It runs over the same-host shared-memory arena."""
+        return self.algorithm == "shm"
 
     def signature(self) -> tuple:
         return (self.op, self.dtype_code, self.count, self.root, self.redop)
@@ -349,9 +354,7 @@ class ProcessGroup:
         self.check_usable(spec.name)
         seq = self._seq
         self._seq += 1
-        counters = self.comm.counters
-        record = self.comm.observer.entered(self.group_id, seq, spec, counters.last_algorithm)
-        counters.last_algorithm = ""
+        record = self.comm.observer.entered(self.group_id, seq, spec)
         job = functools.partial(self._execute, seq, spec, body, record)
         description = f"{spec.name} (op #{seq})"
         if async_op:

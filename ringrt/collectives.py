@@ -37,12 +37,12 @@ def _group(group, name: str):
     return None if isinstance(group, NonMember) else group
 
 
-def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None = None,
-          root: int = -1, redop: int = 0, shm: bool = False) -> OpSpec:
+def _spec(name: str, wire_op: str, array: np.ndarray | None, algorithm: str,
+          count: int | None = None, root: int = -1, redop: int = 0) -> OpSpec:
     dtype = DTYPE_CODES[None if array is None else array.dtype]
     if count is None:
         count = -1 if array is None else array.size
-    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop), shm)
+    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop), algorithm)
 
 
 def _algorithm(pg, op: str, nbytes: int) -> str:
@@ -107,7 +107,7 @@ def all_reduce(array: np.ndarray, op: ReduceOp = ReduceOp.SUM, group: Group = No
     redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.global_rank)
     algorithm = _algorithm(pg, "all_reduce", array.nbytes)
     body = functools.partial(_all_reduce, flat=_flat(array), redop=redop, algorithm=algorithm)
-    spec = _spec("all_reduce", "all_reduce", array, redop=redop, shm=algorithm == "shm")
+    spec = _spec("all_reduce", "all_reduce", array, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -147,7 +147,7 @@ def reduce(array: np.ndarray, dst: int, op: ReduceOp = ReduceOp.SUM, group: Grou
     algorithm = _algorithm(pg, "reduce", array.nbytes)
     body = functools.partial(_reduce, flat=_flat(array), root=root, redop=redop,
                              algorithm=algorithm)
-    spec = _spec("reduce", "reduce", array, root=root, redop=redop, shm=algorithm == "shm")
+    spec = _spec("reduce", "reduce", array, algorithm, root=root, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -193,8 +193,7 @@ def reduce_scatter(output: np.ndarray, input_list: Sequence[np.ndarray],
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output),
                              inputs=[_flat(x) for x in inputs], redop=redop, algorithm=algorithm)
-    spec = _spec("reduce_scatter", "reduce_scatter", output, redop=redop,
-                 shm=algorithm == "shm")
+    spec = _spec("reduce_scatter", "reduce_scatter", output, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -211,8 +210,7 @@ def reduce_scatter_tensor(output: np.ndarray, input: np.ndarray, op: ReduceOp = 
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop,
                              algorithm=algorithm)
-    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, redop=redop,
-                 shm=algorithm == "shm")
+    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -252,7 +250,7 @@ def broadcast(array: np.ndarray, src: int, group: Group = None,
         _validate.writable_array("broadcast", array, pg.global_rank)
     algorithm = _algorithm(pg, "broadcast", array.nbytes)
     body = functools.partial(_broadcast, flat=_flat(array), root=root, algorithm=algorithm)
-    spec = _spec("broadcast", "broadcast", array, root=root, shm=algorithm == "shm")
+    spec = _spec("broadcast", "broadcast", array, algorithm, root=root)
     return pg.run(spec, body, async_op)
 
 
@@ -287,7 +285,7 @@ def all_gather(array_list: Sequence[np.ndarray], array: np.ndarray, group: Group
     algorithm = _algorithm(pg, "all_gather", array.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=[_flat(o) for o in outputs], mine=_flat(array),
                              algorithm=algorithm)
-    spec = _spec("all_gather", "all_gather", array, shm=algorithm == "shm")
+    spec = _spec("all_gather", "all_gather", array, algorithm)
     return pg.run(spec, body, async_op)
 
 
@@ -303,7 +301,7 @@ def all_gather_into_tensor(output: np.ndarray, input: np.ndarray, group: Group =
     algorithm = _algorithm(pg, "all_gather", input.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=ring.split(_flat(output), pg.size),
                              mine=_flat(input), algorithm=algorithm)
-    spec = _spec("all_gather_into_tensor", "all_gather", input, shm=algorithm == "shm")
+    spec = _spec("all_gather_into_tensor", "all_gather", input, algorithm)
     return pg.run(spec, body, async_op)
 
 
@@ -336,7 +334,7 @@ def gather(array: np.ndarray, gather_list: Sequence[np.ndarray] | None = None, d
     algorithm = _algorithm(pg, "gather", array.nbytes)
     body = functools.partial(_gather, outputs=outputs, mine=_flat(array), root=root,
                              algorithm=algorithm)
-    spec = _spec("gather", "gather", array, root=root, shm=algorithm == "shm")
+    spec = _spec("gather", "gather", array, algorithm, root=root)
     return pg.run(spec, body, async_op)
 
 
@@ -363,7 +361,7 @@ def scatter(array: np.ndarray, scatter_list: Sequence[np.ndarray] | None = None,
     algorithm = _algorithm(pg, "scatter", array.nbytes * pg.size)
     body = functools.partial(_scatter, inputs=inputs, output=_flat(array), root=root,
                              algorithm=algorithm)
-    spec = _spec("scatter", "scatter", array, root=root, shm=algorithm == "shm")
+    spec = _spec("scatter", "scatter", array, algorithm, root=root)
     return pg.run(spec, body, async_op)
 
 
@@ -393,7 +391,7 @@ def all_to_all(output_list: Sequence[np.ndarray], input_list: Sequence[np.ndarra
     algorithm = _algorithm(pg, "all_to_all", 0) if pg.size <= MAX_COUNTS else "direct"
     body = functools.partial(_all_to_all_uneven, outputs=[_flat(o) for o in outputs],
                              inputs=[_flat(x) for x in inputs], algorithm=algorithm)
-    spec = _spec("all_to_all", "all_to_all", inputs[0], count=-1, shm=algorithm == "shm")
+    spec = _spec("all_to_all", "all_to_all", inputs[0], algorithm, count=-1)
     return pg.run(spec, body, async_op)
 
 
@@ -424,7 +422,7 @@ def all_to_all_single(output: np.ndarray, input: np.ndarray, group: Group = None
     algorithm = _algorithm(pg, "all_to_all", input.nbytes)
     body = functools.partial(_all_to_all, outputs=ring.split(_flat(output), pg.size),
                              inputs=ring.split(_flat(input), pg.size), algorithm=algorithm)
-    spec = _spec("all_to_all_single", "all_to_all", input, shm=algorithm == "shm")
+    spec = _spec("all_to_all_single", "all_to_all", input, algorithm)
     return pg.run(spec, body, async_op)
 
 
@@ -442,7 +440,7 @@ def barrier(group: Group = None, async_op: bool = False) -> Work | None:
         return None
     algorithm = _algorithm(pg, "barrier", 0)
     body = {"shm": _barrier_shm, "hierarchical": hierarchical.barrier}.get(algorithm, tree.barrier)
-    return pg.run(_spec("barrier", "barrier", None, shm=algorithm == "shm"), body, async_op)
+    return pg.run(_spec("barrier", "barrier", None, algorithm), body, async_op)
 
 
 def _barrier_shm(ex):

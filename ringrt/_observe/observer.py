@@ -56,11 +56,12 @@ class Observer:
 
     # -- per op -----------------------------------------------------------------------------
 
-    def entered(self, group: int, seq: int, spec, algorithm: str) -> list:
+    def entered(self, group: int, seq: int, spec) -> list:
+        """Record op ``seq`` of ``group`` as called (its spec names the algorithm)."""
         # Above call_site, this method, ProcessGroup.run and run's caller (always a ringrt
         # function): each frame the walk looks at is materialized as a Python object, per op.
         return self.recorder.enter(group, seq, spec.name, spec.dtype_code, spec.count,
-                                   algorithm, call_site(4))
+                                   spec.algorithm, call_site(4))
 
     def started(self, record: list) -> None:
         record[STATE] = RUNNING
