@@ -50,13 +50,13 @@ def _algorithm(pg, op: str, nbytes: int) -> str:
     arena = pg.arena
     host_sizes = pg.layout.sizes if pg.spans_hosts else None
     host_cores = pg.host_cores if pg.spans_hosts else None
-    algorithm = choose(op, nbytes, arena.slot_limit if arena is not None else None, pg.size,
-                       pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
-                       host_cores)
-    pg.count_choice(op, algorithm)
+    decision = choose(op, nbytes, arena.slot_limit if arena is not None else None, pg.size,
+                      pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
+                      host_cores)
+    pg.count_choice(op, decision.algorithm)
     if decisions.enabled:
-        decisions.log(pg, op, nbytes, algorithm)
-    return algorithm
+        decisions.log(pg, op, nbytes, decision)
+    return decision.algorithm
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
