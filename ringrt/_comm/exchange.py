@@ -48,23 +48,23 @@ class Mailbox:
         self.poison: dict[int, tuple] = {}      # group -> mismatch notice of a finished op
         self._unclean: dict[int, set] = {}      # group -> seqs that ended in an error here
 
-    def finished(self, group: int, seq: int, clean: bool) -> None:
-        """Op ``seq`` of ``group`` is over here: drop whatever is left of it.
+    def finished(self, group_id: int, seq: int, clean: bool) -> None:
+        """Op ``seq`` of group ``group_id`` is over here: drop whatever is left of it.
 
         After a *clean* finish every message of the op has been consumed, so a leftover or
         a late arrival can only mean another rank ran a different op (e.g. another root)
         there: the group is poisoned and the next op raises CollectiveMismatchError.
         """
-        self._floor[group] = seq
+        self._floor[group_id] = seq
         if not clean:
-            self._unclean.setdefault(group, set()).add(seq)
+            self._unclean.setdefault(group_id, set()).add(seq)
         if not self._stash and not self._notices:
             return
-        for key in [k for k in self._stash if k[0] == DATA and k[1] == group and k[2] <= seq]:
+        for key in [k for k in self._stash if k[0] == DATA and k[1] == group_id and k[2] <= seq]:
             queued = self._stash.pop(key)
             self.dropped += len(queued)
             self._leftover(queued[0][1])
-        for key in [k for k in self._notices if k[0] == group and k[1] <= seq]:
+        for key in [k for k in self._notices if k[0] == group_id and k[1] <= seq]:
             del self._notices[key]
 
     def _leftover(self, header) -> None:
@@ -75,9 +75,9 @@ class Mailbox:
                   "never expected: the ranks ran different ops there")
         self.poison.setdefault(header.group, (MISMATCH, self.rank, [detail, [header.src]]))
 
-    def notice(self, group: int, seq: int):
+    def notice(self, group_id: int, seq: int):
         """The mismatch notice for this op, if one arrived."""
-        return self._notices.get((group, seq))
+        return self._notices.get((group_id, seq))
 
     def take(self, key: tuple, wait) -> tuple:
         """Return the next message with ``key``, receiving (and filing others) until it comes.
@@ -100,11 +100,11 @@ class Mailbox:
                 return filed[1]
             self.stash(*filed)
 
-    def take_any(self, group: int, tag: int, wait) -> tuple:
+    def take_any(self, group_id: int, tag: int, wait) -> tuple:
         """Point-to-point receive from any sender: the earliest message with this tag."""
         while True:
             candidates = [(q[0][0], k) for k, q in self._stash.items()
-                          if k[0] == P2P and k[1] == group and k[2] == tag and q]
+                          if k[0] == P2P and k[1] == group_id and k[2] == tag and q]
             if candidates:
                 return self.take(min(candidates)[1], wait)
             message = self.transport.recv(POLL_SLICE_MS)
@@ -116,7 +116,7 @@ class Mailbox:
                 wait()
                 continue
             key, entry = filed
-            if key[0] == P2P and key[1] == group and key[2] == tag:
+            if key[0] == P2P and key[1] == group_id and key[2] == tag:
                 return entry
             self.stash(key, entry)
 
