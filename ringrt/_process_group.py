@@ -32,9 +32,9 @@ from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
 from ringrt._comm.group_shm import group_arenas
+from ringrt._comm.host_layout import Layout
 from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
-from ringrt._comm.host_layout import Layout
 from ringrt._comm.sentinel import LEFT_REASON, Sentinel
 from ringrt._comm.shm import HostArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
