@@ -21,7 +21,7 @@ import functools
 import sys
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
@@ -32,11 +32,13 @@ from ringrt._comm.auth import Guard, LinkSecurity
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.exchange import Exchange, Mailbox
 from ringrt._comm.group_shm import group_arenas
+from ringrt._comm.host_layout import Layout
 from ringrt._comm.host_shm import local_host_arena
 from ringrt._comm.rendezvous import exchange_cards, job_nonce, open_gate, share_memory
-from ringrt._comm.sentinel import Sentinel
+from ringrt._comm.sentinel import LEFT_REASON, Sentinel
 from ringrt._comm.shm import ShmArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
+from ringrt._comm.socket_p2p import SocketPointToPoint
 from ringrt._comm.transport import (
     Endpoints,
     Transport,
@@ -69,7 +71,12 @@ class OpSpec(NamedTuple):
     count: int = -1
     root: int = -1
     redop: int = 0
-    shm: bool = False                  # runs over the same-host shared-memory arena
+    algorithm: str = ""                # what runs it ("": no choice made); flight recorder
+
+    @property
+    def shm(self) -> bool:
+        """It runs over the same-host shared-memory arena."""
+        return self.algorithm == "shm"
 
     def signature(self) -> tuple:
         return (self.op, self.dtype_code, self.count, self.root, self.redop)
@@ -82,6 +89,7 @@ class _Comm:
                  security: LinkSecurity, settings: Settings):
         self.rank, self.world_size, self.store = rank, world_size, store
         self.settings = settings
+        self.namespace = namespace           # job-wide keys of member-formed subgroups
         self.context = zmq.Context(io_threads=1)
         self.ipc_dir = make_ipc_dir(settings=settings)
         # Point-to-point over shared memory needs a little room in every arena segment; it is
@@ -122,10 +130,12 @@ class _Comm:
         self.mailbox = Mailbox(self.transport, rank, self.observer.wait_clock)
         if self.arena is not None:
             self.arena.time_waits_with(self.observer.wait_clock)
-        self.p2p = None                      # None: point-to-point goes over the sockets
+        self.executor = Executor(f"ringrt-ops-{rank}")
         if self.arena is not None and all(c["shm"]["p2p_bytes"] for c in cards.values()):
             self.p2p = ShmPointToPoint(self.arena, self.sentinel.lost, self.counters)
-        self.executor = Executor(f"ringrt-ops-{rank}")
+        else:
+            self.p2p = SocketPointToPoint(self.transport, self.mailbox, self.executor,
+                                          self.counters, rank)
         self.next_group_id = 1
         self.closed = False
 
@@ -166,7 +176,7 @@ class _Comm:
         }
         return {"rank": self.rank, **self.counters.snapshot(), "transport": transport,
                 "shm": self.arena.tally.snapshot() if self.arena is not None else None,
-                "p2p": self.p2p.stats() if self.p2p is not None else {"path": "sockets"},
+                "p2p": self.p2p.stats(),
                 "shm_groups": {"arenas": len(self.group_arenas),
                                "mapped_bytes": sum(a.mapped_bytes() for a in self.group_arenas)},
                 "observe": self.observer.stats()}
@@ -182,8 +192,7 @@ class _Comm:
         merged_by_launcher = launcher_merges_trace(self.settings)
         if goodbye and self.observer.tracer is not None and not merged_by_launcher:
             self._merge_trace()
-        if self.p2p is not None:
-            self.p2p.close()
+        self.p2p.close()
         if goodbye:
             self.sentinel.say_goodbye(wait=1.0)
         self.sentinel.stop()
@@ -245,7 +254,6 @@ class ProcessGroup:
         settings = Settings.read() if settings is None else settings
         security = security or LinkSecurity(token=job_token(settings=settings))
         comm = _Comm(store, rank, world_size, namespace, Deadline(timeout), security, settings)
-        comm.namespace = namespace           # job-wide keys of member-formed subgroups
         self._setup(comm, 0, list(range(world_size)), timeout)
         if comm.pinged:
             self._align_clock(comm.pinged)
@@ -254,8 +262,8 @@ class ProcessGroup:
         """Measure this rank's clock offset to rank 0 for the timeline (``_observe/clock``)."""
         spec = OpSpec("clock_sync", wire.OP_CODES["barrier"], count=CLOCK_SYNC_COUNT)
         offset, error = self.run(spec, functools.partial(clock.measure, pinged=pinged))
-        if self.comm.observer.tracer is not None:
-            self.comm.observer.tracer.set_clock(offset, error)
+        if self.observer.tracer is not None:
+            self.observer.tracer.set_clock(offset, error)
 
     @classmethod
     def _subgroup(cls, comm: _Comm, group_id: int, members: list[int], timeout: float):
@@ -284,16 +292,82 @@ class ProcessGroup:
     def __repr__(self) -> str:
         return f"ProcessGroup(id={self.group_id}, ranks={self.members}, rank={self.rank})"
 
+    # -- what callers ask of a group ------------------------------------------------------
+    # ``rank`` is this process's rank in the group, ``global_rank`` its rank in the world.
+
+    @property
+    def global_rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.comm.world_size
+
+    @property
+    def closed(self) -> bool:
+        """The world behind this group was destroyed."""
+        return self.comm.closed
+
+    @property
+    def p2p(self) -> ShmPointToPoint | SocketPointToPoint:
+        """Point-to-point between the world's ranks (one of two objects with the same
+        methods: shared memory on one host, else the sockets; see ``ringrt/p2p.py``)."""
+        return self.comm.p2p
+
+    @property
+    def observer(self) -> Observer:
+        """This rank's flight recorder and timeline."""
+        return self.comm.observer
+
+    @observer.setter
+    def observer(self, observer: Observer) -> None:
+        """Watch every later op of this group's world with ``observer`` (``ringrt.debug``)."""
+        self.comm.observer = observer
+
+    @functools.cached_property
+    def layout(self) -> Layout:
+        """The group's ranks by host (every rank computes the same from the same cards)."""
+        return Layout.of([self.comm.hosts[m] for m in self.members])
+
+    @functools.cached_property
+    def host_cores(self) -> tuple[int, ...] | None:
+        """Usable cores of each host of :attr:`layout` (the fewest any of its ranks
+        reported), or None if some rank did not say."""
+        cores = [[self.comm.cores.get(self.members[g]) for g in ranks]
+                 for ranks in self.layout.hosts]
+        if any(c is None for host in cores for c in host):
+            return None
+        return tuple(min(host) for host in cores)
+
+    def count_choice(self, op: str, algorithm: str) -> None:
+        """Count that ``op`` chose ``algorithm`` (``ringrt.stats()["algorithms"]``)."""
+        self.comm.counters.chose(op, algorithm)
+
+    def stats(self) -> dict:
+        """This rank's counters (see ``ringrt.stats``)."""
+        return self.comm.stats()
+
+    def announce_failure(self, reason: str) -> None:
+        """Tell every peer this rank is failing with ``reason`` (they raise PeerLostError)."""
+        self.comm.sentinel.announce_failure(reason)
+
+    def lost_members(self, ranks: Collection[int] | None = None) -> dict[int, str]:
+        """The lost peers among ``ranks`` (global ranks; default: the group's members),
+        each with why it was lost."""
+        lost = self.comm.sentinel.lost
+        if not lost:
+            return {}
+        among = self.member_set if ranks is None else ranks
+        return {r: why for r, why in lost.items() if r in among}
+
     # -- running ops ----------------------------------------------------------------------
 
     def run(self, spec: OpSpec, body: Callable[[Any], Any], async_op: bool = False) -> Any:
         """Run ``body(exchange)`` as this group's next op; returns its result or a Work."""
-        self.raise_if_unusable(spec.name)
+        self.check_usable(spec.name)
         seq = self._seq
         self._seq += 1
-        counters = self.comm.counters
-        record = self.comm.observer.entered(self.group_id, seq, spec, counters.last_algorithm)
-        counters.last_algorithm = ""
+        record = self.comm.observer.entered(self.group_id, seq, spec)
         job = functools.partial(self._execute, seq, spec, body, record)
         description = f"{spec.name} (op #{seq})"
         if async_op:
@@ -305,7 +379,7 @@ class ProcessGroup:
         observer = self.comm.observer
         observer.started(record)
         try:
-            self.raise_if_unusable(spec.name, seq)
+            self.check_usable(spec.name, seq)
         except BaseException as error:
             observer.finished(record, error)
             raise
@@ -333,15 +407,16 @@ class ProcessGroup:
     def announce(self, kind: int, seq: int, spec: OpSpec, payload: object) -> None:
         """Send a mismatch notice about op ``seq`` to every other member."""
         body = msgpack.packb(payload)
-        header = wire.pack(kind, spec.op, 0, 0, wire.INLINE, self.group_id, self.comm.rank,
+        header = wire.pack(kind, spec.op, 0, 0, wire.INLINE, self.group_id, self.global_rank,
                             seq, -1, -1, 0)
+        lost = self.lost_members()
         for member in self.members:
-            if member != self.comm.rank and member not in self.comm.sentinel.lost:
+            if member != self.global_rank and member not in lost:
                 self.comm.transport.send(member, header + body)
 
     # -- breaking -------------------------------------------------------------------------
 
-    def raise_if_unusable(self, name: str, seq: int | None = None) -> None:
+    def check_usable(self, name: str, seq: int | None = None) -> None:
         """Raise if the group is broken, destroyed, or lost a member."""
         comm = self.comm
         if self._broken is None and not comm.closed and not comm.sentinel.lost and \
@@ -359,10 +434,10 @@ class ProcessGroup:
 
             _kind, origin, (detail, ranks) = poison
             self.break_with(CollectiveMismatchError(name, seq if seq is not None else self._seq,
-                                                    ranks, self.comm.rank,
+                                                    ranks, self.global_rank,
                                                     f"rank {origin} reports: {detail}"))
             raise self._broken
-        lost = {r: why for r, why in self.comm.sentinel.lost.items() if r in self.member_set}
+        lost = self.lost_members()
         if lost:
             self.break_with_lost(lost)
             raise self.lost_error(lost, name, seq)
@@ -382,7 +457,7 @@ class ProcessGroup:
         others = sorted(set(lost) - causes)
         if others:
             reason += f" (ranks {others} have since left too)"
-        return PeerLostError(causes, reason, self.comm.rank, op, seq)
+        return PeerLostError(causes, reason, self.global_rank, op, seq)
 
     # -- subgroups ------------------------------------------------------------------------
 
@@ -396,16 +471,16 @@ class ProcessGroup:
         asked for the same members.
         """
         members = sorted(set(range(self.size) if ranks is None else (int(r) for r in ranks)))
-        bad = [r for r in members if not 0 <= r < self.comm.world_size]
+        bad = [r for r in members if not 0 <= r < self.world_size]
         if bad or not members:
             raise ValueError(f"new_group: ranks {bad or members} are not in [0, "
-                             f"{self.comm.world_size}) on rank {self.comm.rank}")
+                             f"{self.world_size}) on rank {self.global_rank}")
         group_id = self.comm.next_group_id
         self.comm.next_group_id += 1
         digest = zlib.crc32(msgpack.packb(members))
         self.run(OpSpec("new_group", wire.OP_CODES["new_group"], count=digest), barrier)
         timeout = self.timeout if timeout is None else seconds(timeout)
-        if self.comm.rank not in members:
+        if self.global_rank not in members:
             return NonMember(group_id, members)
         return ProcessGroup._subgroup(self.comm, group_id, members, timeout)
 
@@ -434,12 +509,13 @@ class ProcessGroup:
             ringrt.errors.TimeoutError: the lowest member never published the id.
         """
         members = sorted(set(int(r) for r in members))
-        rank, world = self.comm.rank, self.comm.world_size
-        if not members or not 0 <= members[0] <= members[-1] < world or rank not in members:
+        global_rank, world = self.global_rank, self.world_size
+        if not members or not 0 <= members[0] <= members[-1] < world or \
+                global_rank not in members:
             raise ValueError(f"new_member_group: members {members} must be ranks in [0, {world})"
-                             f" that include this rank ({rank})")
+                             f" that include this rank ({global_rank})")
         timeout = self.timeout if timeout is None else seconds(timeout)
-        if rank == members[0]:
+        if global_rank == members[0]:
             drawn = self.comm.store.add(f"{self.comm.namespace}/member_group_ids", 1)
             group_id = MEMBER_GROUP_IDS + drawn
             store.set("ringrt_group_id", str(group_id))
@@ -458,7 +534,9 @@ def _payload_bytes(spec: OpSpec) -> int:
 
 
 def _is_consequence(why: str) -> bool:
-    return why.startswith("it left the group") or "PeerLostError" in why
+    """A peer lost *because* others were: it said goodbye, or its announced failure (the
+    text of its exception) was itself a PeerLostError."""
+    return why.startswith(LEFT_REASON) or PeerLostError.__name__ in why
 
 
 class NonMember:

@@ -37,26 +37,26 @@ def _group(group, name: str):
     return None if isinstance(group, NonMember) else group
 
 
-def _spec(name: str, wire_op: str, array: np.ndarray | None, count: int | None = None,
-          root: int = -1, redop: int = 0, shm: bool = False) -> OpSpec:
+def _spec(name: str, wire_op: str, array: np.ndarray | None, algorithm: str,
+          count: int | None = None, root: int = -1, redop: int = 0) -> OpSpec:
     dtype = DTYPE_CODES[None if array is None else array.dtype]
     if count is None:
         count = -1 if array is None else array.size
-    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop), shm)
+    return OpSpec(name, OP_CODES[wire_op], dtype, count, root, int(redop), algorithm)
 
 
 def _algorithm(pg, op: str, nbytes: int) -> str:
     """Pick the algorithm (the same on every rank: it depends on shared facts only)."""
     arena = pg.arena
-    host_sizes = hierarchical.layout(pg).sizes if pg.spans_hosts else None
-    host_cores = hierarchical.host_cores(pg) if pg.spans_hosts else None
-    algorithm = choose(op, nbytes, arena.slot_limit if arena is not None else None, pg.size,
-                       pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
-                       host_cores, pg.settings)
-    pg.comm.counters.chose(op, algorithm)
+    host_sizes = pg.layout.sizes if pg.spans_hosts else None
+    host_cores = pg.host_cores if pg.spans_hosts else None
+    decision = choose(op, nbytes, arena.slot_limit if arena is not None else None, pg.size,
+                      pg.spans_hosts, arena is not None and arena.oversubscribed, host_sizes,
+                      host_cores, pg.settings)
+    pg.count_choice(op, decision.algorithm)
     if pg.settings.debug:
-        decisions.log(pg, op, nbytes, algorithm)
-    return algorithm
+        decisions.log(pg, op, nbytes, decision)
+    return decision.algorithm
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -66,12 +66,12 @@ def _flat(array: np.ndarray) -> np.ndarray:
 def _check_stacked(pg, name: str, output, input, stacked: str) -> None:
     """Checks of the *_tensor ops: writable output, and the ``stacked`` one ("input" or
     "output") holding world-size blocks of the other."""
-    rank = pg.comm.rank
-    _validate.array(name, output, rank, "output", writable=True)
-    _validate.array(name, input, rank, "input")
+    global_rank = pg.global_rank
+    _validate.array(name, output, global_rank, "output", writable=True)
+    _validate.array(name, input, global_rank, "input")
     big, small = (input, output) if stacked == "input" else (output, input)
     other = "output" if stacked == "input" else "input"
-    _validate.leading_dim(name, big, small, pg.size, rank, stacked, other)
+    _validate.leading_dim(name, big, small, pg.size, global_rank, stacked, other)
 
 
 # -- reductions ---------------------------------------------------------------------------
@@ -103,11 +103,11 @@ def all_reduce(array: np.ndarray, op: ReduceOp = ReduceOp.SUM, group: Group = No
     pg = _group(group, "all_reduce")
     if pg is None:
         return None
-    _validate.array("all_reduce", array, pg.comm.rank, writable=True)
-    redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.comm.rank)
+    _validate.array("all_reduce", array, pg.global_rank, writable=True)
+    redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.global_rank)
     algorithm = _algorithm(pg, "all_reduce", array.nbytes)
     body = functools.partial(_all_reduce, flat=_flat(array), redop=redop, algorithm=algorithm)
-    spec = _spec("all_reduce", "all_reduce", array, redop=redop, shm=algorithm == "shm")
+    spec = _spec("all_reduce", "all_reduce", array, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -139,15 +139,15 @@ def reduce(array: np.ndarray, dst: int, op: ReduceOp = ReduceOp.SUM, group: Grou
     pg = _group(group, "reduce")
     if pg is None:
         return None
-    _validate.array("reduce", array, pg.comm.rank)
-    root = _validate.root("reduce", dst, pg.members, pg.comm.rank, "dst")
+    _validate.array("reduce", array, pg.global_rank)
+    root = _validate.root("reduce", dst, pg.members, pg.global_rank, "dst")
     if pg.rank == root:
-        _validate.writable_array("reduce", array, pg.comm.rank)
-    redop = _validate.reduce_op("reduce", op, array.dtype, pg.comm.rank)
+        _validate.writable_array("reduce", array, pg.global_rank)
+    redop = _validate.reduce_op("reduce", op, array.dtype, pg.global_rank)
     algorithm = _algorithm(pg, "reduce", array.nbytes)
     body = functools.partial(_reduce, flat=_flat(array), root=root, redop=redop,
                              algorithm=algorithm)
-    spec = _spec("reduce", "reduce", array, root=root, redop=redop, shm=algorithm == "shm")
+    spec = _spec("reduce", "reduce", array, algorithm, root=root, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -185,16 +185,15 @@ def reduce_scatter(output: np.ndarray, input_list: Sequence[np.ndarray],
     pg = _group(group, "reduce_scatter")
     if pg is None:
         return None
-    rank = pg.comm.rank
-    _validate.array("reduce_scatter", output, rank, "output", writable=True)
-    inputs = _validate.array_list("reduce_scatter", input_list, pg.size, rank, "input_list",
+    global_rank = pg.global_rank
+    _validate.array("reduce_scatter", output, global_rank, "output", writable=True)
+    inputs = _validate.array_list("reduce_scatter", input_list, pg.size, global_rank, "input_list",
                                   like=output)
-    redop = _validate.reduce_op("reduce_scatter", op, output.dtype, rank)
+    redop = _validate.reduce_op("reduce_scatter", op, output.dtype, global_rank)
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output),
                              inputs=[_flat(x) for x in inputs], redop=redop, algorithm=algorithm)
-    spec = _spec("reduce_scatter", "reduce_scatter", output, redop=redop,
-                 shm=algorithm == "shm")
+    spec = _spec("reduce_scatter", "reduce_scatter", output, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -206,13 +205,12 @@ def reduce_scatter_tensor(output: np.ndarray, input: np.ndarray, op: ReduceOp = 
     if pg is None:
         return None
     _check_stacked(pg, "reduce_scatter_tensor", output, input, stacked="input")
-    redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, pg.comm.rank)
+    redop = _validate.reduce_op("reduce_scatter_tensor", op, output.dtype, pg.global_rank)
     inputs = ring.split(_flat(input), pg.size)
     algorithm = _algorithm(pg, "reduce_scatter", output.nbytes * pg.size)
     body = functools.partial(_reduce_scatter, output=_flat(output), inputs=inputs, redop=redop,
                              algorithm=algorithm)
-    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, redop=redop,
-                 shm=algorithm == "shm")
+    spec = _spec("reduce_scatter_tensor", "reduce_scatter", output, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
 
 
@@ -246,13 +244,13 @@ def broadcast(array: np.ndarray, src: int, group: Group = None,
     pg = _group(group, "broadcast")
     if pg is None:
         return None
-    _validate.array("broadcast", array, pg.comm.rank)
-    root = _validate.root("broadcast", src, pg.members, pg.comm.rank, "src")
+    _validate.array("broadcast", array, pg.global_rank)
+    root = _validate.root("broadcast", src, pg.members, pg.global_rank, "src")
     if pg.rank != root:
-        _validate.writable_array("broadcast", array, pg.comm.rank)
+        _validate.writable_array("broadcast", array, pg.global_rank)
     algorithm = _algorithm(pg, "broadcast", array.nbytes)
     body = functools.partial(_broadcast, flat=_flat(array), root=root, algorithm=algorithm)
-    spec = _spec("broadcast", "broadcast", array, root=root, shm=algorithm == "shm")
+    spec = _spec("broadcast", "broadcast", array, algorithm, root=root)
     return pg.run(spec, body, async_op)
 
 
@@ -280,14 +278,14 @@ def all_gather(array_list: Sequence[np.ndarray], array: np.ndarray, group: Group
     pg = _group(group, "all_gather")
     if pg is None:
         return None
-    rank = pg.comm.rank
-    _validate.array("all_gather", array, rank)
-    outputs = _validate.array_list("all_gather", array_list, pg.size, rank, "array_list",
+    global_rank = pg.global_rank
+    _validate.array("all_gather", array, global_rank)
+    outputs = _validate.array_list("all_gather", array_list, pg.size, global_rank, "array_list",
                                    writable=True, like=array)
     algorithm = _algorithm(pg, "all_gather", array.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=[_flat(o) for o in outputs], mine=_flat(array),
                              algorithm=algorithm)
-    spec = _spec("all_gather", "all_gather", array, shm=algorithm == "shm")
+    spec = _spec("all_gather", "all_gather", array, algorithm)
     return pg.run(spec, body, async_op)
 
 
@@ -303,7 +301,7 @@ def all_gather_into_tensor(output: np.ndarray, input: np.ndarray, group: Group =
     algorithm = _algorithm(pg, "all_gather", input.nbytes * pg.size)
     body = functools.partial(_all_gather, outputs=ring.split(_flat(output), pg.size),
                              mine=_flat(input), algorithm=algorithm)
-    spec = _spec("all_gather_into_tensor", "all_gather", input, shm=algorithm == "shm")
+    spec = _spec("all_gather_into_tensor", "all_gather", input, algorithm)
     return pg.run(spec, body, async_op)
 
 
@@ -326,17 +324,17 @@ def gather(array: np.ndarray, gather_list: Sequence[np.ndarray] | None = None, d
     pg = _group(group, "gather")
     if pg is None:
         return None
-    rank = pg.comm.rank
-    _validate.array("gather", array, rank)
-    root = _validate.root("gather", dst, pg.members, rank, "dst")
+    global_rank = pg.global_rank
+    _validate.array("gather", array, global_rank)
+    root = _validate.root("gather", dst, pg.members, global_rank, "dst")
     outputs = None
     if pg.rank == root:
         outputs = [_flat(o) for o in _validate.array_list(
-            "gather", gather_list, pg.size, rank, "gather_list", writable=True, like=array)]
+            "gather", gather_list, pg.size, global_rank, "gather_list", writable=True, like=array)]
     algorithm = _algorithm(pg, "gather", array.nbytes)
     body = functools.partial(_gather, outputs=outputs, mine=_flat(array), root=root,
                              algorithm=algorithm)
-    spec = _spec("gather", "gather", array, root=root, shm=algorithm == "shm")
+    spec = _spec("gather", "gather", array, algorithm, root=root)
     return pg.run(spec, body, async_op)
 
 
@@ -353,17 +351,17 @@ def scatter(array: np.ndarray, scatter_list: Sequence[np.ndarray] | None = None,
     pg = _group(group, "scatter")
     if pg is None:
         return None
-    rank = pg.comm.rank
-    _validate.array("scatter", array, rank, writable=True)
-    root = _validate.root("scatter", src, pg.members, rank, "src")
+    global_rank = pg.global_rank
+    _validate.array("scatter", array, global_rank, writable=True)
+    root = _validate.root("scatter", src, pg.members, global_rank, "src")
     inputs = None
     if pg.rank == root:
         inputs = [_flat(x) for x in _validate.array_list(
-            "scatter", scatter_list, pg.size, rank, "scatter_list", like=array)]
+            "scatter", scatter_list, pg.size, global_rank, "scatter_list", like=array)]
     algorithm = _algorithm(pg, "scatter", array.nbytes * pg.size)
     body = functools.partial(_scatter, inputs=inputs, output=_flat(array), root=root,
                              algorithm=algorithm)
-    spec = _spec("scatter", "scatter", array, root=root, shm=algorithm == "shm")
+    spec = _spec("scatter", "scatter", array, algorithm, root=root)
     return pg.run(spec, body, async_op)
 
 
@@ -381,19 +379,19 @@ def all_to_all(output_list: Sequence[np.ndarray], input_list: Sequence[np.ndarra
     pg = _group(group, "all_to_all")
     if pg is None:
         return None
-    rank = pg.comm.rank
-    inputs = _validate.array_list("all_to_all", input_list, pg.size, rank, "input_list")
-    outputs = _validate.array_list("all_to_all", output_list, pg.size, rank, "output_list",
+    global_rank = pg.global_rank
+    inputs = _validate.array_list("all_to_all", input_list, pg.size, global_rank, "input_list")
+    outputs = _validate.array_list("all_to_all", output_list, pg.size, global_rank, "output_list",
                                    writable=True)
     for i, (o, x) in enumerate(zip(outputs, inputs, strict=True)):
         if o.dtype != inputs[0].dtype or x.dtype != inputs[0].dtype:
             raise ValueError(f"all_to_all: every array must have dtype {inputs[0].dtype} "
-                             f"on rank {rank} (entry {i} differs)")
+                             f"on rank {global_rank} (entry {i} differs)")
     # Sizes differ per rank, so the choice sees none: every rank must choose alike.
     algorithm = _algorithm(pg, "all_to_all", 0) if pg.size <= MAX_COUNTS else "direct"
     body = functools.partial(_all_to_all_uneven, outputs=[_flat(o) for o in outputs],
                              inputs=[_flat(x) for x in inputs], algorithm=algorithm)
-    spec = _spec("all_to_all", "all_to_all", inputs[0], count=-1, shm=algorithm == "shm")
+    spec = _spec("all_to_all", "all_to_all", inputs[0], algorithm, count=-1)
     return pg.run(spec, body, async_op)
 
 
@@ -412,19 +410,19 @@ def all_to_all_single(output: np.ndarray, input: np.ndarray, group: Group = None
     pg = _group(group, "all_to_all_single")
     if pg is None:
         return None
-    rank = pg.comm.rank
-    _validate.array("all_to_all_single", input, rank, "input")
-    _validate.array("all_to_all_single", output, rank, "output", writable=True)
-    _validate.same_shape("all_to_all_single", output, input, rank, "output")
+    global_rank = pg.global_rank
+    _validate.array("all_to_all_single", input, global_rank, "input")
+    _validate.array("all_to_all_single", output, global_rank, "output", writable=True)
+    _validate.same_shape("all_to_all_single", output, input, global_rank, "output")
     rows = input.shape[0] if input.ndim else 1
     if rows % pg.size:
         raise ValueError(f"all_to_all_single: input.shape[0]={rows} is not divisible by the "
-                         f"group size {pg.size} on rank {rank}")
+                         f"group size {pg.size} on rank {global_rank}")
     # Equal blocks on every rank by definition, so every rank may take shared memory.
     algorithm = _algorithm(pg, "all_to_all", input.nbytes)
     body = functools.partial(_all_to_all, outputs=ring.split(_flat(output), pg.size),
                              inputs=ring.split(_flat(input), pg.size), algorithm=algorithm)
-    spec = _spec("all_to_all_single", "all_to_all", input, shm=algorithm == "shm")
+    spec = _spec("all_to_all_single", "all_to_all", input, algorithm)
     return pg.run(spec, body, async_op)
 
 
@@ -442,7 +440,7 @@ def barrier(group: Group = None, async_op: bool = False) -> Work | None:
         return None
     algorithm = _algorithm(pg, "barrier", 0)
     body = {"shm": _barrier_shm, "hierarchical": hierarchical.barrier}.get(algorithm, tree.barrier)
-    return pg.run(_spec("barrier", "barrier", None, shm=algorithm == "shm"), body, async_op)
+    return pg.run(_spec("barrier", "barrier", None, algorithm), body, async_op)
 
 
 def _barrier_shm(ex):

@@ -35,7 +35,6 @@ import numpy as np
 
 import ringrt as dist
 from ringrt import localsgd
-from ringrt._algorithms import hierarchical
 from ringrt._comm.work import Work
 from ringrt._compress import PowerSGD
 from ringrt._flat import FlatLayout, check_float_params
@@ -373,8 +372,8 @@ def _compression_levels(group):
     """``(bucket_group, cross, skip_buckets)`` for compressed DDP: over the world spanning
     hosts, float32 buckets inside the host and compression across (``cross``, a
     ``localsgd._Across``); else compression over the whole group and no bucket stage."""
-    world = dist.distributed.resolve(None, "DistributedDataParallel")
-    if group is None and len(hierarchical.layout(world).hosts) > 1:
+    world = dist.distributed._default_world("DistributedDataParallel")
+    if group is None and len(world.layout.hosts) > 1:
         levels = localsgd.sync_groups("hosts")
         return levels.inner, localsgd._Across(levels.outer, levels.host, levels.shares, None,
                                               0), False

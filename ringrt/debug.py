@@ -54,12 +54,12 @@ def observers(trace_path: str, group=None) -> dict[str, object]:
     Returns:
         mode -> observer; hand it to :func:`close_observers` when done.
     """
-    comm = distributed.resolve(group, "observers").comm
-    traced = Observer(comm.rank, comm.world_size, CODE_DTYPES)
-    traced.tracer = timeline.Tracer(trace_path, comm.rank, comm.world_size, CODE_DTYPES)
-    recorder_off = Observer(comm.rank, comm.world_size, CODE_DTYPES)
+    pg = distributed.resolve(group, "observers")
+    traced = Observer(pg.global_rank, pg.world_size, CODE_DTYPES)
+    traced.tracer = timeline.Tracer(trace_path, pg.global_rank, pg.world_size, CODE_DTYPES)
+    recorder_off = Observer(pg.global_rank, pg.world_size, CODE_DTYPES)
     recorder_off.recorder = FlightRecorder(size=0)
-    return {"none": _NoObserver(), "recorder": comm.observer, "tracing": traced,
+    return {"none": _NoObserver(), "recorder": pg.observer, "tracing": traced,
             "recorder off": recorder_off}
 
 
@@ -70,8 +70,8 @@ def use_observer(observer: object, group=None) -> object:
     Returns:
         The observer it replaces.
     """
-    comm = distributed.resolve(group, "use_observer").comm
-    previous, comm.observer = comm.observer, observer
+    pg = distributed.resolve(group, "use_observer")
+    previous, pg.observer = pg.observer, observer
     return previous
 
 
@@ -95,10 +95,11 @@ def observer_part_costs(number: int, trace_path: str) -> dict[str, float]:
     """
     recorder = FlightRecorder()
     observer = Observer(0, 1, CODE_DTYPES)
-    spec = type("Spec", (), {"name": "all_reduce", "dtype_code": 1, "count": 1})()
+    spec = type("Spec", (), {"name": "all_reduce", "dtype_code": 1, "count": 1,
+                             "algorithm": "shm"})()
 
     def whole_op():
-        record = observer.entered(0, 0, spec, "shm")
+        record = observer.entered(0, 0, spec)
         observer.started(record)
         observer.finished(record, None)
 

@@ -172,10 +172,10 @@ def stats() -> dict:
     Raises:
         NotInitializedError: no process group.
     """
-    torch_world = next((w for w in _other_worlds if not w.comm.closed), None)
+    torch_world = next((w for w in _other_worlds if not w.closed), None)
     world = _default_world("stats") if _world is not None or torch_world is None else torch_world
     server_stats = getattr(_store, "server_stats", None) if world is _world else None
-    return {**world.comm.stats(), "store": server_stats() if server_stats else None}
+    return {**world.stats(), "store": server_stats() if server_stats else None}
 
 
 def get_store() -> Store:
@@ -221,7 +221,7 @@ def destroy_process_group(group: ProcessGroup | NonMember | None = None) -> None
 def report_failures_to(world: ProcessGroup) -> None:
     """Tell ``world``'s peers, too, when this process dies of an unhandled exception (for
     worlds other than the default group: ``ringrt.torch`` builds its own)."""
-    _other_worlds[:] = [w for w in _other_worlds if not w.comm.closed]
+    _other_worlds[:] = [w for w in _other_worlds if not w.closed]
     if world not in _other_worlds:
         _other_worlds.append(world)
     _install_failure_report()
@@ -239,10 +239,10 @@ def _report_failure_then_exit(exc_type, exc, tb) -> None:
     """Tell the peers this rank is failing (they raise PeerLostError), then print as usual."""
     reason = f"{exc_type.__name__}: {exc}".strip()
     for world in [_world, *_other_worlds]:
-        if world is None or world.comm.closed:
+        if world is None or world.closed:
             continue
         try:
-            world.comm.sentinel.announce_failure(reason[:2000])
+            world.announce_failure(reason[:2000])
             world.close(linger_s=1.0, goodbye=False)
         except Exception:  # noqa: BLE001 - reporting must never mask the original error
             pass

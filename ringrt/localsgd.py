@@ -45,7 +45,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import ringrt as dist
-from ringrt._algorithms import hierarchical
 from ringrt._compress import _Pending, start_average
 from ringrt._flat import FlatLayout
 
@@ -95,7 +94,7 @@ def sync_groups(scope: str = "auto") -> SyncGroups:
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r} on rank {_rank()}")
     world = dist.distributed.resolve(None, "sync_groups")
-    where = hierarchical.layout(world)
+    where = world.layout
     if scope == "auto":
         scope = "hosts" if len(where.hosts) > 1 else "ranks"
     if scope == "ranks":

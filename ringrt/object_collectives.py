@@ -28,7 +28,7 @@ def _encode(pg, name: str, value) -> bytes:
     try:
         return _objects.encode(value)
     except TypeError as exc:
-        raise TypeError(f"{name}: {exc} (on rank {pg.comm.rank})") from None
+        raise TypeError(f"{name}: {exc} (on rank {pg.global_rank})") from None
 
 
 def _list_arg(pg, name: str, value, length: int | None, arg: str) -> list:
@@ -36,7 +36,8 @@ def _list_arg(pg, name: str, value, length: int | None, arg: str) -> list:
         want = "a list" if length is None else f"a list of {length} entries"
         error = (TypeError if not isinstance(value, list) else ValueError)(
             f"{name}: {arg} must be {want}, got {type(value).__name__}"
-            f"{'' if not isinstance(value, list) else f' of {len(value)}'} on rank {pg.comm.rank}")
+            f"{'' if not isinstance(value, list) else f' of {len(value)}'} on rank "
+            f"{pg.global_rank}")
         raise error
     return value
 
@@ -47,12 +48,12 @@ def _received(ex, name: str, peer: int):
     try:
         return _objects.decode(ex.recv(peer))
     except ProtocolError as exc:
-        raise ProtocolError(f"{name}: rank {ex.group.members[peer]} sent rank {ex.comm.rank} "
-                            f"a bad payload: {exc}") from None
+        raise ProtocolError(f"{name}: rank {ex.group.members[peer]} sent rank "
+                            f"{ex.group.global_rank} a bad payload: {exc}") from None
 
 
 def _root(pg, name, value, arg):
-    return _validate.root(name, value, pg.members, pg.comm.rank, arg)
+    return _validate.root(name, value, pg.members, pg.global_rank, arg)
 
 
 def broadcast_object_list(object_list: list, src: int = 0, group: Group = None) -> None:
@@ -74,10 +75,10 @@ def broadcast_object_list(object_list: list, src: int = 0, group: Group = None) 
         received = _received(ex, name, root)
         if not isinstance(received, list):
             raise ProtocolError(f"{name}: rank {src} sent a {type(received).__name__}, not a "
-                                f"list of objects, to rank {pg.comm.rank}")
+                                f"list of objects, to rank {pg.global_rank}")
         if len(received) != len(object_list):
             raise ValueError(f"{name}: rank {src} sent {len(received)} objects but rank "
-                             f"{pg.comm.rank}'s object_list has {len(object_list)} entries")
+                             f"{pg.global_rank}'s object_list has {len(object_list)} entries")
         object_list[:] = received
     _run(pg, name, root, body)
 
@@ -137,7 +138,7 @@ def scatter_object_list(output_list: list, input_list: list | None = None, src: 
     _list_arg(pg, name, output_list, None, "output_list")
     if not output_list:
         raise ValueError(f"{name}: output_list needs at least one entry on "
-                         f"rank {pg.comm.rank}")
+                         f"rank {pg.global_rank}")
     root = _root(pg, name, src, "src")
     payloads: list[bytes] = []
     if pg.rank == root:

@@ -49,6 +49,7 @@ Thresholds (bytes of the whole array) and why:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 from ringrt._algorithms import cost_model
 from ringrt._settings import Settings, read_setting
@@ -58,20 +59,73 @@ ALL_REDUCE_SMALL = 64 * 1024
 BROADCAST_SMALL = 64 * 1024
 GATHER_SMALL = 64 * 1024
 
+
+@dataclass(frozen=True)
+class OpChoices:
+    """The algorithms of one op: over sockets ``small`` below ``threshold`` bytes and
+    ``large`` from it (``large`` None: ``small`` at every size), and ``also`` those that
+    other facts pick (shared memory, hosts) or ``RINGRT_ALGO`` forces."""
+
+    small: str
+    large: str | None = None
+    threshold: int | None = None
+    also: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.small, *((self.large,) if self.large else ()), *self.also)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __contains__(self, algorithm: object) -> bool:
+        return algorithm in self.names
+
+    def by_size(self, nbytes: int) -> str:
+        """The socket algorithm for ``nbytes`` by the fixed threshold."""
+        if self.large is None or self.threshold is None or nbytes < self.threshold:
+            return self.small
+        return self.large
+
+
 CHOICES = {
-    "all_reduce": ("recursive_doubling", "ring", "shm", "hierarchical"),
-    "broadcast": ("binomial", "chain", "shm", "hierarchical"),
-    "reduce": ("binomial", "chain", "ring", "shm", "hierarchical"),
-    "all_gather": ("direct", "ring", "shm", "hierarchical"),
-    "reduce_scatter": ("direct", "ring", "shm"),
-    "gather": ("direct", "direct", "shm"),
-    "scatter": ("direct", "direct", "shm"),
-    "all_to_all": ("direct", "direct", "shm"),
-    "barrier": ("recursive_doubling", "shm", "hierarchical"),
+    "all_reduce": OpChoices("recursive_doubling", "ring", ALL_REDUCE_SMALL,
+                            ("shm", "hierarchical")),
+    "broadcast": OpChoices("binomial", "chain", BROADCAST_SMALL, ("shm", "hierarchical")),
+    "reduce": OpChoices("binomial", "chain", ALL_REDUCE_SMALL, ("ring", "shm", "hierarchical")),
+    "all_gather": OpChoices("direct", "ring", GATHER_SMALL, ("shm", "hierarchical")),
+    "reduce_scatter": OpChoices("direct", "ring", GATHER_SMALL, ("shm",)),
+    "gather": OpChoices("direct", also=("shm",)),
+    "scatter": OpChoices("direct", also=("shm",)),
+    "all_to_all": OpChoices("direct", also=("shm",)),
+    "barrier": OpChoices("recursive_doubling", also=("shm", "hierarchical")),
 }
-_SMALL = {"all_reduce": ALL_REDUCE_SMALL, "broadcast": BROADCAST_SMALL, "reduce": ALL_REDUCE_SMALL,
-          "all_gather": GATHER_SMALL, "reduce_scatter": GATHER_SMALL, "gather": 1 << 62,
-          "scatter": 1 << 62, "all_to_all": 1 << 62, "barrier": 1 << 62}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`choose` picked, and why (one of the reasons below; ``RINGRT_DEBUG``
+    prints it with the facts behind it, see ``decisions.py``). ``declined_shm`` says why
+    shared memory was not taken where the op has it: ``NO_SHM`` or ``OVERSUBSCRIBED``."""
+
+    algorithm: str
+    reason: str
+    declined_shm: str = ""
+
+
+# Reasons of a Decision.
+FORCED = "forced by RINGRT_ALGO"
+TWO_LEVEL = "two levels predicted faster than flat by the cost model"
+SHARED_MEMORY = "every rank on one host: shared memory"
+ONE_ALGORITHM = "the op has one socket algorithm"
+CROSSOVER = "the cost model's crossover across hosts"
+THRESHOLD = "the fixed size threshold"
+# Why shared memory was declined.
+NO_SHM = "no shared memory for this group"
+OVERSUBSCRIBED = "more ranks than cores: shared memory only from a size"
+
+_decision = functools.cache(Decision)       # a handful of distinct values, built once each
+
 # With more ranks than cores, gather and scatter take shared memory only from this size:
 # below it only the root needs to wait (sockets), where a shared-memory phase makes every rank
 # wait for every other, and some of them are off the cores; from this size on, the socket
@@ -95,7 +149,7 @@ def forced_algorithms(spec: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         op, _, algo = item.partition("=")
         if op not in CHOICES or algo not in CHOICES[op]:
-            valid = "; ".join(f"{k}={'|'.join(v)}" for k, v in CHOICES.items())
+            valid = "; ".join(f"{k}={'|'.join(v.names)}" for k, v in CHOICES.items())
             raise ValueError(f"RINGRT_ALGO item {item!r} is not valid; choose from: {valid}")
         forced[op] = algo
     return forced
@@ -110,7 +164,7 @@ MODEL_THRESHOLD_RANGE = (64 * 1024, 1 << 20)
 @functools.lru_cache(maxsize=256)
 def network_threshold(op: str, world: int) -> int:
     """Bytes from which the large algorithm beats the small one across hosts (cost model)."""
-    small, large = CHOICES[op][:2]
+    small, large = CHOICES[op].small, CHOICES[op].large
     crossing = cost_model.crossover(op, small, large, world, NETWORK_ALPHA, NETWORK_BETA,
                                      0.0, NETWORK_OVERHEAD)
     low, high = MODEL_THRESHOLD_RANGE
@@ -168,10 +222,20 @@ def _predicted_two_level(op: str, nbytes: int, host_sizes: tuple[int, ...],
 
 def _flat_across_hosts(op: str, nbytes: int, world: int) -> str:
     """The flat algorithm ``choose`` runs for ``op`` across hosts when not in two levels."""
-    small, large = CHOICES[op][:2]
-    if op in ("all_reduce", "broadcast") and world > 2:
-        return small if nbytes < network_threshold(op, world) else large
-    return small if nbytes < _SMALL[op] else large
+    return _over_sockets(op, nbytes, world, True).algorithm
+
+
+def _over_sockets(op: str, nbytes: int, world: int, spans_hosts: bool,
+                  declined_shm: str = "") -> Decision:
+    """The socket algorithm: across hosts of more than two ranks, all_reduce and broadcast
+    by the cost model's crossover, the rest by the fixed threshold."""
+    entry = CHOICES[op]
+    if entry.large is None:
+        return _decision(entry.small, ONE_ALGORITHM, declined_shm)
+    if spans_hosts and op in ("all_reduce", "broadcast") and world > 2:
+        large = nbytes >= network_threshold(op, world)
+        return _decision(entry.large if large else entry.small, CROSSOVER, declined_shm)
+    return _decision(entry.by_size(nbytes), THRESHOLD, declined_shm)
 
 
 def all_reduce_variant(nbytes: int, host_sizes: tuple[int, ...],
@@ -197,7 +261,7 @@ def cross_algorithm(op: str, nbytes: int, hosts: int, streams: int) -> str:
     ``cost_model.cross_host``): ``all_reduce`` ring | recursive_doubling | direct, ``broadcast``
     binomial | chain, ``reduce`` binomial | ring (run as the chain: the same traffic)."""
     if nbytes < MODEL_THRESHOLD_RANGE[0] and op != "all_reduce":
-        return CHOICES[op][0]                 # latency-bound: the tree
+        return CHOICES[op].small              # latency-bound: the tree
     return cost_model.cross_host(op, nbytes, hosts, streams, NETWORK_ALPHA, NETWORK_BETA,
                                  0.0, NETWORK_OVERHEAD)[0]
 
@@ -205,7 +269,8 @@ def cross_algorithm(op: str, nbytes: int, hosts: int, streams: int) -> str:
 def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int = 2,
            spans_hosts: bool = False, oversubscribed: bool = False,
            host_sizes: tuple[int, ...] | None = None,
-           host_cores: tuple[int, ...] | None = None, settings: Settings | None = None) -> str:
+           host_cores: tuple[int, ...] | None = None, settings: Settings | None = None
+           ) -> Decision:
     """The algorithm for ``op`` on a payload of ``nbytes`` (the whole array, or the sum of
     the blocks one rank stages) in a group of ``world`` ranks. ``shm_slot_bytes`` is the
     arena's slot size (the most a group arena may grow to) when the group can use shared
@@ -215,19 +280,23 @@ def choose(op: str, nbytes: int, shm_slot_bytes: int | None = None, world: int =
     ``host_sizes``, the group's ranks per host when it spans hosts (for ``hierarchical``),
     ``host_cores`` their hosts' usable cores (from the rendezvous cards, so every rank sees
     the same); ``settings``, the group's (``RINGRT_TWO_LEVEL``; default: read now). Every
-    rank computes the same answer."""
-    if two_level(op, nbytes, host_sizes, host_cores, settings):
-        return "hierarchical"
+    rank computes the same answer, a :class:`Decision`."""
     forced = _forced().get(op)
+    if two_level(op, nbytes, host_sizes, host_cores, settings):
+        return _decision("hierarchical", FORCED if forced == "hierarchical" else TWO_LEVEL)
     if forced == "hierarchical":
         forced = None                        # one host, or one rank per host: flat
-    shm_ok = shm_slot_bytes is not None and "shm" in CHOICES[op] and world > 1 and \
+    has_shm = "shm" in CHOICES[op]
+    shm_ok = shm_slot_bytes is not None and has_shm and world > 1 and \
         nbytes <= SHM_MAX_PIECES * (shm_slot_bytes // 2)
     if forced and (forced != "shm" or shm_ok):
-        return forced
+        return _decision(forced, FORCED)
     if shm_ok and (not oversubscribed or nbytes >= SHM_FROM_OVERSUBSCRIBED.get(op, 0)):
-        return "shm"
-    if spans_hosts:
-        return _flat_across_hosts(op, nbytes, world)
-    small, large = CHOICES[op][:2]
-    return small if nbytes < _SMALL[op] else large
+        return _decision("shm", SHARED_MEMORY)
+    declined = ""
+    if shm_slot_bytes is not None and has_shm and oversubscribed and \
+            nbytes < SHM_FROM_OVERSUBSCRIBED.get(op, 0):
+        declined = OVERSUBSCRIBED
+    elif shm_slot_bytes is None and has_shm and not spans_hosts:
+        declined = NO_SHM
+    return _over_sockets(op, nbytes, world, spans_hosts, declined)

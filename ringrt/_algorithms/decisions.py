@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import sys
 
-from ringrt._algorithms import choice, hierarchical
+from ringrt._algorithms import choice
 
 _seen: set = set()
 
 
-def log(pg, op: str, nbytes: int, algorithm: str) -> None:
+def log(pg, op: str, nbytes: int, decision: choice.Decision) -> None:
     """Print the decision if this is rank 0 and the (op, size class, group) is new."""
-    if pg.comm.rank != 0:
+    if pg.global_rank != 0:
         return
     size_class = nbytes.bit_length()
     key = (op, size_class, pg.size, pg.spans_hosts)
@@ -32,52 +32,53 @@ def log(pg, op: str, nbytes: int, algorithm: str) -> None:
     low = 0 if size_class == 0 else 1 << (size_class - 1)
     high = (1 << size_class) - 1
     print(f"ringrt[0]: {op} {_size(nbytes)} (size class {_size(low)}-{_size(high)}) world "
-          f"{pg.size} {where} -> {algorithm} ({explain(pg, op, nbytes, algorithm)})",
+          f"{pg.size} {where} -> {decision.algorithm} ({explain(pg, op, nbytes, decision)})",
           file=sys.stderr, flush=True)
 
 
-def explain(pg, op: str, nbytes: int, algorithm: str) -> str:
-    """Why ``choose`` picked ``algorithm``, from the same facts and thresholds."""
-    if choice._forced().get(op) == algorithm:
-        return "forced by RINGRT_ALGO"
-    arena = pg.arena
-    if algorithm == "hierarchical":
-        host_sizes = hierarchical.layout(pg).sizes          # cached by the choice
-        sizes = "+".join(str(n) for n in host_sizes)
-        extra = ""
-        if op == "all_reduce":
-            extra = f", all_reduce variant " \
-                f"{choice.all_reduce_variant(nbytes, host_sizes, pg.settings)}"
-        cores = hierarchical.host_cores(pg)
-        if cores:
-            extra += f", hosts' cores {'+'.join(str(c) for c in cores)}"
-        return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "
-                f"predicted faster than flat by more than {choice.TWO_LEVEL_MARGIN:.0%} by the "
-                f"cost model{extra}")
-    if algorithm == "shm":
-        return (f"every rank on one host: shared memory through a {_size(arena.slot_bytes)} "
-                "staging slot per rank")
-    reason = []
-    if arena is not None and "shm" in choice.CHOICES[op] and arena.oversubscribed:
-        start = choice.SHM_FROM_OVERSUBSCRIBED.get(op)
-        if start is not None and nbytes < start:
-            reason.append(f"more ranks than cores: shared memory only from {_size(start)}")
-    elif arena is None and "shm" in choice.CHOICES[op] and not pg.spans_hosts:
-        reason.append("no shared memory for this group (a subgroup, RINGRT_NO_SHM or tcp)")
-    small, large = choice.CHOICES[op][:2]
-    if small == large:
-        reason.append(f"{op} has one socket algorithm")
-    elif pg.spans_hosts and op in ("all_reduce", "broadcast") and pg.size > 2:
+def explain(pg, op: str, nbytes: int, decision: choice.Decision) -> str:
+    """``decision``'s reason, with the facts and thresholds behind it."""
+    reason = decision.reason
+    if reason == choice.FORCED:
+        return reason
+    if reason == choice.TWO_LEVEL:
+        return _two_levels(pg, op, nbytes)
+    if reason == choice.SHARED_MEMORY:
+        return (f"{reason} through a {_size(pg.arena.slot_bytes)} staging slot per rank")
+    notes = []
+    if decision.declined_shm == choice.OVERSUBSCRIBED:
+        start = choice.SHM_FROM_OVERSUBSCRIBED[op]
+        notes.append(f"more ranks than cores: shared memory only from {_size(start)}")
+    elif decision.declined_shm == choice.NO_SHM:
+        notes.append(f"{choice.NO_SHM} (a subgroup, RINGRT_NO_SHM or tcp)")
+    entry = choice.CHOICES[op]
+    small, large = entry.small, entry.large
+    if reason == choice.ONE_ALGORITHM:
+        notes.append(f"{op} has one socket algorithm")
+    elif reason == choice.CROSSOVER:
         threshold = choice.network_threshold(op, pg.size)
         side = "below" if nbytes < threshold else "at or above"
-        reason.append(f"cost model (alpha {choice.NETWORK_ALPHA * 1e6:.0f} us, "
-                      f"{1 / choice.NETWORK_BETA / 1e6:.0f} MB/s): {side} its {small}/{large} "
-                      f"crossover {_size(threshold)} for {pg.size} ranks")
+        notes.append(f"cost model (alpha {choice.NETWORK_ALPHA * 1e6:.0f} us, "
+                     f"{1 / choice.NETWORK_BETA / 1e6:.0f} MB/s): {side} its {small}/{large} "
+                     f"crossover {_size(threshold)} for {pg.size} ranks")
     else:
-        threshold = choice._SMALL[op]
-        side = "below" if nbytes < threshold else "at or above"
-        reason.append(f"{side} the {small}/{large} threshold {_size(threshold)}")
-    return "; ".join(reason)
+        side = "below" if nbytes < entry.threshold else "at or above"
+        notes.append(f"{side} the {small}/{large} threshold {_size(entry.threshold)}")
+    return "; ".join(notes)
+
+
+def _two_levels(pg, op: str, nbytes: int) -> str:
+    host_sizes = pg.layout.sizes
+    sizes = "+".join(str(n) for n in host_sizes)
+    extra = ""
+    if op == "all_reduce":
+        extra = f", all_reduce variant {choice.all_reduce_variant(nbytes, host_sizes, pg.settings)}"
+    cores = pg.host_cores
+    if cores:
+        extra += f", hosts' cores {'+'.join(str(c) for c in cores)}"
+    return (f"hosts of {sizes} ranks: two levels (inside each host, between hosts, back) "
+            f"predicted faster than flat by more than {choice.TWO_LEVEL_MARGIN:.0%} by the "
+            f"cost model{extra}")
 
 
 def _size(nbytes: int) -> str:

@@ -49,28 +49,6 @@ from ringrt._comm.shm import ShmOp
 SHM_MAX_BYTES = 256 << 20
 
 
-def layout(pg) -> Layout:
-    """The group's layout by host (cached on the group: it never changes)."""
-    found = getattr(pg, "_host_layout", None)
-    if found is None:
-        found = Layout.of([pg.comm.hosts[m] for m in pg.members])
-        pg._host_layout = found
-    return found
-
-
-def host_cores(pg) -> tuple[int, ...] | None:
-    """Usable cores of each host of the group's layout (the fewest any of its ranks
-    reported), or None if some rank did not say (cached on the group)."""
-    found = getattr(pg, "_host_cores", False)
-    if found is False:
-        cores = [[getattr(pg.comm, "cores", {}).get(pg.members[g]) for g in ranks]
-                 for ranks in layout(pg).hosts]
-        found = None if any(c is None for host in cores for c in host) else \
-            tuple(min(host) for host in cores)
-        pg._host_cores = found
-    return found
-
-
 class _Local:
     """The inside-a-host level of one op: ``shm(nbytes)`` gives the shared-memory op (all of
     one op's local steps share it), or None to use ipc sockets (``sockets``)."""
@@ -90,14 +68,9 @@ class _Local:
             return None
         if self._op is None:
             self.arena.publish(self.ex.published)
-            self._op = ShmOp(self.arena, self.index, self.size, self.ex.seq,
-                             self.ex.published, self._check)
-            self.ex.shm = self._op           # released by the group if the op fails midway
+            self._op = self.ex.shm_over(self.arena, self.index, self.size, self._check)
         else:
-            # a later step of this op may use the whole slot after a half-slot step: the
-            # next op must not skip its acquire (see ShmOp.acquire_half)
-            self.arena.last_half_op = -2
-        self._op.done = False
+            self._op.again()
         return self._op
 
     def _check(self, waiting=()) -> None:
@@ -197,7 +170,7 @@ def _local_root(where: Layout, leaders: list[int], rank: int) -> int:
 
 def all_reduce(ex, flat: np.ndarray, combine) -> None:
     """In-place all-reduce of a 1-D array (see the module docstring)."""
-    where = layout(ex.group)
+    where = ex.group.layout
     local = _Local(ex, where)
     variant = all_reduce_variant(flat.nbytes, where.sizes, ex.group.settings)
     if variant == "direct":
@@ -280,7 +253,7 @@ def _all_reduce_direct(ex, data: np.ndarray, combine) -> None:
 
 def reduce(ex, work: np.ndarray, combine, root: int) -> None:
     """``root``'s ``work`` becomes the reduction (pass scratch copies on the other ranks)."""
-    where = layout(ex.group)
+    where = ex.group.layout
     leaders = where.leaders(root)
     local = _Local(ex, where)
     local.reduce(work, combine, _local_root(where, leaders, ex.rank))
@@ -294,7 +267,7 @@ def reduce(ex, work: np.ndarray, combine, root: int) -> None:
 
 
 def broadcast(ex, flat: np.ndarray, root: int) -> None:
-    where = layout(ex.group)
+    where = ex.group.layout
     leaders = where.leaders(root)
     if ex.rank in leaders and len(leaders) > 1:
         cross = SubExchange(ex, leaders)
@@ -309,7 +282,7 @@ def broadcast(ex, flat: np.ndarray, root: int) -> None:
 def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray) -> None:
     """``outputs[g]`` receives group rank g's ``mine``: host blocks gathered to the leaders,
     swapped between leaders, broadcast inside each host."""
-    where = layout(ex.group)
+    where = ex.group.layout
     count = mine.size
     order = [g for ranks in where.hosts for g in ranks]           # ranks in host order
     full = np.empty(count * len(order), mine.dtype)
@@ -332,7 +305,7 @@ def all_gather(ex, outputs: list[np.ndarray], mine: np.ndarray) -> None:
 def barrier(ex) -> None:
     """A barrier inside the host, an empty message from every leader to every other (one
     step: a leader that heard from all knows every host arrived), a barrier inside the host."""
-    where = layout(ex.group)
+    where = ex.group.layout
     local = _Local(ex, where)
     local.barrier()
     leaders = where.leaders()

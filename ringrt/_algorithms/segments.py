@@ -7,21 +7,11 @@ slower than a train of segment-sized ones; the collectives benchmark, ``make ben
 
 from __future__ import annotations
 
-from ringrt._settings import read_setting
+# Message-sized segments are the wire's business (point-to-point cuts messages too), so they
+# live in _comm; re-exported here for the algorithms.
+from ringrt._comm.segments import DEFAULT_SEGMENT_BYTES, segment_bytes, segments
 
-DEFAULT_SEGMENT_BYTES = read_setting("RINGRT_SEGMENT_BYTES", {})     # the registry's default
-
-
-def segment_bytes() -> int:
-    """Largest payload of one message (``RINGRT_SEGMENT_BYTES`` overrides; read per call, as
-    the algorithms that cut messages are handed no settings)."""
-    return max(1024, read_setting("RINGRT_SEGMENT_BYTES"))
-
-
-def segments(start: int, stop: int, itemsize: int):
-    """Split element range [start, stop) into message-sized (start, stop) pieces."""
-    step = max(1, segment_bytes() // max(1, itemsize))
-    return [(a, min(a + step, stop)) for a in range(start, stop, step)]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "chunk_bounds", "segment_bytes", "segments"]
 
 
 def chunk_bounds(count: int, parts: int) -> list[tuple[int, int]]:

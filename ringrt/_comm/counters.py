@@ -19,7 +19,6 @@ class OpCounters:
     def __init__(self):
         self._ops: dict[str, list] = {}
         self._choices: dict[str, int] = {}
-        self.last_algorithm = ""              # the latest choice: the next op's (flight recorder)
 
     def record(self, name: str, nbytes: int, seconds: float, failed: bool = False) -> None:
         entry = self._ops.get(name)
@@ -32,7 +31,6 @@ class OpCounters:
 
     def chose(self, op: str, algorithm: str) -> None:
         key = (op, algorithm)                    # formatted in snapshot(), not per op
-        self.last_algorithm = algorithm
         self._choices[key] = self._choices.get(key, 0) + 1
 
     def snapshot(self) -> dict:

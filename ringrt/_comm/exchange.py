@@ -53,23 +53,23 @@ class Mailbox:
         self.poison: dict[int, tuple] = {}      # group -> mismatch notice of a finished op
         self._unclean: dict[int, set] = {}      # group -> seqs that ended in an error here
 
-    def finished(self, group: int, seq: int, clean: bool) -> None:
-        """Op ``seq`` of ``group`` is over here: drop whatever is left of it.
+    def finished(self, group_id: int, seq: int, clean: bool) -> None:
+        """Op ``seq`` of group ``group_id`` is over here: drop whatever is left of it.
 
         After a *clean* finish every message of the op has been consumed, so a leftover or
         a late arrival can only mean another rank ran a different op (e.g. another root)
         there: the group is poisoned and the next op raises CollectiveMismatchError.
         """
-        self._floor[group] = seq
+        self._floor[group_id] = seq
         if not clean:
-            self._unclean.setdefault(group, set()).add(seq)
+            self._unclean.setdefault(group_id, set()).add(seq)
         if not self._stash and not self._notices:
             return
-        for key in [k for k in self._stash if k[0] == DATA and k[1] == group and k[2] <= seq]:
+        for key in [k for k in self._stash if k[0] == DATA and k[1] == group_id and k[2] <= seq]:
             queued = self._stash.pop(key)
             self.dropped += len(queued)
             self._leftover(queued[0][1])
-        for key in [k for k in self._notices if k[0] == group and k[1] <= seq]:
+        for key in [k for k in self._notices if k[0] == group_id and k[1] <= seq]:
             del self._notices[key]
 
     def _leftover(self, header) -> None:
@@ -80,9 +80,9 @@ class Mailbox:
                   "never expected: the ranks ran different ops there")
         self.poison.setdefault(header.group, (MISMATCH, self.rank, [detail, [header.src]]))
 
-    def notice(self, group: int, seq: int):
+    def notice(self, group_id: int, seq: int):
         """The mismatch notice for this op, if one arrived."""
-        return self._notices.get((group, seq))
+        return self._notices.get((group_id, seq))
 
     def take(self, key: tuple, wait) -> tuple:
         """Return the next message with ``key``, receiving (and filing others) until it comes.
@@ -110,16 +110,16 @@ class Mailbox:
                 return filed[1]
             self.stash(*filed)
 
-    def take_any(self, group: int, tag: int, wait) -> tuple:
+    def take_any(self, group_id: int, tag: int, wait) -> tuple:
         """Point-to-point receive from any sender: the earliest message with this tag."""
         if self.wait_clock is not None:
-            return self.wait_clock.timed(self._take_any, group, tag, wait)
-        return self._take_any(group, tag, wait)
+            return self.wait_clock.timed(self._take_any, group_id, tag, wait)
+        return self._take_any(group_id, tag, wait)
 
-    def _take_any(self, group: int, tag: int, wait) -> tuple:
+    def _take_any(self, group_id: int, tag: int, wait) -> tuple:
         while True:
             candidates = [(q[0][0], k) for k, q in self._stash.items()
-                          if k[0] == P2P and k[1] == group and k[2] == tag and q]
+                          if k[0] == P2P and k[1] == group_id and k[2] == tag and q]
             if candidates:
                 return self.take(min(candidates)[1], wait)
             message = self.transport.recv(POLL_SLICE_MS)
@@ -131,7 +131,7 @@ class Mailbox:
                 wait()
                 continue
             key, entry = filed
-            if key[0] == P2P and key[1] == group and key[2] == tag:
+            if key[0] == P2P and key[1] == group_id and key[2] == tag:
                 return entry
             self.stash(key, entry)
 
@@ -213,12 +213,19 @@ class Exchange:
                                self.comm.rank, seq, spec.count, spec.root)
         # group + 1: an all-zero block (a rank that has not published yet) matches no op
         self.published = (group.group_id + 1, seq, *self.signature, int(spec.shm))
-        self.shm = None
+        self.shm = None                       # the op's ShmOp, released by the group on failure
         if spec.shm:
-            from ringrt._comm.shm import ShmOp
+            self.shm = self.shm_over(group.arena, self.rank, self.size, self.check_while_shm,
+                                     spec.name)
 
-            self.shm = ShmOp(group.arena, self.rank, self.size, seq, self.published,
-                             self.check_while_shm, spec.name)
+    def shm_over(self, arena, rank: int, size: int, check, kind: str = "other"):
+        """This op's steps over ``arena`` (the group's, or its host's for two-level ops), as
+        rank ``rank`` of ``size``: a :class:`~ringrt._comm.shm.ShmOp` the group releases if
+        the op fails midway."""
+        from ringrt._comm.shm import ShmOp
+
+        self.shm = ShmOp(arena, rank, size, self.seq, self.published, check, kind)
+        return self.shm
 
     # -- sending --------------------------------------------------------------------------
 
@@ -320,8 +327,8 @@ class Exchange:
         if notice is not None:
             self._raise_notice(notice)
         if self.group.group_id in mailbox.poison:
-            self.group.raise_if_unusable(self.spec.name, self.seq)
-        lost = {r: why for r, why in self.comm.sentinel.lost.items() if r in self.group.member_set}
+            self.group.check_usable(self.spec.name, self.seq)
+        lost = self.group.lost_members()
         if lost:
             self.group.break_with_lost(lost)
             raise self.group.lost_error(lost, self.spec.name, self.seq)

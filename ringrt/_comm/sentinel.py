@@ -36,6 +36,7 @@ _REFUSED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCO
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 REFUSED_REASON = ("it refused this rank's credentials: every rank must have the same "
                   "RINGRT_TOKEN and RINGRT_ENCRYPT")
+LEFT_REASON = "it left the group (destroy_process_group or exit)"   # a goodbye, not a failure
 
 
 class Sentinel:
@@ -212,7 +213,7 @@ class Sentinel:
                 del self._disconnected[peer]
                 closed = None
             if left is not None and now - left > self.departure_grace:
-                self.lost[peer] = "it left the group (destroy_process_group or exit)"
+                self.lost[peer] = LEFT_REASON
             elif left is None and closed is not None and now - closed > self.departure_grace:
                 self.lost[peer] = ("its connection closed without a goodbye (the process "
                                    "exited or was killed)")

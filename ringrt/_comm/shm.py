@@ -162,10 +162,9 @@ class ShmArena:
         self.last_half_op = -2                 # seq of the last completed half-slot op
         self.oversubscribed = world_size > (os.cpu_count() or 1)
         # how waits went, per op kind (ringrt.stats()["shm"]; see wakeups.py): a wait counts
-        # under the kind of the op being run (``kind``, set by ShmOp: only a wait that finds
-        # a peer missing looks its entry up), point-to-point waits under "p2p"
+        # under the kind of the op that waits (only a wait that finds a peer missing looks its
+        # entry up), point-to-point waits under "p2p"
         self.tally = wakeups.WaitTally()
-        self.kind = "other"
         self.base_spin_seconds = settings.shm_spin_us * 1e-6    # RINGRT_SHM_SPIN_US
         self.max_spin_seconds = settings.shm_max_spin_us * 1e-6
         self.spin_seconds = self.base_spin_seconds
@@ -277,9 +276,11 @@ class ShmArena:
         while tracing), or stop timing (None)."""
         self.wait_clock = clock
 
-    def wait(self, peers, target: int, check, release: bool = False) -> None:
+    def wait(self, peers, target: int, check, release: bool = False,
+             kind: str = "other") -> None:
         """Return once every peer's ticket reached ``target``; ``check()`` runs between
-        sleeps and raises to give up (lost peer, deadline, mismatch, abort).
+        sleeps and raises to give up (lost peer, deadline, mismatch, abort). The wait counts
+        under op kind ``kind`` in ``tally``.
 
         With ``release=True``, wait for the peers to have finished reading our slot up to the
         op of ``target``: their release word reached it, or their ticket is already in a later
@@ -304,16 +305,16 @@ class ShmArena:
                 word, address, slice_s = "ticket", "ticket_address", SLICE_SECONDS
             pending = [p for p in peers if not done(segments[p])]
             if pending:
-                self._await(pending, done, word, address, slice_s, check)
+                self._await(pending, done, word, address, slice_s, check, kind)
         finally:
             if started is not None:
                 self.wait_clock.total += time.perf_counter() - started
 
     def _await(self, pending: list, done, word: str, address: str, slice_s: float,
-               check) -> None:
+               check, kind: str) -> None:
         """Spin, then sleep on the futex word of the first pending peer until all are done
         (see :meth:`wait`), counting how it went."""
-        entry = self.tally.of(self.kind)
+        entry = self.tally.of(kind)
         entry[wakeups.WAITS] += 1
         clock = time.perf_counter
         start = clock()
@@ -385,14 +386,15 @@ class ShmOp:
     def __init__(self, arena: ShmArena, rank: int, size: int, seq: int, published: tuple,
                  check, kind: str = "other"):
         self.arena, self.rank, self.size, self.seq, self.check = arena, rank, size, seq, check
-        arena.kind = kind                       # the op kind its waits count under
+        self.kind = kind                        # the op kind its waits count under
         self.peers = [q for q in range(size) if q != rank]
         self.step = 0
         self.done = False                       # released (the op's last step)
         self._published = _PUBLISHED.pack(*published)
 
     def acquire(self) -> None:
-        self.arena.wait(self.peers, self.arena.released, self.check, release=True)
+        self.arena.wait(self.peers, self.arena.released, self.check, release=True,
+                        kind=self.kind)
 
     def fit(self, slot_bytes: int) -> None:
         """Make every rank's slot hold ``slot_bytes`` (every rank calls it with the same
@@ -416,13 +418,20 @@ class ShmOp:
         """A small op's phase completed (see :meth:`acquire_half`)."""
         self.arena.last_half_op = self.seq
 
+    def again(self) -> None:
+        """Take another step after :meth:`release` (a two-level op's local steps share one
+        op): a later step may use the whole slot after a half-slot step, so the next op must
+        not skip its acquire (see :meth:`acquire_half`)."""
+        self.arena.last_half_op = -2
+        self.done = False
+
     def phase(self) -> None:
         self.step += 1
         target = encode_ticket(self.seq, self.step)
         if self.step == 1:
             self.arena.own.staged[self.seq & 1] = self.seq
         self.arena.signal(target)
-        self.arena.wait(self.peers, target, self.check)
+        self.arena.wait(self.peers, target, self.check, kind=self.kind)
         for peer in self.peers:
             self._insist_same_op(peer)
             if self.step == 1 and self.arena.published_bytes(peer) != self._published:

@@ -83,11 +83,11 @@ class Receive(Work):
     peer, the deadline).
     """
 
-    def __init__(self, engine, name: str, array: np.ndarray, src, tag: int, group: int,
+    def __init__(self, engine, name: str, array: np.ndarray, src, tag: int, group_id: int,
                  peers: frozenset, check):
         super().__init__(f"{name} from {'any rank' if src is None else src} (tag {tag})",
                          progress=engine)
-        self.array, self.src, self.tag, self.group = array, src, tag, group
+        self.array, self.src, self.tag, self.group_id = array, src, tag, group_id
         self.peers, self.check = peers, check
         self.started = time.perf_counter()
         self.background = False
@@ -123,7 +123,7 @@ class ShmPointToPoint:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()                    # readers, posted, stash
         self._posted: list[Receive] = []
-        self._stash: dict[tuple, deque] = {}    # (group, tag, src) -> [(arrival, record, bytes)]
+        self._stash: dict[tuple, deque] = {}    # (group_id, tag, src) -> [(arrival, record, data)]
         self._arrival = itertools.count()
         self._background: threading.Thread | None = None
         self._background_wanted = threading.Condition(threading.Lock())
@@ -136,8 +136,10 @@ class ShmPointToPoint:
 
     # -- sending --------------------------------------------------------------------------
 
-    def send(self, dst: int, group: int, tag: int, array: np.ndarray) -> None:
-        """Copy ``array`` into the channel to ``dst`` and ring its doorbell.
+    def send(self, dst: int, group_id: int, tag: int, array: np.ndarray, watch=None) -> None:
+        """Copy ``array`` into the channel to ``dst`` and ring its doorbell (``send`` and
+        ``isend`` alike: the copy is the snapshot, and nothing is waited for, so ``watch``,
+        which :class:`~ringrt._comm.socket_p2p.SocketPointToPoint` uses, goes unused).
 
         With more ranks than cores, the sender then yields its core: the receiver it just
         woke may be waiting for that very core. Passing the baton keeps the ranks of a ring
@@ -145,11 +147,12 @@ class ShmPointToPoint:
         slowest rank's time per call of a small ring exchange with 4 ranks on 2 cores (the p2p
         benchmark's exchange pattern; figures in docs/performance-notes.md).
         """
+        self._counters.record("send", array.nbytes, 0.0)
         payload = array.reshape(-1).view(np.uint8)
         with self._send_lock:
             if self._closed:
                 raise NotInitializedError("send: the process group was destroyed")
-            self._writers[dst].append(_DTYPE_CODES[array.dtype], group, self.rank, tag,
+            self._writers[dst].append(_DTYPE_CODES[array.dtype], group_id, self.rank, tag,
                                       array.size, payload)
             self._ring(dst)
         if self._oversubscribed:
@@ -169,14 +172,33 @@ class ShmPointToPoint:
 
     # -- receiving ------------------------------------------------------------------------
 
-    def receive_ready(self, array: np.ndarray, src, tag: int, group: int, peers) -> int | None:
+    def recv(self, name: str, array: np.ndarray, src, tag: int, group_id: int, peers,
+             watch) -> int:
+        """Receive into ``array`` from ``src`` (None: any of ``peers``, the group's other
+        members in order); returns the sender. ``watch()`` starts the check (see
+        :meth:`post`) if the message is not here yet."""
+        sender = self.receive_ready(array, src, tag, group_id, peers)
+        if sender is not None:
+            return sender
+        return self.post(name, array, src, tag, group_id, peers, watch()).result()
+
+    def irecv(self, name: str, array: np.ndarray, src, tag: int, group_id: int, peers,
+              watch) -> Work:
+        """Start :meth:`recv`; the Work's result is the sender."""
+        sender = self.receive_ready(array, src, tag, group_id, peers)
+        if sender is not None:
+            return Work.finished(f"{name} from {sender} (tag {tag})", sender)
+        return self.post(name, array, src, tag, group_id, peers, watch())
+
+    def receive_ready(self, array: np.ndarray, src, tag: int, group_id: int,
+                      peers) -> int | None:
         """Receive into ``array`` at once if the message is already here and nothing is
         posted (so no earlier receive can claim it); returns the sender, or None."""
         with self._lock:
             if self._posted or self._closed:
                 return None
             if self._stash:
-                entry = self._take_stashed(src, tag, group, peers)
+                entry = self._take_stashed(src, tag, group_id, peers)
                 if entry is not None:
                     return self._deliver_stashed(entry, array, tag, self._now)
             for peer in (peers if src is None else (src,)):
@@ -187,7 +209,7 @@ class ShmPointToPoint:
                     record = reader.front()
                 except OSError:
                     return None                  # posting it reports the lost message
-                if record is not None and record.group == group and record.tag == tag:
+                if record is not None and record.group == group_id and record.tag == tag:
                     return self._deliver(reader, record, array, tag, self._now)
         return None
 
@@ -198,16 +220,17 @@ class ShmPointToPoint:
             raise error
         return sender
 
-    def post(self, name: str, array: np.ndarray, src, tag: int, group: int, peers,
+    def post(self, name: str, array: np.ndarray, src, tag: int, group_id: int, peers,
              check) -> Receive:
         """Post a receive into ``array`` (it may complete at once); returns its Work."""
-        receive = Receive(self, name, array, src, tag, group,
+        receive = Receive(self, name, array, src, tag, group_id,
                           frozenset(peers) if src is None else frozenset((src,)), check)
         with self._lock:
             if self._closed:
                 raise NotInitializedError(f"{name}: the process group was destroyed")
             self.counts["posted"] += 1
-            entry = self._take_stashed(src, tag, group, receive.peers) if self._stash else None
+            entry = self._take_stashed(src, tag, group_id, receive.peers) if self._stash \
+                else None
             if entry is None:
                 self._posted.append(receive)
                 done = self._drive()
@@ -216,12 +239,12 @@ class ShmPointToPoint:
         _finish(done)
         return receive
 
-    def _take_stashed(self, src, tag: int, group: int, peers):
+    def _take_stashed(self, src, tag: int, group_id: int, peers):
         if src is not None:
-            key = (group, tag, src)
+            key = (group_id, tag, src)
             queued = self._stash.get(key)
         else:
-            keys = [k for k in self._stash if k[0] == group and k[1] == tag and k[2] in peers]
+            keys = [k for k in self._stash if k[0] == group_id and k[1] == tag and k[2] in peers]
             key = min(keys, key=lambda k: self._stash[k][0][0], default=None)
             queued = self._stash.get(key)
         if not queued:
@@ -270,7 +293,7 @@ class ShmPointToPoint:
                 if record is None:
                     continue
                 progressed = True
-                receive = next((r for r in self._posted if r.group == record.group and
+                receive = next((r for r in self._posted if r.group_id == record.group and
                                 r.tag == record.tag and src in r.peers), None)
                 if receive is None:
                     self._stash_front(reader, record)

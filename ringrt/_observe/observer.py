@@ -9,7 +9,6 @@ them; figures in docs/tracing.md); with it on, one tuple more.
 
 from __future__ import annotations
 
-import functools
 import time
 
 from ringrt._observe import dump, timeline
@@ -27,9 +26,8 @@ from ringrt._observe.recorder import (
     process_identity,
 )
 from ringrt._observe.site import call_site, short
-from ringrt._observe.waits import peer_wait
-from ringrt._settings import Settings
 from ringrt._observe.waits import WaitClock, peer_wait
+from ringrt._settings import Settings
 
 P2P_SEND, P2P_RECV = "send", "recv"
 # Where call_site starts looking for the user's line, counted from call_site's own frame:
@@ -67,9 +65,10 @@ class Observer:
 
     # -- per op -----------------------------------------------------------------------------
 
-    def entered(self, group: int, seq: int, spec, algorithm: str) -> list:
+    def entered(self, group: int, seq: int, spec) -> list:
+        """Record op ``seq`` of ``group`` as called (its spec names the algorithm)."""
         return self.recorder.enter(group, seq, spec.name, spec.dtype_code, spec.count,
-                                   algorithm, call_site(OP_SITE_DEPTH))
+                                   spec.algorithm, call_site(OP_SITE_DEPTH))
 
     def started(self, record: list) -> None:
         record[STATE] = RUNNING

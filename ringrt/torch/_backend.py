@@ -60,7 +60,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         super().__init__(ringrt_group.rank, ringrt_group.size)
         self.ringrt_group = ringrt_group
         self._members = ringrt_group.members
-        self._me = ringrt_group.comm.rank                # global rank, quoted in errors
+        self._me = ringrt_group.global_rank              # quoted in errors
         self._on_shutdown = on_shutdown
         self._coalescing: list[RingrtWork] | None = None
         self._group_name = self._group_desc = ""

@@ -54,8 +54,8 @@ def create(options, backend_options=None) -> ProcessGroupRingrt:
     if not ranks:
         _world = _new_world(store, rank, size, timeout, settings)
         return ProcessGroupRingrt(_world, on_shutdown=_close_default_world)
-    if _world is not None and not _world.comm.closed:
-        agreement = StoreOverTorch(store, _world.comm.rank)
+    if _world is not None and not _world.closed:
+        agreement = StoreOverTorch(store, _world.global_rank)
         return ProcessGroupRingrt(_world.new_member_group(ranks, agreement, timeout))
     own = _new_world(store, rank, size, timeout, settings)
     return ProcessGroupRingrt(own, on_shutdown=own.close)

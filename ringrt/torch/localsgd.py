@@ -82,9 +82,7 @@ def host_layout(group: dist.ProcessGroup | None = None) -> Layout:
     from ringrt.torch import _creator
 
     if group is None and dist.get_backend() == "ringrt" and _creator._world is not None:
-        from ringrt._algorithms.hierarchical import layout
-
-        return layout(_creator._world)
+        return _creator._world.layout
     hosts: list = [None] * dist.get_world_size(group)
     dist.all_gather_object(hosts, host_identity(), group=group)
     return Layout.of(hosts)

@@ -25,9 +25,8 @@ def hierarchical_matrix(rank: int, world: int, big: bool = False, subgroup=None)
         if rank in subgroup:
             results.update(_subgroup_cases(rank, subgroup, group))
     dist.barrier()
-    from ringrt._algorithms.hierarchical import host_cores
     values = {"algorithms": _chosen(), "host_arena": _world.comm.host_arena is not None,
-              "host_cores": host_cores(_world),
+              "host_cores": _world.host_cores,
               "group_arenas": dist.stats()["shm_groups"]["arenas"]}
     dist.destroy_process_group()
     return {**results, **values}

@@ -151,11 +151,9 @@ TWO_LEVEL_DDP = {"two-powersgd": {"compress": "powersgd", "powersgd_rank": 2},
 def two_level_cases(rank: int, world_size: int) -> dict:
     """DDP(sync_every=H) with scope "hosts" and compressed DDP across hosts."""
     import ringrt
-    from ringrt._algorithms import hierarchical
 
     ringrt.init_process_group()
-    out = {"hosts": [list(h) for h in hierarchical.layout(
-        ringrt.distributed.resolve(None)).hosts]}
+    out = {"hosts": [list(h) for h in ringrt.distributed.resolve(None).layout.hosts]}
     for name, options in TWO_LEVEL_DILOCO.items():
         params = train_two_level(rank, world_size, options)
         out.update({f"{name}/{k}": v for k, v in params.items()})

@@ -128,10 +128,10 @@ def test_chunks_and_segments_cover_exactly():
 
 
 def test_algorithm_choice_and_override(monkeypatch):
-    assert choice.choose("all_reduce", 4) == "recursive_doubling"
-    assert choice.choose("all_reduce", 16 << 20) == "ring"
+    assert choice.choose("all_reduce", 4).algorithm == "recursive_doubling"
+    assert choice.choose("all_reduce", 16 << 20).algorithm == "ring"
     monkeypatch.setenv("RINGRT_ALGO", "all_reduce=ring")
-    assert choice.choose("all_reduce", 4) == "ring"
+    assert choice.choose("all_reduce", 4).algorithm == "ring"
     monkeypatch.setenv("RINGRT_ALGO", "all_reduce=bogus")
     with pytest.raises(ValueError, match="RINGRT_ALGO"):
         choice.choose("all_reduce", 4)
@@ -191,7 +191,7 @@ def test_peer_lost_error_names_the_cause_not_the_ranks_that_left_after():
 def test_gather_and_scatter_take_shared_memory_small_only_with_a_core_per_rank():
     slot = 16 << 20
     for op in ("gather", "scatter"):
-        assert choice.choose(op, 64, slot, world=2) == "shm"
-        assert choice.choose(op, 64, slot, world=4, oversubscribed=True) == "direct"
-        assert choice.choose(op, 1 << 20, slot, world=4, oversubscribed=True) == "shm"
-        assert choice.choose(op, 64, None, world=2) == "direct"            # no shared memory
+        assert choice.choose(op, 64, slot, world=2).algorithm == "shm"
+        assert choice.choose(op, 64, slot, world=4, oversubscribed=True).algorithm == "direct"
+        assert choice.choose(op, 1 << 20, slot, world=4, oversubscribed=True).algorithm == "shm"
+        assert choice.choose(op, 64, None, world=2).algorithm == "direct"  # no shared memory

@@ -89,3 +89,20 @@ def test_ringrt_never_imports_launcher_and_only_ringrt_torch_imports_torch():
             if top == "ringrt_launcher" or (top == "torch" and not in_torch_bridge):
                 offenders.append(f"{path.relative_to(RINGRT)}: {name}")
     assert offenders == []
+
+
+# Where the world's machinery (sockets, sentinel, mailbox, executor: ``_process_group._Comm``)
+# may be reached as ``.comm``: the group and the comm layer. Everything else asks the group
+# (``ProcessGroup.global_rank``, ``lost_members()``, ``check_usable()``, ``layout``, ``p2p``...).
+COMM_OWNERS = ("_comm", "_process_group")
+
+
+def test_nothing_outside_the_group_reaches_through_comm():
+    reaches = []
+    for path in _modules():
+        if _part(path) in COMM_OWNERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "comm":
+                reaches.append(f"{path.relative_to(RINGRT)}:{node.lineno}")
+    assert reaches == [], f"ask the ProcessGroup instead of reaching through .comm: {reaches}"

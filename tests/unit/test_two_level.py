@@ -49,7 +49,8 @@ def test_choice_follows_the_model(op, nbytes):
             two = cm.predict_two_level(op, nbytes, sizes, *NET, variant=variant, cores=cores)
             flat_algorithm = choice._flat_across_hosts(op, nbytes, sum(sizes))
             flat = cm.predict_flat_on_hosts(op, flat_algorithm, nbytes, sizes, *NET, cores=cores)
-            picked = choice.choose(op, nbytes, None, sum(sizes), True, False, sizes, cores)
+            picked = choice.choose(op, nbytes, None, sum(sizes), True, False, sizes,
+                                   cores).algorithm
             case = (op, nbytes, sizes, cores, two, flat)
             if op in ("broadcast", "reduce") and nbytes < choice.ROOTED_TWO_LEVEL_FROM:
                 assert picked == "binomial"        # measured: back-to-back flat trees overlap
@@ -84,7 +85,8 @@ def test_lab_picks(sizes, op, nbytes, expected):
     256 KiB; with 4 ranks per host two levels everywhere (all_reduce 4 B 2.1-2.3 vs 2.9-3.8 ms,
     barrier 1.7-2.2 vs 2.5-2.7)."""
     cores = (LAB_CORES,) * len(sizes)
-    assert choice.choose(op, nbytes, None, sum(sizes), True, False, sizes, cores) == expected
+    picked = choice.choose(op, nbytes, None, sum(sizes), True, False, sizes, cores)
+    assert picked.algorithm == expected
 
 
 def test_recursive_doubling_steps_by_host():
@@ -133,7 +135,7 @@ def test_a_gain_within_the_margin_stays_flat():
 def test_no_two_levels_where_they_cannot_help():
     for sizes in ((1, 1, 1), (4,), None):
         assert not choice.two_level("all_reduce", MiB, sizes)
-    assert choice.choose("all_reduce", MiB, None, 3, True, False, (1, 1, 1)) == "ring"
+    assert choice.choose("all_reduce", MiB, None, 3, True, False, (1, 1, 1)).algorithm == "ring"
     for op in ("gather", "scatter", "all_to_all", "reduce_scatter"):       # stay flat
         assert not choice.two_level(op, MiB, (4, 4, 4))
         assert not cm.prefer_two_level(op, MiB, (4, 4, 4), *NET)
@@ -191,12 +193,13 @@ def test_cross_host_algorithm_by_size():
 
 def test_forcing(monkeypatch):
     monkeypatch.setenv("RINGRT_ALGO", "all_reduce=ring,broadcast=hierarchical")
-    assert choice.choose("all_reduce", 4, None, 12, True, False, (4, 4, 4)) == "ring"
-    assert choice.choose("broadcast", MiB, None, 12, True, False, (4, 4, 4)) == "hierarchical"
-    assert choice.choose("broadcast", 4, None, 12, True, False, (4, 4, 4)) == "hierarchical"
+    assert choice.choose("all_reduce", 4, None, 12, True, False, (4, 4, 4)).algorithm == "ring"
+    for nbytes in (MiB, 4):
+        picked = choice.choose("broadcast", nbytes, None, 12, True, False, (4, 4, 4))
+        assert picked.algorithm == "hierarchical"
     # forced two levels where they cannot apply: the ordinary flat choice
-    assert choice.choose("broadcast", 4, None, 3, True, False, (1, 1, 1)) == "binomial"
-    assert choice.choose("broadcast", 4, 1 << 20, 4, False, False, None) == "shm"
+    assert choice.choose("broadcast", 4, None, 3, True, False, (1, 1, 1)).algorithm == "binomial"
+    assert choice.choose("broadcast", 4, 1 << 20, 4, False, False, None).algorithm == "shm"
     monkeypatch.setenv("RINGRT_ALGO", "gather=hierarchical")
     with pytest.raises(ValueError, match="not valid"):
         choice.choose("gather", 4, None, 12, True, False, (4, 4, 4))

@@ -90,11 +90,10 @@ def counts(arena: ShmArena, kind: str = "all_reduce") -> dict:
 def wait_for_signal(waiter: ShmArena, peer: ShmArena, kind: str) -> float:
     """``waiter`` waits, as op kind ``kind``, for ``peer`` to signal once the waiter sleeps
     on the futex; returns how long the wait took (s)."""
-    waiter.kind = kind
     target = encode_ticket(1, 1)
     thread = once_asleep(waiter.segments[1].ticket_address, lambda: peer.signal(target))
     start = time.perf_counter()
-    waiter.wait([1], target, no_check)
+    waiter.wait([1], target, no_check, kind=kind)
     thread.join()
     return time.perf_counter() - start
 
@@ -137,13 +136,13 @@ def test_a_change_seen_only_after_the_slice_ran_late_is_not_counted_as_missed(pa
 
 def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):
     waiter, peer = pair
-    waiter.kind = "barrier"
     target = encode_ticket(1, 1)
     checks = []
     timed_out = threading.Event()                    # the peer comes after the first slice
     thread = once_asleep(waiter.segments[1].ticket_address, lambda: peer.signal(target),
                          after=timed_out)
-    waiter.wait([1], target, lambda pending: (checks.append(list(pending)), timed_out.set()))
+    waiter.wait([1], target, lambda pending: (checks.append(list(pending)), timed_out.set()),
+                kind="barrier")
     thread.join()
     got = counts(waiter, "barrier")
     assert got["timeouts"] >= 1 and got["missed_wakeups"] == 0 and got["wakeups"] == 1
@@ -166,11 +165,10 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
     """A release wait sleeps on the release word; a peer that moved on to a later op (its
     ticket) without releasing ends the wait only at the slice's end: ``overslept``."""
     waiter, peer = pair
-    waiter.kind = "all_reduce"
     target = encode_ticket(1, 3)
     thread = once_asleep(waiter.segments[1].release_address,
                          lambda: peer.signal(encode_ticket(2, 1)))
-    waiter.wait([1], target, no_check, release=True)
+    waiter.wait([1], target, no_check, release=True, kind="all_reduce")
     thread.join()
     got = counts(waiter)
     assert got["overslept"] == 1 and got["missed_wakeups"] == 0
@@ -178,13 +176,12 @@ def test_a_wait_on_the_wrong_word_is_counted_as_overslept(pair, monkeypatch):
 
 def test_spins_count_waits_that_never_slept(pair):
     waiter, peer = pair
-    waiter.kind = "all_reduce"
     target = encode_ticket(1, 1)
     peer.signal(target)
-    waiter.wait([1], target, no_check)               # already there: not a wait
+    waiter.wait([1], target, no_check, kind="all_reduce")    # already there: not a wait
     thread = once_waiting(waiter, lambda: peer.signal(encode_ticket(1, 2)))
     waiter.spin_seconds = 600.0                       # spins until the signal, however late
-    waiter.wait([1], encode_ticket(1, 2), no_check)
+    waiter.wait([1], encode_ticket(1, 2), no_check, kind="all_reduce")
     thread.join()
     got = counts(waiter)
     assert got["waits"] == 1 and got["spins"] == 1 and got["sleeps"] == 0
