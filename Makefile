@@ -80,7 +80,7 @@ demo-torch: $(STAMP)
 	$(VENV)/bin/ringrun -n 4 examples/torch_train.py
 
 # make bench: every collective, ringrt against torch gloo and Open MPI (shared memory and TCP)
-# at worlds 2 and 4, merged into benchmarks/results/collectives.{json,png}, then issue 5's
+# at worlds 2 and 4, merged into benchmarks/results/collectives.{json,png}, then the
 # all_reduce targets (benchmarks/results/targets.json); about 10 minutes on 2 cores. It installs
 # the compare extras when it can (Open MPI with apt when root; torch==2.13.0, mpi4py and
 # matplotlib with pip); without them it runs what it can and says what it skipped.
@@ -157,7 +157,7 @@ fuzz: $(STAMP)
 	  RINGRT_FUZZ_COUNTS=benchmarks/results/fuzz_counts.json \
 	  $(PY) -m pytest -q -p no:cacheprovider -o timeout=0 tests/fuzz
 
-# make soak-load: issue 21's load held: SOAK_OPS ops of every kind (NumPy API, then the torch
+# make soak-load: load held: SOAK_OPS ops of every kind (NumPy API, then the torch
 # backend; 256 B and 256 KiB messages) on 2 ranks, sampling RSS, descriptors, threads and
 # /dev/shm; prints each kind's figures and fails unless all stay flat (about 15 minutes on
 # 2 cores); the record goes to benchmarks/results/soak_load.json (docs/reliability.md).
@@ -186,7 +186,7 @@ chaos: $(STAMP) lab-deps
 chaos-round: $(STAMP) lab-deps
 	RINGRT_CHAOS_ROUND=1 $(PY) -m pytest -q tests/netlab/test_chaos.py
 
-# make bench-across-hosts: issue 18's time to a validation loss on netlab (3 hosts, profiles
+# make bench-across-hosts: time to a validation loss on netlab (3 hosts, profiles
 # gige and wifi): one process, torch DDP (plain, bf16, PowerSGD) and DiLoCo (H = 10, 50, 200)
 # on examples/torch_train.py --task chars; about 15 minutes on 2 cores.
 # Record: benchmarks/results/time_to_accuracy.json; guide: docs/training-across-laptops.md.

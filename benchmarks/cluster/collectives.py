@@ -17,7 +17,7 @@ Needs root (netlab). Examples::
     .venv/bin/python -m benchmarks.cluster.collectives --profile gige --shape '--delay 0ms'  # no delay daemon
     .venv/bin/python -m benchmarks.cluster.collectives --prefix rtlab --reuse  # a lab already up, as shaped
     .venv/bin/python -m benchmarks.cluster.collectives --from-json benchmarks/results/cluster.json  # tables
-    .venv/bin/python -m benchmarks.cluster.collectives --profile gige --security-cost  # issue 10's costs
+    .venv/bin/python -m benchmarks.cluster.collectives --profile gige --security-cost  # the links' security cost
     .venv/bin/python -m benchmarks.cluster.collectives --profile gige --nproc 4 --hierarchical \
         --json benchmarks/results/cluster-hier-3x4.json     # two-level vs flat, same run
 

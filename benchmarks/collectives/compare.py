@@ -6,7 +6,7 @@ one JSON, one table and one plot. ``make bench`` runs this.
 
     python -m benchmarks.collectives.compare  # worlds 2,4; all ops; x4 size steps
     python -m benchmarks.collectives.compare --worlds 4 --op all_reduce -f 2
-    python -m benchmarks.collectives.compare --targets  # issue 5's points, MPI over TCP
+    python -m benchmarks.collectives.compare --targets  # the all_reduce targets, MPI over TCP
 
 Each run is one ``mpirun`` in which ringrt, gloo and MPI take turns size by size, so every
 ratio compares measurements taken within seconds of each other (ringrt and gloo are measured

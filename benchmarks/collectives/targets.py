@@ -1,9 +1,9 @@
-"""Issue 5's targets: all_reduce float32 SUM at 4 B, 16 KiB, 1 MiB, 16 MiB and 64 MiB, at
+"""The all_reduce targets: float32 SUM at 4 B, 16 KiB, 1 MiB, 16 MiB and 64 MiB, at
 world 2 or 4, ringrt against gloo (and Open MPI over TCP), PASS/FAIL per point.
 
 Goal: ringrt <= 0.5x gloo (median and mean) at every size, and <= Open MPI tcp (median) from
 1 MiB up. gloo is always measured live, in the same job, interleaved with ringrt; Open MPI
-tcp is measured live when the job runs under ``mpirun --mca btl tcp,self``, else the issue's
+tcp is measured live when the job runs under ``mpirun --mca btl tcp,self``, else the reference
 figure is used (marked ``*``; it was measured on a quieter machine, so treat it as a hint)::
 
     ringrun -n 2 -m benchmarks.collectives.targets
@@ -25,9 +25,10 @@ SIZES = (4, 16 << 10, 1 << 20, 16 << 20, 64 << 20)
 GLOO_FACTOR = 0.5                  # ringrt <= 0.5x gloo
 MPI_FROM_BYTES = 1 << 20           # ringrt <= Open MPI tcp from 1 MiB up
 
-# Median µs from issue 5 (all_reduce float32 SUM), by world size, in SIZES order.
-ISSUE_GLOO = {2: (49, 96, 261, 5994, 18675), 4: (235, 4169, 4048, 13547, 49943)}
-ISSUE_MPI_TCP = {2: (3.6, 7.8, 96, 2931, 26700), 4: (27, 38, 358, 10800, 63646)}
+# Reference medians in µs, measured when the targets were set (all_reduce float32 SUM), by
+# world size, in SIZES order: gloo's for comparison, Open MPI tcp's when it is not run live.
+REFERENCE_GLOO = {2: (49, 96, 261, 5994, 18675), 4: (235, 4169, 4048, 13547, 49943)}
+REFERENCE_MPI_TCP = {2: (3.6, 7.8, 96, 2931, 26700), 4: (27, 38, 358, 10800, 63646)}
 
 
 def verdict(ringrt: dict, gloo: dict | None, mpi_tcp_us: float | None, nbytes: int) -> list[str]:
@@ -45,7 +46,7 @@ def verdict(ringrt: dict, gloo: dict | None, mpi_tcp_us: float | None, nbytes: i
 
 def format_report(records: list[dict], world: int) -> tuple[str, int]:
     """The targets table and the number of points that miss a goal."""
-    lines = [f"# issue 5 targets: all_reduce float32 sum, world {world}; times in us "
+    lines = [f"# all_reduce targets: float32 sum, world {world}; times in us "
              "(median / mean over iterations of the slowest rank)",
              f"# {'size':>6} {'r/gloo med':>10} {'mean':>6} {'r/mpi':>6} {'ringrt med':>11} "
              f"{'mean':>9} {'gloo med':>10} {'mean':>9} {'mpi-tcp':>9}  verdict"]
@@ -55,7 +56,7 @@ def format_report(records: list[dict], world: int) -> tuple[str, int]:
         ringrt = next(r for r in at if _table.is_ringrt(r["system"]))
         gloo = next((r for r in at if r["system"] == "gloo"), None)
         live_mpi = next((r for r in at if r["system"] == "mpi-tcp"), None)
-        mpi_us = live_mpi["median_us"] if live_mpi else ISSUE_MPI_TCP.get(world, (None,) * 5)[i]
+        mpi_us = live_mpi["median_us"] if live_mpi else REFERENCE_MPI_TCP.get(world, (None,) * 5)[i]
         misses = verdict(ringrt, gloo, mpi_us, nbytes)
         failed += bool(misses)
         g_med, g_mean = (gloo["median_us"], gloo["mean_us"]) if gloo else (None, None)
@@ -67,12 +68,12 @@ def format_report(records: list[dict], world: int) -> tuple[str, int]:
             f"{ringrt['median_us']:11.1f} {ringrt['mean_us']:9.1f} {_num(g_med, 10)} "
             f"{_num(g_mean, 9)} {_num(mpi_us, 8)}{' ' if live_mpi or mpi_us is None else '*'}  "
             + ("PASS" if not misses else "FAIL: " + "; ".join(misses)))
-    if world in ISSUE_GLOO:
-        lines.append("# issue 5's gloo medians for reference: "
+    if world in REFERENCE_GLOO:
+        lines.append("# reference gloo medians: "
                      + ", ".join(f"{_table.format_size(b)} {us}" for b, us in
-                                 zip(SIZES, ISSUE_GLOO[world], strict=True)))
+                                 zip(SIZES, REFERENCE_GLOO[world], strict=True)))
     if not any(r["system"] == "mpi-tcp" for r in records):
-        lines.append("# * = issue 5's Open MPI tcp figure (not measured in this job)")
+        lines.append("# * = reference Open MPI tcp figure (not measured in this job)")
     lines.append(f"# {len(SIZES) - failed} of {len(SIZES)} points PASS")
     return "\n".join(lines), failed
 
@@ -90,7 +91,7 @@ def _num(value: float | None, width: int, digits: int = 1) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--strict", is_flag=True, help="Exit 1 if any point misses a goal.")
 def main(budget, rounds, no_gloo, json_path, strict):
-    """Measure issue 5's all_reduce points and say which targets pass."""
+    """Measure the all_reduce target points and say which targets pass."""
     wanted = {"mpi"} | (set() if no_gloo else {"gloo"})
     systems, skipped = _backends.open_systems(wanted)
     rank, world = dist.get_rank(), dist.get_world_size()

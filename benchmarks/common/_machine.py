@@ -1,7 +1,7 @@
 """What a benchmark ran on: core count and measured memory-copy bandwidth.
 
 Absolute times travel badly: the same VM kind copied memory at 26 GB/s one day and 12 GB/s
-on a fresh instance the next, and every figure moved with it (issue 9). So every record
+on a fresh instance the next, and every figure moved with it. So every record
 carries :func:`describe`'s dict next to its figures, every printed table starts with
 :func:`summary`'s line, and the ratios measured in the same run lead.
 """

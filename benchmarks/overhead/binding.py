@@ -1,4 +1,4 @@
-"""``ringrun --bind``: the same jobs with and without binding, interleaved (issue 22).
+"""``ringrun --bind``: the same jobs with and without binding, interleaved.
 
 Each round runs (the modes' order rotating from round to round), for every mode, ``ringrun -n N --bind MODE`` of a DDP training step
 (benchmarks.training.train_step, ringrt only, world N) and of all_reduce at a few sizes

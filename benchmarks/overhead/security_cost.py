@@ -1,4 +1,4 @@
-"""What securing the tcp links costs: all_reduce over each mechanism, interleaved (issue 10).
+"""What securing the tcp links costs: all_reduce over each mechanism, interleaved.
 
 Run it under ringrun; every rank builds one extra process group per mechanism over tcp, and
 each size is timed on all of them in turns (``--rounds``), so load from elsewhere hits them
@@ -8,7 +8,7 @@ alike::
     python -m benchmarks.cluster.collectives --security-cost                # 3 netlab hosts, gige
 
 Mechanisms (``ringrt.LinkSecurity``): ``none`` (RINGRT_INSECURE_TCP: the unauthenticated
-path before issue 10), ``plain`` (token-checked ZeroMQ PLAIN: the default on loopback),
+path, no token checked), ``plain`` (token-checked ZeroMQ PLAIN: the default on loopback),
 ``curve`` (CurveZMQ, authenticated and encrypted: the default across hosts). The table shows
 each mechanism's median time relative to ``none`` and the microseconds it adds, then the
 absolute medians (the slowest rank's, as nccl-tests).

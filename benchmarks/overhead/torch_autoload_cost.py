@@ -1,4 +1,4 @@
-"""What ringrt's ``torch.backends`` entry point adds to every ``import torch`` (issue 22).
+"""What ringrt's ``torch.backends`` entry point adds to every ``import torch``.
 
 Interleaved runs of a fresh ``python -c "import torch"`` in three ways, so load from
 elsewhere hits them alike: ``ringrt`` (autoload on: torch scans the ``torch.backends`` entry

@@ -6,9 +6,10 @@ observer's share is not drowned in waiting for peers):
 
 1. **end to end**: ``all_reduce`` of 4 bytes, rounds of ``--ops`` calls in four modes
    interleaved round by round: *none* (the observer replaced by one whose methods do
-   nothing: the cost of the code before issue 12, up to three empty calls), *recorder* (the
-   default: flight recorder on, timeline off), *tracing* (``RINGRT_TRACE``: timeline on, its
-   rank file written every 2048 ops) and *recorder off* (``RINGRT_FLIGHT_RECORDER=0``).
+   nothing: the cost of the code without a flight recorder, up to three empty calls),
+   *recorder* (the default: flight recorder on, timeline off), *tracing* (``RINGRT_TRACE``:
+   timeline on, its rank file written every 2048 ops) and *recorder off*
+   (``RINGRT_FLIGHT_RECORDER=0``).
    The observers come from ``ringrt.debug``. Per-op time is each round's total / ops; the
    table gives the median over rounds and the difference to *none*.
 2. **parts** (``timeit``): the user's source line (``call_site``), one record into the ring,

@@ -1,4 +1,4 @@
-"""Load held (issue 21): run many ops of each kind and watch the process's resources.
+"""Load held: run many ops of each kind and watch the process's resources.
 
 ::
 

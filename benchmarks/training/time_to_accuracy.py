@@ -1,5 +1,5 @@
 """Time to a validation loss across lab hosts: one process, synchronous DDP (plain, bf16,
-PowerSGD) and DiLoCo at several H, on netlab's gige and wifi profiles (issue 18, item 6).
+PowerSGD) and DiLoCo at several H, on netlab's gige and wifi profiles.
 
     flock /tmp/ringrt-cpu.lock .venv/bin/python -m benchmarks.training.time_to_accuracy   # ~12 min
     .venv/bin/python -m benchmarks.training.time_to_accuracy --project-only               # no lab
@@ -10,7 +10,7 @@ netlab test harness (``tests/netlab/_lab.py``). Each run trains on the same glob
 budget or stops after ``--max-seconds``; rank 0 logs its replica's validation loss every
 ``--eval-every`` samples (evaluation pauses are not timed). The record keeps each run's
 curve; the summary gives the time to ``--target-loss``, the final loss at equal samples, and
-the ratios the issue's targets name.
+the speedups over DDP and over one process.
 
 The lab's hosts share this machine's cores, so compute cannot scale here; the cost model
 (``ringrt/_algorithms/cost_model.py``, the lab's fitted α, β from

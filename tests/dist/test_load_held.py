@@ -1,4 +1,4 @@
-"""Load held (issue 21): a few thousand ops of every kind leave a rank's memory, descriptors,
+"""Load held: a few thousand ops of every kind leave a rank's memory, descriptors,
 threads and shared memory flat (``make soak-load`` runs 100,000 per kind and prints the
 figures). The check is shown to catch a real leak of 1 KiB per op in the same loop, so a
 flat verdict is not an accident of the check."""

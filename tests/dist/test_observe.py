@@ -1,4 +1,4 @@
-"""Seeing inside a job (issue 12): timeline without ringrun, flight-recorder dumps, RINGRT_DEBUG."""
+"""Seeing inside a job: timeline without ringrun, flight-recorder dumps, RINGRT_DEBUG."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Nothing left behind, even after SIGKILL (issue 21): the directories of a ringrun killed
+"""Nothing left behind, even after SIGKILL: the directories of a ringrun killed
 with SIGKILL (its job directory, where its ranks' ipc sockets live, and its flight-recorder
 directory) are removed by the next ringrun or rank that starts, and only a dead owner's."""
 

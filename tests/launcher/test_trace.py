@@ -1,4 +1,4 @@
-"""ringrun --trace and the flight-recorder summary of a hung job (issue 12)."""
+"""ringrun --trace and the flight-recorder summary of a hung job."""
 
 import contextlib
 import json

@@ -1,4 +1,4 @@
-"""A tokenless attacker on a fourth lab host attacks a job running on three (issue 10).
+"""A tokenless attacker on a fourth lab host attacks a job running on three.
 
 The job (ringrun on hosts 0-2, 2 ranks each) runs tests/security's checked workload; the
 attacker (tests/security/attacker.py, started in host 3's namespace with no token) finds the

@@ -1,4 +1,4 @@
-"""The timeline across hosts (issue 12): 3 lab hosts, one rank each, RINGRT_TRACE on a disk
+"""The timeline across hosts: 3 lab hosts, one rank each, RINGRT_TRACE on a disk
 they share. Ranks on other hosts than rank 0 measure their clock offset by ping rounds; lab
 hosts are namespaces of one kernel, so the true offset is 0 and each estimate must lie within
 its own error bound of it (which the lab's 0.2 ms links make a few hundred microseconds).

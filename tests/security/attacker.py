@@ -1,4 +1,4 @@
-"""A tokenless attacker, run as its own process against a running job (issue 10).
+"""A tokenless attacker, run as its own process against a running job.
 
 It does what someone on the machine or the network without the job token would do: list the
 ports the workers listen on (their /proc entries, as ``ss -ltnp`` would; across lab hosts a

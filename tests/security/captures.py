@@ -1,4 +1,4 @@
-"""Bytes captured on the wire of other jobs, for the attacker to replay (issue 10).
+"""Bytes captured on the wire of other jobs, for the attacker to replay.
 
 A relay between two ringrt transports records what the connecting side sends: the ZeroMQ
 handshake with its credentials, then ringrt messages (forged all_reduce data). Made for

@@ -1,4 +1,4 @@
-"""A tokenless process attacks a running job on this machine (issue 10).
+"""A tokenless process attacks a running job on this machine.
 
 Single host, default mode (ipc + shared memory) and over tcp (``RINGRT_TRANSPORT=tcp``, the
 path peers on different hosts take): the attacker (``attacker.py``) finds every port the

@@ -1,4 +1,4 @@
-"""A rank's files are private to its user, and dead ranks' leftovers are removed (issue 10).
+"""A rank's files are private to its user, and dead ranks' leftovers are removed.
 
 Socket directories ``rr-PID-*`` are 0700 and ours; shared-memory segments ``ringrt-PID-*``
 are 0600, and a peer's segment is mapped only if it is ours and private. Entries of pids

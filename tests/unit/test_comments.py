@@ -4,8 +4,11 @@ Absolute times do not carry over between machines (README), so a figure in a com
 stale; figures and their dates live in docs/performance-notes.md, history in commit messages.
 This checks the comments and docstrings of ringrt/, ringrt_launcher/ and _ringrt_autoload.py
 for dates (YYYY-MM, YYYY-MM-DD), references to "issue N", and measured figures (a number with
-a time or bandwidth unit, a ratio like "2.7x", a percentage). Run it as a script to list
-what it finds, in this checkout or another one.
+a time or bandwidth unit, a ratio like "2.7x", a percentage). The rest of the code -
+benchmarks/, tests/ and examples/ (Python comments and docstrings, YAML comments), the
+Makefile's comments and .ci/'s - is checked for dates and "issue N" only: benchmarks talk
+about figures by design. Strings in code are not comments, so this file's planted examples
+pass. Run it as a script to list what it finds, in this checkout or another one.
 """
 
 import ast
@@ -31,6 +34,7 @@ FIGURE = re.compile(
     r"|(?<![\w.])\d+\.\d+\s?s\b"
     r"|(?<![\w.])\d+(?:\.\d+)?\s?%")
 RULES = {"date": DATE, "issue": ISSUE, "figure": FIGURE}
+HISTORY = ("date", "issue")     # the rules for code outside the package: no figure rule
 
 
 def prose_lines(source: str):
@@ -48,24 +52,41 @@ def prose_lines(source: str):
                     yield value.lineno + offset, line
 
 
-def findings(source: str, name: str = "<string>"):
+def hash_comment_lines(source: str):
+    """Yield (line number, text) of every ``#`` comment line (Makefile, shell, YAML)."""
+    for lineno, line in enumerate(source.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            yield lineno, line
+
+
+def findings(source: str, name: str = "<string>", rules=tuple(RULES), lines=prose_lines):
     """Every ``name:line: rule: text`` in ``source``'s comments and docstrings, in order."""
     found = set()
-    for lineno, text in prose_lines(source):
-        for rule, pattern in RULES.items():
-            if pattern.search(text):
+    for lineno, text in lines(source):
+        for rule in rules:
+            if RULES[rule].search(text):
                 found.add((lineno, rule, text.strip()))
     return [f"{name}:{lineno}: {rule}: {text}" for lineno, rule, text in sorted(found)]
 
 
 def files(root: Path = ROOT):
+    """(path, rules, how to find its comments) for every file checked."""
     for tree in (root / "ringrt", root / "ringrt_launcher", root / "_ringrt_autoload.py"):
-        yield from [tree] if tree.is_file() else sorted(tree.rglob("*.py"))
+        for path in [tree] if tree.is_file() else sorted(tree.rglob("*.py")):
+            yield path, tuple(RULES), prose_lines
+    for tree in (root / "benchmarks", root / "tests", root / "examples"):
+        for path in sorted(tree.rglob("*.py")):
+            yield path, HISTORY, prose_lines
+        for path in sorted([*tree.rglob("*.yaml"), *tree.rglob("*.yml")]):
+            yield path, HISTORY, hash_comment_lines
+    for path in [root / "Makefile", *sorted((root / ".ci").glob("*"))]:
+        if path.is_file():
+            yield path, HISTORY, hash_comment_lines
 
 
 def tree_findings(root: Path = ROOT):
-    return [hit for path in files(root)
-            for hit in findings(path.read_text(), str(path.relative_to(root)))]
+    return [hit for path, rules, lines in files(root)
+            for hit in findings(path.read_text(), str(path.relative_to(root)), rules, lines)]
 
 
 def test_comments_carry_no_dates_issue_numbers_or_measured_figures():
@@ -108,6 +129,25 @@ def test_the_checker_catches_docstrings_too():
 @pytest.mark.parametrize("source", ORDINARY)
 def test_the_checker_leaves_ordinary_text_alone(source):
     assert findings(source) == []
+
+
+def test_outside_the_package_only_dates_and_issue_numbers_count():
+    source = '"""Times all_reduce (issue 5): 2.7x gloo."""\nx = 1  # run 2026-11-26, ~2 GB/s\n'
+    assert findings(source, rules=HISTORY) == [
+        "<string>:1: issue: Times all_reduce (issue 5): 2.7x gloo.",
+        "<string>:2: date: # run 2026-11-26, ~2 GB/s"]
+
+
+def test_makefile_and_yaml_comments_are_read_too():
+    source = 'bench:\n\t# issue 5\'s points\n\techo "issue 5"  # 2026-11\n# see issue 7\n'
+    assert findings(source, rules=HISTORY, lines=hash_comment_lines) == [
+        "<string>:2: issue: # issue 5's points", "<string>:4: issue: # see issue 7"]
+
+
+def test_the_whole_tree_is_scanned():
+    checked = {str(path.relative_to(ROOT)) for path, _, _ in files()}
+    assert {"ringrt/__init__.py", "benchmarks/collectives/targets.py", "Makefile", ".ci/run",
+            "tests/unit/test_comments.py", "examples/train.py"} <= checked
 
 
 if __name__ == "__main__":      # python tests/unit/test_comments.py [CHECKOUT]: list, count

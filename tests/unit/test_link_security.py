@@ -1,5 +1,5 @@
 """Tier 2 (sockets in one process): who may deliver to a rank's tcp inbox, and what the wire
-shows (issue 10).
+shows.
 
 A TCP relay between two transports records every byte on the wire, so the tests can see
 whether a marker payload travels in the clear; each receiver runs its own Guard (the ZAP

@@ -1,5 +1,6 @@
-"""Pure logic of issue 12: the flight recorder's ring, call sites, the Chrome-trace check and
-merge, ringrun's diagnosis of a hang, RINGRT_DEBUG's sizes (no processes, no sockets)."""
+"""Pure logic of seeing inside a job: the flight recorder's ring, call sites, the Chrome-trace
+check and merge, ringrun's diagnosis of a hang, RINGRT_DEBUG's sizes (no processes, no
+sockets)."""
 
 import inspect
 import json

@@ -50,8 +50,8 @@ def once_asleep(address: int, action, after: threading.Event | None = None
                 ) -> threading.Thread:
     """Run ``action`` on a helper thread once the calling thread sleeps on the futex at
     ``address`` (and, with ``after``, once that event is set first): a signal, not a race
-    with how soon each thread is scheduled (issue 21: a thread that slept a fixed time could fire before the
-    wait had begun on a loaded machine)."""
+    with how soon each thread is scheduled (a thread that slept a fixed time could fire
+    before the wait had begun on a loaded machine)."""
     waiter = threading.get_native_id()
 
     def run():

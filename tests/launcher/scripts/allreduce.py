@@ -1,4 +1,4 @@
-"""all_reduce over every rank the launcher started (the issue's two-host example)."""
+"""all_reduce over every rank the launcher started (one host, or two started with --node-rank)."""
 
 import numpy as np
 

@@ -22,7 +22,7 @@ def use_backend(backend: str) -> str:
     """Make ``backend`` known to torch and return it.
 
     With ringrt[torch] installed, torch's ``torch.backends`` entry point registers "ringrt"
-    during ``import torch`` (issue 22); without that entry point, one import line does. Under
+    during ``import torch``; without that entry point, one import line does. Under
     ringrun the import is needed for gloo too: ringrun's store holds MASTER_PORT, and
     ringrt.torch points torch's env:// at it (torch would try to start its own store there).
     """

@@ -3,7 +3,7 @@
 ``python ray_train.py --backend ringrt --out F``.
 
 Ray starts its workers itself, so "ringrt" must be known to torch in each of them: with the
-``torch.backends`` entry point (ringrt[torch] installed, issue 22) ``import torch`` does it;
+``torch.backends`` entry point (ringrt[torch] installed) ``import torch`` does it;
 without it, ``worker_process_setup_hook`` imports ringrt.torch in every worker.
 """
 
