@@ -60,7 +60,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         super().__init__(ringrt_group.rank, ringrt_group.size)
         self.ringrt_group = ringrt_group
         self._members = ringrt_group.members
-        self._me = ringrt_group.global_rank              # quoted in errors
+        self._global_rank = ringrt_group.global_rank              # quoted in errors
         self._on_shutdown = on_shutdown
         self._coalescing: list[RingrtWork] | None = None
         self._group_name = self._group_desc = ""
@@ -135,13 +135,13 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         return self._members[group_rank]
 
     def _reduction(self, op: str, opts, tensor) -> tuple[ReduceOp, float]:
-        return _checks.reduce_op(op, opts.reduceOp, tensor, self._me)
+        return _checks.reduce_op(op, opts.reduceOp, tensor, self._global_rank)
 
     # -- reductions -----------------------------------------------------------------------
 
     def allreduce(self, tensors, opts=None):
         opts = opts if opts is not None else dist.AllreduceOptions()
-        tensor = _checks.one_tensor("all_reduce", tensors, self._me)
+        tensor = _checks.one_tensor("all_reduce", tensors, self._global_rank)
         redop, factor = self._reduction("all_reduce", opts, tensor)
         array = _tensors.flat(tensor)
         if factor != 1.0:
@@ -154,11 +154,11 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         opts = opts if opts is not None else dist.AllreduceCoalescedOptions()
         if len(tensors) == 1:
             return self.allreduce(tensors, opts)
-        checked = [_tensors.check("all_reduce_coalesced", t, self._me, f"tensors[{i}]")
+        checked = [_tensors.check("all_reduce_coalesced", t, self._global_rank, f"tensors[{i}]")
                    for i, t in enumerate(tensors)]
         if len({t.dtype for t in checked}) > 1:
             raise TypeError(f"all_reduce_coalesced: tensors must share one dtype, got "
-                            f"{sorted(str(t.dtype) for t in checked)} on rank {self._me}")
+                            f"{sorted(str(t.dtype) for t in checked)} on rank {self._global_rank}")
         if not checked:
             return self._run(opts, [], tensors)
         redop, factor = self._reduction("all_reduce_coalesced", opts, checked[0])
@@ -178,8 +178,8 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def reduce(self, tensors, opts=None):
         opts = opts if opts is not None else dist.ReduceOptions()
-        tensor = _checks.one_tensor("reduce", tensors, self._me)
-        root = _checks.root("reduce", opts.rootRank, self.size(), self._me, "dst")
+        tensor = _checks.one_tensor("reduce", tensors, self._global_rank)
+        root = _checks.root("reduce", opts.rootRank, self.size(), self._global_rank, "dst")
         redop, factor = self._reduction("reduce", opts, tensor)
         if factor != 1.0:
             scaled = tensor.detach() * factor
@@ -193,9 +193,9 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def reduce_scatter(self, outputs, input_lists, opts=None):
         opts = opts if opts is not None else dist.ReduceScatterOptions()
-        output = _checks.one_tensor("reduce_scatter", outputs, self._me, "output")
+        output = _checks.one_tensor("reduce_scatter", outputs, self._global_rank, "output")
         inputs = _checks.tensor_list("reduce_scatter", _single_list(input_lists), self.size(),
-                                     self._me, "input_list", like=output)
+                                     self._global_rank, "input_list", like=output)
         redop, factor = self._reduction("reduce_scatter", opts, output)
         staging = _tensors.Staging()
         arrays = [staging.input(_scaled(t, factor)) for t in inputs]
@@ -220,9 +220,10 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def _reduce_scatter_tensor(self, output, input, opts, suffix):
         name = "reduce_scatter_tensor" + suffix
-        _tensors.check(name, output, self._me, "output")
-        _tensors.check(name, input, self._me, "input")
-        _checks.same_kind(name, input, output, self._me, "input", output.numel() * self.size())
+        _tensors.check(name, output, self._global_rank, "output")
+        _tensors.check(name, input, self._global_rank, "input")
+        _checks.same_kind(name, input, output, self._global_rank, "input",
+                          output.numel() * self.size())
         redop, factor = self._reduction(name, opts, output)
         staging = _tensors.Staging()
         out, inp = staging.output(output), staging.input(_scaled(input, factor))
@@ -237,8 +238,8 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def broadcast(self, tensors, opts=None):
         opts = opts if opts is not None else dist.BroadcastOptions()
-        tensor = _checks.one_tensor("broadcast", tensors, self._me)
-        root = _checks.root("broadcast", opts.rootRank, self.size(), self._me, "src")
+        tensor = _checks.one_tensor("broadcast", tensors, self._global_rank)
+        root = _checks.root("broadcast", opts.rootRank, self.size(), self._global_rank, "src")
         start = functools.partial(collectives.broadcast, _tensors.flat(tensor),
                                   self._global(root), self.ringrt_group)
         return self._run(opts, [start], tensors)
@@ -253,16 +254,16 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         per rank, each as long as ``inputs``); one all_gather per input."""
         opts = opts if opts is not None else dist.AllgatherOptions()
         name = "all_gather_coalesced"
-        per_rank = _checks.tensor_lists(name, output_lists, self.size(), len(inputs), self._me,
-                                        "output_tensor_lists")
+        per_rank = _checks.tensor_lists(name, output_lists, self.size(), len(inputs),
+                                        self._global_rank, "output_tensor_lists")
         starts = [self._all_gather([[outputs[i] for outputs in per_rank]], [tensor], name)
                   for i, tensor in enumerate(inputs)]
         return self._run(opts, starts, output_lists)
 
     def _all_gather(self, output_lists, inputs, name):
-        tensor = _checks.one_tensor(name, inputs, self._me)
-        outputs = _checks.tensor_list(name, _single_list(output_lists), self.size(), self._me,
-                                      "output_tensor_list", like=tensor)
+        tensor = _checks.one_tensor(name, inputs, self._global_rank)
+        outputs = _checks.tensor_list(name, _single_list(output_lists), self.size(),
+                                      self._global_rank, "output_tensor_list", like=tensor)
         staging = _tensors.Staging()
         arrays, mine = [staging.output(t) for t in outputs], staging.input(tensor)
 
@@ -287,9 +288,10 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def _all_gather_tensor(self, output, input, suffix):
         name = "all_gather_into_tensor" + suffix
-        _tensors.check(name, output, self._me, "output")
-        _tensors.check(name, input, self._me, "input")
-        _checks.same_kind(name, output, input, self._me, "output", input.numel() * self.size())
+        _tensors.check(name, output, self._global_rank, "output")
+        _tensors.check(name, input, self._global_rank, "input")
+        _checks.same_kind(name, output, input, self._global_rank, "output",
+                          input.numel() * self.size())
         staging = _tensors.Staging()
         out, inp = staging.output(output), staging.input(input)
 
@@ -301,13 +303,13 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def gather(self, output_lists, inputs, opts=None):
         opts = opts if opts is not None else dist.GatherOptions()
-        tensor = _checks.one_tensor("gather", inputs, self._me)
-        root = _checks.root("gather", opts.rootRank, self.size(), self._me, "dst")
+        tensor = _checks.one_tensor("gather", inputs, self._global_rank)
+        root = _checks.root("gather", opts.rootRank, self.size(), self._global_rank, "dst")
         staging = _tensors.Staging()
         arrays = None
         if root == self.rank():
             outputs = _checks.tensor_list("gather", _single_list(output_lists), self.size(),
-                                          self._me, "gather_list", like=tensor)
+                                          self._global_rank, "gather_list", like=tensor)
             arrays = [staging.output(t) for t in outputs]
         start = functools.partial(collectives.gather, staging.input(tensor), arrays,
                                   self._global(root), self.ringrt_group)
@@ -316,13 +318,13 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def scatter(self, outputs, input_lists, opts=None):
         opts = opts if opts is not None else dist.ScatterOptions()
-        tensor = _checks.one_tensor("scatter", outputs, self._me)
-        root = _checks.root("scatter", opts.rootRank, self.size(), self._me, "src")
+        tensor = _checks.one_tensor("scatter", outputs, self._global_rank)
+        root = _checks.root("scatter", opts.rootRank, self.size(), self._global_rank, "src")
         staging = _tensors.Staging()
         arrays = None
         if root == self.rank():
             inputs = _checks.tensor_list("scatter", _single_list(input_lists), self.size(),
-                                         self._me, "scatter_list", like=tensor)
+                                         self._global_rank, "scatter_list", like=tensor)
             arrays = [staging.input(t) for t in inputs]
         start = functools.partial(collectives.scatter, staging.output(tensor), arrays,
                                   self._global(root), self.ringrt_group)
@@ -331,13 +333,14 @@ class ProcessGroupRingrt(dist.ProcessGroup):
 
     def alltoall(self, outputs, inputs, opts=None):
         opts = opts if opts is not None else dist.AllToAllOptions()
-        ins = _checks.tensor_list("all_to_all", inputs, self.size(), self._me, "input_list")
-        outs = _checks.tensor_list("all_to_all", outputs, self.size(), self._me,
+        ins = _checks.tensor_list("all_to_all", inputs, self.size(), self._global_rank,
+                                  "input_list")
+        outs = _checks.tensor_list("all_to_all", outputs, self.size(), self._global_rank,
                                    "output_list")
         for i, t in enumerate(ins + outs):
             if t.dtype != ins[0].dtype:
                 raise ValueError(f"all_to_all: every tensor must have dtype {ins[0].dtype} "
-                                 f"on rank {self._me} (entry {i % self.size()} differs)")
+                                 f"on rank {self._global_rank} (entry {i % self.size()} differs)")
         staging = _tensors.Staging()
         out_arrays = [staging.output(t) for t in outs]
         start = functools.partial(collectives.all_to_all, out_arrays,
@@ -350,19 +353,20 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         """Uneven splits (rows per peer) become an all_to_all over views of the tensors."""
         opts = opts if opts is not None else dist.AllToAllOptions()
         name = "all_to_all_single"
-        _tensors.check(name, output, self._me, "output")
-        _tensors.check(name, input, self._me, "input")
+        _tensors.check(name, output, self._global_rank, "output")
+        _tensors.check(name, input, self._global_rank, "input")
         if output.dtype != input.dtype:
             raise ValueError(f"{name}: output is {output.dtype} but input is {input.dtype} "
-                             f"on rank {self._me}")
+                             f"on rank {self._global_rank}")
         size = self.size()
-        out_rows = _checks.splits(name, output_split_sizes, output, size, self._me, "output")
-        in_rows = _checks.splits(name, input_split_sizes, input, size, self._me, "input")
+        out_rows = _checks.splits(name, output_split_sizes, output, size, self._global_rank,
+                                  "output")
+        in_rows = _checks.splits(name, input_split_sizes, input, size, self._global_rank, "input")
         staging = _tensors.Staging()
         out, inp = staging.output(output), staging.input(input)
         if not output_split_sizes and not input_split_sizes:
             # equal splits on every rank (torch's meaning of no sizes): shared memory allowed
-            _checks.same_kind(name, output, input, self._me, "output", input.numel())
+            _checks.same_kind(name, output, input, self._global_rank, "output", input.numel())
             start = functools.partial(collectives.all_to_all_single, out, inp,
                                       self.ringrt_group)
         else:
@@ -383,19 +387,19 @@ class ProcessGroupRingrt(dist.ProcessGroup):
     def send(self, tensors, dst: int, tag: int = 0):
         """Sends a snapshot of the tensor (so it never blocks on the receiver, as isend must
         not); the Work is complete at once."""
-        tensor = _checks.one_tensor("send", tensors, self._me)
-        _checks.root("send", dst, self.size(), self._me, "dst")
+        tensor = _checks.one_tensor("send", tensors, self._global_rank)
+        _checks.root("send", dst, self.size(), self._global_rank, "dst")
         p2p.isend(_tensors.flat(tensor), self._global(dst), tag, self.ringrt_group)
         return self._coalesced(completed(tensors))
 
     def recv(self, tensors, src: int, tag: int = 0):
-        tensor = _checks.one_tensor("recv", tensors, self._me)
-        _checks.root("recv", src, self.size(), self._me, "src")
+        tensor = _checks.one_tensor("recv", tensors, self._global_rank)
+        _checks.root("recv", src, self.size(), self._global_rank, "src")
         work = p2p.irecv(_tensors.flat(tensor), self._global(src), tag, self.ringrt_group)
         return self._coalesced(DeferredWork([work], tensors, sender=[src]))
 
     def recv_anysource(self, tensors, tag: int = 0):
-        tensor = _checks.one_tensor("recv", tensors, self._me)
+        tensor = _checks.one_tensor("recv", tensors, self._global_rank)
         work = p2p.irecv(_tensors.flat(tensor), None, tag, self.ringrt_group)
         sender = [-1]
 

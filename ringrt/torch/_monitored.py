@@ -44,7 +44,7 @@ def monitored_barrier(pg, timeout, wait_all_ranks: bool = False) -> None:
         released = p2p.irecv(np.empty(1, np.uint8), members[0], MONITORED_BARRIER_TAG,
                              group=group)
         if not _arrived(released, time.monotonic() + limit):
-            raise RuntimeError(f"[Rank {pg._me}]: Rank {members[0]} did not release "
+            raise RuntimeError(f"[Rank {pg._global_rank}]: Rank {members[0]} did not release "
                                f"monitoredBarrier within {_ms(limit)} ms; it may have found "
                                f"another rank missing (see its error) or be stuck itself")
         return
@@ -60,7 +60,7 @@ def monitored_barrier(pg, timeout, wait_all_ranks: bool = False) -> None:
     if missing:
         named = missing if wait_all_ranks else missing[:1]
         who = f"Ranks {', '.join(map(str, named))}" if wait_all_ranks else f"Rank {named[0]}"
-        raise RuntimeError(f"[Rank {pg._me}]: {who} failed to pass monitoredBarrier in "
+        raise RuntimeError(f"[Rank {pg._global_rank}]: {who} failed to pass monitoredBarrier in "
                            f"{_ms(limit)} ms; check what kept them (their logs, a hang "
                            f"before this barrier)")
     for rank in members[1:]:
