@@ -120,7 +120,14 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         return work
 
     def _inline(self) -> bool:
-        """Whether an async op runs inline (see :attr:`async_mode`)."""
+        """Whether an async op runs inline (see :attr:`async_mode`).
+
+        In ``auto`` on few cores, only the ops torch's C++ starts run inline. torch hands
+        those and its Python API's ops to this backend through the same C++ call with the
+        same options, so the calling module is the one signal of which it was. It matters:
+        a script may wait for an op from the Python API only after starting another (an
+        ``irecv`` before its ``send``), which an inline op would deadlock.
+        """
         mode = self.async_mode
         if mode != "auto":
             return mode == "inline"
