@@ -1,6 +1,6 @@
 """Elastic agents keep alive in the store, and watch the other nodes of their generation.
 
-Why (issue 21, chaos round 18; the failure pytorch#111646 reports): workers notice a lost peer
+Why (docs/chaos.md, round 18; the failure pytorch#111646 reports): workers notice a lost peer
 by their heartbeats, but only once their process group is up. When a node's ``ringrun`` dies
 after a generation formed and before its workers finished ``init_process_group``, the other
 nodes' workers wait in the rendezvous for its ranks until the rendezvous timeout (300 s by

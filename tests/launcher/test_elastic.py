@@ -208,7 +208,7 @@ RECOVERY_BOUND = 25.0
 
 @pytest.mark.timeout(60)
 def test_node_lost_during_start_up_survivors_restart_within_heartbeat_timeout(tmp_path):
-    """Issue 21 (chaos round 18, pytorch#111646): a node's ringrun dies after its generation
+    """Chaos round 18 (docs/chaos.md; pytorch#111646): a node's ringrun dies after its generation
     formed but before its workers finished start-up; the other nodes' workers, waiting in
     init_process_group for its ranks, must not hang there until the rendezvous timeout."""
     from ringrt._comm import shm_files, stale
