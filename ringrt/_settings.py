@@ -379,7 +379,8 @@ _PAGE = """\
 (tests/unit/test_settings.py checks the two agree). -->
 
 ringrt reads these once, when `init_process_group` runs, unless the row says otherwise
-(`ringrun` reads `RINGRT_IPC_DIR` when it starts). The variables a launcher sets to place a rank (`RANK`, `WORLD_SIZE`,
+(`ringrun` reads `RINGRT_IPC_DIR` when it starts, and an elastic `ringrun` the two heartbeat
+settings, for the agents' keepalives: [Elastic jobs](elastic.md)). The variables a launcher sets to place a rank (`RANK`, `WORLD_SIZE`,
 `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, and SLURM's, Open MPI's and PMI's) are described
 in [Launching](launching.md).
 

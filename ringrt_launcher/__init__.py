@@ -9,6 +9,8 @@ Layout, in the order a job flows through it::
     supervisor.py   spawn through _child.py, watch, stop (SIGTERM, grace, SIGKILL), restart
     elastic.py      --nnodes MIN:MAX: this node's agent (rounds around the supervisor)
     rounds.py       membership rounds: pure transitions, compare-and-set in the store
+    keepalive.py    each agent's keepalive counter in the store, and the watch that finds a
+                    silent node of the generation (its workers may still be starting up)
     _child.py       the trampoline: PDEATHSIG, parent check, CPU pinning, exec
     output.py       "[RANK] " line prefixing, in-place \r progress updates, per-rank log
                     files, stderr tails

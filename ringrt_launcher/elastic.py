@@ -9,6 +9,10 @@ generation, and when they end decide with the other agents what comes next::
     a worker fails (a lost peer included) -> open the next round, one failure of
                                              --max-restarts; beyond it every agent stops
     another agent opened the next round   -> stop the workers (SIGTERM, --grace, SIGKILL), join
+    another node of the generation went   -> stop the workers, open the next round: one
+      silent (keepalive.py)                  failure, as a worker failing would be (its
+                                             workers may still be starting up, where no
+                                             heartbeat of theirs can tell)
 
 The store is hosted by the agent on the host that ``--master-addr`` names (it becomes node 0 of
 every generation). That agent cannot be replaced: when its host is lost, the record of the
@@ -25,10 +29,12 @@ import time
 
 from ringrt_launcher import report
 from ringrt_launcher.config import LaunchConfig
-from ringrt_launcher.env import ipc_directory
+from ringrt_launcher.env import heartbeat, ipc_directory
 from ringrt_launcher.errors import LaunchError
+from ringrt_launcher.keepalive import Keepalive, SilenceWatch, alive_key
 from ringrt_launcher.output import Console
-from ringrt_launcher.rounds import RoundStore, closed, initial, joined, next_round, ready_to_close
+from ringrt_launcher.rounds import (STORE_OP_TIMEOUT, RoundStore, closed, initial, joined,
+                                    next_round, ready_to_close)
 from ringrt_launcher.supervisor import Supervisor, Worker
 
 POLL = 0.25                       # s between looks at the record while waiting or running
@@ -99,7 +105,12 @@ class ElasticAgent(Supervisor):
 
         self.base_config, self.hosts_store = config, hosts_store
         curve = derive_keys(config.token) if config.encrypt else None
-        self.rounds = RoundStore(config.master_addr, config.master_port, config.token, curve)
+        self.connect = lambda: RoundStore(config.master_addr, config.master_port, config.token,
+                                          curve)
+        self.rounds = self.connect()
+        self.keepalive_interval, self.keepalive_timeout = heartbeat()
+        self.silence: SilenceWatch | None = None    # the other nodes of the running generation
+        self.members: tuple[int, ...] = ()          # its nodes, in node-rank order
         self.agent_id: int | None = None
         self.gen: int | None = None           # the generation whose workers ran last
         self.ending: str | None = None        # why the last generation ended ("membership"...)
@@ -110,8 +121,10 @@ class ElasticAgent(Supervisor):
 
     def run(self) -> int:
         with self._stop_signals_caught():
+            keepalive = None
             try:
                 self.agent_id = self._register()
+                keepalive = Keepalive(self.connect, self.agent_id, self.keepalive_interval)
                 while True:
                     state = self._rendezvous()
                     if isinstance(state, int):
@@ -122,6 +135,8 @@ class ElasticAgent(Supervisor):
             except _Signalled as signalled:
                 return report.exit_status(-signalled.signum)
             finally:
+                if keepalive is not None:
+                    keepalive.close(STORE_OP_TIMEOUT + self.keepalive_interval)
                 self.rounds.close()
 
     def _register(self) -> int:
@@ -196,6 +211,9 @@ class ElasticAgent(Supervisor):
         self.config = dataclasses.replace(self.base_config, nnodes=len(state.members),
                                           node_rank=node_rank)
         self.gen, self.ending = state.gen, None
+        others = [agent for agent in state.members if agent != self.agent_id]
+        self.silence = SilenceWatch(others, self.keepalive_timeout, time.monotonic())
+        self.members = state.members
         self.extra_env = {"RINGRT_GENERATION": str(state.gen)}
         self.console.note(
             f"generation {state.gen}: {len(state.members)} node(s), world size "
@@ -226,12 +244,35 @@ class ElasticAgent(Supervisor):
         return worker
 
     def _superseded(self) -> bool:
-        """The record moved on to another generation (or failed) while ours run."""
+        """The record moved on to another generation (or failed) while ours run, or another
+        node of ours went silent (then this agent opens the next round, as for a failure)."""
         state = self.rounds.read()
-        if state is not None and (state.gen != self.gen or state.failed):
+        if state is None:
+            return False
+        if state.gen != self.gen or state.failed:
             self.ending = "superseded"
             return True
+        if state.done:                       # a node whose workers all succeeded stops
+            return False                     # keeping alive: no loss
+        lost = self._silent_node()
+        if lost is not None:
+            self.console.note(f"{lost}; restarting this node's workers in the next generation")
+            self.ending, self.last_failure = "failure", (lost, EXIT_FAILED)
+            return True
         return False
+
+    def _silent_node(self) -> str | None:
+        """Why a node of this generation counts as lost (its agent's keepalive stopped), or
+        None while every other node keeps alive."""
+        keys = {agent: alive_key(agent) for agent in self.silence.seen}
+        silent = self.silence.silent(self.rounds.counters(keys), time.monotonic())
+        if not silent:
+            return None
+        agent = silent[0]
+        return (f"node rank {self.members.index(agent)} of generation {self.gen} (agent "
+                f"{agent}) sent no keepalive for {self.keepalive_timeout:g} s "
+                "(RINGRT_HEARTBEAT_TIMEOUT): its ringrun was killed, its host is frozen or its "
+                "link to the store is cut")
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@
 ==========================  ===================================================================
 
 This module is the launcher's one reader of its own environment: it copies it into each
-worker's, and reads the one setting ringrun honours itself, ``RINGRT_IPC_DIR``, through
+worker's, and reads the settings ringrun honours itself, ``RINGRT_IPC_DIR`` and (elastic
+agents' keepalives) ``RINGRT_HEARTBEAT_INTERVAL`` and ``RINGRT_HEARTBEAT_TIMEOUT``, through
 ringrt's registry (``ringrt._settings``), which documents every ``RINGRT_*`` variable.
 """
 
@@ -41,6 +42,7 @@ import shutil
 from collections.abc import Iterator
 
 from ringrt_launcher.config import LaunchConfig
+from ringrt_launcher.errors import LaunchError
 
 
 def worker_env(config: LaunchConfig, local_rank: int, restart_count: int, master_port: int,
@@ -100,3 +102,20 @@ def ipc_directory() -> Iterator[str]:
     finally:
         shutil.rmtree(path, ignore_errors=True)
         os.close(lock)
+
+
+def heartbeat() -> tuple[float, float]:
+    """(interval, timeout) in seconds: ``RINGRT_HEARTBEAT_INTERVAL`` and
+    ``RINGRT_HEARTBEAT_TIMEOUT``, the workers' heartbeat and, in elastic jobs, the agents'
+    keepalive (``keepalive.py``), so a node is lost after the same silence either way.
+
+    Raises:
+        LaunchError: a value is not a positive number of seconds.
+    """
+    from ringrt._settings import read_setting
+
+    try:
+        return (read_setting("RINGRT_HEARTBEAT_INTERVAL"),
+                read_setting("RINGRT_HEARTBEAT_TIMEOUT"))
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from exc

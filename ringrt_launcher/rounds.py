@@ -84,6 +84,11 @@ class RoundStore:
     def add(self, key: str, amount: int) -> int | None:
         return self._guarded(lambda store: store.add(key, amount))
 
+    def counters(self, keys: dict) -> dict | None:
+        """``{name: key}`` -> ``{name: the counter under key}`` (0 for one never added to)."""
+        return self._guarded(lambda store: {name: store.add(key, 0) for name, key in
+                                            keys.items()})
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

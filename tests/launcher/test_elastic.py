@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -93,6 +94,26 @@ def test_state_round_trips_through_json():
     assert RoundState.decode(state.encode()) == state
 
 
+def test_silence_watch_names_the_node_whose_counter_stopped():
+    from ringrt_launcher.keepalive import SilenceWatch
+
+    watch = SilenceWatch([2, 3], timeout=1.0, now=0.0)
+    assert watch.silent({2: 5, 3: 0}, now=0.5) == []
+    assert watch.silent({2: 6, 3: 0}, now=1.4) == []       # 3 never moved, for 0.9 s so far
+    assert watch.silent({2: 7, 3: 0}, now=1.6) == [3]
+    assert watch.silent({2: 7, 3: 1}, now=2.5) == []       # each moved within the last second
+
+
+def test_silence_watch_blames_nobody_for_an_unreachable_store():
+    from ringrt_launcher.keepalive import SilenceWatch
+
+    watch = SilenceWatch([2], timeout=1.0, now=0.0)
+    assert watch.silent({2: 4}, now=0.1) == []
+    assert watch.silent(None, now=5.0) == []               # nothing known: clocks start again
+    assert watch.silent({2: 4}, now=5.5) == []
+    assert watch.silent({2: 4}, now=6.6) == [2]
+
+
 def test_membership_changed_on_a_subgroup_without_rank_0():
     with Ringrun("-n", "3", script("elastic_subgroup.py"),
                  env={"RINGRT_GENERATION": "0"}) as job:
@@ -105,9 +126,9 @@ def test_membership_changed_on_a_subgroup_without_rank_0():
 # --- real agents on loopback ----------------------------------------------------------------
 
 
-def _agents(count, port, outdir, last_gen, extra=()):
+def _agents(count, port, outdir, last_gen, extra=(), env=None):
     env = {"RINGRT_TOKEN": "elastic-test", "RINGRT_HEARTBEAT_TIMEOUT": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(env or {})}
     args = ["--nnodes", "2:3", "--master-addr", "127.0.0.1", "--master-port", str(port),
             "--last-call", "1", "--join-timeout", "20", "-n", "1", *extra, WORKER, str(outdir),
             str(last_gen)]
@@ -178,3 +199,53 @@ def test_lost_node_survivors_restart_smaller_within_max_restarts(tmp_path, max_r
         assert all(r.returncode != 0 for r in survivors), "\n".join(map(str, survivors))
         assert not any(k.startswith("gen1") for k in records)
         assert "--max-restarts 0 used up" in survivors[0].stderr + survivors[1].stderr
+
+
+# Heartbeat timeout (1 s) + --grace + --last-call 3 + a generation's start-up, with room for a
+# loaded 2-core machine. A hang lasts init_process_group's 300 s rendezvous timeout instead.
+RECOVERY_BOUND = 25.0
+
+
+@pytest.mark.timeout(60)
+def test_node_lost_during_start_up_survivors_restart_within_heartbeat_timeout(tmp_path):
+    """Chaos round 18 (docs/chaos.md; pytorch#111646): a node's ringrun dies after its generation
+    formed but before its workers finished start-up; the other nodes' workers, waiting in
+    init_process_group for its ranks, must not hang there until the rendezvous timeout."""
+    from ringrt._comm import shm_files, stale
+
+    jobs = _agents(3, free_port(), tmp_path, last_gen=1,
+                   extra=["--max-restarts", "1", "--last-call", "3"],
+                   env={"ELASTIC_TEST_HOLD_GEN": "0"})
+    try:
+        held = _wait_for_held(tmp_path, 3, jobs)
+        (victim,) = [job for job in jobs if job.proc.pid == held[2]["agent"]]  # not the store's
+        os.killpg(victim.proc.pid, signal.SIGKILL)       # its held worker dies with it
+        victim.proc.wait(10)
+        (tmp_path / "go").touch()                        # the others go on into start-up
+        survivors = [job for job in jobs if job is not victim]
+        results = [job.wait(RECOVERY_BOUND) for job in survivors]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the surviving agents were still running {RECOVERY_BOUND:g} s after node "
+                    f"rank 2 was lost during start-up (hung in init_process_group?)")
+    finally:
+        for job in jobs:
+            job.kill_all()
+        stale.sweep_jobs()                      # the killed ringrun's /tmp/ringrun-* dirs
+        shm_files.sweep_stale()                 # and segments of ranks killed in start-up
+    assert [r.returncode for r in results] == [0, 0], "\n".join(map(str, results))
+    records = _records(tmp_path)
+    assert not any(name.startswith("gen0") for name in records), records
+    _check_generation(records, 1, 2)
+    assert "node rank 2" in "".join(r.stderr for r in results), "\n".join(map(str, results))
+
+
+def _wait_for_held(outdir, count, jobs, timeout=30.0):
+    """node rank -> what the held workers of generation 0 recorded, once ``count`` did."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        held = [json.loads(p.read_text()) for p in Path(outdir).glob("held-gen0-rank*.json")]
+        if len(held) == count:
+            return {record["node_rank"]: record for record in held}
+        assert all(job.proc.poll() is None for job in jobs), [job.wait(5) for job in jobs]
+        time.sleep(0.05)
+    raise AssertionError(f"{count} workers of generation 0 did not start in {timeout} s")
