@@ -12,15 +12,18 @@ doorbell) first spins, then sleeps on the futex in slices. Per op kind (``all_re
   ``timeouts`` (ETIMEDOUT: the slice ran out), ``interrupted`` (EINTR, a signal);
 - ``missed_wakeups``: timeouts that a wake should have ended: the word slept on had changed,
   and the wake announcing its new value had *completed* before the kernel could time the
-  sleep out. Exact, not a guess (issue 21): next to each futex word the signaller keeps a
+  sleep out. Exact, not a guess: next to each futex word the signaller keeps a
   *wake record* (:func:`stamp`), the value it announced and when its FUTEX_WAKE returned
   (CLOCK_MONOTONIC, one clock for every process on Linux). The new value was stored after
   the kernel queued us (else the call returns EAGAIN), so a wake of it that returned before
   our sleep's start plus its timeout ran while we were queued and should have woken us: a
   lost wake for certain. A correct protocol never loses one (the signaller stores, then
   wakes). A peer preempted between its store and its wake, or one that simply signalled
-  after the slice ran out, leaves no such record: a plain timeout, however the scheduler
-  delayed anyone;
+  after the slice ran out, has no record of that value from before the slice's end: a
+  plain timeout, however the scheduler delayed anyone;
+- ``overslept``: timeouts after which what we waited for had happened although the word
+  slept on was unchanged (progress signalled on another word: sleeping on the wrong word).
+
 Only waits that find a peer missing touch the counters (a list increment each), nothing on
 the fast path. A signal costs one clock read and one store more (its wake record).
 """
