@@ -155,7 +155,7 @@ def stats() -> dict:
                            "zap_denied", "handshake_failed"},
              "shm": {"waits", "spins", "spin_seconds", "sleeps", "slept_seconds",
                      "wakeups", "changed", "timeouts", "interrupted",
-                     "missed_wakeups",          # timed out though the word had changed
+                     "missed_wakeups",          # timed out though a wake had come: lost
                      "overslept",               # timed out though the wait was over
                      "by_op": {"all_reduce": {the same}, ..., "p2p": {...}}} or None,
              "shm_groups": {"arenas",        # subgroups' shared memory (docs/groups.md)

@@ -53,11 +53,16 @@ def wait(address: int, expected: int, timeout_s: float) -> int:
     TIMED_OUT if it never did."""
     if not AVAILABLE:
         return _poll(address, expected, timeout_s)
-    spec = _Timespec(int(timeout_s), int((timeout_s % 1.0) * 1e9))
+    spec = _Timespec(*divmod(timeout_ns(timeout_s), 1_000_000_000))
     if _syscall(_SYS_FUTEX, ctypes.c_void_p(address), _FUTEX_WAIT, ctypes.c_long(expected),
                 ctypes.byref(spec), None, 0) == 0:
         return WOKEN
     return _OUTCOMES.get(ctypes.get_errno(), INTERRUPTED)
+
+
+def timeout_ns(timeout_s: float) -> int:
+    """The timeout :func:`wait` gives the kernel, in whole nanoseconds (rounded down)."""
+    return int(timeout_s) * 1_000_000_000 + int(timeout_s % 1.0 * 1e9)
 
 
 def wake(address: int) -> None:

@@ -19,6 +19,10 @@ holds a control block and one staging slot:
   compares it with its own, which is how mismatched calls are caught here without headers.
 - ``doorbell`` (uint32, a futex word of point-to-point): a peer that wrote a message for this
   rank into a channel changes it and wakes this rank (``channel.py``, ``shm_p2p.py``).
+- ``ticket_woken``, ``release_woken``, ``doorbell_woken`` (uint64 each, beside their word):
+  the *wake record* of the word's last signal, the value announced and when its FUTEX_WAKE
+  returned, stored after the wake. A waiter whose sleep timed out reads it to tell a lost
+  wake from a late peer (``wakeups.py``).
 
 Between the control block and the slot lies the *point-to-point area* (``p2p_bytes``, sized
 by ``channel.area_bytes``; none when point-to-point goes over sockets): the first ring of
@@ -52,6 +56,8 @@ from ringrt._comm.tickets import MAX_STEPS, encode_ticket, in_op, next_op, reach
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
 _DOORBELL_AT = 192                # its own cache line: point-to-point never disturbs tickets
+# each futex word's wake record (wakeups.py), 8-aligned (stored in one piece) on its word's line
+_TICKET_WOKEN_AT, _RELEASE_WOKEN_AT, _DOORBELL_WOKEN_AT = 8, 56, 200
 SLOT_RECORD_AT = 256              # a group arena's grown slot: size, status, name (group_shm)
 COUNTS_AT = 512                   # an uneven all_to_all's element counts, one int64 a peer
 MAX_COUNTS = (CONTROL_BYTES - COUNTS_AT) // 8
@@ -123,6 +129,9 @@ class _Segment:
         self.ticket_address = ctypes.addressof(self.ticket)
         self.doorbell = ctypes.c_uint32.from_buffer(self.map, _DOORBELL_AT)
         self.doorbell_address = ctypes.addressof(self.doorbell)
+        self.ticket_woken = ctypes.c_uint64.from_buffer(self.map, _TICKET_WOKEN_AT)
+        self.release_woken = ctypes.c_uint64.from_buffer(self.map, _RELEASE_WOKEN_AT)
+        self.doorbell_woken = ctypes.c_uint64.from_buffer(self.map, _DOORBELL_WOKEN_AT)
         self.p2p_bytes = p2p_bytes
         slot_at = CONTROL_BYTES + p2p_bytes
         self.slot = np.frombuffer(self.map, np.uint8, size - slot_at, slot_at)
@@ -131,6 +140,7 @@ class _Segment:
 
     def close(self) -> None:
         self.ticket = self.release = self.staged = self.slot = self.doorbell = None
+        self.ticket_woken = self.release_woken = self.doorbell_woken = None
         try:
             self.map.close()
         except BufferError:      # a caller still holds a view; the mapping dies with it
@@ -262,14 +272,20 @@ class ShmArena:
         return found
 
     def signal(self, value: int) -> None:
-        """Set our ticket to ``value`` and wake whoever waits on it."""
-        self.own.ticket.value = value
-        futex.wake(self.own.ticket_address)
+        """Set our ticket to ``value``, wake whoever waits on it, then record the wake."""
+        own = self.own
+        own.ticket.value = value
+        futex.wake(own.ticket_address)
+        # wakeups.stamp(value), inlined: one clock read and one store, no call
+        own.ticket_woken.value = time.perf_counter_ns() >> 10 << 32 | value
 
     def signal_release(self, value: int) -> None:
-        """Set our release word to ``value`` and wake whoever waits to reuse their slot."""
-        self.own.release.value = value
-        futex.wake(self.own.release_address)
+        """Set our release word to ``value``, wake whoever waits to reuse their slot, then
+        record the wake."""
+        own = self.own
+        own.release.value = value
+        futex.wake(own.release_address)
+        own.release_woken.value = time.perf_counter_ns() >> 10 << 32 | value   # wakeups.stamp
 
     def time_waits_with(self, clock) -> None:
         """Add the time :meth:`wait` takes to ``clock`` (``ringrt._observe.waits.WaitClock``,
@@ -298,22 +314,23 @@ class ShmArena:
                 def done(segment):
                     return reached(segment.release.value, target) or \
                         reached(segment.ticket.value, later_op)
-                word, address, slice_s = "release", "release_address", SLICE_SECONDS / 10
+                word, slice_s = "release", SLICE_SECONDS / 10
             else:
                 def done(segment):
                     return reached(segment.ticket.value, target)
-                word, address, slice_s = "ticket", "ticket_address", SLICE_SECONDS
+                word, slice_s = "ticket", SLICE_SECONDS
             pending = [p for p in peers if not done(segments[p])]
             if pending:
-                self._await(pending, done, word, address, slice_s, check, kind)
+                self._await(pending, done, word, slice_s, check, kind)
         finally:
             if started is not None:
                 self.wait_clock.total += time.perf_counter() - started
 
-    def _await(self, pending: list, done, word: str, address: str, slice_s: float,
-               check, kind: str) -> None:
-        """Spin, then sleep on the futex word of the first pending peer until all are done
-        (see :meth:`wait`), counting how it went."""
+    def _await(self, pending: list, done, word: str, slice_s: float, check,
+               kind: str) -> None:
+        """Spin, then sleep on the futex word ``word`` ("ticket" or "release") of the first
+        pending peer until all are done (see :meth:`wait`), counting how it went."""
+        address, woken = word + "_address", word + "_woken"
         entry = self.tally.of(kind)
         entry[wakeups.WAITS] += 1
         clock = time.perf_counter
@@ -344,7 +361,8 @@ class ShmArena:
                     continue
                 spinning = False
                 wakeups.spun(entry, now - start, satisfied=False)
-            outcome = wakeups.sleep(entry, watched, getattr(segment, address), seen, slice_s,
+            outcome = wakeups.sleep(entry, watched, getattr(segment, woken),
+                                    getattr(segment, address), seen, slice_s,
                                     lambda segment=segment: done(segment))
             # check after a slice ran out, or a slice's worth of wake-ups that did not end
             # the wait (not after each: it reads every peer's published op and polls the inbox)

@@ -116,8 +116,9 @@ class ShmPointToPoint:
                          for q in peers}
         self._doorbell = arena.own.doorbell
         self._doorbell_address = arena.own.doorbell_address
-        self._bells = {q: (arena.segments[q].doorbell, arena.segments[q].doorbell_address)
-                       for q in peers}
+        self._doorbell_woken = arena.own.doorbell_woken
+        self._bells = {q: (arena.segments[q].doorbell, arena.segments[q].doorbell_address,
+                           arena.segments[q].doorbell_woken) for q in peers}
         self._stamp = 0                                  # see _ring
         self._oversubscribed = arena.oversubscribed
         self._send_lock = threading.Lock()
@@ -163,12 +164,16 @@ class ShmPointToPoint:
 
         Values are ``count * world_size + rank``: distinct across senders and over time, so
         a reader that read the doorbell, found nothing, and sleeps on that value is woken by
-        any later message, whoever sends it and however the writes race.
+        any later message, whoever sends it and however the writes race. The wake is then
+        recorded (``wakeups.stamp``, inlined): the last sender's record wins, which is enough,
+        as a record counts only for the value the doorbell holds.
         """
         self._stamp += 1
-        word, address = self._bells[dst]
-        word.value = (self._stamp * self.world_size + self.rank) & 0xFFFFFFFF
+        word, address, woken = self._bells[dst]
+        value = (self._stamp * self.world_size + self.rank) & 0xFFFFFFFF
+        word.value = value
         futex.wake(address)
+        woken.value = time.perf_counter_ns() >> 10 << 32 | value
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -381,7 +386,8 @@ class ShmPointToPoint:
         wakeups.spun(entry, time.perf_counter() - start, satisfied=False)
         slice_s = SLICE_SECONDS if end is None else \
             max(0.0, min(SLICE_SECONDS, end - time.monotonic()))
-        wakeups.sleep(entry, doorbell, self._doorbell_address, seen, slice_s)
+        wakeups.sleep(entry, doorbell, self._doorbell_woken, self._doorbell_address, seen,
+                      slice_s)
 
     def poll(self) -> None:
         """Drive once without blocking (``is_completed``), unless another thread is."""
@@ -415,8 +421,8 @@ class ShmPointToPoint:
             seen = self._doorbell.value
             self.poll()
             if self._doorbell.value == seen:
-                wakeups.sleep(self._background_waits, self._doorbell, self._doorbell_address,
-                              seen, SLICE_SECONDS)
+                wakeups.sleep(self._background_waits, self._doorbell, self._doorbell_woken,
+                              self._doorbell_address, seen, SLICE_SECONDS)
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -10,18 +10,22 @@ doorbell) first spins, then sleeps on the futex in slices. Per op kind (``all_re
 - how each sleep ended, from the syscall's return value and errno: ``wakeups`` (woken by a
   peer's FUTEX_WAKE), ``changed`` (EAGAIN: the word changed between our read and the call),
   ``timeouts`` (ETIMEDOUT: the slice ran out), ``interrupted`` (EINTR, a signal);
-- ``missed_wakeups``: timeouts after which the word slept on no longer held the value we
-  slept on, read within ``ON_TIME_S`` of the slice's end: the peer had signalled by then,
-  yet no wake reached us, so we slept the whole slice for nothing. A correct protocol never
-  loses a wake (the signaller stores, then wakes). A timeout we only got to look at later
-  (descheduled past the slice's end: common with more ranks than cores) may have seen a
-  peer that signalled after the slice ran out, which is not a lost wake: it counts as a
-  plain timeout;
+- ``missed_wakeups``: timeouts that a wake should have ended: the word slept on had changed,
+  and the wake announcing its new value had *completed* before the kernel could time the
+  sleep out. Exact, not a guess: next to each futex word the signaller keeps a
+  *wake record* (:func:`stamp`), the value it announced and when its FUTEX_WAKE returned
+  (CLOCK_MONOTONIC, one clock for every process on Linux). The new value was stored after
+  the kernel queued us (else the call returns EAGAIN), so a wake of it that returned before
+  our sleep's start plus its timeout ran while we were queued and should have woken us: a
+  lost wake for certain. A correct protocol never loses one (the signaller stores, then
+  wakes). A peer preempted between its store and its wake, or one that simply signalled
+  after the slice ran out, has no record of that value from before the slice's end: a
+  plain timeout, however the scheduler delayed anyone;
 - ``overslept``: timeouts after which what we waited for had happened although the word
   slept on was unchanged (progress signalled on another word: sleeping on the wrong word).
 
 Only waits that find a peer missing touch the counters (a list increment each), nothing on
-the fast path.
+the fast path. A signal costs one clock read and one store more (its wake record).
 """
 
 from __future__ import annotations
@@ -38,10 +42,32 @@ _BY_OUTCOME = {futex.WOKEN: WAKEUPS, futex.CHANGED: CHANGED, futex.TIMED_OUT: TI
                futex.INTERRUPTED: INTERRUPTED}
 
 
-# A timed-out sleep whose word we read later than this after the slice's end may have seen a
-# signal sent after the end (a late peer, not a lost wake). It covers the kernel's timer slack
-# plus waking a process on an idle core. Shorter: fewer late peers taken for lost wakes.
-ON_TIME_S = 0.0003
+# A wake record (one uint64 next to its futex word, stored in one piece after the FUTEX_WAKE
+# returned): the value announced in the low 32 bits, the time in the high 32, in units of
+# 2**WAKE_TIME_SHIFT ns of time.perf_counter_ns() (CLOCK_MONOTONIC on Linux: see
+# tests/unit/test_wakeups.py), which wraps after 73 minutes. The value ties the time to one
+# signal: a record of an earlier value says nothing about the change we found.
+WAKE_TIME_SHIFT = 10
+_WORD = 0xFFFFFFFF
+_HALF_WORD = 0x80000000
+
+
+def stamp(value: int) -> int:
+    """The wake record of a signal of ``value`` whose wake returned just now.
+
+    The signallers (``shm.ShmArena.signal``, ``signal_release``, ``shm_p2p``'s doorbell)
+    inline this expression: no call on their hot path."""
+    return time.perf_counter_ns() >> WAKE_TIME_SHIFT << 32 | value
+
+
+def woke_before(record: int, value: int, deadline_ns: int) -> bool:
+    """Whether ``record`` says a wake announcing ``value`` returned before ``deadline_ns``
+    (a ``perf_counter_ns`` time), certainly: a record time rounds down, so it must be a whole
+    unit early."""
+    if record & _WORD != value:
+        return False
+    early = ((deadline_ns >> WAKE_TIME_SHIFT) - (record >> 32)) & _WORD
+    return 0 < early < _HALF_WORD
 
 
 def new_entry() -> list:
@@ -76,22 +102,25 @@ def spun(entry: list, seconds: float, satisfied: bool) -> None:
     entry[SPINS] += satisfied
 
 
-def sleep(entry: list, word, address: int, seen: int, timeout_s: float, ready=None) -> int:
-    """Sleep on the futex ``word`` (at ``address``) while it holds ``seen``, at most
-    ``timeout_s``, and count how it ended (see the module docstring); returns the outcome.
+def sleep(entry: list, word, woken, address: int, seen: int, timeout_s: float,
+          ready=None) -> int:
+    """Sleep on the futex ``word`` (at ``address``; its wake record ``woken``) while it holds
+    ``seen``, at most ``timeout_s``, and count how it ended (see the module docstring);
+    returns the outcome.
 
     ``ready()``, if given, says whether what the caller waits for has happened; it is asked
     only after a timeout with the word unchanged (``overslept``)."""
     entry[SLEEPS] += 1
-    start = time.perf_counter()
+    start = time.perf_counter_ns()          # before the call: the kernel's timer starts later
     outcome = futex.wait(address, seen, timeout_s)
-    changed = word.value != seen                 # read first: see ON_TIME_S
-    slept = time.perf_counter() - start
-    entry[SLEPT_SECONDS] += slept
+    entry[SLEPT_SECONDS] += (time.perf_counter_ns() - start) * 1e-9
     entry[_BY_OUTCOME[outcome]] += 1
     if outcome == futex.TIMED_OUT:
-        if changed:
-            entry[MISSED_WAKEUPS] += slept <= timeout_s + ON_TIME_S
+        now = word.value
+        if now != seen:
+            # without futexes there is no wake to lose (the poll sees the change next time)
+            entry[MISSED_WAKEUPS] += futex.AVAILABLE and \
+                woke_before(woken.value, now, start + futex.timeout_ns(timeout_s))
         elif ready is not None and ready():
             entry[OVERSLEPT] += 1
     return outcome

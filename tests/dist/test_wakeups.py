@@ -1,9 +1,11 @@
 """No lost wake-ups on the shared-memory path: thousands of back-to-back ops at worlds 2, 4
 and 8 (8 ranks oversubscribe a 2-core machine), every rank's counters read afterwards.
 
-A missed wake-up is a futex sleep that ran out its slice although the awaited word had
-already changed (``ringrt._comm.wakeups``); ``tests/unit/test_wakeups.py`` shows the counter
-counts one when a wake is suppressed, so this assertion can fail.
+A missed wake-up is a futex sleep that ran out its slice although the peer's wake of a new
+value on the awaited word had already returned (``ringrt._comm.wakeups``: exact, from the wake
+record beside the word, so a peer preempted between its store and its wake under load is not
+one); ``tests/unit/test_wakeups.py`` shows the counter counts one when a wake is suppressed, so
+this assertion can fail.
 """
 
 import pytest

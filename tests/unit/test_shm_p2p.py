@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from ringrt._comm import channel, shm, shm_files
+from ringrt._comm import channel, shm, shm_files, wakeups
 from ringrt._comm.counters import OpCounters
 from ringrt._comm.shm import ShmArena
 from ringrt._comm.shm_p2p import ShmPointToPoint
@@ -81,6 +82,17 @@ def test_a_message_arrives_whole_with_its_sender(host2):
     assert host2[1].receive_ready(got, 0, 5, 0, None) == 0
     np.testing.assert_array_equal(got, sent)
     assert host2[1].receive_ready(got, 0, 5, 0, None) is None      # nothing more
+
+
+def test_a_send_records_its_wake_beside_the_doorbell(host2):
+    """The receiver tells a lost wake from a late sender by this record (``wakeups.py``)."""
+    receiver = host2.arenas[1].own
+    before = time.perf_counter_ns()
+    host2[0].send(1, 0, 5, np.zeros(1, np.int8))
+    after = time.perf_counter_ns() + 2 ** (wakeups.WAKE_TIME_SHIFT + 1)
+    record, value = receiver.doorbell_woken.value, receiver.doorbell.value
+    assert wakeups.woke_before(record, value, after)
+    assert not wakeups.woke_before(record, value, before)
 
 
 def test_one_sender_one_tag_in_order_other_tags_stashed(host2):
