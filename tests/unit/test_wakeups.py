@@ -3,7 +3,7 @@ process: two ranks' arenas, a peer simulated by a thread, wakes delivered or sup
 
 ``tests/dist/test_wakeups.py`` asserts zero missed wake-ups across processes; these tests show
 that the counter counts one when a wake is lost, so that assertion can fail, and never counts a
-peer that is only late (issue 21: one preempted between its store and its wake was counted).
+peer that is only late (one preempted between its store and its wake, once counted as lost).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
 
 def test_a_peer_preempted_between_its_store_and_its_wake_is_not_counted_as_missed(
         pair, monkeypatch):
-    """The false positive of issue 21: the peer stores its ticket, then loses its core before
+    """The old false positive: the peer stores its ticket, then loses its core before
     FUTEX_WAKE (here: its wake blocks until the wait is over). The waiter's slice runs out and
     it finds the word changed, on time, which the old heuristic (a change read within
     ``ON_TIME_S`` of the slice's end) counted as a lost wake. No wake of that value has
