@@ -282,6 +282,7 @@ class ProcessGroup:
         self.timeout = timeout
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
+        self._destroyed = False                      # destroy(): a subgroup this rank left
         if group_id == 0:
             self.arena, self.host_arena = comm.arena, comm.host_arena    # see _comm/host_shm
         else:                                                             # see _comm/group_shm
@@ -420,12 +421,18 @@ class ProcessGroup:
         """Raise if the group is broken, destroyed, or lost a member."""
         comm = self.comm
         if self._broken is None and not comm.closed and not comm.sentinel.lost and \
-                self.group_id not in comm.mailbox.poison:
+                self.group_id not in comm.mailbox.poison and not self._destroyed:
             return
         if self.comm.closed:
             from ringrt.errors import NotInitializedError
 
             raise NotInitializedError(f"{name}: the process group was destroyed")
+        if self._destroyed:
+            from ringrt.errors import NotInitializedError
+
+            raise NotInitializedError(
+                f"{name} on rank {self.global_rank}: subgroup {self.group_id} (ranks "
+                f"{self.members}) was destroyed on this rank; create a new one with new_group")
         if self._broken is not None:
             raise self._broken
         poison = self.comm.mailbox.poison.get(self.group_id)
@@ -526,6 +533,19 @@ class ProcessGroup:
     def close(self, linger_s: float = 5.0, goodbye: bool = True) -> None:
         """Destroy the world group (closes sockets; subgroups die with it)."""
         self.comm.close(linger_s, goodbye)
+
+    def destroy(self) -> None:
+        """Leave this subgroup on this rank: its shared memory is unmapped here, and a later
+        op on it raises. Sockets are the world's and stay. Safe to call twice; the world
+        group is left with :meth:`close`."""
+        if self.group_id == 0 or self._destroyed:
+            return
+        self._destroyed = True
+        for arena in (self.arena, self.host_arena):
+            if arena is not None and arena in self.comm.group_arenas:
+                self.comm.group_arenas.remove(arena)
+                arena.close()
+        self.arena = self.host_arena = None
 
 
 def _payload_bytes(spec: OpSpec) -> int:

@@ -203,10 +203,14 @@ def new_group(ranks: Sequence[int] | None = None,
 
 def destroy_process_group(group: ProcessGroup | NonMember | None = None) -> None:
     """Leave ``group``; with None, shut the default group down (flushing queued messages,
-    saying goodbye to peers, closing sockets and the store). Safe to call twice."""
+    saying goodbye to peers, closing sockets and the store). A subgroup frees its shared
+    memory on this rank, and later ops on it raise; its sockets are the world's. Safe to
+    call twice."""
     global _world, _store
     if group is not None and group is not _world:
-        return                   # subgroups share the world's sockets; nothing to free
+        if isinstance(group, ProcessGroup):
+            group.destroy()
+        return
     if _world is None:
         return
     world, store = _world, _store

@@ -56,7 +56,8 @@ def create(options, backend_options=None) -> ProcessGroupRingrt:
         return ProcessGroupRingrt(_world, on_shutdown=_close_default_world)
     if _world is not None and not _world.closed:
         agreement = StoreOverTorch(store, _world.global_rank)
-        return ProcessGroupRingrt(_world.new_member_group(ranks, agreement, timeout))
+        members = _world.new_member_group(ranks, agreement, timeout)
+        return ProcessGroupRingrt(members, on_shutdown=members.destroy)
     own = _new_world(store, rank, size, timeout, settings)
     return ProcessGroupRingrt(own, on_shutdown=own.close)
 

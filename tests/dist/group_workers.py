@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import ringrt as dist
+from ringrt.errors import DistError
 from tests.dist.cases import ALL_DTYPES, cases
 from tests.dist.workers import run_case
 
@@ -109,3 +110,30 @@ def growth_fails_then_recovers(rank: int, world: int):
     algorithms = dist.stats()["algorithms"]
     dist.destroy_process_group()
     return {"first": first, "y": y[:4], "algorithms": algorithms}
+
+
+def destroyed_group_frees_memory(rank: int, world: int):
+    """A subgroup used with a 1 MiB all_reduce, then destroyed: its shared memory is unmapped,
+    an op on it raises on this rank, the world and a new group still work."""
+    dist.init_process_group(timeout=30)
+    group = dist.new_group(list(range(world)))
+    big = np.ones(1 << 18, np.float32)
+    dist.all_reduce(big, group=group)
+    used = dist.stats()["shm_groups"]
+    dist.destroy_process_group(group)
+    dist.destroy_process_group(group)                   # twice: nothing more
+    destroyed = dist.stats()["shm_groups"]
+    try:
+        dist.all_reduce(np.ones(1, np.float32), group=group)
+        refused = ""
+    except DistError as exc:
+        refused = f"{type(exc).__name__}: {exc}"
+    x = np.ones(4, np.float32)
+    dist.all_reduce(x)
+    again = dist.new_group(list(range(world)))
+    y = np.ones(4, np.float32)
+    dist.all_reduce(y, group=again)
+    after_new = dist.stats()["shm_groups"]
+    dist.destroy_process_group()
+    return {"used": used, "destroyed": destroyed, "refused": refused, "after_new": after_new,
+            "sum": float(big[0]), "world_sum": float(x[0]), "new_sum": float(y[0])}

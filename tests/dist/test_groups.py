@@ -104,3 +104,16 @@ def test_a_slot_that_cannot_grow_fails_the_op_on_every_member_then_recovers():
         assert "RINGRT_SHM_GROUP_SLOT_BYTES" in first, first
         np.testing.assert_array_equal(world[rank].arrays["y"], np.full(4, 6.0, np.float32))
         assert world[rank].values["algorithms"]["all_reduce/shm"] == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_destroyed_subgroup_frees_its_shared_memory_and_refuses_ops():
+    world = run_world("tests.dist.group_workers:destroyed_group_frees_memory", 3, timeout=45)
+    for rank in range(3):
+        values = world[rank].values
+        assert values["sum"] == values["world_sum"] == values["new_sum"] == 3.0
+        assert values["used"]["arenas"] == 1 and values["used"]["mapped_bytes"] > 1 << 20
+        assert values["destroyed"] == {"arenas": 0, "mapped_bytes": 0}
+        assert values["refused"].startswith("NotInitializedError: all_reduce on rank")
+        assert "was destroyed on this rank" in values["refused"]
+        assert values["after_new"]["arenas"] == 1

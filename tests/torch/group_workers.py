@@ -67,3 +67,20 @@ def mesh_dimensions(rank: int, world: int):
     dist.barrier()
     dist.destroy_process_group()
     return {**out, "algorithms": stats["algorithms"], "shm_groups": stats["shm_groups"]}
+
+
+def destroyed_subgroup(rank: int, world: int):
+    """``dist.destroy_process_group(subgroup)`` frees the ringrt subgroup's shared memory on
+    this rank; the world group goes on working."""
+    dist.init_process_group("ringrt")
+    sub = dist.new_group(list(range(world)), backend="ringrt")
+    x = torch.ones(1 << 18)                                   # 1 MiB: the slot grows
+    dist.all_reduce(x, group=sub)
+    used = ringrt.stats()["shm_groups"]
+    dist.destroy_process_group(sub)
+    destroyed = ringrt.stats()["shm_groups"]
+    y = torch.ones(4)
+    dist.all_reduce(y)
+    dist.barrier()
+    dist.destroy_process_group()
+    return {"used": used, "destroyed": destroyed, "sum": float(x[0]), "world_sum": float(y[0])}

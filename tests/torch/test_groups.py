@@ -58,3 +58,13 @@ def test_every_device_mesh_dimension_runs_over_shared_memory():
         values = world[rank].values
         assert values["algorithms"].get("all_reduce/shm", 0) >= 2, values["algorithms"]
         assert values["shm_groups"]["arenas"] == 2, values["shm_groups"]
+
+
+@pytest.mark.timeout(120)
+def test_destroying_a_subgroup_frees_its_shared_memory():
+    world = run_world("tests.torch.group_workers:destroyed_subgroup", 2, timeout=45)
+    for rank in range(2):
+        values = world[rank].values
+        assert values["sum"] == values["world_sum"] == 2.0
+        assert values["used"]["arenas"] == 1 and values["used"]["mapped_bytes"] > 1 << 20
+        assert values["destroyed"] == {"arenas": 0, "mapped_bytes": 0}
