@@ -10,7 +10,8 @@
 
 The global batch (``--batch-size``) is split evenly over the ranks; each rank reads its part of
 every epoch through DistributedSampler + DataLoader. Checkpoints hold the parameters, the
-optimizer state and the data position, so a resumed run continues bit for bit.
+optimizer state and the data position (and with ``--compress powersgd`` each rank's error
+feedback, saved with ``ddp.params``), so a resumed run continues bit for bit.
 
 ``--elastic`` (under ``ringrun --nnodes MIN:MAX``): checkpoint every ``--ckpt-every`` steps
 (default 10), resume from the last checkpoint at whatever world size the generation has (the

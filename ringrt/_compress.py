@@ -18,6 +18,8 @@ with computation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 import ringrt as dist
@@ -205,8 +207,17 @@ class PowerSGD:
         return {"q": {n: a.copy() for n, a in self.q.items()},
                 "error": {n: a.copy() for n, a in self.error.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`'s arrays."""
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict`'s arrays.
+
+        Raises:
+            ValueError: the state holds other matrices or shapes than this object's.
+        """
         for key in ("q", "error"):
+            mine = getattr(self, key)
+            shapes = {name: np.shape(array) for name, array in state[key].items()}
+            if shapes != {name: array.shape for name, array in mine.items()}:
+                raise ValueError(f"PowerSGD.load_state_dict: saved {key} of shapes {shapes}, "
+                                 f"this object has {({n: a.shape for n, a in mine.items()})}")
             for name, array in state[key].items():
-                np.copyto(getattr(self, key)[name], array)
+                np.copyto(mine[name], array)

@@ -9,12 +9,20 @@ On disk (``directory`` is shared by every rank, e.g. a local or network file sys
             param-0000.npy ...   parameters, written by rank 0 (they are replicated)
             optim-r00000.json    a rank's optimizer state tree, arrays replaced by file names
             optim-r00000-0000.npy ...   its arrays (ZeRO: every rank; otherwise rank 0 only)
+            ddp-r00000.json      a rank's DDP state (PowerSGD's error feedback and Qs), when
+            ddp-r00000-0000.npy ...   ``params`` are a compressed DDP's: every rank
         .incomplete/             a save in progress (or one that crashed): ignored by load
 
 Atomicity: every rank writes into ``.incomplete`` and fsyncs its files; a barrier; rank 0
 writes the manifest, fsyncs the directory, renames it to ``ckpt-N``, then atomically replaces
 ``LATEST`` and only then deletes older checkpoints; a final barrier. A crash at any point leaves
 ``LATEST`` naming a complete checkpoint.
+
+Per-rank DDP state: ``params`` given as ``ddp.params`` (a
+:class:`ringrt.ddp.DistributedDataParallel`'s views) bring its :meth:`state_dict` along: each
+rank writes its own, and each rank reads its own back when the world size is the saved one.
+Where there is none to read (a checkpoint written without it, by another world size or with
+other compression options) the state restarts, with a warning.
 
 Re-sharding: ZeRO state arrays with one element per shard element are "sharded". Loading into a
 different world size reads (memory-mapped) only the parts of the old shards that overlap the
@@ -28,12 +36,14 @@ import math
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 import ringrt as dist
+from ringrt import ddp as _ddp
 from ringrt._flat import FlatLayout
 from ringrt._process_group import ProcessGroup
 from ringrt.errors import CheckpointError
@@ -53,7 +63,7 @@ _TAGS = ("__ndarray__", "__tuple__", "__items__")
 _CHECKPOINT_NAME = re.compile(rb"ckpt-[0-9]{1,12}")
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
-_MEMBER_NAME = re.compile(r"(param|optim-r[0-9]{5}|extra)-[0-9]{4,}\.npy")
+_MEMBER_NAME = re.compile(r"(param|optim-r[0-9]{5}|ddp-r[0-9]{5}|extra)-[0-9]{4,}\.npy")
 
 
 def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
@@ -63,7 +73,9 @@ def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
 
     Args:
         directory: checkpoint root (created if missing), visible to every rank.
-        params: name -> ndarray, replicated (rank 0's copy is written).
+        params: name -> ndarray, replicated (rank 0's copy is written). ``ddp.params`` also
+            saves the DDP's per-rank state (:meth:`ringrt.ddp.DistributedDataParallel.state_dict`:
+            PowerSGD's error feedback and Qs), every rank its own.
         optimizer: None, a plain optimizer (replicated state: rank 0 writes it) or a
             :class:`ZeroRedundancyOptimizer` (each rank writes its shard).
         extra: JSON values and ndarrays (step, epoch, RNG state...), from rank 0;
@@ -100,6 +112,9 @@ def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
     Args:
         directory: a checkpoint root (follows ``LATEST``) or one ``ckpt-N`` directory.
         params: name -> ndarray to overwrite in place (same names and shapes as saved).
+            ``ddp.params`` also restores this rank's DDP state; where the checkpoint has
+            none that fits (written without it, at another world size or with other
+            compression options), that state restarts and rank 0 warns (RuntimeWarning).
         optimizer: the optimizer to restore, of the same kind (plain or ZeRO) as saved.
 
     Returns:
@@ -117,6 +132,7 @@ def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
         _load_params(path, manifest["params"], params)
         if optimizer is not None:
             _load_optimizer(path, manifest, optimizer)
+        _load_ddp(path, manifest, _ddp_of(params))
         return _decode(manifest["extra"], lambda leaf: _load_npy(path, leaf))
     except CheckpointError:
         raise
@@ -148,8 +164,11 @@ def _write_rank_files(staging: Path, rank: int, params, optimizer, extra) -> dic
         if is_zero:                      # the layout goes to the manifest, once
             (start, stop), state = state["zero"]["shard"], state["optimizer"]
             shard_len, owner = stop - start, optimizer.rank
-        skeleton = _store_arrays(staging, _optim_stem(owner), state, shard_len)
-        _write_bytes(staging / f"{_optim_stem(owner)}.json", json.dumps(skeleton).encode())
+        _write_tree(staging, _optim_stem(owner), state, shard_len)
+    ddp = _ddp_of(params)
+    ddp_state = {} if ddp is None else ddp.state_dict()
+    if ddp_state:                        # differs per rank (error feedback): every rank's
+        _write_tree(staging, _ddp_stem(rank), ddp_state)
     if rank != 0:
         return None
     names = list(params)
@@ -160,6 +179,7 @@ def _write_rank_files(staging: Path, rank: int, params, optimizer, extra) -> dic
         "format": FORMAT,
         "params": {"names": names, "files": [f"param-{i:04d}.npy" for i in range(len(names))]},
         "optimizer": _optimizer_manifest(optimizer),
+        "ddp": {"options": ddp_state["options"]} if ddp_state else None,
         "extra": _store_arrays(staging, "extra", extra),
     }
 
@@ -171,6 +191,17 @@ def _optimizer_manifest(optimizer) -> dict | None:
         return {"kind": "zero", "class": type(optimizer.optim).__name__,
                 "layout": optimizer.layout.to_json(), "world_size": optimizer.world_size}
     return {"kind": "replicated", "class": type(optimizer).__name__}
+
+
+def _ddp_of(params) -> _ddp.DistributedDataParallel | None:
+    """The DDP whose views ``params`` are (``ddp.params``), else None."""
+    return params.owner if isinstance(params, _ddp.ViewDict) else None
+
+
+def _write_tree(staging: Path, stem: str, tree, shard_len: int = -1) -> None:
+    """``{stem}.json`` (the skeleton) and ``{stem}-NNNN.npy`` (the arrays) of a state tree."""
+    skeleton = _store_arrays(staging, stem, tree, shard_len)
+    _write_bytes(staging / f"{stem}.json", json.dumps(skeleton).encode())
 
 
 def _store_arrays(staging: Path, stem: str, tree, shard_len: int = -1):
@@ -233,6 +264,11 @@ def _fsync_dir(path: Path) -> None:
 def _optim_stem(rank: int) -> str:
     """File-name stem of a rank's optimizer state: its ``.json`` and ``-NNNN.npy`` arrays."""
     return f"optim-r{rank:05d}"
+
+
+def _ddp_stem(rank: int) -> str:
+    """File-name stem of a rank's DDP state (PowerSGD's): its ``.json`` and arrays."""
+    return f"ddp-r{rank:05d}"
 
 
 def _fault(stage: str) -> None:
@@ -355,6 +391,30 @@ def _load_optimizer(path: Path, manifest: dict, optimizer) -> None:
     reshard = _Resharder(path, old_layout, saved["world_size"], optimizer)
     inner = _decode(skeleton, reshard.leaf)
     optimizer.load_state_dict({"zero": optimizer.meta(), "optimizer": inner})
+
+
+def _load_ddp(path: Path, manifest: dict, ddp: _ddp.DistributedDataParallel | None) -> None:
+    """Restore this rank's DDP state, or restart it (rank 0 warns) where none fits."""
+    mine = None if ddp is None else ddp._compression_options()
+    if mine is None:
+        return                          # nothing to restore (saved state is not needed)
+    assert ddp is not None
+    saved, world = manifest.get("ddp"), dist.get_world_size()
+    if saved is None:
+        why = "holds no gradient-compression state (saved without it, or by an older ringrt)"
+    elif saved["options"] != mine:
+        why = f"holds gradient-compression state for {saved['options']}, this DDP has {mine}"
+    elif manifest["world_size"] != world:
+        why = f"was saved by {manifest['world_size']} ranks, this world has {world}"
+    else:
+        skeleton = _read_json(path / f"{_ddp_stem(dist.get_rank())}.json")
+        ddp.load_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
+        return
+    if dist.get_rank() == 0:
+        warnings.warn(f"ringrt.checkpoint.load: {path} {why}; PowerSGD's error feedback and "
+                      "warm-start Qs restart on every rank, so the run does not continue bit "
+                      "for bit", RuntimeWarning, stacklevel=3)
+    ddp.load_state_dict({})
 
 
 def _load_npy(path: Path, leaf: dict) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,11 @@ class ViewDict(dict):
         ddp.grads["w"] = dw                       # copied into the view (shape must match)
         ddp.grads["w"] = 0                        # a scalar fills it
 
+    Attributes:
+        owner: the :class:`DistributedDataParallel` whose buffer the views are in (None for
+            one built directly); ``ringrt.checkpoint`` saves and restores its state along
+            with ``ddp.params``.
+
     Raises:
         ValueError: the value's shape differs from the entry's.
         TypeError: the value's dtype does not cast to the buffer's ('same_kind'), or an
@@ -63,9 +69,15 @@ class ViewDict(dict):
         KeyError: the name is not registered (entries cannot be added).
     """
 
-    def __init__(self, views=(), label: str = "views"):
+    def __init__(self, views=(), label: str = "views", owner=None):
         super().__init__(views)
         self.label = label
+        self._owner = None if owner is None else weakref.ref(owner)   # no cycle with it
+
+    @property
+    def owner(self):
+        """The DDP these are the views of (None: built directly, or the DDP is gone)."""
+        return None if self._owner is None else self._owner()
 
     def __setitem__(self, name, value):
         view = self.get(name)
@@ -208,8 +220,8 @@ class DistributedDataParallel:
         self.layout = FlatLayout.of(params, order=reversed(list(params)))
         self.flat_params = self.layout.flatten(params, what="params")
         self.flat_grads = self.layout.empty()
-        self.params = _view_dict(self.layout.views(self.flat_params), params, "ddp.params")
-        self.grads = _view_dict(self.layout.views(self.flat_grads), params, "ddp.grads")
+        self.params = _view_dict(self.layout.views(self.flat_params), params, "ddp.params", self)
+        self.grads = _view_dict(self.layout.views(self.flat_grads), params, "ddp.grads", self)
         cap_bytes = int(bucket_cap_mb * 2**20)
         self.buckets = [_Bucket(i, start, stop, frozenset(names))
                         for i, (start, stop, names) in enumerate(plan_buckets(self.layout,
@@ -296,6 +308,44 @@ class DistributedDataParallel:
                 self._compressor.average(self.flat_grads, cross.group)
             if cross.host is not None:
                 dist.broadcast(self.flat_grads, src=cross.host.members[0], group=cross.host)
+
+    def state_dict(self) -> dict:
+        """This rank's gradient-compression state: PowerSGD's error-feedback residuals (they
+        differ per rank) and warm-start Qs, with the options that made them; ``{}`` when
+        there is none (no compression, or bf16, which keeps no state).
+
+        ``ringrt.checkpoint.save(directory, ddp.params, optimizer)`` writes it for every rank
+        and ``ringrt.checkpoint.load(directory, ddp.params, optimizer)`` restores it, so a
+        resumed PowerSGD run continues bit for bit.
+        """
+        if self._compressor is None:
+            return {}
+        return {"options": self._compression_options(), **self._compressor.state_dict()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict`'s state. An empty ``state`` restarts PowerSGD's
+        (zero residuals, the initial Qs), as a new object starts.
+
+        Raises:
+            ValueError: the state was saved with other compression options, or for other
+                parameters.
+        """
+        saved = dict(state.get("options") or {}) if state else None
+        if state and saved != self._compression_options():
+            raise ValueError(f"DistributedDataParallel.load_state_dict on rank "
+                             f"{localsgd._rank()}: state saved with {saved}, this object has "
+                             f"{self._compression_options()}; build it with the saved options")
+        if state:
+            assert self._compressor is not None     # the options matched: PowerSGD is on
+            self._compressor.load_state_dict(state)
+        elif self._compressor is not None:
+            self._compressor = PowerSGD(self.layout, self._compressor.rank)
+
+    def _compression_options(self) -> dict | None:
+        """The options that shape :meth:`state_dict` (None: this object keeps no state)."""
+        if self._compressor is None:
+            return None
+        return {"compress": self.compress, "powersgd_rank": self._compressor.rank}
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -399,5 +449,6 @@ def _trace_bucket(tracer, bucket: _Bucket, nbytes: int) -> None:
     bucket.work.add_done_callback(reduced)
 
 
-def _view_dict(views: dict[str, np.ndarray], order: Mapping, label: str) -> ViewDict:
-    return ViewDict(((name, views[name]) for name in order), label)
+def _view_dict(views: dict[str, np.ndarray], order: Mapping, label: str,
+               owner: DistributedDataParallel) -> ViewDict:
+    return ViewDict(((name, views[name]) for name in order), label, owner)

@@ -7,6 +7,8 @@ in NumPy (tests/train/test_localsgd.py) and compares.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from examples.mlp import MLP
@@ -42,6 +44,11 @@ def cases(rank: int, world_size: int, ckpt_dir: str) -> dict:
         out.update({f"{name}/{k}": v for k, v in train_ddp(rank, world_size, options).items()})
     for name, params in resume_case(rank, world_size, ckpt_dir).items():
         out.update({f"{name}/{k}": v for k, v in params.items()})
+    for case, options in COMPRESSED_RESUME.items():
+        for name, params in compressed_resume_case(rank, f"{ckpt_dir}/{case}", options).items():
+            out.update({f"{case}-{name}/{k}": v for k, v in params.items()})
+    out.update(old_checkpoint_case(rank, f"{ckpt_dir}/old-format"))
+    out.update(other_options_case(rank, f"{ckpt_dir}/psgd"))
     ringrt.destroy_process_group()
     return out
 
@@ -178,3 +185,114 @@ def train_two_level(rank, world_size, options, steps=STEPS):
         ddp.sync()
         diloco.step(ddp.grads)
     return dict(model.params)
+
+
+# --- compressed DDP through ringrt.checkpoint: the per-rank compressor state ---------------
+
+COMPRESSED_RESUME = {"psgd": {"compress": "powersgd", "powersgd_rank": 2},
+                     "bf16": {"compress": "bf16"}}
+COMPRESSED_AT = 6
+
+
+def _compressed_run(rank, world_size, options, ckpt_dir, stop_at=None, load=False,
+                    until=STEPS):
+    """Compressed DDP + Adam up to step ``until``, checkpointed as examples/train.py does
+    (``checkpoint.save(dir, ddp.params, optimizer)``): stop after ``stop_at`` with a
+    checkpoint, or (``load``) start from the checkpoint. Returns (params, ddp)."""
+    from ringrt import checkpoint
+    from ringrt.ddp import DistributedDataParallel
+    from ringrt.optim import Adam
+
+    model = MLP(SIZES, seed=rank, dtype=np.float64)
+    ddp = DistributedDataParallel(model.params, **options)
+    model.params = ddp.params
+    optimizer = Adam(ddp.params, lr=1e-2)
+    first = checkpoint.load(ckpt_dir, model.params, optimizer)["step"] if load else 0
+    for step in range(first, until):
+        _grads(model, step, rank, world_size, ddp.grads, ddp.grad_ready)
+        ddp.sync()
+        optimizer.step(ddp.grads)
+        if step + 1 == stop_at:
+            checkpoint.save(ckpt_dir, model.params, optimizer, extra={"step": step + 1})
+            break
+    return dict(model.params), ddp
+
+
+def compressed_resume_case(rank, ckpt_dir, options):
+    """Uninterrupted vs stopped at COMPRESSED_AT with a checkpoint and resumed from it."""
+    import ringrt
+
+    world_size = ringrt.get_world_size()
+    uninterrupted, _ = _compressed_run(rank, world_size, options, ckpt_dir)
+    _compressed_run(rank, world_size, options, ckpt_dir, stop_at=COMPRESSED_AT)
+    resumed, _ = _compressed_run(rank, world_size, options, ckpt_dir, load=True)
+    return {"uninterrupted": uninterrupted, "resumed": resumed}
+
+
+def old_checkpoint_case(rank, ckpt_dir):
+    """A PowerSGD checkpoint as ringrt wrote it before DDP state was saved (the manifest
+    without its "ddp" entry, no ddp-r* files) still loads: parameters and optimizer as
+    saved, the compressor restarted as a new DDP's, one RuntimeWarning on rank 0."""
+    import json
+    import os
+    import warnings
+
+    import ringrt
+    from ringrt import checkpoint
+
+    world_size, options = ringrt.get_world_size(), COMPRESSED_RESUME["psgd"]
+    saved, ddp = _compressed_run(rank, world_size, options, ckpt_dir, stop_at=COMPRESSED_AT)
+    trained_state = ddp.state_dict()
+    if rank == 0:
+        path = Path(ckpt_dir) / (Path(ckpt_dir) / checkpoint.LATEST).read_text()
+        manifest = json.loads((path / checkpoint.MANIFEST).read_text())
+        assert manifest.pop("ddp") == {"options": options}
+        (path / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+        for name in os.listdir(path):
+            if name.startswith("ddp-r"):
+                os.unlink(path / name)
+    ringrt.barrier()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded, ddp = _compressed_run(rank, world_size, options, ckpt_dir, load=True,
+                                      until=COMPRESSED_AT)
+    fresh = _compressed_run(rank, world_size, options, ckpt_dir, until=0)[1].state_dict()
+    continued, _ = _compressed_run(rank, world_size, options, ckpt_dir, load=True)
+    return {"old/warnings": [str(w.message) for w in caught],
+            "old/restarted": _same_state(ddp.state_dict(), fresh),
+            "old/trained-state-differs": not _same_state(trained_state, fresh),
+            **{f"old-saved/{k}": v for k, v in saved.items()},
+            **{f"old-loaded/{k}": v for k, v in loaded.items()},
+            **{f"old-continued/{k}": v for k, v in continued.items()}}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a["options"] == b["options"] and all(
+        a[key].keys() == b[key].keys()
+        and all(np.array_equal(a[key][n], b[key][n]) for n in a[key]) for key in ("q", "error"))
+
+
+def other_options_case(rank, ckpt_dir):
+    """The PowerSGD checkpoint loaded into a DDP of another rank r (the state restarts, rank 0
+    warns) and into an uncompressed one (nothing to restore, no warning); DDP's own
+    load_state_dict refuses the other options."""
+    import warnings
+
+    import ringrt
+
+    world_size, out = ringrt.get_world_size(), {}
+    for name, options in {"rank1": {"compress": "powersgd", "powersgd_rank": 1},
+                          "plain": {}}.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ddp = _compressed_run(rank, world_size, options, ckpt_dir, load=True,
+                                  until=COMPRESSED_AT)[1]
+        out[f"other/{name}/warnings"] = [str(w.message) for w in caught]
+    saved = _compressed_run(rank, world_size, COMPRESSED_RESUME["psgd"], ckpt_dir,
+                            until=0)[1].state_dict()
+    try:
+        ddp.load_state_dict(saved)
+        out["other/refused"] = ""
+    except ValueError as exc:
+        out["other/refused"] = str(exc)
+    return out

@@ -217,6 +217,50 @@ def test_resumed_run_continues_bit_for_bit(world, resumed):
             assert got[name].tobytes() == want[name].tobytes(), (resumed, rank, name)
 
 
+@pytest.mark.parametrize("case", list(lw.COMPRESSED_RESUME))
+def test_compressed_ddp_resumed_from_a_checkpoint_continues_bit_for_bit(world, case):
+    world_size, results = world
+    for rank in range(world_size):
+        want = params_of(results[rank].arrays, f"{case}-uninterrupted/")
+        got = params_of(results[rank].arrays, f"{case}-resumed/")
+        assert got and set(got) == set(want)
+        for name in want:
+            assert np.array_equal(got[name], want[name]), (case, rank, name)
+
+
+def test_a_checkpoint_without_the_compressor_state_loads_and_restarts_it(world):
+    world_size, results = world
+    for rank in range(world_size):
+        values, arrays = results[rank].values, results[rank].arrays
+        warned = values["old/warnings"]
+        if rank == 0:
+            assert len(warned) == 1 and "older ringrt" in warned[0], warned
+            assert "restart" in warned[0] and "\n" not in warned[0]
+        else:
+            assert warned == []
+        assert values["old/restarted"] and values["old/trained-state-differs"]
+        saved, loaded = params_of(arrays, "old-saved/"), params_of(arrays, "old-loaded/")
+        assert all(np.array_equal(loaded[n], saved[n]) for n in saved)
+        # the state mattered: restarting it changes the rest of the run
+        continued = params_of(arrays, "old-continued/")
+        uninterrupted = params_of(arrays, "psgd-uninterrupted/")
+        assert not np.array_equal(continued["w0"], uninterrupted["w0"])
+
+
+def test_a_checkpoint_with_other_compression_options_restarts_the_state(world):
+    world_size, results = world
+    for rank in range(world_size):
+        values = results[rank].values
+        warned = values["other/rank1/warnings"]
+        if rank == 0:
+            assert len(warned) == 1 and "this DDP has {'compress': 'powersgd', " \
+                "'powersgd_rank': 1}" in warned[0], warned
+        else:
+            assert warned == []
+        assert values["other/plain/warnings"] == []
+        assert "build it with the saved options" in values["other/refused"]
+
+
 # --- two levels: "hosts" from RINGRT_HOST_ID, even (2 x 2: shares) and uneven (2 + 1) --------
 
 

@@ -1,7 +1,8 @@
 """examples/train.py with DiLoCo, compression and the chars task, end to end through ringrun.
 
 A crash + restart under ``--sync-every`` resumes from a checkpoint taken at an outer step and
-ends with the uninterrupted run's parameters, bit for bit; ``--task chars`` writes its
+ends with the uninterrupted run's parameters, bit for bit, and so does one under ``--compress
+powersgd`` (its per-rank error feedback is in the checkpoint); ``--task chars`` writes its
 ``--log-json`` records and stops at ``--max-samples``.
 """
 
@@ -10,16 +11,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.launcher._ringrun import final_accuracy, run
 
 TRAIN = "examples/train.py"
 DILOCO = ("--sync-every", "4", "--fragments", "2", "--outer-compress", "int8")
+POWERSGD = ("--compress", "powersgd", "--powersgd-rank", "2")   # error feedback in checkpoints
 
 
-def test_diloco_crash_and_restart_ends_with_the_uninterrupted_parameters(workdir):
+@pytest.mark.parametrize("mode", [DILOCO, POWERSGD], ids=["diloco", "powersgd"])
+def test_crash_and_restart_ends_with_the_uninterrupted_parameters(workdir, mode):
     common = ("-n", "2")
-    args = (TRAIN, "--epochs", "2", *DILOCO, "--ckpt-dir")
+    args = (TRAIN, "--epochs", "2", *mode, "--ckpt-dir")
     clean = run(*common, *args, f"{workdir}/clean-ckpt", "--ckpt-every", "8",
                 "--save-params", f"{workdir}/clean.npz", timeout=90)
     assert clean.returncode == 0, clean
