@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from benchmarks.common._paths import REPO
 from benchmarks.robustness import _chaos_faults as faults
+from ringrt import errors
 
 TRAIN = REPO / "examples" / "train.py"
 MASTER_PORT = 29631
@@ -37,6 +39,8 @@ JOB_BOUND_S = 200.0           # every host's ringrun must have exited within thi
 ALGO = "all_reduce=ring,reduce_scatter=ring,all_gather=ring"
 # a failed job must say why: ringrun's and ringrt's named errors
 NAMED_ERROR_MARKS = ("ringrun: ", "Error: ", "ringrt.errors.")
+# ringrt's own errors by name, as a rank's traceback or flight record prints them
+RINGRT_ERROR = re.compile(r"\b(?:" + "|".join(errors.__all__) + r"): ")
 KEPT = Path("/var/tmp/ringrt-chaos-kept")      # a broken round's logs, kept for a look
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
 ISOLATE = 'mount --bind "$1" /dev/shm && mount --bind "$2" /tmp && shift 2 && exec "$@"'
@@ -341,16 +345,10 @@ def check(job: Job, record: dict, codes: dict, injected) -> None:
     schedule = schedule_of(steps) if steps else []
     record["schedule"] = schedule
     record["exit_codes"] = codes
-    hung = [h for h, c in codes.items() if c is None]
-    failed = [h for h, c in codes.items() if c not in (0, None) and h not in job.gone]
-    if hung:
-        problems.append(f"ringrun still running after {JOB_BOUND_S:g} s on {hung}")
-    for host in failed:
-        text = job.jobs[host].output()
-        named = any(mark in text for mark in NAMED_ERROR_MARKS)
-        errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
-        problems.append(f"{host} exited {codes[host]}" +
-                        ("" if named else " with no named error") + f": {errors[:4]!r}")
+    outputs = {host: hostjob.output() for host, hostjob in job.jobs.items()
+               if codes.get(host) not in (0, None)}
+    exit_broken, record["dropped_out"] = exit_problems(codes, outputs, job.gone, injected)
+    problems.extend(exit_broken)
     for fault in injected:
         entry = {"kind": fault.kind, "host": fault.host, "detail": fault.detail,
                  "injected": not fault.extra.get("skipped"),
@@ -371,6 +369,43 @@ def check(job: Job, record: dict, codes: dict, injected) -> None:
     if any(record["leftovers"].values()):
         problems.append(f"left behind: {record['leftovers']}")
     record["survived"] = not problems
+
+
+def exit_problems(codes: dict, outputs: dict, gone: set[str], injected
+                  ) -> tuple[list[str], dict[str, str]]:
+    """What breaks "no hang: recovery or a named error" in how the hosts' ringruns ended
+    (``codes``: host -> exit status, None if still running; ``outputs``: the failed hosts'
+    logs). A host the round killed is exempt. One cut off or frozen that ended with ringrt's
+    named error dropped out, which keeps the invariant.
+
+    Returns:
+        (problems, dropped out: host -> how it ended).
+    """
+    problems, dropped_out = [], {}
+    hung = [h for h, c in codes.items() if c is None]
+    if hung:
+        problems.append(f"ringrun still running after {JOB_BOUND_S:g} s on {hung}")
+    may_drop_out = dropped_out_hosts(injected)
+    for host, code in codes.items():
+        if code in (0, None) or host in gone:
+            continue
+        text = outputs.get(host, "")
+        lines = [line for line in text.splitlines() if "Error" in line or "error" in line]
+        if host in may_drop_out and RINGRT_ERROR.search(text):
+            dropped_out[host] = f"exited {code}: {lines[:1]!r}"
+            continue
+        named = any(mark in text for mark in NAMED_ERROR_MARKS)
+        problems.append(f"{host} exited {code}" +
+                        ("" if named else " with no named error") + f": {lines[:4]!r}")
+    return problems, dropped_out
+
+
+def dropped_out_hosts(injected) -> set[str]:
+    """Hosts that may leave the job with a named ringrt error and still keep "recovery or a
+    named error": cut off or frozen past the heartbeat, their peers declared them lost and
+    went on without them (the job's outcome is checked on the hosts that finished it)."""
+    return {f.host for f in injected
+            if f.kind in faults.MAY_DROP_OUT and not f.extra.get("skipped")}
 
 
 def leftovers(job: Job) -> dict:
