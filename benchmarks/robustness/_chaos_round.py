@@ -34,6 +34,7 @@ SAMPLES, BATCH, EPOCHS, CKPT_EVERY = 240, 24, 4, 5
 START_BOUND_S = 90.0          # the job must reach its first checkpoint within this
 RECOVERY_BOUND_S = 45.0       # no hang: a step within this of every fault, or a named error
 JOB_BOUND_S = 200.0           # every host's ringrun must have exited within this
+NEXT_START_BOUND_S = 30.0     # a killed host's next ringrun (it runs nothing) ends within this
 # forced flat algorithms: the sum order then depends on the world size alone, so the replay
 # on one machine gives the same bits (tests/netlab/test_elastic.py does the same)
 ALGO = "all_reduce=ring,reduce_scatter=ring,all_gather=ring"
@@ -113,10 +114,32 @@ class Job:
                       "-n", str(self.nproc), str(TRAIN), *train_args(self.workload),
                       "--ckpt-dir", str(self.ckpt), "--sample-log", str(self.samples),
                       "--step-sleep", "0.1", "--save-params", str(self.final)]
-            cmd = [*UNSHARE, "sh", "-c", ISOLATE,
-                   "chaos-host", str(self.shm_dir(host)), str(self.tmp_dir(host)), *launch]
-            self.jobs[host] = self.lab.start(host, cmd, self.root / f"{host}.log",
+            self.jobs[host] = self.lab.start(host, self.isolated(host, launch),
+                                             self.root / f"{host}.log",
                                              JOB_BOUND_S + START_BOUND_S, environment())
+
+    def isolated(self, host: str, argv: list[str]) -> list[str]:
+        """``argv`` run with the host's own /dev/shm and /tmp."""
+        return [*UNSHARE, "sh", "-c", ISOLATE,
+                "chaos-host", str(self.shm_dir(host)), str(self.tmp_dir(host)), *argv]
+
+    def next_start(self, host: str) -> dict:
+        """Start the next ringrun on ``host`` (one that runs nothing), as its user would after
+        the round killed the last one: a starting ringrun removes the directories of dead
+        jobs (``ringrt/_comm/stale.py``). Returns its exit status and the /tmp entries it
+        removed."""
+        before = set(os.listdir(self.tmp_dir(host)))
+        argv = [sys.executable, "-m", "ringrt_launcher", "--no-python", "-n", "1", "true"]
+        log = self.root / f"{host}-next-start.log"
+        hostjob = self.lab.start(host, self.isolated(host, argv), log, NEXT_START_BOUND_S,
+                                 environment())
+        try:
+            code = hostjob.wait(NEXT_START_BOUND_S + 10)
+        except subprocess.TimeoutExpired:
+            os.killpg(hostjob.proc.pid, signal.SIGKILL)
+            code = None
+        return {"exit": code, "removed": sorted(before - set(os.listdir(self.tmp_dir(host)))),
+                "output": hostjob.output()[-400:] if code != 0 else ""}
 
     # -- the job's processes ----------------------------------------------------------------
 
@@ -365,7 +388,7 @@ def check(job: Job, record: dict, codes: dict, injected) -> None:
     elif not problems:
         problems.append("the job finished without its final parameters")
     record["steps_lost"] = steps_lost(steps, schedule) if steps else None
-    record["leftovers"] = leftovers(job)
+    record["leftovers"] = leftovers(job, record, problems)
     if any(record["leftovers"].values()):
         problems.append(f"left behind: {record['leftovers']}")
     record["survived"] = not problems
@@ -408,13 +431,23 @@ def dropped_out_hosts(injected) -> set[str]:
             if f.kind in faults.MAY_DROP_OUT and not f.extra.get("skipped")}
 
 
-def leftovers(job: Job) -> dict:
-    """What the round left behind, by kind (the job's own hosts' /dev/shm and /tmp only)."""
+def leftovers(job: Job, record: dict, problems: list[str]) -> dict:
+    """What the round left behind, by kind (the job's own hosts' /dev/shm and /tmp only).
+
+    A host whose ringrun the round SIGKILLed is held to what ringrun promises for it: its
+    job's directories go when the next ringrun starts there. So that host gets its next start
+    first (recorded in ``record["next_start"]``); every host must then be clean.
+    """
     alive = job.processes()
     deadline = time.monotonic() + 10                 # ringrun's workers die with it: PDEATHSIG
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
         alive = job.processes()
+    record["next_start"] = {host: job.next_start(host) for host in sorted(job.gone)}
+    for host, started in record["next_start"].items():
+        if started["exit"] != 0:
+            problems.append(f"the next ringrun on {host} exited {started['exit']}: "
+                            f"{started['output']!r}")
     found = {"processes": [f"{pid} {' '.join(argv)[:120]}" for pid, (_, argv) in alive.items()],
              "shm_segments": [], "temp_entries": [], "sockets": []}
     for host in job.lab.names:
