@@ -161,12 +161,11 @@ class Job:
 
     def worker_pids(self, host: str) -> list[int]:
         return [pid for pid, (h, argv) in self.processes().items()
-                if h == host and "launcher" not in argv and str(TRAIN) in argv
-                and "python" in os.path.basename(argv[0])]
+                if h == host and is_worker(argv)]
 
     def ringrun_pid(self, host: str) -> int:
         for pid, (h, argv) in self.processes().items():
-            if h == host and argv[1:3] == ["-m", "ringrt_launcher"]:
+            if h == host and is_ringrun(argv):
                 return pid
         raise LookupError(f"no ringrun running on {host}")
 
@@ -183,6 +182,16 @@ class Job:
                     found[int(gen_part[3:])].append(dict(json.loads(line),
                                                          rank=int(rank_part[4:])))
         return dict(found)
+
+
+def is_worker(argv: list[str]) -> bool:
+    """A rank: ``python TRAIN ...``, what ringrun's trampoline execs (ringrun's own command
+    line and the trampoline's name TRAIN too, further on)."""
+    return "python" in os.path.basename(argv[0]) and argv[1:2] == [str(TRAIN)]
+
+
+def is_ringrun(argv: list[str]) -> bool:
+    return argv[1:3] == ["-m", "ringrt_launcher"]
 
 
 def schedule_of(steps: dict[int, list[dict]]) -> list[tuple[int, int, int]]:

@@ -64,6 +64,16 @@ def test_the_plan_is_seeded_and_keeps_the_store_host_and_min_nodes():
         assert sum(k == "ckpt_full" for k, _ in plan) <= 1
 
 
+def test_a_worker_is_a_rank_never_its_ringrun_or_trampoline():
+    python, train = "/venv/bin/python3", str(rounds.TRAIN)
+    ringrun = [python, "-m", "ringrt_launcher", "--nnodes", "2:4", "-n", "2", train, "--elastic"]
+    trampoline = [python, "-I", "-S", "/r/ringrt_launcher/_child.py", "12", "-", "--",
+                  python, train, "--elastic"]
+    rank = [python, train, "--elastic", "--zero"]
+    assert [rounds.is_worker(a) for a in (ringrun, trampoline, rank)] == [False, False, True]
+    assert [rounds.is_ringrun(a) for a in (ringrun, trampoline, rank)] == [True, False, False]
+
+
 PEER_LOST = ("[4] ringrt[4]: flight recorder - PeerLostError: ranks 6, 7 lost during "
              "reduce_scatter_tensor (op #46), seen from rank 4\n")
 
