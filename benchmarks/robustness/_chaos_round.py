@@ -231,14 +231,29 @@ def steps_lost(steps, schedule) -> int:
     return lost
 
 
+def replay_segments(schedule) -> list[tuple[int, int, int]]:
+    """[(world size, step it resumes from, step it stops after; 0: the end)] to replay.
+
+    A generation whose successor resumed from the same checkpoint as it did (it saved none:
+    a full checkpoint file system, or a fault before its first save) counted no step, so it
+    has no segment: ``--stop-at-step`` equal to its start would never be reached (its first
+    step is the one after), and that segment would train to the end at the wrong world size.
+    """
+    segments = []
+    for index, (_, world, start) in enumerate(schedule):
+        stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
+        if stop == 0 or stop > start:
+            segments.append((world, start, stop))
+    return segments
+
+
 def replay_problems(job: Job, schedule, workdir: Path) -> list[str]:
     """Replay the schedule of world sizes on this machine (one plain ringrun per segment, each
     resuming from the previous one's checkpoint) and compare the final parameters bitwise."""
     import numpy as np
 
     ckpt, final = workdir / "replay-ckpt", workdir / "replay.npz"
-    for index, (_, world, start) in enumerate(schedule):
-        stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
+    for index, (world, start, stop) in enumerate(replay_segments(schedule)):
         args = [*train_args(job.workload), "--ckpt-dir", str(ckpt), "--stop-at-step",
                 str(stop), "--save-params", str(final), *(["--resume"] if start else [])]
         proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world),

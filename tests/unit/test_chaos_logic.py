@@ -46,6 +46,12 @@ def test_a_skipped_step_is_reported_as_missing_samples():
     assert len(problems) == 1 and problems[0].startswith("epoch 1: repeated []")
 
 
+def test_a_generation_that_saved_no_checkpoint_is_not_replayed():
+    schedule = [(0, 8, 0), (1, 6, 5), (2, 8, 5), (3, 6, 20)]
+    assert rounds.replay_segments(schedule) == [(8, 0, 5), (8, 5, 20), (6, 20, 0)]
+    assert rounds.replay_segments([(0, 8, 0)]) == [(8, 0, 0)]
+
+
 def test_the_stall_is_the_longest_gap_without_a_step_after_the_fault():
     times = [1.0, 2.0, 3.0, 9.5, 10.0]
     assert rounds.stall_s(times, 3.2, 20.0) == 6.3          # 3.2 -> 9.5
