@@ -338,8 +338,6 @@ HARNESS = tuple(Setting(name, "harness", kind, default, doc, shown) for name, ki
     ("RINGRT_FUZZ_EXAMPLES", "int", 20000, "examples per fuzz test under `long`", ""),
     ("RINGRT_FUZZ_COUNTS", "str", None,
      "file the fuzz run writes the inputs tried per parser to", "unset"),
-    ("RINGRT_CHAOS_ROUND", "str", None,
-     "`1`: run the netlab chaos round (`make chaos-round`, [Chaos](chaos.md))", "unset"),
     ("RINGRT_RECIPES", "str", None, "`1`: run tests/recipes (`make test-recipes`)", "unset"),
     ("RINGRT_RECIPES_INSTALL", "str", None,
      "`1`: the recipe tests may pip-install their framework into .venv-recipes", "unset"),

@@ -134,3 +134,6 @@ NOT_ON_STORE_HOST = {"kill_ringrun", "cut_link"}
 # kinds that take a host out of the job for a while: two of them on the same host in one
 # round would not add a fault, and all three other hosts gone leaves fewer than --nnodes MIN
 MEMBERSHIP = {"kill_ringrun", "cut_link"}
+# kinds after which the host hit may leave the job rather than rejoin it: its peers lost its
+# heartbeat, so its own ranks end with PeerLostError (a named error, which the soak accepts)
+MAY_DROP_OUT = {"cut_link", "sigstop"}

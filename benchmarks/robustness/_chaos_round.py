@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from benchmarks.common._paths import REPO
 from benchmarks.robustness import _chaos_faults as faults
+from ringrt import errors
 
 TRAIN = REPO / "examples" / "train.py"
 MASTER_PORT = 29631
@@ -32,11 +34,14 @@ SAMPLES, BATCH, EPOCHS, CKPT_EVERY = 240, 24, 4, 5
 START_BOUND_S = 90.0          # the job must reach its first checkpoint within this
 RECOVERY_BOUND_S = 45.0       # no hang: a step within this of every fault, or a named error
 JOB_BOUND_S = 200.0           # every host's ringrun must have exited within this
+NEXT_START_BOUND_S = 30.0     # a killed host's next ringrun (it runs nothing) ends within this
 # forced flat algorithms: the sum order then depends on the world size alone, so the replay
 # on one machine gives the same bits (tests/netlab/test_elastic.py does the same)
 ALGO = "all_reduce=ring,reduce_scatter=ring,all_gather=ring"
 # a failed job must say why: ringrun's and ringrt's named errors
 NAMED_ERROR_MARKS = ("ringrun: ", "Error: ", "ringrt.errors.")
+# ringrt's own errors by name, as a rank's traceback or flight record prints them
+RINGRT_ERROR = re.compile(r"\b(?:" + "|".join(errors.__all__) + r"): ")
 KEPT = Path("/var/tmp/ringrt-chaos-kept")      # a broken round's logs, kept for a look
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
 ISOLATE = 'mount --bind "$1" /dev/shm && mount --bind "$2" /tmp && shift 2 && exec "$@"'
@@ -109,10 +114,32 @@ class Job:
                       "-n", str(self.nproc), str(TRAIN), *train_args(self.workload),
                       "--ckpt-dir", str(self.ckpt), "--sample-log", str(self.samples),
                       "--step-sleep", "0.1", "--save-params", str(self.final)]
-            cmd = [*UNSHARE, "sh", "-c", ISOLATE,
-                   "chaos-host", str(self.shm_dir(host)), str(self.tmp_dir(host)), *launch]
-            self.jobs[host] = self.lab.start(host, cmd, self.root / f"{host}.log",
+            self.jobs[host] = self.lab.start(host, self.isolated(host, launch),
+                                             self.root / f"{host}.log",
                                              JOB_BOUND_S + START_BOUND_S, environment())
+
+    def isolated(self, host: str, argv: list[str]) -> list[str]:
+        """``argv`` run with the host's own /dev/shm and /tmp."""
+        return [*UNSHARE, "sh", "-c", ISOLATE,
+                "chaos-host", str(self.shm_dir(host)), str(self.tmp_dir(host)), *argv]
+
+    def next_start(self, host: str) -> dict:
+        """Start the next ringrun on ``host`` (one that runs nothing), as its user would after
+        the round killed the last one: a starting ringrun removes the directories of dead
+        jobs (``ringrt/_comm/stale.py``). Returns its exit status and the /tmp entries it
+        removed."""
+        before = set(os.listdir(self.tmp_dir(host)))
+        argv = [sys.executable, "-m", "ringrt_launcher", "--no-python", "-n", "1", "true"]
+        log = self.root / f"{host}-next-start.log"
+        hostjob = self.lab.start(host, self.isolated(host, argv), log, NEXT_START_BOUND_S,
+                                 environment())
+        try:
+            code = hostjob.wait(NEXT_START_BOUND_S + 10)
+        except subprocess.TimeoutExpired:
+            os.killpg(hostjob.proc.pid, signal.SIGKILL)
+            code = None
+        return {"exit": code, "removed": sorted(before - set(os.listdir(self.tmp_dir(host)))),
+                "output": hostjob.output()[-400:] if code != 0 else ""}
 
     # -- the job's processes ----------------------------------------------------------------
 
@@ -134,12 +161,11 @@ class Job:
 
     def worker_pids(self, host: str) -> list[int]:
         return [pid for pid, (h, argv) in self.processes().items()
-                if h == host and "launcher" not in argv and str(TRAIN) in argv
-                and "python" in os.path.basename(argv[0])]
+                if h == host and is_worker(argv)]
 
     def ringrun_pid(self, host: str) -> int:
         for pid, (h, argv) in self.processes().items():
-            if h == host and argv[1:3] == ["-m", "ringrt_launcher"]:
+            if h == host and is_ringrun(argv):
                 return pid
         raise LookupError(f"no ringrun running on {host}")
 
@@ -156,6 +182,16 @@ class Job:
                     found[int(gen_part[3:])].append(dict(json.loads(line),
                                                          rank=int(rank_part[4:])))
         return dict(found)
+
+
+def is_worker(argv: list[str]) -> bool:
+    """A rank: ``python TRAIN ...``, what ringrun's trampoline execs (ringrun's own command
+    line and the trampoline's name TRAIN too, further on)."""
+    return "python" in os.path.basename(argv[0]) and argv[1:2] == [str(TRAIN)]
+
+
+def is_ringrun(argv: list[str]) -> bool:
+    return argv[1:3] == ["-m", "ringrt_launcher"]
 
 
 def schedule_of(steps: dict[int, list[dict]]) -> list[tuple[int, int, int]]:
@@ -195,14 +231,29 @@ def steps_lost(steps, schedule) -> int:
     return lost
 
 
+def replay_segments(schedule) -> list[tuple[int, int, int]]:
+    """[(world size, step it resumes from, step it stops after; 0: the end)] to replay.
+
+    A generation whose successor resumed from the same checkpoint as it did (it saved none:
+    a full checkpoint file system, or a fault before its first save) counted no step, so it
+    has no segment: ``--stop-at-step`` equal to its start would never be reached (its first
+    step is the one after), and that segment would train to the end at the wrong world size.
+    """
+    segments = []
+    for index, (_, world, start) in enumerate(schedule):
+        stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
+        if stop == 0 or stop > start:
+            segments.append((world, start, stop))
+    return segments
+
+
 def replay_problems(job: Job, schedule, workdir: Path) -> list[str]:
     """Replay the schedule of world sizes on this machine (one plain ringrun per segment, each
     resuming from the previous one's checkpoint) and compare the final parameters bitwise."""
     import numpy as np
 
     ckpt, final = workdir / "replay-ckpt", workdir / "replay.npz"
-    for index, (_, world, start) in enumerate(schedule):
-        stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
+    for index, (world, start, stop) in enumerate(replay_segments(schedule)):
         args = [*train_args(job.workload), "--ckpt-dir", str(ckpt), "--stop-at-step",
                 str(stop), "--save-params", str(final), *(["--resume"] if start else [])]
         proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world),
@@ -341,16 +392,10 @@ def check(job: Job, record: dict, codes: dict, injected) -> None:
     schedule = schedule_of(steps) if steps else []
     record["schedule"] = schedule
     record["exit_codes"] = codes
-    hung = [h for h, c in codes.items() if c is None]
-    failed = [h for h, c in codes.items() if c not in (0, None) and h not in job.gone]
-    if hung:
-        problems.append(f"ringrun still running after {JOB_BOUND_S:g} s on {hung}")
-    for host in failed:
-        text = job.jobs[host].output()
-        named = any(mark in text for mark in NAMED_ERROR_MARKS)
-        errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
-        problems.append(f"{host} exited {codes[host]}" +
-                        ("" if named else " with no named error") + f": {errors[:4]!r}")
+    outputs = {host: hostjob.output() for host, hostjob in job.jobs.items()
+               if codes.get(host) not in (0, None)}
+    exit_broken, record["dropped_out"] = exit_problems(codes, outputs, job.gone, injected)
+    problems.extend(exit_broken)
     for fault in injected:
         entry = {"kind": fault.kind, "host": fault.host, "detail": fault.detail,
                  "injected": not fault.extra.get("skipped"),
@@ -367,19 +412,66 @@ def check(job: Job, record: dict, codes: dict, injected) -> None:
     elif not problems:
         problems.append("the job finished without its final parameters")
     record["steps_lost"] = steps_lost(steps, schedule) if steps else None
-    record["leftovers"] = leftovers(job)
+    record["leftovers"] = leftovers(job, record, problems)
     if any(record["leftovers"].values()):
         problems.append(f"left behind: {record['leftovers']}")
     record["survived"] = not problems
 
 
-def leftovers(job: Job) -> dict:
-    """What the round left behind, by kind (the job's own hosts' /dev/shm and /tmp only)."""
+def exit_problems(codes: dict, outputs: dict, gone: set[str], injected
+                  ) -> tuple[list[str], dict[str, str]]:
+    """What breaks "no hang: recovery or a named error" in how the hosts' ringruns ended
+    (``codes``: host -> exit status, None if still running; ``outputs``: the failed hosts'
+    logs). A host the round killed is exempt. One cut off or frozen that ended with ringrt's
+    named error dropped out, which keeps the invariant.
+
+    Returns:
+        (problems, dropped out: host -> how it ended).
+    """
+    problems, dropped_out = [], {}
+    hung = [h for h, c in codes.items() if c is None]
+    if hung:
+        problems.append(f"ringrun still running after {JOB_BOUND_S:g} s on {hung}")
+    may_drop_out = dropped_out_hosts(injected)
+    for host, code in codes.items():
+        if code in (0, None) or host in gone:
+            continue
+        text = outputs.get(host, "")
+        lines = [line for line in text.splitlines() if "Error" in line or "error" in line]
+        if host in may_drop_out and RINGRT_ERROR.search(text):
+            dropped_out[host] = f"exited {code}: {lines[:1]!r}"
+            continue
+        named = any(mark in text for mark in NAMED_ERROR_MARKS)
+        problems.append(f"{host} exited {code}" +
+                        ("" if named else " with no named error") + f": {lines[:4]!r}")
+    return problems, dropped_out
+
+
+def dropped_out_hosts(injected) -> set[str]:
+    """Hosts that may leave the job with a named ringrt error and still keep "recovery or a
+    named error": cut off or frozen past the heartbeat, their peers declared them lost and
+    went on without them (the job's outcome is checked on the hosts that finished it)."""
+    return {f.host for f in injected
+            if f.kind in faults.MAY_DROP_OUT and not f.extra.get("skipped")}
+
+
+def leftovers(job: Job, record: dict, problems: list[str]) -> dict:
+    """What the round left behind, by kind (the job's own hosts' /dev/shm and /tmp only).
+
+    A host whose ringrun the round SIGKILLed is held to what ringrun promises for it: its
+    job's directories go when the next ringrun starts there. So that host gets its next start
+    first (recorded in ``record["next_start"]``); every host must then be clean.
+    """
     alive = job.processes()
     deadline = time.monotonic() + 10                 # ringrun's workers die with it: PDEATHSIG
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
         alive = job.processes()
+    record["next_start"] = {host: job.next_start(host) for host in sorted(job.gone)}
+    for host, started in record["next_start"].items():
+        if started["exit"] != 0:
+            problems.append(f"the next ringrun on {host} exited {started['exit']}: "
+                            f"{started['output']!r}")
     found = {"processes": [f"{pid} {' '.join(argv)[:120]}" for pid, (_, argv) in alive.items()],
              "shm_segments": [], "temp_entries": [], "sockets": []}
     for host in job.lab.names:

@@ -1,7 +1,7 @@
 """The chaos soak's bookkeeping (``benchmarks/robustness/_chaos_round.py``,
 ``benchmarks/robustness/chaos.py``)
 without a lab: the schedule read from sample logs, the exactly-once check, steps lost, the
-stall after a fault, the seeded fault plan and the summary."""
+stall after a fault, the seeded fault plan, how the hosts' exits are judged and the summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 
 from benchmarks.robustness import _chaos_round as rounds
 from benchmarks.robustness import chaos
-from benchmarks.robustness._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST
+from benchmarks.robustness._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST, Fault
 
 S, B = rounds.SAMPLES, rounds.BATCH
 
@@ -46,6 +46,12 @@ def test_a_skipped_step_is_reported_as_missing_samples():
     assert len(problems) == 1 and problems[0].startswith("epoch 1: repeated []")
 
 
+def test_a_generation_that_saved_no_checkpoint_is_not_replayed():
+    schedule = [(0, 8, 0), (1, 6, 5), (2, 8, 5), (3, 6, 20)]
+    assert rounds.replay_segments(schedule) == [(8, 0, 5), (8, 5, 20), (6, 20, 0)]
+    assert rounds.replay_segments([(0, 8, 0)]) == [(8, 0, 0)]
+
+
 def test_the_stall_is_the_longest_gap_without_a_step_after_the_fault():
     times = [1.0, 2.0, 3.0, 9.5, 10.0]
     assert rounds.stall_s(times, 3.2, 20.0) == 6.3          # 3.2 -> 9.5
@@ -62,6 +68,49 @@ def test_the_plan_is_seeded_and_keeps_the_store_host_and_min_nodes():
         taken = [h for k, h in plan if k in MEMBERSHIP]
         assert len(taken) == len(set(taken))
         assert sum(k == "ckpt_full" for k, _ in plan) <= 1
+
+
+def test_a_worker_is_a_rank_never_its_ringrun_or_trampoline():
+    python, train = "/venv/bin/python3", str(rounds.TRAIN)
+    ringrun = [python, "-m", "ringrt_launcher", "--nnodes", "2:4", "-n", "2", train, "--elastic"]
+    trampoline = [python, "-I", "-S", "/r/ringrt_launcher/_child.py", "12", "-", "--",
+                  python, train, "--elastic"]
+    rank = [python, train, "--elastic", "--zero"]
+    assert [rounds.is_worker(a) for a in (ringrun, trampoline, rank)] == [False, False, True]
+    assert [rounds.is_ringrun(a) for a in (ringrun, trampoline, rank)] == [True, False, False]
+
+
+PEER_LOST = ("[4] ringrt[4]: flight recorder - PeerLostError: ranks 6, 7 lost during "
+             "reduce_scatter_tensor (op #46), seen from rank 4\n")
+
+
+def test_a_cut_or_frozen_host_may_drop_out_with_a_named_ringrt_error():
+    injected = [Fault("cut_link", "h2", "switch port down", 0.0),
+                Fault("sigstop", "h3", "SIGSTOP worker", 0.0)]
+    codes = {"h0": 0, "h1": 0, "h2": 1, "h3": 1}
+    problems, dropped = rounds.exit_problems(codes, {"h2": PEER_LOST, "h3": PEER_LOST},
+                                             set(), injected)
+    assert problems == [] and sorted(dropped) == ["h2", "h3"]
+    assert "PeerLostError" in dropped["h2"]
+
+
+def test_an_exit_without_a_named_error_or_on_a_host_not_hit_is_broken():
+    injected = [Fault("cut_link", "h2", "switch port down", 0.0),
+                Fault("loss_burst", "h3", "10% loss", 0.0)]
+    codes = {"h1": None, "h2": 1, "h3": 1}
+    problems, dropped = rounds.exit_problems(
+        codes, {"h2": "Killed\n", "h3": PEER_LOST}, set(), injected)
+    assert dropped == {}
+    assert problems[0].startswith("ringrun still running") and "h1" in problems[0]
+    assert problems[1].startswith("h2 exited 1 with no named error")
+    assert problems[2].startswith("h3 exited 1: ")          # named, but nothing cut it off
+
+
+def test_a_host_the_round_killed_is_exempt_and_a_skipped_fault_exempts_nobody():
+    injected = [Fault("sigstop", "h3", "not injected: gone", 0.0, extra={"skipped": True})]
+    problems, dropped = rounds.exit_problems({"h2": -9, "h3": 1}, {"h3": PEER_LOST}, {"h2"},
+                                             injected)
+    assert dropped == {} and len(problems) == 1 and problems[0].startswith("h3 exited 1: ")
 
 
 def test_the_summary_counts_faults_by_kind_and_percentiles():
