@@ -17,8 +17,10 @@ import timeit
 import numpy as np
 
 from ringrt import _validate, collectives
+from ringrt._algorithms import shm as shm_algorithms
 from ringrt._comm.exchange import Exchange
 from ringrt._deadline import Deadline
+from ringrt._observe.waits import WaitClock
 from ringrt._reduce_ops import ReduceOp, combiner, finish
 
 
@@ -47,6 +49,16 @@ def _parts(pg, flat: np.ndarray) -> dict[str, object]:
         comm.mailbox.finished(pg.group_id, seq, True)
         comm.counters.record("all_reduce", flat.nbytes, time.perf_counter() - start, False)
 
+    def small_op_steps():
+        shm_algorithms.fit(op, flat.nbytes, whole=True)
+        op.half()
+        op.arena.last_half_op == op.seq - 1      # noqa: B015  (acquire_half's test)
+        op.half_done()                           # sets what the last op had set
+
+    def peer_checks():                           # phase(): after the wait, before returning
+        op._insist_same_op(peer)
+        arena.published_bytes(peer) != op._published      # noqa: B015
+
     def slot_views():
         op.slot(rank, flat.dtype, flat.size, 0, half)
         op.slot(peer, flat.dtype, flat.size, 0, half)
@@ -72,15 +84,38 @@ def _parts(pg, flat: np.ndarray) -> dict[str, object]:
         "publish op in shared memory": lambda: arena.publish(exchange.published),
         "combiner, AVG finish": lambda: (combiner(redop, flat.dtype),
                                          finish(redop, flat, pg.size)),
+        "small-op steps (fit, half slot)": small_op_steps,
+        "phase: peer's op and published call checked": peer_checks,
         "slot views": slot_views,
         "copy in (4 B)": lambda: scratch.__setitem__(Ellipsis, flat),
         "reduction (4 B)": lambda: combine(scratch, flat),
         "signal ticket + release (futex wakes)": lambda: (
             arena.signal(own.ticket.value), arena.signal_release(arena.released)),
-        "wait, peer already there": lambda: arena.wait(
-            op.peers, arena.segments[peer].ticket.value, op.check),
         "op end (release, mailbox, counters)": bookkeeping_after,
     }
+
+
+def all_reduce_wait(ops: int, group=None) -> float:
+    """Microseconds per op that ``ops`` 4-byte float32 ``all_reduce`` calls over ``group``'s
+    shared-memory arena spend in the arena's waits for the peers (spinning or asleep on the
+    futex), timed as tracing times them; every member calls it at the same time."""
+    pg = _member_with_arena(group)
+    flat = np.zeros(1, dtype=np.float32)
+    clock = WaitClock()
+    pg.arena.time_waits_with(clock)
+    try:
+        for _ in range(ops):
+            collectives.all_reduce(flat, group=pg)
+    finally:
+        pg.arena.time_waits_with(None)
+    return clock.total / ops * 1e6
+
+
+def _member_with_arena(group):
+    pg = collectives._group(group, "all_reduce_part_costs")
+    if pg is None or pg.arena is None or pg.size < 2:
+        raise ValueError("this needs a member's group of 2+ ranks with shared memory")
+    return pg
 
 
 def all_reduce_part_costs(number: int, group=None) -> dict[str, float]:
@@ -88,10 +123,7 @@ def all_reduce_part_costs(number: int, group=None) -> dict[str, float]:
     ``group``'s shared-memory arena (default: the world), by ``timeit`` over ``number``
     calls, less an empty call's cost. Needs a group of at least two ranks on one host with
     an arena; every member must call it at the same time, between barriers."""
-    pg = collectives._group(group, "all_reduce_part_costs")
-    if pg is None or pg.arena is None or pg.size < 2:
-        raise ValueError("all_reduce_part_costs needs a member's group of 2+ ranks with "
-                         "shared memory")
+    pg = _member_with_arena(group)
     flat = np.ones(1, dtype=np.float32)
     collectives.all_reduce(flat, group=pg)                  # at least one op has run
     empty = timeit.timeit(lambda: None, number=number)

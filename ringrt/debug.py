@@ -7,7 +7,8 @@ modes of :func:`observers` while it times ops, then times the observer's parts w
 what an op computes. These live next to the code they measure so that a change to ringrt's
 observer updates them here, where ``tests/unit/test_benchmark_api.py`` runs them, rather
 than breaking the benchmark. ``benchmarks/overhead/latency_breakdown.py`` times each step
-of a small shared-memory all_reduce alone with :func:`all_reduce_part_costs`.
+of a small shared-memory all_reduce alone with :func:`all_reduce_part_costs`, and the time
+its ops spend waiting for the peers with :func:`all_reduce_wait`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import timeit
 
 from ringrt import distributed
-from ringrt._latency_parts import all_reduce_part_costs
+from ringrt._latency_parts import all_reduce_part_costs, all_reduce_wait
 from ringrt._comm.wire import CODE_DTYPES
 from ringrt._observe import site, timeline
 from ringrt._observe.observer import Observer
@@ -130,4 +131,4 @@ def observer_part_costs(number: int, trace_path: str) -> dict[str, float]:
 
 
 __all__ = ["OBSERVER_MODES", "observers", "use_observer", "close_observers",
-           "observer_part_costs", "all_reduce_part_costs"]
+           "observer_part_costs", "all_reduce_part_costs", "all_reduce_wait"]

@@ -14,9 +14,11 @@ rank 0's clock; the two ranks run in lockstep):
   top of the backend).
 
 Then the NumPy path's steps, each timed alone (``ringrt.debug.all_reduce_part_costs``,
-``timeit`` less an empty call, both ranks at once): what remains of the *numpy* median is
-waiting for the peer (the ticket's futex signal and wait, and the peer's own steps that do
-not overlap ours). The torch rows are differences of medians: backend - numpy, torch -
+``timeit`` less an empty call, both ranks at once), and the time the same ops spend in the
+arena's waits for the peer (``ringrt.debug.all_reduce_wait``, as tracing times it). What
+remains of the *numpy* median is the op's steps not timed alone: function calls and
+``try``/``finally`` between the parts, and what a step costs inside an op beyond what it
+costs in a warm ``timeit`` loop. The torch rows are differences of medians: backend - numpy, torch -
 backend. Figures are medians over rounds; the machine may be shared, so read the ratios and
 the parts together.
 """
@@ -81,11 +83,13 @@ def end_to_end(modes: dict, ops: int, rounds: int, group) -> dict[str, list[floa
     return times
 
 
-def breakdown(medians: dict[str, float], parts: dict[str, float]) -> list[tuple[str, float]]:
-    """Rows (what, µs): the NumPy path's parts, the wait that remains, the torch layers."""
+def breakdown(medians: dict[str, float], parts: dict[str, float], wait: float
+              ) -> list[tuple[str, float]]:
+    """Rows (what, µs): the NumPy path's parts, its wait, the rest, the torch layers."""
     rows = list(parts.items())
-    rows.append(("waiting for the peer (futex signal/wait; remainder)",
-                 medians["numpy"] - sum(parts.values())))
+    rows.append(("waiting for the peer (spin or futex sleep)", wait))
+    rows.append(("the rest: calls between the parts, not timed alone",
+                 medians["numpy"] - sum(parts.values()) - wait))
     rows.append(("= NumPy all_reduce (measured)", medians["numpy"]))
     rows.append(("torch backend: checks, tensor view, Work (backend - numpy)",
                  medians["backend"] - medians["numpy"]))
@@ -114,16 +118,18 @@ def main(ops: int, rounds: int, number: int, output: str) -> None:
     ringrt.barrier(group=group)
     parts = debug.all_reduce_part_costs(number, group=group)
     ringrt.barrier(group=group)
+    wait = debug.all_reduce_wait(ops * 3, group=group)
+    ringrt.barrier(group=group)
     wrong = int(tensor.numpy()[0] != 0)
     if ringrt.get_rank(group) == 0:
-        _report(times, parts, ops, rounds, number, wrong, output)
+        _report(times, parts, wait, ops, rounds, number, wrong, output)
     tdist.destroy_process_group()
 
 
-def _report(times, parts, ops, rounds, number, wrong, output) -> None:
+def _report(times, parts, wait, ops, rounds, number, wrong, output) -> None:
     machine = _machine.describe()
     medians = {name: statistics.median(t) for name, t in times.items()}
-    rows = breakdown(medians, parts)
+    rows = breakdown(medians, parts, wait)
     print(f"# {_machine.summary(machine)}")
     print(f"all_reduce float32 4 B, world 2, shared memory: median of {rounds} rounds x {ops} "
           f"ops; parts: timeit x {number}, less an empty call")
@@ -135,7 +141,7 @@ def _report(times, parts, ops, rounds, number, wrong, output) -> None:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
               "world": 2, "bytes": 4, "ops_per_round": ops, "rounds": rounds,
               "timeit_number": number, "median_us": medians, "rounds_us": times,
-              "parts_us": parts, "rows": rows, "wrong": wrong}
+              "parts_us": parts, "wait_us": wait, "rows": rows, "wrong": wrong}
     with open(output, "w") as file:
         json.dump(record, file, indent=1)
     print(f"wrote {output}")
