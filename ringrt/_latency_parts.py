@@ -28,6 +28,9 @@ def _parts(pg, flat: np.ndarray) -> dict[str, object]:
     """name -> a no-argument callable doing that step once (on world-2 shared memory)."""
     rank, redop = pg.global_rank, ReduceOp.SUM
     algorithm = collectives._algorithm(pg, "all_reduce", flat.nbytes)
+    if algorithm != "shm":
+        raise ValueError(f"a 4-byte all_reduce runs {algorithm!r} here, not shared memory "
+                         "(RINGRT_ALGO or RINGRT_NO_SHM set?): nothing to break down")
     spec = collectives._spec("all_reduce", "all_reduce", flat, algorithm, redop=redop)
     comm, arena, seq = pg.comm, pg.arena, pg._seq - 1        # the last op that ran
     exchange = Exchange(pg, seq, spec, Deadline(pg.timeout))
