@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 
 import numpy as np
 
@@ -50,6 +51,7 @@ _BOOL_UFUNCS = {
 }
 
 
+@functools.lru_cache(maxsize=64)      # built on every reducing op; the kernels keep no state
 def combiner(op: ReduceOp, dtype: np.dtype):
     """Return ``combine(into, other, out=None)``: ``out = into (op) other``, by default in
     place into ``into``.

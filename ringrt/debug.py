@@ -1,11 +1,14 @@
-"""Hooks for measuring ringrt itself: what watching a job (flight recorder, timeline) costs.
+"""Hooks for measuring ringrt itself: what watching a job (flight recorder, timeline) costs,
+and what each step of a small all_reduce costs.
 
 ``benchmarks/overhead/trace_overhead.py`` swaps the observer of a one-rank world between the
 modes of :func:`observers` while it times ops, then times the observer's parts with
 :func:`observer_part_costs`. Nothing here is needed to run a job, and nothing here changes
 what an op computes. These live next to the code they measure so that a change to ringrt's
 observer updates them here, where ``tests/unit/test_benchmark_api.py`` runs them, rather
-than breaking the benchmark.
+than breaking the benchmark. ``benchmarks/overhead/latency_breakdown.py`` times each step
+of a small shared-memory all_reduce alone with :func:`all_reduce_part_costs`, and the time
+its ops spend waiting for the peers with :func:`all_reduce_wait`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import timeit
 
 from ringrt import distributed
+from ringrt._latency_parts import all_reduce_part_costs, all_reduce_wait
 from ringrt._comm.wire import CODE_DTYPES
 from ringrt._observe import site, timeline
 from ringrt._observe.observer import Observer
@@ -127,4 +131,4 @@ def observer_part_costs(number: int, trace_path: str) -> dict[str, float]:
 
 
 __all__ = ["OBSERVER_MODES", "observers", "use_observer", "close_observers",
-           "observer_part_costs"]
+           "observer_part_costs", "all_reduce_part_costs", "all_reduce_wait"]

@@ -21,6 +21,7 @@ import numpy as np
 import zmq
 
 from ringrt._comm import wire
+from ringrt._comm.shm import ShmOp
 from ringrt._comm.wire import DATA, HEADER_BYTES, INLINE, MISMATCH, P2P
 from ringrt.errors import (
     CollectiveMismatchError,
@@ -222,8 +223,6 @@ class Exchange:
         """This op's steps over ``arena`` (the group's, or its host's for two-level ops), as
         rank ``rank`` of ``size``: a :class:`~ringrt._comm.shm.ShmOp` the group releases if
         the op fails midway."""
-        from ringrt._comm.shm import ShmOp
-
         self.shm = ShmOp(arena, rank, size, self.seq, self.published, check, kind)
         return self.shm
 

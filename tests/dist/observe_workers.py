@@ -63,3 +63,22 @@ def peer_dies(rank, world_size):
         os._exit(3)
     dist.all_reduce(np.ones(4))
     dist.destroy_process_group()
+
+
+def latency_parts(rank, world_size):
+    """ringrt.debug's all_reduce parts and wait, then all_reduces that must still be right."""
+    from ringrt import debug
+
+    dist.init_process_group(timeout=20)
+    parts = debug.all_reduce_part_costs(50)
+    wait = debug.all_reduce_wait(20)
+    sums = []
+    for value in (1.0, 2.0):
+        x = np.full(3, value * (rank + 1), dtype=np.float32)
+        dist.all_reduce(x)
+        sums.append(x.tolist())
+    x = np.full(2, 4.0, dtype=np.float64)
+    dist.all_reduce(x, op=dist.ReduceOp.AVG)
+    sums.append(x.tolist())
+    dist.destroy_process_group()
+    return {"parts": parts, "wait": wait, "sums": sums}

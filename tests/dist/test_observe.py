@@ -131,3 +131,17 @@ def test_debug_logs_each_decision_once_per_size_class_on_rank_0():
     assert "12000 B" in lines[1] or "11.7 KiB" in lines[1]
     assert "1 MiB" in lines[2]
     assert "ringrt[" not in world[1].stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_latency_hooks_time_every_part_and_leave_results_alone(world_size):
+    """ringrt.debug.all_reduce_part_costs re-runs an op's steps without running the op: the
+    collectives after it still agree and sum right (group sizes 2 and 3)."""
+    world = run_world("tests.dist.observe_workers:latency_parts", world_size, timeout=45)
+    total = sum(range(1, world_size + 1))
+    for result in world.ranks:
+        values = result.values
+        assert values["sums"] == [[total] * 3, [2.0 * total] * 3, [4.0, 4.0]]
+        assert len(values["parts"]) >= 15 and all(us >= 0 for us in values["parts"].values())
+        assert values["wait"] >= 0

@@ -21,7 +21,7 @@ LAYERS = [
     {"_process_group"},
     {"_algorithms"},
     {"distributed", "_validate", "_objects", "tuning"},
-    {"collectives", "p2p", "object_collectives", "debug"},
+    {"collectives", "p2p", "object_collectives", "debug", "_latency_parts"},
     {"_flat", "_compress", "optim", "localsgd", "ddp", "checkpoint", "data", "elastic"},
     {"torch"},
 ]
@@ -94,7 +94,8 @@ def test_ringrt_never_imports_launcher_and_only_ringrt_torch_imports_torch():
 # Where the world's machinery (sockets, sentinel, mailbox, executor: ``_process_group._Comm``)
 # may be reached as ``.comm``: the group and the comm layer. Everything else asks the group
 # (``ProcessGroup.global_rank``, ``lost_members()``, ``check_usable()``, ``layout``, ``p2p``...).
-COMM_OWNERS = ("_comm", "_process_group")
+# ``_latency_parts`` (behind ``ringrt.debug``) times the comm layer's own steps of an op alone.
+COMM_OWNERS = ("_comm", "_process_group", "_latency_parts")
 
 
 def test_nothing_outside_the_group_reaches_through_comm():
