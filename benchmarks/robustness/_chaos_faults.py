@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 from dataclasses import dataclass, field
 
 GIGE_DELAY = "0.2ms"                 # netlab's gige profile, restored after a delay burst
@@ -112,9 +113,17 @@ def ckpt_full(job, host, rng, now):
                  lambda: os.unlink(filler))
 
 
+def new_filler(directory) -> str:
+    """A new empty file in ``directory`` with a name of its own (a round may fill one host's
+    /dev/shm twice: each fault lifts its own file)."""
+    handle, path = tempfile.mkstemp(prefix="chaos-filler-", dir=directory)
+    os.close(handle)
+    return path
+
+
 def fill(directory) -> str:
     """Fill the file system of ``directory`` (a tmpfs of our own) with one file; its path."""
-    path = os.path.join(directory, "chaos-filler")
+    path = new_filler(directory)
     stats = os.statvfs(directory)
     with open(path, "wb") as out:
         with contextlib.suppress(OSError):            # ENOSPC: full, which is the point

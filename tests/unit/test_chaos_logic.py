@@ -5,11 +5,12 @@ stall after a fault, the seeded fault plan, how the hosts' exits are judged and 
 
 from __future__ import annotations
 
+import os
 import random
 
 from benchmarks.robustness import _chaos_round as rounds
 from benchmarks.robustness import chaos
-from benchmarks.robustness._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST, Fault
+from benchmarks.robustness._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST, Fault, new_filler
 
 S, B = rounds.SAMPLES, rounds.BATCH
 
@@ -127,3 +128,12 @@ def test_the_summary_counts_faults_by_kind_and_percentiles():
     assert summary["rounds_survived"] == 1 and summary["steps_lost"] == 3
     assert "sigstop" not in summary["by_kind"]
     assert "| cut_link | 2 | 1 | 4.0 | 6.0 |" in chaos.table(summary)
+
+
+def test_two_fills_of_one_file_system_each_lift_their_own(tmp_path):
+    """A round may draw fill_shm twice for one host: lifting the first must not take the
+    second's file (the soak once died lifting a filler the other had removed)."""
+    first, second = new_filler(tmp_path), new_filler(tmp_path)
+    assert first != second and os.path.exists(first) and os.path.exists(second)
+    os.unlink(first)
+    assert os.path.exists(second)
