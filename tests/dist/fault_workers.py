@@ -109,8 +109,19 @@ def mismatch(rank: int, world: int, kind: str):
     }
     first = _outcome(calls[kind])
     follow_up = _outcome(lambda: dist.barrier())     # a broken group stays broken
+    _stay_until_everyone_has(dist.get_store(), "mismatch/recorded", world)
     dist.destroy_process_group()
     return {"first": first, "follow_up": follow_up}
+
+
+def _stay_until_everyone_has(store, key: str, world: int, limit_s: float = 20.0) -> None:
+    """Leave only once every rank got here (counted in the store: the broken group cannot
+    barrier). A rank whose part of the op completed learns of the mismatch at its next op;
+    a peer that had already left would end that op with PeerLostError instead."""
+    store.add(key, 1)
+    end = time.monotonic() + limit_s
+    while store.add(key, 0) < world and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 def lose_a_peer(rank: int, world: int, how: str):
