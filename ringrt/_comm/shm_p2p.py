@@ -46,15 +46,14 @@ from ringrt._comm import futex, wakeups, wire
 from ringrt._comm.channel import Reader, Ring, Writer
 from ringrt._comm.shm import SLICE_SECONDS
 from ringrt._comm.work import Work
-from ringrt._settings import Settings
 from ringrt.errors import CollectiveMismatchError, DistError, NotInitializedError, PeerLostError
 
-# Spin this long on the doorbell before sleeping on it. Waking a sleeping process on a VM
+# RINGRT_P2P_SPIN_US (read per arena: ShmPointToPoint._spin_seconds): spin this long on
+# the doorbell before sleeping on it. Waking a sleeping process on a VM
 # costs more than a message takes to come back (an idle vCPU must be woken). The default, as
 # for the collectives' tickets (shm.py), is the knee of a small ring exchange through torch:
 # longer spins gained nothing at world 2 and lost at world 4 on 2 cores, where spinning takes
 # the core the sender needs (make bench-torch; figures in docs/performance-notes.md).
-DOORBELL_SPIN_SECONDS = Settings().p2p_spin_us * 1e-6       # RINGRT_P2P_SPIN_US unset
 # ... plus the time the sender needs to copy a message of the receiving array's size (at
 # SPIN_BYTES_PER_SECOND, at most SPIN_EXTRA_SECONDS more) when every rank has a core of its
 # own: else a large exchange at world 2 could fall into a mode where each rank slept through
@@ -350,7 +349,7 @@ class ShmPointToPoint:
     def wait_for(self, receive: Receive, limit: float | None) -> None:
         """Drive until ``receive`` completes (or ``limit`` seconds pass, leaving it posted).
 
-        Between drives it waits for the doorbell to change: spinning for ``DOORBELL_SPIN_SECONDS``
+        Between drives it waits for the doorbell to change: spinning for ``RINGRT_P2P_SPIN_US``
         (longer for a large array while every rank has a core; yielding the core when ranks
         outnumber cores), then sleeping on the futex in slices; after each drive that leaves
         it incomplete, the receive's check runs.
