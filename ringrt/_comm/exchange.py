@@ -122,7 +122,7 @@ class Mailbox:
             candidates = [(q[0][0], k) for k, q in self._stash.items()
                           if k[0] == P2P and k[1] == group_id and k[2] == tag and q]
             if candidates:
-                return self.take(min(candidates)[1], wait)
+                return self._take(min(candidates)[1], wait)   # timed by take_any
             message = self.transport.recv(POLL_SLICE_MS)
             if message is None:
                 wait()
