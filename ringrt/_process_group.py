@@ -283,6 +283,7 @@ class ProcessGroup:
         self._seq = 0
         self._broken = None                          # the error every later op re-raises
         self._destroyed = False                      # destroy(): a subgroup this rank left
+        self.fast_paths: dict = {}                   # op -> its fast path (collectives.py)
         if group_id == 0:
             self.arena, self.host_arena = comm.arena, comm.host_arena    # see _comm/host_shm
         else:                                                             # see _comm/group_shm
@@ -363,11 +364,16 @@ class ProcessGroup:
 
     # -- running ops ----------------------------------------------------------------------
 
+    def take_seq(self) -> int:
+        """This group's next op sequence number (every op takes one, in call order)."""
+        seq = self._seq
+        self._seq = seq + 1
+        return seq
+
     def run(self, spec: OpSpec, body: Callable[[Any], Any], async_op: bool = False) -> Any:
         """Run ``body(exchange)`` as this group's next op; returns its result or a Work."""
         self.check_usable(spec.name)
-        seq = self._seq
-        self._seq += 1
+        seq = self.take_seq()
         record = self.comm.observer.entered(self.group_id, seq, spec)
         job = functools.partial(self._execute, seq, spec, body, record)
         description = f"{spec.name} (op #{seq})"
@@ -400,10 +406,23 @@ class ProcessGroup:
         finally:
             if exchange.shm is not None:
                 exchange.shm.release_if_unfinished()
-            self.comm.mailbox.finished(self.group_id, seq, clean)
-            self.comm.counters.record(spec.name, _payload_bytes(spec),
-                                      time.perf_counter() - start, not clean)
+            self.ended(spec.name, seq, _payload_bytes(spec), time.perf_counter() - start, clean)
             observer.finished(record, failure)
+
+    def ended(self, name: str, seq: int, nbytes: int, seconds: float, clean: bool) -> None:
+        """Op ``seq`` (``name``, ``nbytes`` of payload, ``seconds`` long) is over on this
+        rank: the mailbox drops what is left of it, the counters count it."""
+        self.comm.mailbox.finished(self.group_id, seq, clean)
+        self.comm.counters.record(name, nbytes, seconds, not clean)
+
+    def claim_executor(self) -> bool:
+        """Take the right to run an op inline on this thread, now (``Executor.claim``):
+        False while another op is queued or running. Give it back with
+        :meth:`release_executor`."""
+        return self.comm.executor.claim()
+
+    def release_executor(self) -> None:
+        self.comm.executor.unclaim()
 
     def announce(self, kind: int, seq: int, spec: OpSpec, payload: object) -> None:
         """Send a mismatch notice about op ``seq`` to every other member."""
@@ -541,6 +560,7 @@ class ProcessGroup:
         if self.group_id == 0 or self._destroyed:
             return
         self._destroyed = True
+        self.fast_paths.clear()
         for arena in (self.arena, self.host_arena):
             if arena is not None and arena in self.comm.group_arenas:
                 self.comm.group_arenas.remove(arena)

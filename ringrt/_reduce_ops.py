@@ -74,6 +74,15 @@ def combiner(op: ReduceOp, dtype: np.dtype):
     return combine
 
 
+def kernel(op: ReduceOp, dtype: np.dtype):
+    """``kernel(into, other, out)``: the same as :func:`combiner`'s ``combine``, with ``out``
+    required and passed positionally, which for a plain ufunc is the ufunc itself (no
+    Python call in between: the small all_reduce's fast path)."""
+    if dtype == BFLOAT16:
+        return _bfloat16_combiner(_UFUNCS[op])
+    return _BOOL_UFUNCS[op] if dtype == np.bool_ else _UFUNCS[op]
+
+
 def _bfloat16_combiner(ufunc):
     def combine(into: np.ndarray, other: np.ndarray, out: np.ndarray | None = None) -> None:
         narrow(ufunc(widen(into), widen(other)), into if out is None else out)

@@ -212,6 +212,10 @@ class Settings:
         "RINGRT_NO_FUTEX", _flag, False,
         "`1`: ranks wait for peers by polling instead of futexes, as on macOS "
         "([Platforms](platforms.md)); read when ringrt is imported")
+    no_fast_path: bool = _setting(
+        "RINGRT_NO_FAST_PATH", _flag, False,
+        "`1`: small all_reduces over shared memory take the general path instead of the "
+        "fused one ([Performance](performance.md)); same results, for comparison or diagnosis")
     generation: int | None = _setting(
         "RINGRT_GENERATION", _generation, None,
         "set by `ringrun --nnodes MIN:MAX`: the membership round of these workers "
@@ -356,6 +360,31 @@ SETTINGS: tuple[Setting, ...] = tuple(
 _BY_NAME = {s.name: s for s in SETTINGS if not s.harness}
 
 
+class _QuickEnviron:
+    """``os.environ.get`` for the settings read at every collective (:data:`PER_USE`).
+
+    ``os.environ.get`` of a variable that is not set raises and catches a KeyError inside,
+    which costs about as much as a small collective's own bookkeeping; on POSIX the mapping
+    keeps its contents in a bytes dict (``os.environ._data``, which every change through
+    ``os.environ`` updates) that answers the same question directly. Elsewhere, or if that
+    attribute is ever gone, this is plain ``os.environ.get``."""
+
+    def __init__(self):
+        data = getattr(os.environ, "_data", None) if os.name == "posix" else None
+        self._data = data if isinstance(data, dict) else None
+        self._keys = {name: os.fsencode(name) for name in _PER_USE_NAMES}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if self._data is None or name not in self._keys:
+            return os.environ.get(name, default)
+        value = self._data.get(self._keys[name])
+        return default if value is None else os.fsdecode(value)
+
+
+_PER_USE_NAMES = frozenset(s.name for s in PER_USE)
+_QUICK_ENVIRON = _QuickEnviron()
+
+
 def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
     """One setting's value now, parsed as :meth:`Settings.read` parses it (or, for those in
     :data:`PER_USE`, as their users expect).
@@ -365,7 +394,9 @@ def read_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
         ValueError: its value is not one it can take.
     """
     entry = _BY_NAME[name]
-    return entry.parse(name, os.environ if env is None else env, entry.default)
+    if env is None:
+        env = _QUICK_ENVIRON if name in _PER_USE_NAMES else os.environ
+    return entry.parse(name, env, entry.default)
 
 
 # -- docs/environment.md --------------------------------------------------------------------

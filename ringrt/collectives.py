@@ -22,6 +22,7 @@ import numpy as np
 from ringrt import _validate
 from ringrt._algorithms import decisions, direct, hierarchical, ring, shm, tree
 from ringrt._algorithms.choice import choose
+from ringrt._algorithms.small_all_reduce import SmallAllReduce
 from ringrt._comm.shm import MAX_COUNTS
 from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._comm.work import Work
@@ -103,12 +104,25 @@ def all_reduce(array: np.ndarray, op: ReduceOp = ReduceOp.SUM, group: Group = No
     pg = _group(group, "all_reduce")
     if pg is None:
         return None
+    if not async_op:
+        fast = pg.fast_paths.get("all_reduce")
+        if fast is None:
+            fast = pg.fast_paths["all_reduce"] = _small_all_reduce(pg)
+        if fast and fast.run(array, op):
+            return None
     _validate.array("all_reduce", array, pg.global_rank, writable=True)
     redop = _validate.reduce_op("all_reduce", op, array.dtype, pg.global_rank)
     algorithm = _algorithm(pg, "all_reduce", array.nbytes)
     body = functools.partial(_all_reduce, flat=_flat(array), redop=redop, algorithm=algorithm)
     spec = _spec("all_reduce", "all_reduce", array, algorithm, redop=redop)
     return pg.run(spec, body, async_op)
+
+
+def _small_all_reduce(pg) -> SmallAllReduce | bool:
+    """The group's all_reduce fast path, or False where it has none (no shared memory)."""
+    if pg.arena is None or pg.size < 2 or pg.settings.no_fast_path:
+        return False
+    return SmallAllReduce(pg, _validate.reduce_op)
 
 
 def _all_reduce(ex, flat, redop, algorithm):

@@ -135,6 +135,11 @@ _decision = functools.cache(Decision)       # a handful of distinct values, buil
 SHM_FROM_OVERSUBSCRIBED = {"gather": GATHER_SMALL, "scatter": GATHER_SMALL}
 
 
+def forced(op: str) -> str | None:
+    """The algorithm ``RINGRT_ALGO`` forces on ``op`` now, if any."""
+    return _forced().get(op)
+
+
 def _forced() -> dict[str, str]:
     """``RINGRT_ALGO`` as {op: algorithm}: read at every collective (a job may change it
     between ops, see ``_settings.PER_USE``), parsed once per value."""

@@ -152,6 +152,7 @@ class GroupArena(ShmArena):
                 "--shm-size), lower RINGRT_SHM_GROUP_SLOT_BYTES, or set RINGRT_NO_SHM=1")
 
     def _swap_in(self, maps: dict, size: int) -> None:
+        self.half_views_made.clear()           # views of the old slots
         for peer, mapping in maps.items():
             old = self.slot_maps.get(peer)
             self.segments[peer].slot = np.frombuffer(mapping, np.uint8, size)

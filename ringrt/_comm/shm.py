@@ -23,6 +23,16 @@ holds a control block and one staging slot:
   the *wake record* of the word's last signal, the value announced and when its FUTEX_WAKE
   returned, stored after the wake. A waiter whose sleep timed out reads it to tell a lost
   wake from a late peer (``wakeups.py``).
+- ``sleepers`` (a byte per rank of the arena): rank q sets byte q while it sleeps on one of
+  this rank's ticket or release words. A signal makes the FUTEX_WAKE system call only if
+  some byte is set: the waits of a small op usually end while spinning, and a wake nobody
+  needs costs about as much as the rest of the signal. A waiter sets its byte *before* it
+  reads the word it will sleep on, and a signaller stores the word before it reads the
+  bytes, so one of the two sees the other (stores become visible in program order, x86's
+  TSO, as for ``published``; on other machines every signal wakes, and so does every
+  signal in an arena of more ranks than bytes). A waiter's first sleep is short anyway
+  (``FIRST_SLEEP_SECONDS``), so even a wake skipped against this reasoning would cost
+  that much, not a hang.
 
 Between the control block and the slot lies the *point-to-point area* (``p2p_bytes``, sized
 by ``channel.area_bytes``; none when point-to-point goes over sockets): the first ring of
@@ -42,6 +52,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import platform
 import stat
 import struct
 import threading
@@ -59,6 +70,7 @@ _DOORBELL_AT = 192                # its own cache line: point-to-point never dis
 # each futex word's wake record (wakeups.py), 8-aligned (stored in one piece) on its word's line
 _TICKET_WOKEN_AT, _RELEASE_WOKEN_AT, _DOORBELL_WOKEN_AT = 8, 56, 200
 SLOT_RECORD_AT = 256              # a group arena's grown slot: size, status, name (group_shm)
+SLEEPERS_AT, SLEEPER_BYTES = 384, 128     # a byte per waiting rank (see the module docstring)
 COUNTS_AT = 512                   # an uneven all_to_all's element counts, one int64 a peer
 MAX_COUNTS = (CONTROL_BYTES - COUNTS_AT) // 8
 PUBLISHED_FIELDS = 8
@@ -68,6 +80,9 @@ SPIN_SECONDS = Settings().shm_spin_us * 1e-6   # spin before sleeping on the fut
 # just after we went to sleep (see ShmArena.spin_seconds)
 MAX_SPIN_SECONDS = Settings().shm_max_spin_us * 1e-6
 SLICE_SECONDS = 0.02            # sleep at most this long between failure checks
+FIRST_SLEEP_SECONDS = 0.002     # a wait's first sleep, while skipping unneeded wakes
+# whether stores become visible in program order (see the module docstring's ``sleepers``)
+_STORES_IN_ORDER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 _MAIN_THREAD = threading.main_thread().ident
 
 
@@ -132,6 +147,7 @@ class _Segment:
         self.ticket_woken = ctypes.c_uint64.from_buffer(self.map, _TICKET_WOKEN_AT)
         self.release_woken = ctypes.c_uint64.from_buffer(self.map, _RELEASE_WOKEN_AT)
         self.doorbell_woken = ctypes.c_uint64.from_buffer(self.map, _DOORBELL_WOKEN_AT)
+        self.published_seq = ctypes.c_int64.from_buffer(self.map, _PUBLISHED_AT + 8)
         self.p2p_bytes = p2p_bytes
         slot_at = CONTROL_BYTES + p2p_bytes
         self.slot = np.frombuffer(self.map, np.uint8, size - slot_at, slot_at)
@@ -141,6 +157,7 @@ class _Segment:
     def close(self) -> None:
         self.ticket = self.release = self.staged = self.slot = self.doorbell = None
         self.ticket_woken = self.release_woken = self.doorbell_woken = None
+        self.published_seq = None
         try:
             self.map.close()
         except BufferError:      # a caller still holds a view; the mapping dies with it
@@ -171,6 +188,11 @@ class ShmArena:
         self.released = 0                      # the last ticket this rank released
         self.last_half_op = -2                 # seq of the last completed half-slot op
         self.oversubscribed = world_size > (os.cpu_count() or 1)
+        # signals wake only when a peer sleeps: possible where stores are seen in order and
+        # every rank has its byte (see the module docstring)
+        self.skip_idle_wakes = _STORES_IN_ORDER and world_size <= SLEEPER_BYTES
+        self._no_sleepers = bytes(world_size)
+        self._sleepers_end = SLEEPERS_AT + world_size
         # how waits went, per op kind (ringrt.stats()["shm"]; see wakeups.py): a wait counts
         # under the kind of the op that waits (only a wait that finds a peer missing looks its
         # entry up), point-to-point waits under "p2p"
@@ -179,6 +201,8 @@ class ShmArena:
         self.max_spin_seconds = settings.shm_max_spin_us * 1e-6
         self.spin_seconds = self.base_spin_seconds
         self.wait_clock = None                 # see time_waits_with
+        self.half_views_made: dict = {}        # see half_views
+        self._published_group, self._published_call = None, None    # see publish
 
     @classmethod
     def create(cls, rank: int, world_size: int, p2p_bytes: int = 0,
@@ -227,7 +251,21 @@ class ShmArena:
         """Remove our segment's name; the mappings stay valid until closed."""
         shm_files.unlink(self.path)
 
+    def half_views(self, parity: int, dtype) -> list[np.ndarray]:
+        """Every rank's half slot ``parity`` (a small op's, see ``ShmOp.half``) as elements
+        of ``dtype``, by rank; kept until the slots change (no view may outlive its slot)."""
+        key = (parity, dtype)
+        views = self.half_views_made.get(key)
+        if views is None:
+            half = half_slot(self.slot_bytes)
+            usable = half // dtype.itemsize * dtype.itemsize
+            views = self.half_views_made[key] = [
+                self.segments[q].slot[parity * half:parity * half + usable].view(dtype)
+                for q in range(self.world_size)]
+        return views
+
     def close(self) -> None:
+        self.half_views_made.clear()
         self.unlink()
         for segment in self.segments.values():
             segment.close()
@@ -241,12 +279,18 @@ class ShmArena:
         A seqlock in effect: the seq field is invalidated first and written last, and
         :meth:`read` accepts a block only if it saw the same valid seq before and after, so
         a reader racing with a rewrite gets "unknown", never a mix of two ops. This relies on
-        stores becoming visible in program order, as on x86 (TSO).
+        stores becoming visible in program order, as on x86 (TSO). When only the seq differs
+        from the block already there (an op called like the one before, as in a loop), the
+        seq alone is stored: one 8-byte store, which a reader sees whole or not at all.
         """
+        if fields[0] == self._published_group and fields[2:] == self._published_call:
+            self.own.published_seq.value = fields[1]
+            return
         mapped = self.own.map
         _INT64.pack_into(mapped, _PUBLISHED_AT + 8, -1)
         _PUBLISHED.pack_into(mapped, _PUBLISHED_AT, fields[0], -1, *fields[2:])
         _INT64.pack_into(mapped, _PUBLISHED_AT + 8, fields[1])
+        self._published_group, self._published_call = fields[0], fields[2:]
 
     def published_bytes(self, peer: int) -> bytes:
         """A peer's raw published block (compared as bytes on the hot path)."""
@@ -272,18 +316,24 @@ class ShmArena:
         return found
 
     def signal(self, value: int) -> None:
-        """Set our ticket to ``value``, wake whoever waits on it, then record the wake."""
+        """Set our ticket to ``value``, wake whoever sleeps on it, then record the wake."""
         own = self.own
         own.ticket.value = value
+        if self.skip_idle_wakes and \
+                own.map[SLEEPERS_AT:self._sleepers_end] == self._no_sleepers:
+            return                                  # nobody sleeps on our words
         futex.wake(own.ticket_address)
         # wakeups.stamp(value), inlined: one clock read and one store, no call
         own.ticket_woken.value = time.perf_counter_ns() >> 10 << 32 | value
 
     def signal_release(self, value: int) -> None:
-        """Set our release word to ``value``, wake whoever waits to reuse their slot, then
-        record the wake."""
+        """Set our release word to ``value``, wake whoever sleeps waiting to reuse their
+        slot, then record the wake."""
         own = self.own
         own.release.value = value
+        if self.skip_idle_wakes and \
+                own.map[SLEEPERS_AT:self._sleepers_end] == self._no_sleepers:
+            return
         futex.wake(own.release_address)
         own.release_woken.value = time.perf_counter_ns() >> 10 << 32 | value   # wakeups.stamp
 
@@ -344,6 +394,9 @@ class ShmArena:
         yielding = self.oversubscribed
         spinning = True
         segments = self.segments
+        # our byte in a peer's sleepers (none where every signal wakes)
+        flag = SLEEPERS_AT + self.rank if self.skip_idle_wakes else None
+        first_sleep = self.skip_idle_wakes
         while pending:
             segment = segments[pending[0]]
             # read the word before testing it: a signal landing between the test and the
@@ -361,9 +414,21 @@ class ShmArena:
                     continue
                 spinning = False
                 wakeups.spun(entry, now - start, satisfied=False)
+            if flag is not None:
+                segment.map[flag] = 1            # then read the word again (module docstring)
+                seen = watched.value
+                if done(segment):
+                    segment.map[flag] = 0
+                    pending.pop(0)
+                    continue
             outcome = wakeups.sleep(entry, watched, getattr(segment, woken),
-                                    getattr(segment, address), seen, slice_s,
+                                    getattr(segment, address), seen,
+                                    min(slice_s, FIRST_SLEEP_SECONDS) if first_sleep
+                                    else slice_s,
                                     lambda segment=segment: done(segment))
+            if flag is not None:
+                segment.map[flag] = 0
+            first_sleep = False
             # check after a slice ran out, or a slice's worth of wake-ups that did not end
             # the wait (not after each: it reads every peer's published op and polls the inbox)
             if not done(segment) and (outcome == futex.TIMED_OUT or clock() >= next_check):

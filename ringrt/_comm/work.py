@@ -178,6 +178,20 @@ class Executor:
         work.wait()
         return work._result
 
+    def claim(self) -> bool:
+        """Take the right to run an op on this thread, now, as :meth:`run` would, and return
+        True; False if a job is queued or running (then queue it). Give it back with
+        :meth:`unclaim`. For an op run inline without a job object (a fast path)."""
+        if self._queue or not self._lock.acquire(False):
+            return False
+        if self._queue:
+            self._lock.release()
+            return False
+        return True
+
+    def unclaim(self) -> None:
+        self._lock.release()
+
     def submit(self, job, description: str) -> Work:
         """Queue ``job`` for the loop threads; returns its :class:`Work`."""
         work = Work(description, self)

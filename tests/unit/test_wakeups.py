@@ -116,7 +116,8 @@ def test_a_suppressed_wake_is_counted_as_missed(pair, monkeypatch):
     changed and a wake of the new value recorded before the slice ran out: a missed wake-up."""
     waiter, peer = pair
     monkeypatch.setattr(futex, "wake", lambda address: None)
-    assert wait_for_signal(waiter, peer, "broadcast") >= shm.SLICE_SECONDS * 0.9
+    first_sleep = shm.FIRST_SLEEP_SECONDS if waiter.skip_idle_wakes else shm.SLICE_SECONDS
+    assert wait_for_signal(waiter, peer, "broadcast") >= first_sleep * 0.9
     got = counts(waiter, "broadcast")
     assert got["missed_wakeups"] == 1 and got["wakeups"] == 0
     assert got["timeouts"] >= 1          # more only if the peer's store came after a slice
@@ -232,6 +233,7 @@ def test_every_signal_records_its_wake_after_waking(pair, word, monkeypatch):
     monkeypatch.setattr(futex, "wake", lambda address: (seen_at_wake.append(woken.value),
                                                         wake(address)))
     value = encode_ticket(5, 2)
+    peer.own.map[shm.SLEEPERS_AT + 0] = 1               # rank 0 sleeps on one of its words
     before = time.perf_counter_ns()
     (peer.signal if word == "ticket" else peer.signal_release)(value)
     after = time.perf_counter_ns() + 2 ** (wakeups.WAKE_TIME_SHIFT + 1)
@@ -239,6 +241,40 @@ def test_every_signal_records_its_wake_after_waking(pair, word, monkeypatch):
     assert woken.value & 0xFFFFFFFF == value
     assert wakeups.woke_before(woken.value, value, after)
     assert not wakeups.woke_before(woken.value, value, before)
+
+
+@pytest.mark.parametrize("word", ["ticket", "release"])
+def test_a_signal_nobody_sleeps_on_makes_no_wake_call(pair, word, monkeypatch):
+    """Skipping the FUTEX_WAKE nobody needs (see ``shm``'s ``sleepers``): no call, no wake
+    record; the word is set all the same. Where stores may be seen out of order, every
+    signal wakes."""
+    _waiter, peer = pair
+    calls = []
+    wake = futex.wake
+    monkeypatch.setattr(futex, "wake", lambda address: (calls.append(address), wake(address)))
+    (peer.signal if word == "ticket" else peer.signal_release)(encode_ticket(3, 1))
+    assert getattr(peer.own, word).value == encode_ticket(3, 1)
+    assert len(calls) == (0 if peer.skip_idle_wakes else 1)
+    peer.own.map[shm.SLEEPERS_AT + 0] = 1
+    (peer.signal if word == "ticket" else peer.signal_release)(encode_ticket(3, 2))
+    assert len(calls) == (1 if peer.skip_idle_wakes else 2)
+
+
+def test_a_sleeping_waiter_marks_itself_in_the_peer_segment_and_is_woken(pair):
+    """While rank 0 sleeps on rank 1's ticket its byte in rank 1's sleepers is set (so rank
+    1's signal wakes it: the wait ends on a wake, not a timeout), and cleared after."""
+    waiter, peer = pair
+    target = encode_ticket(1, 1)
+    marked = []
+    thread = once_asleep(waiter.segments[1].ticket_address,
+                         lambda: (marked.append(peer.own.map[shm.SLEEPERS_AT]),
+                                  peer.signal(target)))
+    waiter.wait([1], target, no_check, kind="barrier")
+    thread.join()
+    got = counts(waiter, "barrier")
+    assert got["wakeups"] + got["changed"] == 1 and got["timeouts"] == 0
+    assert marked == [1 if waiter.skip_idle_wakes else 0]
+    assert peer.own.map[shm.SLEEPERS_AT] == 0
 
 
 def test_a_peer_that_is_just_late_times_out_without_a_missed_wakeup(pair):

@@ -1,0 +1,99 @@
+"""The small all_reduce's fast path (ringrt/_algorithms/small_all_reduce.py) against the
+general path and NumPy: the same bits for every dtype, reduction and small size, ranks on
+either path meeting each other, call order kept behind async ops, and the op still recorded
+and counted as every op is. (Mismatches, bad input, lost peers and timeouts of small
+all_reduces, which now take this path, are tests/dist/test_faults.py's cases.)"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from tests.dist import small_workers
+from tests.dist.small_workers import _fits, cases, make_input
+from tests.world import run_world
+
+UFUNCS = {"SUM": np.add, "AVG": np.add, "PRODUCT": np.multiply, "MIN": np.minimum,
+          "MAX": np.maximum, "BAND": np.bitwise_and, "BOR": np.bitwise_or,
+          "BXOR": np.bitwise_xor}
+BOOL_UFUNCS = {"SUM": np.logical_or, "PRODUCT": np.logical_and, "MIN": np.logical_and,
+               "MAX": np.logical_or, "BAND": np.logical_and, "BOR": np.logical_or,
+               "BXOR": np.logical_xor}
+
+
+def reference(dtype: str, op: str, size: int, salt: int, world: int) -> np.ndarray:
+    """NumPy on every rank's input, combined in rank order (what every algorithm does)."""
+    inputs = [make_input(r, dtype, size, salt) for r in range(world)]
+    ufunc = (BOOL_UFUNCS if dtype == "bool" else UFUNCS)[op]
+    out = inputs[0].copy()
+    for x in inputs[1:]:
+        ufunc(out, x, out=out)
+    if op == "AVG":
+        out = out / out.dtype.type(world)
+    return out
+
+
+def _check(world, world_size: int, general_ranks=()) -> None:
+    wrong, checked = [], 0
+    for rank in range(world_size):
+        got = world[rank].arrays
+        for dtype, op, size, salt in cases():
+            x = make_input(rank, dtype, size, salt)
+            if not _fits(np.dtype(np.float32) if dtype == "bfloat16" else x.dtype, op):
+                continue
+            fast, general = (got[f"{dtype}/{op}/{size}/{path}"] for path in ("fast", "general"))
+            if fast.tobytes() != general.tobytes() or fast.shape != general.shape:
+                wrong.append(f"rank {rank} {dtype}/{op}/{size}: fast {fast.ravel()[:4]} "
+                             f"general {general.ravel()[:4]}")
+            if dtype != "bfloat16":
+                want = reference(dtype, op, size, salt, world_size)
+                if want.tobytes() != fast.tobytes():
+                    wrong.append(f"rank {rank} {dtype}/{op}/{size}: {fast.ravel()[:4]} vs "
+                                 f"NumPy {want.ravel()[:4]}")
+            checked += 1
+        cases_run = world[rank].values["cases"]
+        fast_ops = world[rank].values["fast_ops"]
+        if rank in general_ranks:
+            assert fast_ops == 0
+        else:       # every case on the fast path ran there
+            assert fast_ops == cases_run, (fast_ops, cases_run)
+    assert checked > 300 * world_size
+    assert not wrong, f"{len(wrong)} wrong:\n" + "\n".join(wrong[:20])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_fast_path_equals_general_path_and_numpy_bit_for_bit(world_size):
+    world = run_world("tests.dist.small_workers:fast_vs_general", world_size, timeout=100)
+    _check(world, world_size)
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_on_the_general_path_meets_ranks_on_the_fast_path():
+    world = run_world("tests.dist.small_workers:fast_vs_general", 3, timeout=100,
+                      args={"general_ranks": [1]})
+    _check(world, 3, general_ranks=[1])
+
+
+@pytest.mark.timeout(60)
+def test_a_blocking_all_reduce_waits_for_the_async_one_before_it():
+    world = run_world("tests.dist.small_workers:async_then_sync", 2, timeout=50)
+    for rank in range(2):
+        outs = world[rank].arrays["outs"]
+        for i, row in enumerate(outs):
+            assert (row[:5] == (0 + i) + (1 + i)).all() and (row[5:] == 10 + i + 20 + i).all()
+
+
+@pytest.mark.timeout(60)
+def test_fast_path_ops_are_recorded_and_counted_like_any_op():
+    world = run_world("tests.dist.small_workers:recorded", 2, timeout=50)
+    source = inspect.getsource(small_workers.recorded).splitlines()
+    first = inspect.getsourcelines(small_workers.recorded)[1]
+    line = first + next(i for i, text in enumerate(source) if "the call site" in text)
+    for rank in range(2):
+        got = world[rank].values
+        assert got["fast"] is True
+        assert got["site_file"].endswith("small_workers.py") and got["site_line"] == line
+        assert (got["name"], got["state"], got["algorithm"]) == ("all_reduce", "done", "shm")
+        assert got["calls"] >= 4 and got["shm"] >= 4 and got["bytes"] >= 4 * 12
+        assert (world[rank].arrays["x"] == 16).all()
