@@ -1,6 +1,7 @@
 """Subgroups of a job across 2 lab hosts x 2 ranks: a group inside one host, one spanning
 both hosts with two members on each, one with a member on each; every collective through the
-NumPy API against NumPy, and ``ringrt.stats()`` showing where shared memory ran:
+NumPy API and through torch's ``new_group(backend="ringrt")`` against NumPy, and
+``ringrt.stats()`` showing where shared memory ran:
 
 - the one-host groups run every op over their own arena (``op/shm``);
 - the spanning group's ops go in two levels (``hierarchical``), and its same-host members
@@ -97,9 +98,12 @@ def assert_shared_memory_where_expected(rank: int, record: dict) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_groups_inside_one_host_spanning_hosts_and_one_member_per_host(lab, outdir):
-    jobs = lab.ringrun_everywhere(WORKER, outdir, NPROC, hosts=lab.names[:NHOSTS],
-                                  timeout=60, op_timeout=20)
+@pytest.mark.parametrize("api", ["numpy", "torch"])
+def test_groups_inside_one_host_spanning_hosts_and_one_member_per_host(lab, outdir, api):
+    if api == "torch":
+        pytest.importorskip("torch")
+    jobs = lab.ringrun_everywhere(WORKER, outdir, NPROC, [api] if api == "torch" else [],
+                                  hosts=lab.names[:NHOSTS], timeout=60, op_timeout=20)
     codes = wait_jobs(jobs, 70)
     assert all(code == 0 for code in codes.values()), f"exit codes {codes}\n{outputs(jobs)}"
     results = ended_job_results(jobs, outdir, world=WORLD)
