@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts bench-groups env-docs
+.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts bench-groups bench-groups-across-hosts env-docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -201,3 +201,9 @@ bench-groups: $(STAMP)
 	  $(VENV)/bin/ringrun -n $$n -m benchmarks.collectives.groups --api $$api --budget 0.5 \
 	    --json benchmarks/results/groups-$$api-w$$n.json || exit 1; \
 	done; done
+
+# make bench-groups-across-hosts: the same on netlab, 2 hosts x 2 ranks (gige), a group of
+# every rank spanning both hosts against the world (about 1 minute; needs root; docs/groups.md).
+bench-groups-across-hosts: $(STAMP) lab-deps
+	$(PY) -m benchmarks.collectives.groups_across_hosts \
+	  --json benchmarks/results/groups-netlab-2x2.json
