@@ -74,6 +74,29 @@ def diloco_run(rank: int, world: int, options: dict, steps: int = STEPS,
     return flat(diloco.model)
 
 
+def consolidated(rank: int, world: int) -> dict:
+    """Six steps with error feedback (an outer step pending), then ``finish`` and
+    ``consolidate``: the parameters before it (finished), after it, and Adam's first moment
+    after it; and the residuals, which stay this rank's."""
+    model = fresh_model()
+    diloco = DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=LR), **CASES["int8-ef"])
+    for step in range(6):
+        diloco.inner.zero_grad()
+        x, y = local_batch(step, rank, world)
+        nn.functional.cross_entropy(diloco.model(x), y).backward()
+        diloco.step()
+    diloco.finish()
+    before, residual = flat(model), torch.cat(diloco.state_dict()["residual"])
+    diloco.consolidate()
+    moments = torch.cat([diloco.inner.state[p]["exp_avg"].reshape(-1)
+                         for p in model.parameters()])
+    return {"consolidate/before": before.numpy(), "consolidate/after": flat(model).numpy(),
+            "consolidate/exp_avg": moments.numpy(),
+            "consolidate/global": torch.cat(diloco.state_dict()["global"]).numpy(),
+            "consolidate/residual-before": residual.numpy(),
+            "consolidate/residual-after": torch.cat(diloco.state_dict()["residual"]).numpy()}
+
+
 def restored(diloco: DiLoCo, options: dict) -> DiLoCo:
     """A new model, optimizer and DiLoCo loaded from ``diloco``'s state dicts."""
     saved = ({k: v.clone() for k, v in _module(diloco.model).state_dict().items()},
@@ -208,6 +231,7 @@ def single_level(rank: int, world: int) -> dict:
     out = {name: diloco_run(rank, world, options).numpy() for name, options in CASES.items()}
     out["resumed"] = diloco_run(rank, world, CASES["fragments"], resume_at=6).numpy()
     out["resumed-ef"] = diloco_run(rank, world, CASES["int8-ef"], resume_at=6).numpy()
+    out.update(consolidated(rank, world))
     if world == 2:
         gloo = dist.new_group(backend="gloo")
         for hook in ("bf16", "powersgd"):

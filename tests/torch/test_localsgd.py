@@ -47,6 +47,18 @@ def test_world_2_diloco_matches_the_simulation_and_torch_hooks_match_gloo():
         assert np.abs(world[rank].arrays["int8-ef"] - without).max() > 20 * FLOAT32
     # not the same as no sync at all: the replicas were pulled together
     assert np.abs(world[0].arrays["plain"] - world[1].arrays["plain"]).max() < 1e-6
+    mean = (world[0].arrays["consolidate/before"] + world[1].arrays["consolidate/before"]) / 2
+    for rank in range(2):     # consolidate: every replica the mean, Adam's moments equal
+        got = world[rank].arrays
+        assert got["consolidate/after"].tobytes() == world[0].arrays["consolidate/after"].tobytes()
+        assert got["consolidate/exp_avg"].tobytes() == \
+            world[0].arrays["consolidate/exp_avg"].tobytes()
+        assert got["consolidate/global"].tobytes() == got["consolidate/after"].tobytes()
+        assert np.abs(got["consolidate/after"] - mean).max() <= FLOAT32
+        assert got["consolidate/residual-after"].tobytes() == \
+            got["consolidate/residual-before"].tobytes()
+    assert not np.array_equal(world[0].arrays["consolidate/before"],
+                              world[1].arrays["consolidate/before"])
     for hook in ("bf16", "powersgd"):
         for rank in range(2):
             ours, gloo = world[rank].arrays[f"ringrt/{hook}"], world[rank].arrays[f"gloo/{hook}"]
