@@ -18,8 +18,8 @@ from tests.world import run_world
 TOLERANCE = {"bf16": 2e-3, "bf16-ef": 2e-3}
 FLOAT32 = 1e-5
 # DDP inside a host sums its ranks' gradients in another order than the reference's one
-# batch: a value on an int8 rounding boundary may round the other way, one scale (about
-# 1e-4 here) off, which error feedback then carries to the next outer step
+# batch: a value on an int8 rounding boundary may round the other way, one scale off, which
+# error feedback then carries to the next outer step
 INT8_FLIP = 5e-4
 
 
