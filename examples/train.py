@@ -115,6 +115,9 @@ from ringrt.optim import Adam, ZeroRedundancyOptimizer  # noqa: E402
               help="DiLoCo: apply each outer step this many inner steps late (overlap).")
 @click.option("--outer-compress", type=click.Choice(["none", "bf16", "int8"]), default="none",
               show_default=True, help="DiLoCo: pseudo-gradients sent as.")
+@click.option("--error-feedback/--no-error-feedback", default=None,
+              help="DiLoCo with --outer-compress: add what compression left out of a rank's "
+                   "pseudo-gradient to its next one (default: DiLoCo's).")
 @click.option("--compress", type=click.Choice(["none", "bf16", "powersgd"]), default="none",
               show_default=True, help="Synchronous DDP: gradients cross hosts as (on one "
               "host: the whole all-reduce is compressed).")
@@ -253,6 +256,7 @@ class Options:
     fragments: int = 1
     sync_delay: int = 1
     outer_compress: str = "none"
+    error_feedback: bool | None = None
     compress: str = "none"
     powersgd_rank: int = 4
     eval_every: int = 0
@@ -268,6 +272,8 @@ class Options:
         if self.sync_every and self.compress != "none":
             raise click.UsageError("--compress is for synchronous DDP; with --sync-every use "
                                    "--outer-compress bf16|int8")
+        if self.error_feedback and self.outer_compress == "none":
+            raise click.UsageError("--error-feedback needs --outer-compress bf16|int8")
         if self.sync_every < 0 or self.eval_every < 0 or self.max_samples < 0:
             raise click.UsageError("--sync-every, --eval-every and --max-samples must be >= 0")
 
@@ -277,13 +283,15 @@ class Options:
         if self.sync_every:
             return (f"DiLoCo (H={self.sync_every}, scope {self.scope}, outer lr "
                     f"{self.outer_lr}, momentum {self.outer_momentum}, fragments "
-                    f"{self.fragments}, delay {self.sync_delay}, {self.outer_compress}) + Adam")
+                    f"{self.fragments}, delay {self.sync_delay}, {self.outer_compress}"
+                    f"{', error feedback' if self.error_feedback else ''}) + Adam")
         return "DDP + Adam" + ("" if self.compress == "none" else f" ({self.compress})")
 
     def diloco(self) -> dict:
         return {"outer_lr": self.outer_lr, "outer_momentum": self.outer_momentum,
                 "fragments": self.fragments, "delay": self.sync_delay,
-                "compress": None if self.outer_compress == "none" else self.outer_compress}
+                "compress": None if self.outer_compress == "none" else self.outer_compress,
+                "error_feedback": self.error_feedback}
 
 
 def build_task(opts: Options, hidden: str, seed: int):

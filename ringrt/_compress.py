@@ -69,7 +69,7 @@ class _Pending:
 
 
 def start_average(values: np.ndarray, compress: str | None, group,
-                  chunk: int = INT8_CHUNK) -> _Pending:
+                  chunk: int = INT8_CHUNK, lost: np.ndarray | None = None) -> _Pending:
     """Launch the (compressed) average of 1-D float32 ``values`` over ``group``.
 
     Args:
@@ -78,27 +78,36 @@ def start_average(values: np.ndarray, compress: str | None, group,
         compress: None (float32), ``"bf16"`` or ``"int8"``.
         group: the process group.
         chunk: int8 elements per scale.
+        lost: if given (``values``' size), filled with what compression took from this
+            rank's contribution: ``values`` minus what its message carries (error feedback
+            adds it to the next contribution).
 
     Returns:
         A handle whose ``finish()`` waits and returns the average (a new array).
     """
     if compress is None:
         buffer = values.copy()
+        if lost is not None:
+            lost[...] = 0
         work = dist.all_reduce(buffer, op=dist.ReduceOp.AVG, group=group, async_op=True)
         return _Pending([work], lambda: buffer)
     if compress == "bf16":
         buffer = np.empty(values.size, BFLOAT16)
         narrow(np.ascontiguousarray(values, np.float32), buffer)
+        if lost is not None:            # before the all_reduce overwrites the buffer
+            np.subtract(values, widen(buffer), out=lost)
         work = dist.all_reduce(buffer, op=dist.ReduceOp.AVG, group=group, async_op=True)
         return _Pending([work], lambda: widen(buffer))
     if compress == "int8":
-        return _start_int8(values, group, chunk)
+        return _start_int8(values, group, chunk, lost)
     raise ValueError(f"compress must be None, 'bf16' or 'int8', got {compress!r}")
 
 
-def _start_int8(values: np.ndarray, group, chunk: int) -> _Pending:
+def _start_int8(values: np.ndarray, group, chunk: int, lost: np.ndarray | None) -> _Pending:
     size = dist.get_world_size(group)
     codes, scales = int8_encode(values, chunk)
+    if lost is not None:
+        np.subtract(values, int8_decode(codes, scales, chunk), out=lost)
     all_codes = np.empty(size * codes.size, np.int8)
     all_scales = np.empty(size * scales.size, np.float32)
     works = [dist.all_gather_into_tensor(all_codes, codes, group=group, async_op=True),

@@ -11,6 +11,8 @@ On disk (``directory`` is shared by every rank, e.g. a local or network file sys
             optim-r00000-0000.npy ...   its arrays (ZeRO: every rank; otherwise rank 0 only)
             ddp-r00000.json      a rank's DDP state (PowerSGD's error feedback and Qs), when
             ddp-r00000-0000.npy ...   ``params`` are a compressed DDP's: every rank
+            diloco-r00000.json   a rank's own DiLoCo state (error-feedback residual), when
+            diloco-r00000-0000.npy ...   the optimizer is a DiLoCo with error feedback
         .incomplete/             a save in progress (or one that crashed): ignored by load
 
 Atomicity: every rank writes into ``.incomplete`` and fsyncs its files; a barrier; rank 0
@@ -22,7 +24,10 @@ Per-rank DDP state: ``params`` given as ``ddp.params`` (a
 :class:`ringrt.ddp.DistributedDataParallel`'s views) bring its :meth:`state_dict` along: each
 rank writes its own, and each rank reads its own back when the world size is the saved one.
 Where there is none to read (a checkpoint written without it, by another world size or with
-other compression options) the state restarts, with a warning.
+other compression options) the state restarts, with a warning. A
+:class:`ringrt.localsgd.DiLoCo` optimizer's per-rank state (its error-feedback residual,
+:meth:`~ringrt.localsgd.DiLoCo.per_rank_state_dict`) is kept the same way: every rank writes
+its own, the rest of its state comes from rank 0.
 
 Re-sharding: ZeRO state arrays with one element per shard element are "sharded". Loading into a
 different world size reads (memory-mapped) only the parts of the old shards that overlap the
@@ -44,6 +49,7 @@ import numpy as np
 
 import ringrt as dist
 from ringrt import ddp as _ddp
+from ringrt import localsgd as _localsgd
 from ringrt._flat import FlatLayout
 from ringrt._process_group import ProcessGroup
 from ringrt.errors import CheckpointError
@@ -63,7 +69,8 @@ _TAGS = ("__ndarray__", "__tuple__", "__items__")
 _CHECKPOINT_NAME = re.compile(rb"ckpt-[0-9]{1,12}")
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0}
-_MEMBER_NAME = re.compile(r"(param|optim-r[0-9]{5}|ddp-r[0-9]{5}|extra)-[0-9]{4,}\.npy")
+_MEMBER_NAME = re.compile(
+    r"(param|optim-r[0-9]{5}|ddp-r[0-9]{5}|diloco-r[0-9]{5}|extra)-[0-9]{4,}\.npy")
 
 
 def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
@@ -77,7 +84,8 @@ def save(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
             saves the DDP's per-rank state (:meth:`ringrt.ddp.DistributedDataParallel.state_dict`:
             PowerSGD's error feedback and Qs), every rank its own.
         optimizer: None, a plain optimizer (replicated state: rank 0 writes it) or a
-            :class:`ZeroRedundancyOptimizer` (each rank writes its shard).
+            :class:`ZeroRedundancyOptimizer` (each rank writes its shard). A DiLoCo's
+            per-rank state (error feedback) is written by every rank.
         extra: JSON values and ndarrays (step, epoch, RNG state...), from rank 0;
             returned by :func:`load`.
         group: the ranks saving together (default: the world). Every rank of a ZeRO
@@ -115,7 +123,9 @@ def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
             ``ddp.params`` also restores this rank's DDP state; where the checkpoint has
             none that fits (written without it, at another world size or with other
             compression options), that state restarts and rank 0 warns (RuntimeWarning).
-        optimizer: the optimizer to restore, of the same kind (plain or ZeRO) as saved.
+        optimizer: the optimizer to restore, of the same kind (plain or ZeRO) as saved. A
+            DiLoCo's per-rank state (error feedback) is this rank's own, restarted (rank 0
+            warns) where none fits, as the DDP state above.
 
     Returns:
         The ``extra`` given to :func:`save`.
@@ -133,6 +143,7 @@ def load(directory: str | os.PathLike, params: Mapping[str, np.ndarray],
         if optimizer is not None:
             _load_optimizer(path, manifest, optimizer)
         _load_ddp(path, manifest, _ddp_of(params))
+        _load_diloco(path, manifest, _diloco_of(optimizer))
         return _decode(manifest["extra"], lambda leaf: _load_npy(path, leaf))
     except CheckpointError:
         raise
@@ -164,11 +175,16 @@ def _write_rank_files(staging: Path, rank: int, params, optimizer, extra) -> dic
         if is_zero:                      # the layout goes to the manifest, once
             (start, stop), state = state["zero"]["shard"], state["optimizer"]
             shard_len, owner = stop - start, optimizer.rank
+        state.pop("per_rank", None)      # a DiLoCo's: written by every rank, below
         _write_tree(staging, _optim_stem(owner), state, shard_len)
     ddp = _ddp_of(params)
     ddp_state = {} if ddp is None else ddp.state_dict()
     if ddp_state:                        # differs per rank (error feedback): every rank's
         _write_tree(staging, _ddp_stem(rank), ddp_state)
+    diloco = _diloco_of(optimizer)
+    diloco_state = {} if diloco is None else diloco.per_rank_state_dict()
+    if diloco_state:
+        _write_tree(staging, _diloco_stem(rank), diloco_state)
     if rank != 0:
         return None
     names = list(params)
@@ -180,6 +196,7 @@ def _write_rank_files(staging: Path, rank: int, params, optimizer, extra) -> dic
         "params": {"names": names, "files": [f"param-{i:04d}.npy" for i in range(len(names))]},
         "optimizer": _optimizer_manifest(optimizer),
         "ddp": {"options": ddp_state["options"]} if ddp_state else None,
+        "diloco": {"options": diloco_state["options"]} if diloco_state else None,
         "extra": _store_arrays(staging, "extra", extra),
     }
 
@@ -196,6 +213,10 @@ def _optimizer_manifest(optimizer) -> dict | None:
 def _ddp_of(params) -> _ddp.DistributedDataParallel | None:
     """The DDP whose views ``params`` are (``ddp.params``), else None."""
     return params.owner if isinstance(params, _ddp.ViewDict) else None
+
+
+def _diloco_of(optimizer) -> _localsgd.DiLoCo | None:
+    return optimizer if isinstance(optimizer, _localsgd.DiLoCo) else None
 
 
 def _write_tree(staging: Path, stem: str, tree, shard_len: int = -1) -> None:
@@ -269,6 +290,11 @@ def _optim_stem(rank: int) -> str:
 def _ddp_stem(rank: int) -> str:
     """File-name stem of a rank's DDP state (PowerSGD's): its ``.json`` and arrays."""
     return f"ddp-r{rank:05d}"
+
+
+def _diloco_stem(rank: int) -> str:
+    """File-name stem of a rank's own DiLoCo state (its error-feedback residual)."""
+    return f"diloco-r{rank:05d}"
 
 
 def _fault(stage: str) -> None:
@@ -415,6 +441,30 @@ def _load_ddp(path: Path, manifest: dict, ddp: _ddp.DistributedDataParallel | No
                       "warm-start Qs restart on every rank, so the run does not continue bit "
                       "for bit", RuntimeWarning, stacklevel=3)
     ddp.load_state_dict({})
+
+
+def _load_diloco(path: Path, manifest: dict, diloco: _localsgd.DiLoCo | None) -> None:
+    """Restore this rank's own DiLoCo state, or restart it (rank 0 warns) where none fits."""
+    mine = None if diloco is None else diloco._per_rank_options()
+    if mine is None:
+        return
+    assert diloco is not None
+    saved, world = manifest.get("diloco"), dist.get_world_size()
+    if saved is None:
+        why = "holds no error-feedback residuals (saved without error feedback)"
+    elif saved["options"] != mine:
+        why = f"holds error-feedback residuals for {saved['options']}, this DiLoCo has {mine}"
+    elif manifest["world_size"] != world:
+        why = f"was saved by {manifest['world_size']} ranks, this world has {world}"
+    else:
+        skeleton = _read_json(path / f"{_diloco_stem(dist.get_rank())}.json")
+        diloco.load_per_rank_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
+        return
+    if dist.get_rank() == 0:
+        warnings.warn(f"ringrt.checkpoint.load: {path} {why}; DiLoCo's error-feedback "
+                      "residuals restart at zero on every rank, so the run does not continue "
+                      "bit for bit", RuntimeWarning, stacklevel=3)
+    diloco.load_per_rank_state_dict({})
 
 
 def _load_npy(path: Path, leaf: dict) -> np.ndarray:

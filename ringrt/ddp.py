@@ -239,7 +239,8 @@ class DistributedDataParallel:
     def wrap_optimizer(self, optimizer, **options):
         """The optimizer to step: ``optimizer`` itself, or with ``sync_every`` a
         :class:`ringrt.localsgd.DiLoCo` around it syncing across hosts (``options`` are
-        DiLoCo's keyword arguments: outer_lr, outer_momentum, fragments, delay, compress)."""
+        DiLoCo's keyword arguments: outer_lr, outer_momentum, fragments, delay, compress,
+        error_feedback)."""
         if self.sync_every is None:
             if options:
                 raise ValueError(f"wrap_optimizer: DiLoCo options {sorted(options)} need "

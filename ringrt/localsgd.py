@@ -23,6 +23,13 @@ t + 1 computes and is applied after it, keeping step t + 1's local progress::
 ``delay=0`` waits at once (params <- new_anchor). What the delay costs is measured in
 docs/local-sgd.md.
 
+Error feedback (``error_feedback``, with ``compress``): each rank keeps what compression took
+from its last pseudo-gradient of each element (its float pseudo-gradient minus what its
+message carried) and adds it to the next one before compressing, as PowerSGD and 1-bit Adam
+do, so nothing a rank learned is lost for good, only sent late. The residual differs per
+rank: :meth:`DiLoCo.per_rank_state_dict` holds it and ``ringrt.checkpoint`` saves it for
+every rank.
+
 Fragments (``fragments=F``): the flat parameter vector is cut into F contiguous pieces; piece
 f syncs at steps ``k * H / F`` with ``(k - 1) % F == f`` (k >= 1), so each piece syncs every H
 steps, staggered, and each all_reduce carries 1/F of the bytes.
@@ -153,6 +160,9 @@ class DiLoCo:
         compress: pseudo-gradients sent as None (float32), ``"bf16"`` or ``"int8"`` (one
             float32 scale per ``int8_chunk`` elements).
         int8_chunk: elements per int8 scale.
+        error_feedback: with ``compress``: add what compression left out of this rank's
+            last pseudo-gradient to its next one (see the module docstring). None: the
+            class default (:attr:`default_error_feedback`) when compressing, else off.
         group: the sync group (default: the world); every member must wrap the same model.
             None on a rank that sends nothing across hosts (see :class:`SyncGroups`).
         host_group: two levels: the group of this rank's host, whose ranks hold identical
@@ -162,24 +172,29 @@ class DiLoCo:
 
     Attributes:
         optimizer, params, steps (inner steps taken), anchor (flat float copy of the
-            parameters at each fragment's last sync), momentum (the outer momentum buffer).
+            parameters at each fragment's last sync), momentum (the outer momentum buffer),
+            residual (with error feedback: this rank's, flat like the anchor; else None).
 
     Raises:
         ValueError: a bad option (message names it and the fix).
     """
 
     default_outer_lr, default_outer_momentum, default_nesterov = 0.7, 0.9, True
+    default_error_feedback = False
 
     def __init__(self, optimizer, sync_every: int, *, outer_lr: float | None = None,
                  outer_momentum: float | None = None, nesterov: bool | None = None,
                  fragments: int = 1, delay: int = 1, compress: str | None = None,
-                 int8_chunk: int = 256, group=None, host_group=None, shares: bool = False):
+                 int8_chunk: int = 256, error_feedback: bool | None = None, group=None,
+                 host_group=None, shares: bool = False):
         self.outer_lr = self.default_outer_lr if outer_lr is None else outer_lr
         self.outer_momentum = (self.default_outer_momentum if outer_momentum is None
                                else outer_momentum)
         self.nesterov = self.default_nesterov if nesterov is None else nesterov
         _check_options(sync_every, fragments, delay, compress, self.outer_lr,
                        self.outer_momentum, int8_chunk)
+        self.error_feedback = _error_feedback(error_feedback, compress,
+                                              self.default_error_feedback)
         self.optimizer, self.params = optimizer, optimizer.params
         self.sync_every, self.fragments, self.delay = sync_every, fragments, delay
         self.compress, self.int8_chunk, self.group = compress, int8_chunk, group
@@ -190,6 +205,7 @@ class DiLoCo:
         self.across.broadcast(self.anchor)
         self.layout.unflatten_into(self.anchor, self.params)    # every replica starts equal
         self.momentum = np.zeros_like(self.anchor)
+        self.residual = np.zeros_like(self.anchor) if self.error_feedback else None
         bounds = np.linspace(0, self.layout.numel, fragments + 1).round().astype(int)
         self.bounds = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.steps = 0
@@ -211,7 +227,8 @@ class DiLoCo:
         snapshot = np.empty(hi - lo, self.layout.dtype)
         self.layout.copy_range_from(self.params, snapshot, lo, hi)
         pseudo_grad = self.anchor[lo:hi] - snapshot
-        pending = self.across.start(pseudo_grad, self.compress)
+        residual = None if self.residual is None else self.residual[lo:hi]
+        pending = self.across.start(pseudo_grad, self.compress, residual)
         self._in_flight = _InFlight(fragment, self.steps, snapshot, pending)
 
     def _apply(self) -> None:
@@ -237,7 +254,8 @@ class DiLoCo:
         Every member must call it at the same step. Call it before a checkpoint written by
         one rank (``ringrt.checkpoint.save`` with this object as the optimizer) and at
         elastic membership changes; it costs one all_reduce of the parameters (and of the
-        inner state).
+        inner state). Error-feedback residuals stay as they are: they are per rank (what
+        each rank still owes the others), and checkpoints save every rank's.
         """
         if self._in_flight is not None:
             self._apply()
@@ -250,7 +268,8 @@ class DiLoCo:
 
     def state_dict(self) -> dict:
         """This replica's state: the inner optimizer's and the outer one's (anchor, momentum,
-        steps, options, and the sync in flight, waited for, as its averaged result)."""
+        steps, options, and the sync in flight, waited for, as its averaged result), and
+        under ``"per_rank"`` this rank's own (:meth:`per_rank_state_dict`)."""
         flight = self._in_flight
         outer = {"steps": self.steps, "anchor": self.anchor.copy(),
                  "momentum": self.momentum.copy(), "options": self._options(),
@@ -259,16 +278,58 @@ class DiLoCo:
             outer["in_flight"] = {"fragment": flight.fragment, "started": flight.started,
                                   "snapshot": flight.snapshot.copy(),
                                   "average": flight.result().copy()}
-        return {"inner": self.optimizer.state_dict(), "outer": outer}
+        return {"inner": self.optimizer.state_dict(), "outer": outer,
+                "per_rank": self.per_rank_state_dict()}
+
+    def per_rank_state_dict(self) -> dict:
+        """This rank's own state: the error-feedback residual with the options that shape it
+        (``{}`` without error feedback). It differs per rank, so ``ringrt.checkpoint``
+        writes every rank's (the rest of :meth:`state_dict` only from rank 0)."""
+        if self.residual is None:
+            return {}
+        return {"options": self._per_rank_options(), "residual": self.residual.copy()}
+
+    def load_per_rank_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`per_rank_state_dict`'s state; ``{}`` restarts it (zero residual).
+
+        Raises:
+            ValueError: the state was saved with other options or another size.
+        """
+        if self.residual is None:
+            if state:
+                raise ValueError(f"{type(self).__name__}.load_per_rank_state_dict on rank "
+                                 f"{_rank()}: the state holds an error-feedback residual, "
+                                 "this object has no error feedback; build it with "
+                                 "error_feedback=True")
+            return
+        if not state:
+            self.residual[...] = 0
+            return
+        saved = dict(state["options"])
+        if saved != self._per_rank_options():
+            raise ValueError(f"{type(self).__name__}.load_per_rank_state_dict on rank "
+                             f"{_rank()}: saved with {saved}, this object has "
+                             f"{self._per_rank_options()}; build it with the saved options")
+        np.copyto(self.residual, state["residual"])
+
+    def _per_rank_options(self) -> dict | None:
+        """What shapes the per-rank state (None: this object keeps none)."""
+        if self.residual is None:
+            return None
+        return {"compress": self.compress, "int8_chunk": self.int8_chunk,
+                "elements": int(self.residual.size)}
 
     def load_state_dict(self, state: Mapping) -> None:
-        """Restore :meth:`state_dict`'s state (the options must match this object's).
+        """Restore :meth:`state_dict`'s state (the options must match this object's). A
+        state without ``"per_rank"`` (rank 0's, as ``ringrt.checkpoint`` keeps it) restarts
+        the per-rank state.
 
         Raises:
             ValueError: the saved options or sizes differ from this object's.
         """
         outer = state["outer"]
         saved = dict(outer["options"])
+        saved.setdefault("error_feedback", False)       # saved before the option existed
         if saved != self._options():
             raise ValueError(f"{type(self).__name__}.load_state_dict: saved with options "
                              f"{saved}, this object has {self._options()}; build it with the "
@@ -286,12 +347,14 @@ class DiLoCo:
             int(flight["fragment"]), int(flight["started"]),
             np.array(flight["snapshot"], self.layout.dtype),
             average=np.array(flight["average"], np.float32))
+        self.load_per_rank_state_dict(state.get("per_rank") or {})
 
     def _options(self) -> dict:
         return {"sync_every": self.sync_every, "fragments": self.fragments,
                 "delay": self.delay, "compress": self.compress or "none",
                 "outer_lr": float(self.outer_lr),
-                "outer_momentum": float(self.outer_momentum), "nesterov": bool(self.nesterov)}
+                "outer_momentum": float(self.outer_momentum), "nesterov": bool(self.nesterov),
+                "error_feedback": self.error_feedback}
 
     @property
     def lr(self) -> float:
@@ -334,6 +397,19 @@ def _check_options(sync_every, fragments, delay, compress, outer_lr, outer_momen
         raise ValueError(f"{where}: int8_chunk must be an integer >= 1, got {int8_chunk!r}")
 
 
+def _error_feedback(error_feedback, compress, default: bool) -> bool:
+    where = f"DiLoCo on rank {_rank()}"
+    if error_feedback is None:
+        return bool(default and compress)
+    if not isinstance(error_feedback, bool):
+        raise ValueError(f"{where}: error_feedback must be True, False or None (the "
+                         f"default), got {error_feedback!r}")
+    if error_feedback and compress is None:
+        raise ValueError(f"{where}: error_feedback=True needs compress='bf16' or 'int8' "
+                         "(uncompressed pseudo-gradients lose nothing to feed back)")
+    return error_feedback
+
+
 def _rank() -> int | str:
     """This rank, for messages ("?" before init_process_group)."""
     return dist.get_rank() if dist.is_initialized() else "?"
@@ -359,20 +435,35 @@ class _Across:
         if self.host is not None:
             dist.broadcast(values, src=_first_member(self.host), group=self.host)
 
-    def start(self, values: np.ndarray, compress) -> _Pending:
-        """Launch the average of ``values`` over the replicas; ``finish()`` returns it."""
+    def start(self, values: np.ndarray, compress, residual: np.ndarray | None = None
+              ) -> _Pending:
+        """Launch the average of ``values`` over the replicas; ``finish()`` returns it.
+
+        With ``residual`` (error feedback, ``values``' size) this rank sends ``values +
+        residual`` and leaves in ``residual`` what compression took from what it sent (zero
+        where it sends nothing: another rank of its host carries that part).
+        """
+        if residual is not None:
+            values = values + residual
         if self.mode == "flat":
-            return start_average(values, compress, self.group, self.chunk)
+            return start_average(values, compress, self.group, self.chunk, residual)
         dtype = values.dtype if compress is None else np.dtype(np.float32)
         if self.mode == "leader":
+            if self.group is None and residual is not None:
+                residual[...] = 0
             pending = None if self.group is None else \
-                start_average(values, compress, self.group, self.chunk)
+                start_average(values, compress, self.group, self.chunk, residual)
             return _Pending([], lambda: self._from_leader(pending, values.size, dtype))
         share = -(-values.size // self.host_size)
         mine = np.zeros(share, values.dtype)
-        piece = values[self.host_index * share:(self.host_index + 1) * share]
+        where = slice(self.host_index * share, (self.host_index + 1) * share)
+        piece = values[where]
         mine[:piece.size] = piece
-        pending = start_average(mine, compress, self.group, self.chunk)
+        lost = None if residual is None else np.zeros(share, values.dtype)
+        pending = start_average(mine, compress, self.group, self.chunk, lost)
+        if residual is not None:
+            residual[...] = 0
+            residual[where] = lost[:piece.size]
         return _Pending([], lambda: self._gathered(pending, values.size, dtype))
 
     def _from_leader(self, pending, size: int, dtype) -> np.ndarray:

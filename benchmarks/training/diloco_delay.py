@@ -33,7 +33,18 @@ CONFIGS = {
     "h50-delay1": ["--sync-every", "50", "--sync-delay", "1"],
     "h50-f5-delay1": ["--sync-every", "50", "--fragments", "5", "--sync-delay", "1"],
     "h50-delay1-int8": ["--sync-every", "50", "--sync-delay", "1", "--outer-compress",
-                            "int8"],
+                        "int8", "--no-error-feedback"],
+    # error feedback for int8 pseudo-gradients (docs/local-sgd.md): with and without
+    "h50-delay1-int8-ef": ["--sync-every", "50", "--sync-delay", "1", "--outer-compress",
+                           "int8", "--error-feedback"],
+    "h10-delay1-int8": ["--sync-every", "10", "--sync-delay", "1", "--outer-compress", "int8",
+                        "--no-error-feedback"],
+    "h50-delay1-bf16": ["--sync-every", "50", "--sync-delay", "1", "--outer-compress", "bf16",
+                        "--no-error-feedback"],
+    "h50-delay1-bf16-ef": ["--sync-every", "50", "--sync-delay", "1", "--outer-compress",
+                           "bf16", "--error-feedback"],
+    "h10-delay1-int8-ef": ["--sync-every", "10", "--sync-delay", "1", "--outer-compress",
+                           "int8", "--error-feedback"],
     # DiLoCo's outer momentum 0.9 was tuned for H = 500 over long runs; these short runs
     # (~2,600 inner steps) did better with 0.5 (see docs/local-sgd.md)
     "h10-m05-nodelay": ["--sync-every", "10", "--sync-delay", "0", "--outer-momentum", "0.5"],

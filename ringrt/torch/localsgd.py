@@ -26,6 +26,10 @@ Options (Streaming DiLoCo, Douillard et al. 2025):
 * ``compress``: ``"bf16"`` (all_reduce in bfloat16, half the bytes) or ``"int8"`` (blocks of
   1024 values, each with its float32 scale, all-gathered: a quarter of the bytes per rank,
   summed in float32 in rank order).
+* ``error_feedback`` (with ``compress``): each rank adds what compression left out of its
+  last pseudo-gradient of a fragment (its float32 pseudo-gradient minus what its message
+  carried) to the next one before compressing (as PowerSGD and 1-bit Adam do). The residual
+  is per rank; ``state_dict()`` holds it.
 * ``two_level``: ranks on one host train synchronously (torch DDP over a subgroup of the
   host's ranks, shared memory under "ringrt"), and hosts sync by DiLoCo across the slow
   links. The hosts come from ringrt's host layout (``ringrt._algorithms.layout``). The
@@ -34,8 +38,11 @@ Options (Streaming DiLoCo, Douillard et al. 2025):
   (same local index on every host) and broadcast their share to the host's other ranks.
 
 ``state_dict()`` / ``load_state_dict()`` hold the outer state (global parameters, outer
-momentum, the step count and a pending pseudo-gradient), so a run resumed from a checkpoint
-of the model, the inner optimizer and this object continues as the uninterrupted one would.
+momentum, the step count and a pending pseudo-gradient) and this rank's error-feedback
+residuals, so a run resumed from a checkpoint of the model, the inner optimizer and this
+object continues as the uninterrupted one would. ``consolidate()`` makes the replicas
+identical (at an outer-step boundary, before a checkpoint that one rank writes or an elastic
+membership change).
 """
 
 from __future__ import annotations
@@ -123,6 +130,9 @@ class DiLoCo:
         nesterov: Nesterov momentum for the outer step (DiLoCo: yes).
         fragments: F; one fragment of the parameters is synced every H/F steps.
         compress: None, ``"bf16"`` or ``"int8"`` pseudo-gradients.
+        error_feedback: with ``compress``: carry what compression left out of this rank's
+            pseudo-gradient into its next one. None: :attr:`default_error_feedback` when
+            compressing, else off.
         overlap: run the outer all_reduce during the next inner step; apply it one step late.
         two_level: DDP inside each host, DiLoCo across hosts (``model`` is then wrapped:
             call ``diloco.model``).
@@ -132,13 +142,17 @@ class DiLoCo:
         ValueError: bad options (on the rank that passed them, before any communication).
     """
 
+    default_error_feedback = False
+
     def __init__(self, model: nn.Module, inner_optimizer: torch.optim.Optimizer,
                  sync_every: int, *, outer_lr: float = 0.7, outer_momentum: float = 0.9,
                  nesterov: bool = True, fragments: int = 1, compress: str | None = None,
-                 overlap: bool = True, two_level: bool = False,
-                 group: dist.ProcessGroup | None = None):
+                 error_feedback: bool | None = None, overlap: bool = True,
+                 two_level: bool = False, group: dist.ProcessGroup | None = None):
         params = [p for p in model.parameters() if p.requires_grad]
         _check_options(params, sync_every, fragments, compress, outer_lr, outer_momentum)
+        self.error_feedback = _error_feedback(error_feedback, compress,
+                                              self.default_error_feedback)
         self.inner = inner_optimizer
         self.sync_every, self.fragments, self.compress = sync_every, fragments, compress
         self.outer_lr, self.outer_momentum, self.nesterov = outer_lr, outer_momentum, nesterov
@@ -149,6 +163,8 @@ class DiLoCo:
         self._fragments = _split(params, fragments)
         self._global = [_flat(ps).clone() for ps in self._fragments]
         self._momentum = [torch.zeros_like(g) for g in self._global]
+        self._residual = [torch.zeros_like(g) for g in self._global] \
+            if self.error_feedback else None
         self._group = group
         self.inner_steps = 0
         self._pending: _Pending | None = None
@@ -175,10 +191,36 @@ class DiLoCo:
         if self._pending is not None:
             self._apply(self._pending)
 
+    def consolidate(self) -> None:
+        """Make every replica identical: apply a pending outer step, average the parameters
+        and the inner optimizer's per-element state over the group, and make the averaged
+        parameters the global ones. Every rank calls it at the same step (an outer-step
+        boundary: before a checkpoint one rank writes, or an elastic membership change).
+        Error-feedback residuals stay per rank."""
+        self.finish()
+        size = dist.get_world_size(self._group)
+        with torch.no_grad():
+            for f, params in enumerate(self._fragments):
+                flat = _flat(params).div_(size)
+                dist.all_reduce(flat, group=self._group)
+                _write_flat(params, flat)
+                self._global[f].copy_(flat)
+            for param, state in self.inner.state.items():
+                for key in sorted(state):          # the same order on every rank
+                    value = state[key]             # per-element state (Adam's moments)
+                    if torch.is_tensor(value) and value.shape == param.shape \
+                            and value.is_floating_point():
+                        averaged = value.div(size)
+                        dist.all_reduce(averaged, group=self._group)
+                        value.copy_(averaged)
+
     def _start(self, fragment: int) -> _Pending:
         snapshot = _flat(self._fragments[fragment])
         delta = self._global[fragment] - snapshot
-        return _Pending(fragment, snapshot, self._exchange(delta))
+        residual = None if self._residual is None else self._residual[fragment]
+        if residual is not None:
+            delta += residual
+        return _Pending(fragment, snapshot, self._exchange(delta, residual))
 
     def _apply(self, pending: _Pending) -> None:
         """Outer Nesterov step on the averaged pseudo-gradient; the local parameters become
@@ -200,15 +242,21 @@ class DiLoCo:
 
     # -- communication ------------------------------------------------------------------
 
-    def _exchange(self, delta: torch.Tensor) -> _Exchange:
-        """Start averaging ``delta`` over the replicas (hosts, under two_level)."""
+    def _exchange(self, delta: torch.Tensor, residual: torch.Tensor | None) -> _Exchange:
+        """Start averaging ``delta`` over the replicas (hosts, under two_level); with
+        error feedback, leave in ``residual`` what compression took from what this rank
+        sends (zero where it sends nothing)."""
         hosts = self.hosts
         if hosts is None:
-            return _Exchange(delta, self.compress, self._group, None)
+            return _Exchange(delta, self.compress, self._group, None, residual)
         bounds = _shard_bounds(delta.numel(), hosts.shards)
         mine = hosts.local_index < hosts.shards
         part = delta[slice(*bounds[hosts.local_index])] if mine else None
-        return _Exchange(part, self.compress, hosts.across, (delta, bounds, hosts))
+        lost = None
+        if residual is not None:
+            residual.zero_()
+            lost = residual[slice(*bounds[hosts.local_index])] if mine else None
+        return _Exchange(part, self.compress, hosts.across, (delta, bounds, hosts), lost)
 
     # -- checkpoints --------------------------------------------------------------------
 
@@ -217,7 +265,9 @@ class DiLoCo:
         applied at the next step, as without the checkpoint)."""
         state = {"inner_steps": self.inner_steps, "global": [g.clone() for g in self._global],
                  "momentum": [m.clone() for m in self._momentum],
-                 "options": self._options(), "pending": None}
+                 "options": self._options(), "pending": None,
+                 "residual": None if self._residual is None
+                 else [r.clone() for r in self._residual]}
         if self._pending is not None:
             p = self._pending
             state["pending"] = {"fragment": p.fragment, "snapshot": p.snapshot.clone(),
@@ -226,8 +276,12 @@ class DiLoCo:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s outer state (load the model and inner optimizer
-        too). Raises ValueError if the options differ from the saved run's."""
-        if state["options"] != self._options():
+        too). Error-feedback residuals restart at zero where ``state["residual"]`` is None
+        (a state saved by another rank count: they belong to ranks). Raises ValueError if
+        the options differ from the saved run's."""
+        saved = dict(state["options"], error_feedback=state["options"].get("error_feedback",
+                                                                           False))
+        if saved != self._options():
             raise ValueError(f"DiLoCo.load_state_dict: the checkpoint was saved with options "
                              f"{state['options']}, this run has {self._options()}; "
                              f"construct DiLoCo with the saved options")
@@ -238,10 +292,16 @@ class DiLoCo:
         pending = state["pending"]
         self._pending = None if pending is None else _Pending(
             pending["fragment"], pending["snapshot"].clone(), _Done(pending["average"]))
+        if self._residual is not None:
+            saved_residual = state.get("residual") or [torch.zeros_like(r)
+                                                       for r in self._residual]
+            for mine, value in zip(self._residual, saved_residual, strict=True):
+                mine.copy_(value)
 
     def _options(self) -> dict:
         return {"sync_every": self.sync_every, "fragments": self.fragments,
-                "compress": self.compress, "sizes": [g.numel() for g in self._global]}
+                "compress": self.compress, "sizes": [g.numel() for g in self._global],
+                "error_feedback": self.error_feedback}
 
 
 @dataclass
@@ -272,10 +332,10 @@ class _Exchange:
     started at construction, compressed as asked; under two levels, ``host`` = (the whole
     pseudo-gradient, the shares' bounds, the HostGroups) for spreading the shares after."""
 
-    def __init__(self, part, compress, group, host):
+    def __init__(self, part, compress, group, host, lost=None):
         self.host = host
         self._result = None
-        self._finish = None if part is None else _start_average(part, compress, group)
+        self._finish = None if part is None else _start_average(part, compress, group, lost)
 
     def wait(self) -> torch.Tensor:
         if self._result is None:
@@ -284,13 +344,16 @@ class _Exchange:
         return self._result
 
 
-def _start_average(part: torch.Tensor, compress, group):
+def _start_average(part: torch.Tensor, compress, group, lost=None):
     """Start averaging ``part`` over ``group``; returns a function that waits and returns
-    the float32 average."""
+    the float32 average. ``lost`` (``part``'s size), if given, receives ``part`` minus
+    what this rank's message carries."""
     size = dist.get_world_size(group)
     if compress == "int8":
-        return _start_int8(part, group, size)
+        return _start_int8(part, group, size, lost)
     wire = part.to(torch.bfloat16) if compress == "bf16" else part.clone()
+    if lost is not None:
+        torch.sub(part, wire.float(), out=lost)
     wire.div_(size)
     work = dist.all_reduce(wire, group=group, async_op=True)
 
@@ -300,10 +363,13 @@ def _start_average(part: torch.Tensor, compress, group):
     return finish
 
 
-def _start_int8(part: torch.Tensor, group, size: int):
+def _start_int8(part: torch.Tensor, group, size: int, lost=None):
     """int8 codes in blocks of INT8_BLOCK with a float32 scale each, all-gathered; the
     average is dequantized and summed in float32 in rank order (deterministic)."""
     codes, scales = _int8_encode(part)
+    if lost is not None:
+        sent = (codes.float() * scales[:, None]).reshape(-1)[:part.numel()]
+        torch.sub(part, sent, out=lost)
     blocks = scales.numel()
     all_codes = torch.empty(size * blocks, INT8_BLOCK, dtype=torch.int8)
     all_scales = torch.empty(size * blocks)
@@ -364,6 +430,26 @@ def _check_options(params, sync_every, fragments, compress, outer_lr, outer_mome
                          f"{outer_lr} and {outer_momentum}")
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
         raise ValueError("DiLoCo: parameters must be float32 CPU tensors")
+
+
+def _error_feedback(error_feedback, compress, default: bool) -> bool:
+    if error_feedback is None:
+        return bool(default and compress)
+    if not isinstance(error_feedback, bool):
+        raise ValueError(f"DiLoCo: error_feedback must be True, False or None (the default), "
+                         f"got {error_feedback!r}")
+    if error_feedback and compress is None:
+        raise ValueError("DiLoCo: error_feedback=True needs compress='bf16' or 'int8' "
+                         "(uncompressed pseudo-gradients lose nothing to feed back)")
+    return error_feedback
+
+
+def _write_flat(params: list, flat: torch.Tensor) -> None:
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.copy_(flat[offset:offset + n].view_as(p))
+        offset += n
 
 
 def _broadcast_parameters(params, group) -> None:

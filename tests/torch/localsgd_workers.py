@@ -27,6 +27,8 @@ CASES = {   # name -> DiLoCo options
     "bf16": dict(sync_every=4, compress="bf16"),
     "int8": dict(sync_every=4, compress="int8", overlap=False, outer_momentum=0.5,
                  nesterov=False),
+    "int8-ef": dict(sync_every=4, fragments=2, compress="int8", error_feedback=True),
+    "bf16-ef": dict(sync_every=4, compress="bf16", error_feedback=True, overlap=False),
 }
 
 
@@ -72,6 +74,29 @@ def diloco_run(rank: int, world: int, options: dict, steps: int = STEPS,
     return flat(diloco.model)
 
 
+def consolidated(rank: int, world: int) -> dict:
+    """Six steps with error feedback (an outer step pending), then ``finish`` and
+    ``consolidate``: the parameters before it (finished), after it, and Adam's first moment
+    after it; and the residuals, which stay this rank's."""
+    model = fresh_model()
+    diloco = DiLoCo(model, torch.optim.AdamW(model.parameters(), lr=LR), **CASES["int8-ef"])
+    for step in range(6):
+        diloco.inner.zero_grad()
+        x, y = local_batch(step, rank, world)
+        nn.functional.cross_entropy(diloco.model(x), y).backward()
+        diloco.step()
+    diloco.finish()
+    before, residual = flat(model), torch.cat(diloco.state_dict()["residual"])
+    diloco.consolidate()
+    moments = torch.cat([diloco.inner.state[p]["exp_avg"].reshape(-1)
+                         for p in model.parameters()])
+    return {"consolidate/before": before.numpy(), "consolidate/after": flat(model).numpy(),
+            "consolidate/exp_avg": moments.numpy(),
+            "consolidate/global": torch.cat(diloco.state_dict()["global"]).numpy(),
+            "consolidate/residual-before": residual.numpy(),
+            "consolidate/residual-after": torch.cat(diloco.state_dict()["residual"]).numpy()}
+
+
 def restored(diloco: DiLoCo, options: dict) -> DiLoCo:
     """A new model, optimizer and DiLoCo loaded from ``diloco``'s state dicts."""
     saved = ({k: v.clone() for k, v in _module(diloco.model).state_dict().items()},
@@ -93,15 +118,19 @@ def _module(model):
 
 def simulate(replica_ranks: list[list[int]], world: int, sync_every: int, fragments: int = 1,
              overlap: bool = True, compress: str | None = None, outer_lr: float = 0.7,
-             outer_momentum: float = 0.9, nesterov: bool = True, steps: int = STEPS):
+             outer_momentum: float = 0.9, nesterov: bool = True, steps: int = STEPS,
+             error_feedback: bool = False):
     """DiLoCo with one replica per entry of ``replica_ranks`` (the ranks whose batches it
-    trains on, as DDP inside a host does); returns each replica's final flat parameters."""
+    trains on, as DDP inside a host does); returns each replica's final flat parameters.
+    With ``error_feedback`` each replica adds to a fragment's pseudo-gradient what rounding
+    took from its last one."""
     models = [fresh_model() for _ in replica_ranks]
     inners = [torch.optim.AdamW(m.parameters(), lr=LR) for m in models]
     groups = FRAGMENTS_OF_TWO if fragments == 2 else [[0, 1, 2, 3]]
     frag_params = [[[list(m.parameters())[i] for i in g] for g in groups] for m in models]
     glob = [torch.cat([p.detach().reshape(-1) for p in ps]).clone() for ps in frag_params[0]]
     momentum = [torch.zeros_like(g) for g in glob]
+    owed = [[torch.zeros_like(g) for g in glob] for _ in models]     # [replica][fragment]
     pending = None
 
     def apply(fragment, snapshots, average):
@@ -134,6 +163,10 @@ def simulate(replica_ranks: list[list[int]], world: int, sync_every: int, fragme
             snapshots = [torch.cat([p.detach().reshape(-1) for p in fp[f]]).clone()
                          for fp in frag_params]
             deltas = [glob[f] - s for s in snapshots]
+            if error_feedback:
+                deltas = [d + owed[r][f] for r, d in enumerate(deltas)]
+                for r, d in enumerate(deltas):
+                    owed[r][f] = d - rounded(d, compress)
             pending = (f, snapshots, average_of(deltas, compress))
             if not overlap:
                 apply(*pending)
@@ -149,6 +182,11 @@ def average_of(deltas: list[torch.Tensor], compress: str | None) -> torch.Tensor
     if compress == "int8":
         return sum(int8_decoded(d) for d in deltas) / n
     return sum(d / n for d in deltas)
+
+
+def rounded(values: torch.Tensor, compress: str) -> torch.Tensor:
+    """What one replica's message carries of ``values``."""
+    return values.to(torch.bfloat16).float() if compress == "bf16" else int8_decoded(values)
 
 
 def int8_decoded(values: torch.Tensor, block: int = 1024) -> torch.Tensor:
@@ -192,6 +230,8 @@ def single_level(rank: int, world: int) -> dict:
     dist.init_process_group("ringrt")
     out = {name: diloco_run(rank, world, options).numpy() for name, options in CASES.items()}
     out["resumed"] = diloco_run(rank, world, CASES["fragments"], resume_at=6).numpy()
+    out["resumed-ef"] = diloco_run(rank, world, CASES["int8-ef"], resume_at=6).numpy()
+    out.update(consolidated(rank, world))
     if world == 2:
         gloo = dist.new_group(backend="gloo")
         for hook in ("bf16", "powersgd"):
@@ -202,6 +242,9 @@ def single_level(rank: int, world: int) -> dict:
         for name, options in CASES.items():
             for r, params in enumerate(simulate(replicas, world, **options)):
                 out[f"reference/{name}/{r}"] = params.numpy()
+        without = dict(CASES["int8-ef"], error_feedback=False)
+        for r, params in enumerate(simulate(replicas, world, **without)):
+            out[f"reference/int8-ef-off/{r}"] = params.numpy()
     dist.barrier()
     dist.destroy_process_group()
     return out
@@ -213,9 +256,14 @@ def two_level(rank: int, world: int, hosts: list[list[int]]) -> dict:
     dist.init_process_group("ringrt")
     options = dict(sync_every=4, fragments=2, two_level=True)
     out = {"two_level": diloco_run(rank, world, options).numpy()}
+    with_ef = dict(options, compress="int8", error_feedback=True)
+    out["two_level_ef"] = diloco_run(rank, world, with_ef).numpy()
     if rank == 0:
         for h, params in enumerate(simulate(hosts, world, sync_every=4, fragments=2)):
             out[f"reference/{h}"] = params.numpy()
+        for h, params in enumerate(simulate(hosts, world, sync_every=4, fragments=2,
+                                            compress="int8", error_feedback=True)):
+            out[f"reference-ef/{h}"] = params.numpy()
     dist.barrier()
     dist.destroy_process_group()
     return out

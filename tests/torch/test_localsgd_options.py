@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ringrt.torch.localsgd import _check_options, _split
+from ringrt.torch.localsgd import _check_options, _error_feedback, _split
 
 
 def params():
@@ -37,3 +37,18 @@ def test_fragments_are_contiguous_non_empty_and_balanced():
     assert [[p.numel() for p in f] for f in _split(ps, 2)] == [[512], [32, 128, 4]]
     assert [[p.numel() for p in f] for f in _split(ps, 4)] == [[512], [32], [128], [4]]
     assert [len(f) for f in _split(ps, 1)] == [4]
+
+
+@pytest.mark.parametrize(("error_feedback", "compress", "words"), [
+    (True, None, "error_feedback=True needs compress='bf16' or 'int8'"),
+    (1, "int8", "error_feedback must be True, False or None"),
+])
+def test_bad_error_feedback_says_what_to_pass(error_feedback, compress, words):
+    with pytest.raises(ValueError, match=words):
+        _error_feedback(error_feedback, compress, default=False)
+
+
+@pytest.mark.parametrize(("default", "compress", "on"), [
+    (True, "int8", True), (True, None, False), (False, "bf16", False)])
+def test_error_feedback_by_default_only_when_compressing(default, compress, on):
+    assert _error_feedback(None, compress, default) is on

@@ -26,6 +26,12 @@ DILOCO_CASES = {
     "h4-int8": {"sync_every": 4, "compress": "int8", "int8_chunk": 64},
     "local-h2": {"sync_every": 2, "delay": 0, "local": True},
     "ddp-ranks-h4": {"sync_every": 4, "fragments": 2, "ddp": True},
+    "h4-int8-ef": {"sync_every": 4, "compress": "int8", "int8_chunk": 64,
+                   "error_feedback": True},
+    "h4-f2-bf16-ef": {"sync_every": 4, "fragments": 2, "compress": "bf16",
+                      "error_feedback": True},
+    "ddp-h3-int8-ef": {"sync_every": 3, "delay": 0, "compress": "int8", "int8_chunk": 32,
+                       "error_feedback": True, "ddp": True},
 }
 DDP_CASES = {"powersgd-r2": {"compress": "powersgd", "powersgd_rank": 2},
              "powersgd-r1": {"compress": "powersgd", "powersgd_rank": 1},
@@ -39,15 +45,21 @@ def cases(rank: int, world_size: int, ckpt_dir: str) -> dict:
     ringrt.init_process_group()
     out = {}
     for name, options in DILOCO_CASES.items():
-        out.update({f"{name}/{k}": v for k, v in train_diloco(rank, world_size, options).items()})
+        residual = {}
+        params = train_diloco(rank, world_size, options, residual=residual)
+        out.update({f"{name}/{k}": v for k, v in params.items()})
+        out.update({f"residual/{name}": v for v in residual.values()})
     for name, options in DDP_CASES.items():
         out.update({f"{name}/{k}": v for k, v in train_ddp(rank, world_size, options).items()})
-    for name, params in resume_case(rank, world_size, ckpt_dir).items():
-        out.update({f"{name}/{k}": v for k, v in params.items()})
+    for case, options in RESUME.items():
+        for name, params in resume_case(rank, world_size, f"{ckpt_dir}/diloco-{case}",
+                                        options).items():
+            out.update({f"{case}-{name}/{k}": v for k, v in params.items()})
     for case, options in COMPRESSED_RESUME.items():
         for name, params in compressed_resume_case(rank, f"{ckpt_dir}/{case}", options).items():
             out.update({f"{case}-{name}/{k}": v for k, v in params.items()})
     out.update(old_checkpoint_case(rank, f"{ckpt_dir}/old-format"))
+    out.update(residual_restart_case(rank, f"{ckpt_dir}/diloco-int8-ef"))
     out.update(other_options_case(rank, f"{ckpt_dir}/psgd"))
     ringrt.destroy_process_group()
     return out
@@ -58,7 +70,7 @@ def _grads(model, step, rank, world_size, grads, on_layer_done=None):
     model.loss_and_grads(x, y, grads, on_layer_done)
 
 
-def train_diloco(rank, world_size, options, steps=STEPS, start=None):
+def train_diloco(rank, world_size, options, steps=STEPS, residual=None):
     from ringrt.ddp import DistributedDataParallel
     from ringrt.localsgd import DiLoCo, LocalSGD
     from ringrt.optim import SGD
@@ -81,6 +93,8 @@ def train_diloco(rank, world_size, options, steps=STEPS, start=None):
         if through_ddp:
             ddp.sync()
         diloco.step(grads)
+    if residual is not None and diloco.residual is not None:
+        residual["flat"] = diloco.residual.copy()
     return dict(model.params)
 
 
@@ -99,11 +113,14 @@ def train_ddp(rank, world_size, options, steps=STEPS):
     return dict(model.params)
 
 
-RESUME = {"sync_every": 4, "fragments": 2, "compress": "int8"}
+# name -> DiLoCo options of a run checkpointed and resumed
+RESUME = {"int8": {"sync_every": 4, "fragments": 2, "compress": "int8"},
+          "int8-ef": {"sync_every": 4, "fragments": 2, "compress": "int8", "int8_chunk": 64,
+                      "error_feedback": True}}
 RESUME_AT = 8
 
 
-def resume_case(rank, world_size, ckpt_dir):
+def resume_case(rank, world_size, ckpt_dir, options):
     """Uninterrupted (consolidating at RESUME_AT) vs checkpoint at RESUME_AT and resume in
     fresh objects; plus a state_dict round trip taken with a sync in flight."""
     from ringrt import checkpoint
@@ -113,7 +130,7 @@ def resume_case(rank, world_size, ckpt_dir):
         from ringrt.optim import Adam
 
         model = MLP(SIZES, seed=rank, dtype=np.float64)
-        diloco = DiLoCo(Adam(model.params, lr=1e-2), **RESUME)
+        diloco = DiLoCo(Adam(model.params, lr=1e-2), **options)
         grads = {k: np.zeros_like(v) for k, v in model.params.items()}
         first = 0
         if load_from is not None:
@@ -140,9 +157,55 @@ def resume_case(rank, world_size, ckpt_dir):
     uninterrupted = run()
     run(stop_at=RESUME_AT)
     resumed = run(load_from=ckpt_dir)
-    in_flight_at = RESUME_AT + RESUME["sync_every"] // RESUME["fragments"]   # a sync started
+    in_flight_at = RESUME_AT + options["sync_every"] // options["fragments"]  # a sync started
     state_resumed = run(state_at=run(state_at=in_flight_at))
     return {"uninterrupted": uninterrupted, "resumed": resumed, "state-resumed": state_resumed}
+
+
+def residual_restart_case(rank, ckpt_dir):
+    """The error-feedback checkpoint resume_case left, loaded as if another world size had
+    saved it (its manifest edited): the residuals restart at zero, rank 0 warns once; and as
+    saved, into a DiLoCo with another int8 chunk (the residuals do not fit: the same).
+    ``load_per_rank_state_dict`` called directly refuses the other options."""
+    import json
+    import warnings
+
+    import ringrt
+    from ringrt import checkpoint
+    from ringrt.localsgd import DiLoCo
+    from ringrt.optim import Adam
+
+    def load(**changes):
+        model = MLP(SIZES, seed=rank, dtype=np.float64)
+        diloco = DiLoCo(Adam(model.params, lr=1e-2), **dict(RESUME["int8-ef"], **changes))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            checkpoint.load(ckpt_dir, model.params, diloco)
+        return diloco, [str(w.message) for w in caught]
+
+    out = {}
+    saved, warned = load()
+    out["ef-restart/as-saved/warnings"] = warned
+    out["ef-restart/as-saved/nonzero"] = bool(np.abs(saved.residual).max() > 0)
+    other, warned = load(int8_chunk=32)
+    out["ef-restart/chunk/warnings"] = warned
+    out["ef-restart/chunk/zero"] = not np.any(other.residual)
+    try:
+        other.load_per_rank_state_dict(saved.per_rank_state_dict())
+        out["ef-restart/refused"] = ""
+    except ValueError as exc:
+        out["ef-restart/refused"] = str(exc)
+    ringrt.barrier()
+    if rank == 0:
+        path = Path(ckpt_dir) / (Path(ckpt_dir) / checkpoint.LATEST).read_text()
+        manifest = json.loads((path / checkpoint.MANIFEST).read_text())
+        manifest["world_size"] += 1
+        (path / checkpoint.MANIFEST).write_text(json.dumps(manifest))
+    ringrt.barrier()
+    resized, warned = load()
+    out["ef-restart/resized/warnings"] = warned
+    out["ef-restart/resized/zero"] = not np.any(resized.residual)
+    return out
 
 
 # --- two levels: ranks of a "host" (RINGRT_HOST_ID) average every step, hosts by DiLoCo ------

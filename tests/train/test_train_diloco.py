@@ -1,9 +1,10 @@
 """examples/train.py with DiLoCo, compression and the chars task, end to end through ringrun.
 
-A crash + restart under ``--sync-every`` resumes from a checkpoint taken at an outer step and
-ends with the uninterrupted run's parameters, bit for bit, and so does one under ``--compress
-powersgd`` (its per-rank error feedback is in the checkpoint); ``--task chars`` writes its
-``--log-json`` records and stops at ``--max-samples``.
+A crash + restart under ``--sync-every`` (int8 with error feedback) resumes from a checkpoint
+taken at an outer step and ends with the uninterrupted run's parameters, bit for bit, and so
+does one under ``--compress powersgd`` (in both, each rank's error feedback is in the
+checkpoint); ``--task chars`` writes its ``--log-json`` records and stops at
+``--max-samples``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from tests.launcher._ringrun import final_accuracy, run
 
 TRAIN = "examples/train.py"
-DILOCO = ("--sync-every", "4", "--fragments", "2", "--outer-compress", "int8")
+DILOCO = ("--sync-every", "4", "--fragments", "2", "--outer-compress", "int8",
+          "--error-feedback")                       # per-rank residuals in checkpoints
 POWERSGD = ("--compress", "powersgd", "--powersgd-rank", "2")   # error feedback in checkpoints
 
 

@@ -27,6 +27,10 @@ def inner():
     ({"sync_every": 4, "outer_lr": 0}, "outer_lr must be > 0"),
     ({"sync_every": 4, "outer_momentum": 1.0}, "outer_momentum must be in [0, 1)"),
     ({"sync_every": 4, "compress": "int8", "int8_chunk": 0}, "int8_chunk must be"),
+    ({"sync_every": 4, "error_feedback": True}, "error_feedback=True needs compress='bf16' "
+                                                "or 'int8'"),
+    ({"sync_every": 4, "compress": "int8", "error_feedback": "yes"},
+     "error_feedback must be True, False or None"),
 ])
 @pytest.mark.parametrize("wrapper", [DiLoCo, LocalSGD])
 def test_bad_diloco_options_raise_value_error(wrapper, options, words):
