@@ -13,11 +13,13 @@ from benchmarks.robustness import _chaos_round as rounds
 from benchmarks.robustness import chaos
 import math
 import time
+from pathlib import Path
 
 from benchmarks.robustness import _chaos_disk
 from benchmarks.robustness._chaos_faults import (
     FOR_GOOD,
     JOB_WIDE,
+    KINDS,
     MEMBERSHIP,
     MIN_NODES,
     NOT_ON_STORE_HOST,
@@ -230,3 +232,18 @@ def _dead_pid() -> int:
     while os.path.exists(f"/proc/{pid}"):
         pid -= 1
     return pid
+
+
+def test_without_a_throttled_disk_slow_ckpt_is_left_out_and_never_injected(monkeypatch):
+    monkeypatch.setattr(_chaos_disk, "unavailable", lambda: "losetup not found")
+    kinds, left_out = chaos.available_kinds()
+    assert "slow_ckpt" not in kinds and left_out == {"slow_ckpt": "losetup not found"}
+    assert "cut_for_good" in kinds
+    job = type("J", (), {"disk": _chaos_disk.CheckpointDisk(Path("/nowhere/r0"),
+                                                            Path("/nowhere/ckpt"), slow=False)})
+    try:
+        KINDS["slow_ckpt"](job, "all", random.Random(0), 0.0)
+    except LookupError as exc:          # inject() records it as "not injected"
+        assert "no throttled checkpoint disk" in str(exc)
+    else:
+        raise AssertionError("slow_ckpt injected without a throttled disk")
