@@ -6,16 +6,14 @@ the sweep of what a dead soak left."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
-
-from benchmarks.robustness import _chaos_round as rounds
-from benchmarks.robustness import chaos
-import math
 import time
 from pathlib import Path
 
-from benchmarks.robustness import _chaos_disk
+from benchmarks.robustness import _chaos_disk, chaos
+from benchmarks.robustness import _chaos_round as rounds
 from benchmarks.robustness._chaos_faults import (
     FOR_GOOD,
     JOB_WIDE,
