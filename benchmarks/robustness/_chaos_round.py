@@ -48,6 +48,9 @@ ALGO = "all_reduce=ring,reduce_scatter=ring,all_gather=ring"
 NAMED_ERROR_MARKS = ("ringrun: ", "Error: ", "ringrt.errors.")
 # ringrt's own errors by name, as a rank's traceback or flight record prints them
 RINGRT_ERROR = re.compile(r"\b(?:" + "|".join(errors.__all__) + r"): ")
+# what ringrun's agent says when the store stayed out of reach while its workers ran (they may
+# have had no heartbeats yet to fail by: a cut during start-up)
+CUT_OFF = "this host is cut off from the job"
 KEPT = Path("/var/tmp/ringrt-chaos-kept")      # a broken round's logs, kept for a look
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
 # the host's own /dev/shm and /tmp; then it joins the checkpoint disk's cgroup ("$3", if any)
@@ -462,7 +465,7 @@ def exit_problems(codes: dict, outputs: dict, gone: set[str], injected
     """What breaks "no hang: recovery or a named error" in how the hosts' ringruns ended
     (``codes``: host -> exit status, None if still running; ``outputs``: the failed hosts'
     logs). A host the round killed is exempt. One cut off or frozen that ended with ringrt's
-    named error dropped out, which keeps the invariant.
+    named error, or whose ringrun said it was cut off, dropped out, which keeps the invariant.
 
     Returns:
         (problems, dropped out: host -> how it ended).
@@ -477,7 +480,7 @@ def exit_problems(codes: dict, outputs: dict, gone: set[str], injected
             continue
         text = outputs.get(host, "")
         lines = [line for line in text.splitlines() if "Error" in line or "error" in line]
-        if host in may_drop_out and RINGRT_ERROR.search(text):
+        if host in may_drop_out and (RINGRT_ERROR.search(text) or CUT_OFF in text):
             dropped_out[host] = f"exited {code}: {lines[:1]!r}"
             continue
         named = any(mark in text for mark in NAMED_ERROR_MARKS)

@@ -150,6 +150,13 @@ def test_a_cut_or_frozen_host_may_drop_out_with_a_named_ringrt_error():
                                              set(), injected)
     assert problems == [] and sorted(dropped) == ["h2", "h3"]
     assert "PeerLostError" in dropped["h2"]
+    cut_in_start_up = ("ringrun: the job's store at 10.77.0.1:29631 has been out of reach for "
+                       "2.1 s (RINGRT_HEARTBEAT_TIMEOUT 2 s): this host is cut off from the "
+                       "job; stopping this node's workers\nError: elastic agent on this host "
+                       "could not reach the store (was its host lost?) within --join-timeout\n")
+    problems, dropped = rounds.exit_problems({"h2": 1}, {"h2": cut_in_start_up}, set(),
+                                             [Fault("cut_for_good", "h2", "cut", 0.0)])
+    assert problems == [] and list(dropped) == ["h2"]
 
 
 def test_an_exit_without_a_named_error_or_on_a_host_not_hit_is_broken():
