@@ -181,7 +181,8 @@ CHAOS_SEED    ?= 1
 chaos: $(STAMP) lab-deps
 	$(PY) -m benchmarks.robustness.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)
 
-# make chaos-round: the soak's one-round test (tests/netlab/test_chaos.py) alone; make test
+# make chaos-round: the soak's round tests (tests/netlab/test_chaos.py: a seeded round and a
+# forced one, a host lost for good under slow checkpoints) alone; make test
 # runs it too (it skips where netlab cannot run).
 chaos-round: $(STAMP) lab-deps
 	$(PY) -m pytest -q tests/netlab/test_chaos.py

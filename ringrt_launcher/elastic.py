@@ -115,6 +115,7 @@ class ElasticAgent(Supervisor):
         self.gen: int | None = None           # the generation whose workers ran last
         self.ending: str | None = None        # why the last generation ended ("membership"...)
         self.last_failure: tuple[str, int] | None = None     # (reason, exit status)
+        self.store_lost_since: float | None = None    # first failed read of a running generation
         self.watch_interval = POLL
 
     # --- the loop ---------------------------------------------------------------------
@@ -210,7 +211,7 @@ class ElasticAgent(Supervisor):
         node_rank = state.members.index(self.agent_id)
         self.config = dataclasses.replace(self.base_config, nnodes=len(state.members),
                                           node_rank=node_rank)
-        self.gen, self.ending = state.gen, None
+        self.gen, self.ending, self.store_lost_since = state.gen, None, None
         others = [agent for agent in state.members if agent != self.agent_id]
         self.silence = SilenceWatch(others, self.keepalive_timeout, time.monotonic())
         self.members = state.members
@@ -248,7 +249,8 @@ class ElasticAgent(Supervisor):
         node of ours went silent (then this agent opens the next round, as for a failure)."""
         state = self.rounds.read()
         if state is None:
-            return False
+            return self._cut_off()
+        self.store_lost_since = None
         if state.gen != self.gen or state.failed:
             self.ending = "superseded"
             return True
@@ -260,6 +262,26 @@ class ElasticAgent(Supervisor):
             self.ending, self.last_failure = "failure", (lost, EXIT_FAILED)
             return True
         return False
+
+    def _cut_off(self) -> bool:
+        """True once the store has been out of reach for ``RINGRT_HEARTBEAT_TIMEOUT`` while our
+        workers run: this agent's keepalive has stopped as long, so the other nodes count it
+        lost and go on without it. Its workers may wait in a rendezvous that never completes
+        (they have no heartbeats before ``init_process_group`` returns), so they are stopped
+        here, and the next rendezvous gives up after ``--join-timeout`` with a named error."""
+        now = time.monotonic()
+        if self.store_lost_since is None:
+            self.store_lost_since = now
+            return False
+        silent = now - self.store_lost_since
+        if silent < self.keepalive_timeout:
+            return False
+        reason = (f"the job's store at {self.config.master_addr}:{self.config.master_port} has "
+                  f"been out of reach for {silent:.1f} s (RINGRT_HEARTBEAT_TIMEOUT "
+                  f"{self.keepalive_timeout:g} s): this host is cut off from the job")
+        self.console.note(f"{reason}; stopping this node's workers")
+        self.ending, self.last_failure = "failure", (reason, EXIT_FAILED)
+        return True
 
     def _silent_node(self) -> str | None:
         """Why a node of this generation counts as lost (its agent's keepalive stopped), or

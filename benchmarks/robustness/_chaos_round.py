@@ -5,13 +5,15 @@ Each lab host gets what a real host has and netlab's hosts share: its own ``/dev
 64 MiB tmpfs) and its own ``/tmp`` (a directory), bind-mounted in a private mount namespace
 around its ringrun. So whatever a host leaves behind is counted for that host alone, and
 filling one host's /dev/shm touches nobody else on this machine. The checkpoint directory,
-which every host must reach, is on a small tmpfs of its own so that it can be filled.
+which every host must reach, is on a small file system of its own so that it can be filled
+and slowed down (``_chaos_disk.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -24,9 +26,13 @@ from pathlib import Path
 
 from benchmarks.common._paths import REPO
 from benchmarks.robustness import _chaos_faults as faults
+from benchmarks.robustness._chaos_disk import CheckpointDisk, mount_tmpfs, unmount
 from ringrt import errors
 
 TRAIN = REPO / "examples" / "train.py"
+TORCH_TRAIN = Path(__file__).with_name("_chaos_torch_train.py")
+# workload -> the script each rank runs: NumPy DDP + Adam, ZeRO-1 Adam, torch DDP over ringrt
+SCRIPTS = {"ddp": TRAIN, "zero": TRAIN, "torch": TORCH_TRAIN}
 MASTER_PORT = 29631
 TOKEN = "ringrt-chaos-soak-token"
 HEARTBEAT_S = 2.0
@@ -42,31 +48,31 @@ ALGO = "all_reduce=ring,reduce_scatter=ring,all_gather=ring"
 NAMED_ERROR_MARKS = ("ringrun: ", "Error: ", "ringrt.errors.")
 # ringrt's own errors by name, as a rank's traceback or flight record prints them
 RINGRT_ERROR = re.compile(r"\b(?:" + "|".join(errors.__all__) + r"): ")
+# what ringrun's agent says when the store stayed out of reach while its workers ran (they may
+# have had no heartbeats yet to fail by: a cut during start-up)
+CUT_OFF = "this host is cut off from the job"
 KEPT = Path("/var/tmp/ringrt-chaos-kept")      # a broken round's logs, kept for a look
 UNSHARE = ["unshare", "-m", "--propagation", "private"]
-ISOLATE = 'mount --bind "$1" /dev/shm && mount --bind "$2" /tmp && shift 2 && exec "$@"'
+# the host's own /dev/shm and /tmp; then it joins the checkpoint disk's cgroup ("$3", if any)
+ISOLATE = ('mount --bind "$1" /dev/shm && mount --bind "$2" /tmp && '
+           '{ [ -z "$3" ] || echo $$ > "$3"; } && shift 3 && exec "$@"')
 
 
 def train_args(workload: str) -> list[str]:
-    return ["--elastic", "--epochs", str(EPOCHS), "--batch-size", str(BATCH),
-            "--train-samples", str(SAMPLES), "--hidden", "16", "--lr", "0.01",
-            "--ckpt-every", str(CKPT_EVERY), *(["--zero"] if workload == "zero" else [])]
+    """The workload's script and its options (the job's and the replay's alike)."""
+    return [str(SCRIPTS[workload]), "--elastic", "--epochs", str(EPOCHS),
+            "--batch-size", str(BATCH), "--train-samples", str(SAMPLES), "--hidden", "16",
+            "--lr", "0.01", "--ckpt-every", str(CKPT_EVERY),
+            *(["--zero"] if workload == "zero" else [])]
 
 
-def environment() -> dict:
+def environment(root: Path) -> dict:
+    """The job's environment. ``torch.use_deterministic_algorithms`` creates torch's compiler
+    cache directory (``/tmp/torchinductor_USER`` unless told): it goes under the round's
+    ``root``, which the round removes, instead of into a host's /tmp."""
     return dict(os.environ, PYTHONPATH=str(REPO), RINGRT_TOKEN=TOKEN, RINGRT_ALGO=ALGO,
-                RINGRT_HEARTBEAT_TIMEOUT=f"{HEARTBEAT_S:g}", OMP_NUM_THREADS="1")
-
-
-def _mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=1777", "tmpfs",
-                    str(path)], check=True, timeout=30)
-
-
-def _unmount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], check=False, timeout=30,
-                   capture_output=True)
+                RINGRT_HEARTBEAT_TIMEOUT=f"{HEARTBEAT_S:g}", OMP_NUM_THREADS="1",
+                TORCHINDUCTOR_CACHE_DIR=str(root / "torch-cache"))
 
 
 def _proc_text(pid: str, name: str) -> bytes:
@@ -80,9 +86,11 @@ def _proc_text(pid: str, name: str) -> bytes:
 class Job:
     """One round's elastic job across the lab hosts."""
 
-    def __init__(self, lab, root: Path, workload: str, nproc: int):
+    def __init__(self, lab, root: Path, workload: str, nproc: int, slow_disk: bool = False):
         self.lab, self.root, self.workload, self.nproc = lab, root, workload, nproc
         self.heartbeat_s = HEARTBEAT_S
+        self.slow_disk = slow_disk
+        self.disk: CheckpointDisk | None = None
         self.ckpt_fs = root / "ckptfs"
         self.ckpt = self.ckpt_fs / "ckpt"
         self.samples = root / "samples"
@@ -98,10 +106,11 @@ class Job:
 
     def prepare(self) -> None:
         for host in self.lab.names:
-            _mount_tmpfs(self.shm_dir(host), "64m")
+            mount_tmpfs(self.shm_dir(host), "64m")
             self.tmp_dir(host).mkdir(parents=True)
             self.tmp_dir(host).chmod(0o1777)
-        _mount_tmpfs(self.ckpt_fs, "16m")
+        self.disk = CheckpointDisk(self.root, self.ckpt_fs, self.slow_disk)
+        self.disk.create()
         self.ckpt.mkdir()
 
     def start(self) -> None:
@@ -111,17 +120,19 @@ class Job:
                       "--nnodes", f"2:{len(self.lab.names)}",
                       "--master-addr", master, "--master-port", str(MASTER_PORT),
                       "--max-restarts", "20", "--last-call", "1", "--join-timeout", "60",
-                      "-n", str(self.nproc), str(TRAIN), *train_args(self.workload),
+                      "-n", str(self.nproc), *train_args(self.workload),
                       "--ckpt-dir", str(self.ckpt), "--sample-log", str(self.samples),
                       "--step-sleep", "0.1", "--save-params", str(self.final)]
             self.jobs[host] = self.lab.start(host, self.isolated(host, launch),
                                              self.root / f"{host}.log",
-                                             JOB_BOUND_S + START_BOUND_S, environment())
+                                             JOB_BOUND_S + START_BOUND_S,
+                                             environment(self.root))
 
     def isolated(self, host: str, argv: list[str]) -> list[str]:
-        """``argv`` run with the host's own /dev/shm and /tmp."""
-        return [*UNSHARE, "sh", "-c", ISOLATE,
-                "chaos-host", str(self.shm_dir(host)), str(self.tmp_dir(host)), *argv]
+        """``argv`` run with the host's own /dev/shm and /tmp, in the checkpoint disk's
+        cgroup."""
+        return [*UNSHARE, "sh", "-c", ISOLATE, "chaos-host", str(self.shm_dir(host)),
+                str(self.tmp_dir(host)), self.disk.join_path if self.disk else "", *argv]
 
     def next_start(self, host: str) -> dict:
         """Start the next ringrun on ``host`` (one that runs nothing), as its user would after
@@ -132,7 +143,7 @@ class Job:
         argv = [sys.executable, "-m", "ringrt_launcher", "--no-python", "-n", "1", "true"]
         log = self.root / f"{host}-next-start.log"
         hostjob = self.lab.start(host, self.isolated(host, argv), log, NEXT_START_BOUND_S,
-                                 environment())
+                                 environment(self.root))
         try:
             code = hostjob.wait(NEXT_START_BOUND_S + 10)
         except subprocess.TimeoutExpired:
@@ -185,9 +196,10 @@ class Job:
 
 
 def is_worker(argv: list[str]) -> bool:
-    """A rank: ``python TRAIN ...``, what ringrun's trampoline execs (ringrun's own command
-    line and the trampoline's name TRAIN too, further on)."""
-    return "python" in os.path.basename(argv[0]) and argv[1:2] == [str(TRAIN)]
+    """A rank: ``python SCRIPT ...``, what ringrun's trampoline execs (ringrun's own command
+    line and the trampoline's name the script too, further on)."""
+    return ("python" in os.path.basename(argv[0]) and
+            argv[1:2] in ([str(script)] for script in SCRIPTS.values()))
 
 
 def is_ringrun(argv: list[str]) -> bool:
@@ -257,7 +269,7 @@ def replay_problems(job: Job, schedule, workdir: Path) -> list[str]:
         args = [*train_args(job.workload), "--ckpt-dir", str(ckpt), "--stop-at-step",
                 str(stop), "--save-params", str(final), *(["--resume"] if start else [])]
         proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world),
-                               str(TRAIN), *args], cwd=REPO, env=environment(), capture_output=True,
+                               *args], cwd=REPO, env=environment(workdir), capture_output=True,
                               text=True, timeout=120, check=False)
         if proc.returncode != 0:
             return [f"replay segment {index} failed: {(proc.stdout + proc.stderr)[-800:]}"]
@@ -278,22 +290,38 @@ def stall_s(step_times: list[float], injected_at: float, ended_at: float) -> flo
     return max(gaps) if len(marks) > 1 else ended_at - injected_at
 
 
-def plan(rng, hosts: list[str]) -> list[tuple[str, str]]:
-    """This round's faults: 1 to 3 (kind, host) pairs, several at a time."""
-    count = rng.choice([1, 2, 2, 3])
+def plan(rng, hosts: list[str], kinds=None, forced=()) -> list[tuple[str, str]]:
+    """This round's faults: 1 to 3 (kind, host) pairs drawn from ``kinds`` (default: every
+    kind), several at a time; or, with ``forced``, exactly those kinds (hosts drawn)."""
+    kinds = sorted(kinds or faults.KINDS)
+    count = len(forced) or rng.choice([1, 2, 2, 3])
     chosen, taken = [], set()
-    while len(chosen) < count:
-        kind = rng.choice(sorted(faults.KINDS))
-        allowed = hosts[1:] if kind in faults.NOT_ON_STORE_HOST else hosts
-        if kind in faults.MEMBERSHIP:
-            allowed = [h for h in allowed if h not in taken]
-        if not allowed or (kind == "ckpt_full" and any(k == kind for k, _ in chosen)):
+    for _ in range(1000):                # a forced kind that fits no host is not looped on
+        if len(chosen) == count:
+            break
+        kind = forced[len(chosen)] if forced else rng.choice(kinds)
+        host = pick_host(rng, kind, hosts, chosen, taken)
+        if host is None:
+            if forced:
+                raise ValueError(f"--fault {kind} fits no host after {chosen}")
             continue
-        host = rng.choice(allowed)
         if kind in faults.MEMBERSHIP:
             taken.add(host)
         chosen.append((kind, host))
     return chosen
+
+
+def pick_host(rng, kind: str, hosts: list[str], chosen, taken) -> str | None:
+    """A host ``kind`` may hit given the faults ``chosen`` so far, or None."""
+    if kind in faults.JOB_WIDE and any(k == kind for k, _ in chosen):
+        return None
+    for_good = sum(k in faults.FOR_GOOD for k, _ in chosen)
+    if kind in faults.FOR_GOOD and for_good >= len(hosts) - faults.MIN_NODES:
+        return None
+    allowed = hosts[1:] if kind in faults.NOT_ON_STORE_HOST else hosts
+    if kind in faults.MEMBERSHIP:
+        allowed = [h for h in allowed if h not in taken]
+    return rng.choice(allowed) if allowed else None
 
 
 def wait_for(condition, timeout: float, job: Job) -> bool:
@@ -307,31 +335,35 @@ def wait_for(condition, timeout: float, job: Job) -> bool:
     return False
 
 
-def run_round(lab, root: Path, index: int, workload: str, nproc: int, rng) -> dict:
-    """Run one round; return its record (faults, checks, recovery, steps lost)."""
-    job = Job(lab, root, workload, nproc)
+def run_round(lab, root: Path, index: int, workload: str, nproc: int, rng, kinds=None,
+              forced=(), slow_disk: bool = False) -> dict:
+    """Run one round; return its record (faults, checks, recovery, steps lost). ``kinds``,
+    ``forced``: see :func:`plan`; ``slow_disk``: the checkpoint disk can be throttled."""
+    job = Job(lab, root, workload, nproc, slow_disk)
     record = {"round": index, "workload": workload, "nproc_per_host": nproc, "faults": [],
               "problems": []}
-    job.prepare()
     injected: list[faults.Fault] = []
     try:
-        job.start()
-        started = wait_for(lambda: any(r["step"] > CKPT_EVERY + 2 for r in
-                                       job.steps().get(0, [])), START_BOUND_S, job)
-        if not started:
-            record["problems"].append("the job never reached its first checkpoint")
-        else:
-            injected = inject(job, plan(rng, lab.names), rng)
-        codes = wait_jobs(job, injected)
-    finally:
-        for fault in injected:
-            with contextlib.suppress(Exception):
-                fault.lift(time.time())
-        lab.kill_all()
-    check(job, record, codes, injected)
-    if not record["survived"]:
-        record["kept"] = keep_evidence(job)
-    cleanup(job)
+        job.prepare()
+        try:
+            job.start()
+            started = wait_for(lambda: any(r["step"] > CKPT_EVERY + 2 for r in
+                                           job.steps().get(0, [])), START_BOUND_S, job)
+            if not started:
+                record["problems"].append("the job never reached its first checkpoint")
+            else:
+                injected = inject(job, plan(rng, lab.names, kinds, forced), rng)
+            codes = wait_jobs(job, injected)
+        finally:
+            for fault in injected:
+                with contextlib.suppress(Exception):
+                    fault.lift(time.time())
+            lab.kill_all()
+        check(job, record, codes, injected)
+        if not record["survived"]:
+            record["kept"] = keep_evidence(job)
+    finally:                                 # mounts, loop device, cgroup: even on a crash
+        cleanup(job)
     return record
 
 
@@ -359,7 +391,7 @@ def inject(job: Job, planned, rng) -> list:
             injected.append(faults.Fault(kind, host, f"not injected: {exc}", time.time(),
                                          extra={"skipped": True}))
         lift_due(injected)
-    while any(f.lifted_at is None for f in injected):
+    while any(f.lifted_at is None and f.duration_s < math.inf for f in injected):
         lift_due(injected)
         time.sleep(0.05)
     return injected
@@ -373,14 +405,22 @@ def lift_due(injected) -> None:
 
 
 def wait_jobs(job: Job, injected) -> dict[str, int | None]:
+    """Every host's ringrun exit status (None: still running after ``JOB_BOUND_S``). A fault
+    held for the rest of the job (``cut_for_good``) is lifted once every other host's ringrun
+    has exited: the host it cut off then finds the job gone and must say so."""
     end = time.monotonic() + JOB_BOUND_S
-    codes = {}
-    for host, hostjob in job.jobs.items():
-        try:
-            codes[host] = hostjob.proc.wait(timeout=max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            codes[host] = None
-    return codes
+    held = [f for f in injected if f.lifted_at is None]
+    held_hosts = {f.host for f in held}
+    while time.monotonic() < end:
+        running = {h for h, j in job.jobs.items() if j.proc.poll() is None}
+        if held and not running - held_hosts:
+            for fault in held:
+                fault.lift(time.time())
+            held = []
+        if not running:
+            break
+        time.sleep(0.1)
+    return {host: hostjob.proc.poll() for host, hostjob in job.jobs.items()}
 
 
 def check(job: Job, record: dict, codes: dict, injected) -> None:
@@ -404,7 +444,9 @@ def check(job: Job, record: dict, codes: dict, injected) -> None:
         if entry["injected"]:
             stall = stall_s(step_times, fault.injected_at, ended_at)
             entry["recovery_s"] = round(stall, 2)
-            entry["recovered"] = stall <= RECOVERY_BOUND_S + entry["duration_s"]
+            # a host cut for good: the rest of the job must go on without it, at once
+            lifted_after = 0.0 if fault.kind in faults.FOR_GOOD else entry["duration_s"]
+            entry["recovered"] = stall <= RECOVERY_BOUND_S + lifted_after
         record["faults"].append(entry)
     if steps and job.final.exists():
         problems.extend(sample_problems(steps, schedule))
@@ -423,7 +465,7 @@ def exit_problems(codes: dict, outputs: dict, gone: set[str], injected
     """What breaks "no hang: recovery or a named error" in how the hosts' ringruns ended
     (``codes``: host -> exit status, None if still running; ``outputs``: the failed hosts'
     logs). A host the round killed is exempt. One cut off or frozen that ended with ringrt's
-    named error dropped out, which keeps the invariant.
+    named error, or whose ringrun said it was cut off, dropped out, which keeps the invariant.
 
     Returns:
         (problems, dropped out: host -> how it ended).
@@ -438,7 +480,7 @@ def exit_problems(codes: dict, outputs: dict, gone: set[str], injected
             continue
         text = outputs.get(host, "")
         lines = [line for line in text.splitlines() if "Error" in line or "error" in line]
-        if host in may_drop_out and RINGRT_ERROR.search(text):
+        if host in may_drop_out and (RINGRT_ERROR.search(text) or CUT_OFF in text):
             dropped_out[host] = f"exited {code}: {lines[:1]!r}"
             continue
         named = any(mark in text for mark in NAMED_ERROR_MARKS)
@@ -502,6 +544,7 @@ def cleanup(job: Job) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for host in job.lab.names:
-        _unmount(job.shm_dir(host))
-    _unmount(job.ckpt_fs)
+        unmount(job.shm_dir(host))
+    if job.disk is not None:
+        job.disk.remove()
     shutil.rmtree(job.root, ignore_errors=True)

@@ -1,10 +1,12 @@
 """Chaos soak: elastic training on the netlab cluster under a seeded schedule of faults.
 
-Each round runs ``examples/train.py --elastic`` (NumPy DDP + Adam, or ZeRO-1 Adam, in turn) on
-every lab host under ``ringrun --nnodes 2:4``, waits until the job is past its first
-checkpoint, then injects 1 to 3 faults a second or two apart (``_chaos_faults.py``: kill -9 a
-worker, kill a host's ringrun, cut a link, loss and delay bursts, SIGSTOP a rank past the
-heartbeat, a full /dev/shm, a full checkpoint file system), lifts each when due and checks:
+Each round runs an elastic training job on every lab host under ``ringrun --nnodes 2:4``:
+NumPy DDP + Adam, ZeRO-1 Adam (``examples/train.py --elastic``) and torch DDP over the
+"ringrt" backend (``_chaos_torch_train.py``), in turn. It waits until the job is past its
+first checkpoint, then injects 1 to 3 faults a second or two apart (``_chaos_faults.py``:
+kill -9 a worker, kill a host's ringrun, cut a link for a while or for good, loss and delay
+bursts, SIGSTOP a rank past the heartbeat, a full /dev/shm, a full or slow checkpoint file
+system), lifts each when due and checks:
 
 * no hang: after every fault a step completes within ``RECOVERY_BOUND_S`` of it being lifted,
   and every ringrun exits within ``JOB_BOUND_S``; one that fails names its error;
@@ -13,7 +15,9 @@ heartbeat, a full /dev/shm, a full checkpoint file system), lifts each when due 
 * nothing left: no process, shared-memory segment, socket or temp entry on any host.
 
 The schedule is ``random.Random(f"{seed}-{round}")``: the same seed injects the same faults
-in the same order (their effects still depend on timing). Needs root (netlab, mounts).
+in the same order (their effects still depend on timing). Needs root (netlab, mounts; a loop
+device and a blkio cgroup for ``slow_ckpt``, which is left out where they are missing). At
+start the soak removes what dead soaks left (``_chaos_disk.sweep``).
 
     python -m benchmarks.robustness.chaos --minutes 10 --seed 1  # under flock /tmp/ringrt-cpu.lock
 
@@ -34,11 +38,11 @@ import click
 
 from benchmarks.common import _machine
 from benchmarks.common._paths import RESULTS
-from benchmarks.robustness import _chaos_round
-from benchmarks.robustness._chaos_faults import KINDS
+from benchmarks.robustness import _chaos_disk, _chaos_round
+from benchmarks.robustness._chaos_faults import KINDS, NEEDS_SLOW_DISK
 
 ROUND_S_ESTIMATE = 30.0        # a round with its replay: 12-28 s in the 8-minute soak (2 cores)
-WORKLOADS = ("ddp", "zero")
+WORKLOADS = ("ddp", "zero", "torch")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -92,12 +96,26 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def available_kinds() -> tuple[list[str], dict[str, str]]:
+    """(the fault kinds this machine can inject, {kind left out: why})."""
+    why = _chaos_disk.unavailable()
+    left_out = {kind: why for kind in sorted(NEEDS_SLOW_DISK)} if why else {}
+    return [kind for kind in sorted(KINDS) if kind not in left_out], left_out
+
+
 def soak(minutes: float, seed: int, prefix: str, hosts: int, nproc: int, rounds_cap: int | None,
-         log) -> list[dict]:
-    """Rounds until ``minutes`` are spent (at least one); their records."""
+         log, forced=(), workloads=WORKLOADS) -> list[dict]:
+    """Rounds until ``minutes`` are spent (at least one); their records. ``forced``: every
+    round injects exactly these kinds; ``workloads``: the rounds' workloads, in turn."""
     from tests.netlab._lab import Lab, check_usable, exclusive_prefix
 
     check_usable()
+    for entry in _chaos_disk.sweep():
+        print(f"removed what a dead soak left: {entry}", flush=True)
+    kinds, _ = available_kinds()
+    if set(forced) - set(kinds):
+        raise click.UsageError(f"--fault {sorted(set(forced) - set(kinds))} cannot be injected "
+                               f"here: {available_kinds()[1]}")
     root = Path(f"/var/tmp/{prefix}-chaos-{os.getpid()}")
     records = []
     end = time.monotonic() + minutes * 60
@@ -109,8 +127,9 @@ def soak(minutes: float, seed: int, prefix: str, hosts: int, nproc: int, rounds_
                 index = len(records)
                 rng = random.Random(f"{seed}-{index}")
                 started = time.monotonic()
-                record = _chaos_round.run_round(lab, root / f"r{index}",
-                                                index, WORKLOADS[index % 2], nproc, rng)
+                record = _chaos_round.run_round(
+                    lab, root / f"r{index}", index, workloads[index % len(workloads)], nproc,
+                    rng, kinds, forced, slow_disk=not NEEDS_SLOW_DISK - set(kinds))
                 record["seconds"] = round(time.monotonic() - started, 1)
                 records.append(record)
                 log(record)
@@ -132,18 +151,25 @@ def soak(minutes: float, seed: int, prefix: str, hosts: int, nproc: int, rounds_
 @click.option("--rounds", "rounds_cap", type=int, default=None, help="At most this many rounds.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="JSON record [default: benchmarks/results/chaos-<minutes>min-seed<S>.json].")
-def main(minutes, seed, prefix, hosts, nproc, rounds_cap, out) -> None:
+@click.option("--fault", "forced", multiple=True, type=click.Choice(sorted(KINDS)),
+              help="Every round injects exactly these kinds (repeat for several at once; "
+                   "hosts still drawn by the seed). Default: the seeded schedule.")
+@click.option("--workload", "workloads", multiple=True, type=click.Choice(WORKLOADS),
+              help="Rounds run these workloads in turn [default: all of them].")
+def main(minutes, seed, prefix, hosts, nproc, rounds_cap, out, forced, workloads) -> None:
     """Chaos soak on the netlab cluster; exits 1 if any round broke an invariant."""
     path = Path(out) if out else RESULTS / f"chaos-{minutes:g}min-seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     machine = _machine.describe()
+    kinds, left_out = available_kinds()
     records = []
 
     def write() -> dict:                 # after every round: a cut-short soak keeps its record
         result = {"benchmark": "chaos", "minutes": minutes, "seed": seed, "hosts": hosts,
                   "nproc_per_host": nproc, "heartbeat_s": _chaos_round.HEARTBEAT_S,
                   "recovery_bound_s": _chaos_round.RECOVERY_BOUND_S,
-                  "job_bound_s": _chaos_round.JOB_BOUND_S, "fault_kinds": sorted(KINDS),
+                  "job_bound_s": _chaos_round.JOB_BOUND_S, "fault_kinds": kinds,
+                  "fault_kinds_left_out": left_out, "forced_faults": list(forced),
                   "machine": machine, "summary": summarise(records), "rounds": records}
         path.write_text(json.dumps(result, indent=1) + "\n")
         return result
@@ -159,7 +185,8 @@ def main(minutes, seed, prefix, hosts, nproc, rounds_cap, out) -> None:
               f"schedule {[w for _, w, _ in record.get('schedule', [])]}; {faults}; {state}",
               flush=True)
 
-    soak(minutes, seed, prefix, hosts, nproc, rounds_cap, log)
+    soak(minutes, seed, prefix, hosts, nproc, rounds_cap, log, forced,
+         workloads or WORKLOADS)
     summary = write()["summary"]
     print(table(summary))
     print(f"machine: {_machine.summary(machine)}\nrecord: {path}")

@@ -114,6 +114,32 @@ def test_silence_watch_blames_nobody_for_an_unreachable_store():
     assert watch.silent({2: 4}, now=6.6) == [2]
 
 
+def test_an_agent_cut_off_from_the_store_stops_its_workers_after_the_heartbeat_timeout(
+        monkeypatch):
+    """A host cut off while its workers start (no heartbeats yet) used to wait for ever: the
+    agent took a failed read of the record for "nothing changed"."""
+    import types
+
+    from ringrt_launcher import elastic
+
+    clock = [100.0]
+    monkeypatch.setattr(elastic.time, "monotonic", lambda: clock[0])
+    notes = []
+    agent = object.__new__(elastic.ElasticAgent)
+    agent.rounds = types.SimpleNamespace(read=lambda: None)        # the store out of reach
+    agent.console = types.SimpleNamespace(note=notes.append)
+    agent.config = types.SimpleNamespace(master_addr="10.0.0.1", master_port=29500)
+    agent.keepalive_timeout, agent.store_lost_since, agent.ending = 2.0, None, None
+    assert not agent._superseded()                  # the first failed read starts the clock
+    clock[0] += 1.5
+    assert not agent._superseded()
+    clock[0] += 1.0
+    assert agent._superseded() and agent.ending == "failure"
+    assert agent.last_failure[1] == elastic.EXIT_FAILED
+    assert "10.0.0.1:29500 has been out of reach for 2.5 s" in notes[0]
+    assert "cut off from the job" in notes[0]
+
+
 def test_membership_changed_on_a_subgroup_without_rank_0():
     with Ringrun("-n", "3", script("elastic_subgroup.py"),
                  env={"RINGRT_GENERATION": "0"}) as job:

@@ -1,16 +1,29 @@
 """The chaos soak's bookkeeping (``benchmarks/robustness/_chaos_round.py``,
 ``benchmarks/robustness/chaos.py``)
 without a lab: the schedule read from sample logs, the exactly-once check, steps lost, the
-stall after a fault, the seeded fault plan, how the hosts' exits are judged and the summary."""
+stall after a fault, the seeded fault plan, how the hosts' exits are judged, the summary, and
+the sweep of what a dead soak left."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import time
+from pathlib import Path
 
+from benchmarks.robustness import _chaos_disk, chaos
 from benchmarks.robustness import _chaos_round as rounds
-from benchmarks.robustness import chaos
-from benchmarks.robustness._chaos_faults import MEMBERSHIP, NOT_ON_STORE_HOST, Fault, new_filler
+from benchmarks.robustness._chaos_faults import (
+    FOR_GOOD,
+    JOB_WIDE,
+    KINDS,
+    MEMBERSHIP,
+    MIN_NODES,
+    NOT_ON_STORE_HOST,
+    Fault,
+    new_filler,
+)
 
 S, B = rounds.SAMPLES, rounds.BATCH
 
@@ -68,7 +81,50 @@ def test_the_plan_is_seeded_and_keeps_the_store_host_and_min_nodes():
         assert not any(k in NOT_ON_STORE_HOST and h == "h0" for k, h in plan)
         taken = [h for k, h in plan if k in MEMBERSHIP]
         assert len(taken) == len(set(taken))
-        assert sum(k == "ckpt_full" for k, _ in plan) <= 1
+        assert all(sum(k == kind for k, _ in plan) <= 1 for kind in JOB_WIDE)
+        assert sum(k in FOR_GOOD for k, _ in plan) <= len(hosts) - MIN_NODES
+
+
+def test_forced_kinds_are_exactly_the_plan_and_the_drawn_kinds_only_those_available():
+    hosts = ["h0", "h1", "h2", "h3"]
+    for seed in range(50):
+        plan = rounds.plan(random.Random(seed), hosts, forced=("cut_for_good", "slow_ckpt"))
+        assert [k for k, _ in plan] == ["cut_for_good", "slow_ckpt"] and plan[0][1] != "h0"
+        drawn = rounds.plan(random.Random(seed), hosts, kinds=["kill_worker", "sigstop"])
+        assert {k for k, _ in drawn} <= {"kill_worker", "sigstop"}
+    try:                                 # a third host lost for good would leave one node
+        rounds.plan(random.Random(0), hosts, forced=("cut_for_good",) * 3)
+    except ValueError as exc:
+        assert "fits no host" in str(exc)
+    else:
+        raise AssertionError("a plan below --nnodes MIN was accepted")
+
+
+class _Proc:
+    def __init__(self, code):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+
+class _HostJob:
+    def __init__(self, code):
+        self.proc = _Proc(code)
+
+
+def test_a_host_cut_for_good_is_healed_only_once_every_other_host_has_ended():
+    healed = []
+    cut = Fault("cut_for_good", "h2", "cut", time.time(), math.inf, lambda: healed.append(1))
+    job = type("J", (), {})()
+    job.jobs = {"h0": _HostJob(0), "h1": _HostJob(0), "h2": _HostJob(None)}
+
+    def heal_ends_h2():
+        healed.append(1)
+        job.jobs["h2"].proc.code = 1
+    cut.undo = heal_ends_h2
+    assert rounds.wait_jobs(job, [cut]) == {"h0": 0, "h1": 0, "h2": 1}
+    assert healed == [1] and cut.lifted_at is not None
 
 
 def test_a_worker_is_a_rank_never_its_ringrun_or_trampoline():
@@ -78,6 +134,7 @@ def test_a_worker_is_a_rank_never_its_ringrun_or_trampoline():
                   python, train, "--elastic"]
     rank = [python, train, "--elastic", "--zero"]
     assert [rounds.is_worker(a) for a in (ringrun, trampoline, rank)] == [False, False, True]
+    assert rounds.is_worker([python, str(rounds.TORCH_TRAIN), "--elastic"])
     assert [rounds.is_ringrun(a) for a in (ringrun, trampoline, rank)] == [True, False, False]
 
 
@@ -93,6 +150,13 @@ def test_a_cut_or_frozen_host_may_drop_out_with_a_named_ringrt_error():
                                              set(), injected)
     assert problems == [] and sorted(dropped) == ["h2", "h3"]
     assert "PeerLostError" in dropped["h2"]
+    cut_in_start_up = ("ringrun: the job's store at 10.77.0.1:29631 has been out of reach for "
+                       "2.1 s (RINGRT_HEARTBEAT_TIMEOUT 2 s): this host is cut off from the "
+                       "job; stopping this node's workers\nError: elastic agent on this host "
+                       "could not reach the store (was its host lost?) within --join-timeout\n")
+    problems, dropped = rounds.exit_problems({"h2": 1}, {"h2": cut_in_start_up}, set(),
+                                             [Fault("cut_for_good", "h2", "cut", 0.0)])
+    assert problems == [] and list(dropped) == ["h2"]
 
 
 def test_an_exit_without_a_named_error_or_on_a_host_not_hit_is_broken():
@@ -137,3 +201,54 @@ def test_two_fills_of_one_file_system_each_lift_their_own(tmp_path):
     assert first != second and os.path.exists(first) and os.path.exists(second)
     os.unlink(first)
     assert os.path.exists(second)
+
+
+def test_the_sweep_takes_only_what_dead_soaks_left(tmp_path, monkeypatch):
+    """Mounts, loop devices, cgroups and directories are a dead soak's only when the pid in
+    their name is gone; a live soak's are left alone."""
+    dead = _dead_pid()
+    cgroups, parent = tmp_path / "blkio", tmp_path / "var-tmp"
+    for pid in (dead, os.getpid()):
+        (parent / f"rrc-chaos-{pid}" / "r0").mkdir(parents=True)
+    (parent / "ringrt-chaos-kept").mkdir()
+    for name in (f"rrc-chaos-{dead}-r3", f"rrc-chaos-{os.getpid()}-r0", "other"):
+        (cgroups / name).mkdir(parents=True)
+    unmounted, detached = [], []
+    monkeypatch.setattr(_chaos_disk, "BLKIO", cgroups)
+    monkeypatch.setattr(_chaos_disk, "SOAK_PARENT", parent)
+    monkeypatch.setattr(_chaos_disk, "unmount", lambda path: unmounted.append(str(path)))
+    monkeypatch.setattr(_chaos_disk, "_detach", detached.append)
+    monkeypatch.setattr(_chaos_disk, "_loop_devices", lambda: [
+        ("/dev/loop3", f"{parent}/rrc-chaos-{dead}/r3/ckptimg/ckpt.img"),
+        ("/dev/loop4", f"{parent}/rrc-chaos-{os.getpid()}/r0/ckptimg/ckpt.img"),
+        ("/dev/loop5", "/srv/image")])
+    removed = _chaos_disk.sweep()
+    assert detached == ["/dev/loop3"]
+    assert sorted(p.name for p in cgroups.iterdir()) == ["other", f"rrc-chaos-{os.getpid()}-r0"]
+    assert sorted(p.name for p in parent.iterdir()) == ["ringrt-chaos-kept",
+                                                        f"rrc-chaos-{os.getpid()}"]
+    assert all(str(dead) in entry for entry in removed)
+    assert not any(str(os.getpid()) in path for path in unmounted)
+
+
+def _dead_pid() -> int:
+    """A pid no process has (the highest possible ones are never handed out here)."""
+    pid = int(open("/proc/sys/kernel/pid_max").read()) - 1
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
+
+
+def test_without_a_throttled_disk_slow_ckpt_is_left_out_and_never_injected(monkeypatch):
+    monkeypatch.setattr(_chaos_disk, "unavailable", lambda: "losetup not found")
+    kinds, left_out = chaos.available_kinds()
+    assert "slow_ckpt" not in kinds and left_out == {"slow_ckpt": "losetup not found"}
+    assert "cut_for_good" in kinds
+    job = type("J", (), {"disk": _chaos_disk.CheckpointDisk(Path("/nowhere/r0"),
+                                                            Path("/nowhere/ckpt"), slow=False)})
+    try:
+        KINDS["slow_ckpt"](job, "all", random.Random(0), 0.0)
+    except LookupError as exc:          # inject() records it as "not injected"
+        assert "no throttled checkpoint disk" in str(exc)
+    else:
+        raise AssertionError("slow_ckpt injected without a throttled disk")
