@@ -8,7 +8,8 @@ what an op computes. These live next to the code they measure so that a change t
 observer updates them here, where ``tests/unit/test_benchmark_api.py`` runs them, rather
 than breaking the benchmark. ``benchmarks/overhead/latency_breakdown.py`` times each step
 of a small shared-memory all_reduce alone with :func:`all_reduce_part_costs`, and the time
-its ops spend waiting for the peers with :func:`all_reduce_wait`.
+its ops spend waiting for the peers with :func:`all_reduce_wait` (both of the general path:
+the fast path, :func:`use_fast_path`, declines while waits are timed).
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ class _NoObserver:
 
     def close(self):
         pass
+
+
+def use_fast_path(enabled: bool, group=None) -> None:
+    """Let ``group``'s small all_reduces take their fast path (the default) or not (every op
+    through the general path, as ``RINGRT_NO_FAST_PATH=1`` does for a whole job), so a
+    benchmark can time both in one job. The results are the same bits either way."""
+    pg = distributed.resolve(group, "use_fast_path")
+    pg.fast_paths.pop("all_reduce", None)        # made again on the next op
+    if not enabled:
+        pg.fast_paths["all_reduce"] = False
 
 
 def observers(trace_path: str, group=None) -> dict[str, object]:

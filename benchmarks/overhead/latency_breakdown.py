@@ -2,23 +2,25 @@
 
 Run under ``ringrun -n 2 -m benchmarks.overhead.latency_breakdown`` (writes
 ``benchmarks/results/latency_breakdown.json``). One job, torch's default group on backend
-"ringrt", a 4-byte float32 all_reduce over shared memory, three ways interleaved round by
+"ringrt", a 4-byte float32 all_reduce over shared memory, four ways interleaved round by
 round (each round: a barrier, then ``--ops`` calls; per-op time = the round's time / ops,
 rank 0's clock; the two ranks run in lockstep):
 
 - *numpy*: ``ringrt.all_reduce`` on a NumPy view of the tensor, on the ringrt group behind
-  torch's default group;
+  torch's default group (the small all_reduce's fast path);
+- *numpy, general path*: the same with the fast path off (``ringrt.debug.use_fast_path``),
+  every op through the general machinery;
 - *backend*: the "ringrt" backend's ``allreduce([tensor], opts)`` called directly (its
   checks, the tensor's NumPy view, the completed torch ``Work``);
 - *torch*: ``torch.distributed.all_reduce(tensor)`` (torch's Python API and c10d dispatch on
   top of the backend).
 
-Then the NumPy path's steps, each timed alone (``ringrt.debug.all_reduce_part_costs``,
+Then the general path's steps, each timed alone (``ringrt.debug.all_reduce_part_costs``,
 ``timeit`` less an empty call, both ranks at once), and the time the same ops spend in the
 arena's waits for the peer (``ringrt.debug.all_reduce_wait``, as tracing times it). What
-remains of the *numpy* median is the op's steps not timed alone: function calls and
+remains of the general path's median is the op's steps not timed alone: function calls and
 ``try``/``finally`` between the parts, and what a step costs inside an op beyond what it
-costs in a warm ``timeit`` loop. The torch rows are differences of medians: backend - numpy, torch -
+costs in a warm ``timeit`` loop. The torch rows are differences of medians: backend - numpy (fast path), torch -
 backend. Figures are medians over rounds; the machine may be shared, so read the ratios and
 the parts together.
 """
@@ -60,9 +62,22 @@ def _modes(backend, group, tensor) -> dict:
     array = tensor.numpy()
     opts = tdist.AllreduceOptions()
     opts.asyncOp = False
+
+    def general():
+        debug.use_fast_path(False, group)
+        try:
+            for _ in range(GENERAL_BATCH):
+                ringrt.all_reduce(array, group=group)
+        finally:
+            debug.use_fast_path(True, group)
+
     return {"numpy": lambda: ringrt.all_reduce(array, group=group),
+            "numpy, general path": general,
             "backend": lambda: backend.allreduce([tensor], opts).wait(),
             "torch": lambda: tdist.all_reduce(tensor)}
+
+
+GENERAL_BATCH = 100      # general-path ops per switch (the switch itself costs a few µs)
 
 
 def _per_op_us(call, ops: int, group) -> float:
@@ -74,23 +89,30 @@ def _per_op_us(call, ops: int, group) -> float:
 
 
 def end_to_end(modes: dict, ops: int, rounds: int, group) -> dict[str, list[float]]:
-    for call in modes.values():                        # warm up
-        _per_op_us(call, ops, group)
+    def calls(name: str) -> int:
+        return ops // GENERAL_BATCH if name == "numpy, general path" else ops
+
+    for name, call in modes.items():                   # warm up
+        _per_op_us(call, calls(name), group)
     times: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(rounds):
         for name, call in modes.items():
-            times[name].append(_per_op_us(call, ops, group))
+            per_call = _per_op_us(call, calls(name), group)
+            times[name].append(per_call * calls(name) / ops)
     return times
 
 
 def breakdown(medians: dict[str, float], parts: dict[str, float], wait: float
               ) -> list[tuple[str, float]]:
-    """Rows (what, µs): the NumPy path's parts, its wait, the rest, the torch layers."""
+    """Rows (what, µs): the general path's parts, its wait, the rest; the fast path; the
+    torch layers (on top of the fast path)."""
+    general = medians["numpy, general path"]
     rows = list(parts.items())
     rows.append(("waiting for the peer (spin or futex sleep)", wait))
     rows.append(("the rest: calls between the parts, not timed alone",
-                 medians["numpy"] - sum(parts.values()) - wait))
-    rows.append(("= NumPy all_reduce (measured)", medians["numpy"]))
+                 general - sum(parts.values()) - wait))
+    rows.append(("= NumPy all_reduce, general path (measured)", general))
+    rows.append(("= NumPy all_reduce, fast path (measured)", medians["numpy"]))
     rows.append(("torch backend: checks, tensor view, Work (backend - numpy)",
                  medians["backend"] - medians["numpy"]))
     rows.append(("torch dispatch: dist.all_reduce, c10d (torch - backend)",

@@ -13,7 +13,8 @@ the general machinery the moment anything is not routine:
   mismatch notices, lost peers, the deadline), given a check built only then;
 - a peer that published another call for this op: the same check raises
   CollectiveMismatchError on every rank, as the general path does;
-- an array, reduction or size the fast path does not take, tracing, ``RINGRT_DEBUG``,
+- an array, reduction or size the fast path does not take, tracing (or waits being timed
+  otherwise: ``ringrt.debug``), ``RINGRT_DEBUG``,
   ``RINGRT_ALGO``, an async op, or another op queued or running on the group's executor:
   :meth:`run` returns False before touching anything and the caller takes the general path
   (which also raises the right error for a bad argument).
@@ -110,6 +111,7 @@ class SmallAllReduce:
         nbytes = array.nbytes
         observer = group.observer
         if nbytes > self._limit or observer.tracer is not None or group.settings.debug \
+                or arena.wait_clock is not None \
                 or forced("all_reduce") is not None or not group.claim_executor():
             return False
         try:
