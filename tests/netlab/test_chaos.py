@@ -1,11 +1,11 @@
-"""Rounds of the chaos soak (``benchmarks/robustness/chaos.py``, docs/chaos.md) on 4 netlab
-hosts: elastic NumPy DDP under seeded faults at once, then every invariant (no hang, each
-sample once, parameters equal to a replay of the schedule, nothing left on any host); and one
-round forced to slow the checkpoint disk down (its loop device, mount and cgroup gone after
-it: nothing left). A host lost for good (``cut_for_good``) costs a round over a minute (the
-cut host's ringrun waits for the store it cannot reach), too long for ``make test``: the
-soak runs it, and the unit tests cover its plumbing. ``make chaos`` runs the long soak; these
-are its smallest runs. Skip where netlab cannot run (needs root)."""
+"""A round of the chaos soak (``benchmarks/robustness/chaos.py``, docs/chaos.md) on 4 netlab
+hosts: elastic NumPy DDP under seeded faults at once, a slow checkpoint disk among them, then
+every invariant (no hang, each sample once, parameters equal to a replay of the schedule,
+nothing left on any host, the disk's loop device, mount and cgroup gone). A host lost for
+good (``cut_for_good``) costs a round over a minute (the cut host's ringrun waits for the
+store it cannot reach), too long for ``make test``: the soak runs it, and the unit tests
+cover its plumbing. ``make chaos`` runs the long soak; this
+is its smallest run. Skip where netlab cannot run (needs root)."""
 
 from __future__ import annotations
 
@@ -55,20 +55,18 @@ def run_soak(tmp_path, *options: str) -> tuple[dict, str]:
 
 
 @pytest.mark.timeout(400)
-def test_one_chaos_round_keeps_every_invariant(tmp_path):
-    record, _ = run_soak(tmp_path, "--seed", "7")
-    assert record["summary"]["faults_injected"] >= 1, record["rounds"]
-
-
-@pytest.mark.timeout(400)
-def test_a_slow_checkpoint_disk_is_survived_and_undone(tmp_path):
-    if _chaos_disk.unavailable():
-        pytest.skip(f"no slow checkpoint disk here: {_chaos_disk.unavailable()}")
-    record, _ = run_soak(tmp_path, "--seed", "5", "--workload", "ddp", "--fault", "slow_ckpt")
-    (fault,) = record["rounds"][0]["faults"]
-    assert fault["kind"] == "slow_ckpt" and fault["injected"] and fault["recovered"], fault
+def test_one_chaos_round_keeps_every_invariant_and_undoes_its_slow_disk(tmp_path):
+    """Seed 2's round draws three faults at once: a slow checkpoint disk, a cut link and a
+    full checkpoint disk (where no throttled disk can be made, the soak leaves that kind out
+    and draws others)."""
+    record, _ = run_soak(tmp_path, "--seed", "2")
+    faults = record["rounds"][0]["faults"]
+    assert len(faults) >= 1 and all(f["injected"] for f in faults), faults
+    if not _chaos_disk.unavailable():
+        assert "slow_ckpt" in [f["kind"] for f in faults], faults
     mark = f"{PREFIX}-chaos-"
     assert [m for m in Path("/proc/self/mounts").read_text().splitlines() if mark in m] == []
-    assert [c.name for c in _chaos_disk.BLKIO.iterdir() if c.name.startswith(mark)] == []
+    if _chaos_disk.BLKIO.exists():
+        assert [c.name for c in _chaos_disk.BLKIO.iterdir() if c.name.startswith(mark)] == []
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True, timeout=30)
     assert mark not in loops.stdout
