@@ -177,13 +177,20 @@ dist: $(STAMP)
 # seeded schedule of faults, invariants checked after each round; needs root.
 CHAOS_MINUTES ?= 30
 CHAOS_SEED    ?= 1
-.PHONY: chaos chaos-round
+.PHONY: chaos chaos-round flake-hunt
 chaos: $(STAMP) lab-deps
 	$(PY) -m benchmarks.robustness.chaos --minutes $(CHAOS_MINUTES) --seed $(CHAOS_SEED)
 
-# make chaos-round: the soak's round tests (tests/netlab/test_chaos.py: a seeded round and a
-# forced one, a host lost for good under slow checkpoints) alone; make test
-# runs it too (it skips where netlab cannot run).
+# make flake-hunt: the whole suite FLAKE_RUNS times, cycling plain / shuffled order / under
+# CPU load (two busy processes), counting the tests that failed in each run (about 8-12
+# minutes a run on 2 cores; the record: see the module's docstring).
+FLAKE_RUNS ?= 20
+flake-hunt: $(STAMP) lab-deps
+	$(PY) -m benchmarks.robustness.flake_hunt --runs $(FLAKE_RUNS)
+
+# make chaos-round: the soak's round test (tests/netlab/test_chaos.py: one seeded round, three
+# faults at once, a slow checkpoint disk among them) alone; make test runs it too (it skips
+# where netlab cannot run).
 chaos-round: $(STAMP) lab-deps
 	$(PY) -m pytest -q tests/netlab/test_chaos.py
 

@@ -349,6 +349,9 @@ HARNESS = tuple(Setting(name, "harness", kind, default, doc, shown) for name, ki
      "set in the processes a recipe test starts, to find them again", "unset"),
     ("RINGRT_SPEC", "str", None, "the API spec tests/unit/test_api.py checks `__all__` against",
      "`../shared/spec/API.md`"),
+    ("RINGRT_TEST_SHUFFLE", "int", None,
+     "a seed: the suite's test files, and the tests of each, run in an order shuffled by it "
+     "(`make flake-hunt`)", "unset"),
     ("RINGRT_SUITE_START", "str", None,
      "`fork`: torch's own test suite starts its ranks by fork", "spawn"),
 ))

@@ -1,6 +1,9 @@
-"""Suite-wide guards: no test may leave a rank process running."""
+"""Suite-wide guards: no test may leave a rank process running. With
+``RINGRT_TEST_SHUFFLE=SEED`` (benchmarks/robustness/flake_hunt.py) the test files run in a
+random order, and the tests of each file too."""
 
 import os
+import random
 import shutil
 
 import pytest
@@ -28,3 +31,20 @@ def workdir():
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
+
+
+def pytest_collection_modifyitems(session, config, items):
+    seed = os.environ.get("RINGRT_TEST_SHUFFLE")
+    if not seed:
+        return
+    shuffler = random.Random(int(seed))
+    by_file: dict = {}
+    for item in items:
+        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+    files = list(by_file)
+    shuffler.shuffle(files)
+    items[:] = []
+    for name in files:
+        tests = by_file[name]
+        shuffler.shuffle(tests)
+        items.extend(tests)
