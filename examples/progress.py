@@ -1,4 +1,5 @@
-"""Rank 0's progress display, shared by the examples (train.py, torch_train.py).
+"""Rank 0's progress display, shared by the examples (train.py, torch_train.py), and the
+per-step sample log every rank can keep (``--sample-log``, read by the chaos soak).
 
 A click progress bar per epoch with the latest loss and samples/s, drawn on a terminal --
 directly, or through ringrun, which draws carriage-return updates in place (it sets
@@ -8,10 +9,14 @@ directly, or through ringrun, which draws carriage-return updates in place (it s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
+import time
 
 import click
+
+from ringrt import elastic
 
 
 class _Bar:
@@ -67,3 +72,18 @@ def progress(rank: int, length: int, label: str):
 def say(rank: int, message: str) -> None:
     if rank == 0:
         click.echo(message)
+
+
+def sample_log(directory: str | None, rank: int):
+    """``log(step, epoch, indices)``: append one JSON line per step to
+    DIR/gen{G}-rank{R}.jsonl, the format the chaos soak reads (a no-op without a directory)."""
+    if directory is None:
+        return lambda *_: None
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"gen{elastic.generation()}-rank{rank}.jsonl")
+
+    def log(step, epoch, indices):
+        with open(path, "a") as out:
+            out.write(json.dumps({"step": step, "epoch": epoch, "time": time.time(),
+                                  "indices": [int(i) for i in indices]}) + "\n")
+    return log

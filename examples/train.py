@@ -57,6 +57,7 @@ from chardata import CharCorpus  # noqa: E402
 from charmodel import CharMLP  # noqa: E402
 from mlp import MLP, load_digits  # noqa: E402
 from progress import progress, say  # noqa: E402
+from progress import sample_log as open_sample_log  # noqa: E402
 
 import ringrt as dist  # noqa: E402
 from ringrt import checkpoint, elastic  # noqa: E402
@@ -191,7 +192,7 @@ def train(epochs, batch_size, lr, seed, hidden, zero, no_overlap, bucket_cap_mb,
     schedule.append([world, step])
     if elastic_mode:
         say(rank, f"generation {elastic.generation()}: world size {world} from step {step}")
-    log = _sample_log(sample_log, rank)
+    log = open_sample_log(sample_log, rank)
 
     def save_checkpoint():
         if opts.sync_every:
@@ -365,20 +366,6 @@ def _digest(params) -> str:
     for name in sorted(params):
         digest.update(name.encode() + np.ascontiguousarray(params[name]).tobytes())
     return f"parameter digest {digest.hexdigest()[:16]}"
-
-
-def _sample_log(directory, rank):
-    """``log(step, epoch, indices)``: append one JSON line per step (no-op without a dir)."""
-    if directory is None:
-        return lambda *_: None
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"gen{elastic.generation()}-rank{rank}.jsonl")
-
-    def log(step, epoch, indices):
-        with open(path, "a") as out:
-            out.write(json.dumps({"step": step, "epoch": epoch, "time": time.time(),
-                                  "indices": [int(i) for i in indices]}) + "\n")
-    return log
 
 
 def make_trainer(model: MLP, lr: float, zero: bool, overlap: bool, bucket_cap_mb: float,

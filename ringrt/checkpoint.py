@@ -421,50 +421,44 @@ def _load_optimizer(path: Path, manifest: dict, optimizer) -> None:
 
 def _load_ddp(path: Path, manifest: dict, ddp: _ddp.DistributedDataParallel | None) -> None:
     """Restore this rank's DDP state, or restart it (rank 0 warns) where none fits."""
-    mine = None if ddp is None else ddp._compression_options()
-    if mine is None:
-        return                          # nothing to restore (saved state is not needed)
-    assert ddp is not None
-    saved, world = manifest.get("ddp"), dist.get_world_size()
-    if saved is None:
-        why = "holds no gradient-compression state (saved without it, or by an older ringrt)"
-    elif saved["options"] != mine:
-        why = f"holds gradient-compression state for {saved['options']}, this DDP has {mine}"
-    elif manifest["world_size"] != world:
-        why = f"was saved by {manifest['world_size']} ranks, this world has {world}"
-    else:
-        skeleton = _read_json(path / f"{_ddp_stem(dist.get_rank())}.json")
-        ddp.load_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
+    if ddp is None:
         return
-    if dist.get_rank() == 0:
-        warnings.warn(f"ringrt.checkpoint.load: {path} {why}; PowerSGD's error feedback and "
-                      "warm-start Qs restart on every rank, so the run does not continue bit "
-                      "for bit", RuntimeWarning, stacklevel=3)
-    ddp.load_state_dict({})
+    _load_per_rank(path, manifest, "ddp", ddp._compression_options(), _ddp_stem,
+                   ddp.load_state_dict, "this DDP", "gradient-compression state",
+                   "PowerSGD's error feedback and warm-start Qs restart on every rank")
 
 
 def _load_diloco(path: Path, manifest: dict, diloco: _localsgd.DiLoCo | None) -> None:
     """Restore this rank's own DiLoCo state, or restart it (rank 0 warns) where none fits."""
-    mine = None if diloco is None else diloco._per_rank_options()
-    if mine is None:
+    if diloco is None:
         return
-    assert diloco is not None
-    saved, world = manifest.get("diloco"), dist.get_world_size()
+    _load_per_rank(path, manifest, "diloco", diloco._per_rank_options(), _diloco_stem,
+                   diloco.load_per_rank_state_dict, "this DiLoCo", "error-feedback residuals",
+                   "DiLoCo's error-feedback residuals restart at zero on every rank")
+
+
+def _load_per_rank(path: Path, manifest: dict, key: str, mine, stem, load, owner: str,
+                   what: str, restart: str) -> None:
+    """Give ``load`` this rank's saved state of manifest entry ``key`` (saved with options
+    ``mine`` by the same world size), or ``{}`` to restart it, rank 0 warning why (``owner``
+    holds the state, ``what`` it is, ``restart`` what restarting means)."""
+    if mine is None:
+        return                          # nothing to restore (saved state is not needed)
+    saved, world = manifest.get(key), dist.get_world_size()
     if saved is None:
-        why = "holds no error-feedback residuals (saved without error feedback)"
+        why = f"holds no {what} (saved without it, or by an older ringrt)"
     elif saved["options"] != mine:
-        why = f"holds error-feedback residuals for {saved['options']}, this DiLoCo has {mine}"
+        why = f"holds {what} for {saved['options']}, {owner} has {mine}"
     elif manifest["world_size"] != world:
         why = f"was saved by {manifest['world_size']} ranks, this world has {world}"
     else:
-        skeleton = _read_json(path / f"{_diloco_stem(dist.get_rank())}.json")
-        diloco.load_per_rank_state_dict(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
+        skeleton = _read_json(path / f"{stem(dist.get_rank())}.json")
+        load(_decode(skeleton, lambda leaf: _load_npy(path, leaf)))
         return
     if dist.get_rank() == 0:
-        warnings.warn(f"ringrt.checkpoint.load: {path} {why}; DiLoCo's error-feedback "
-                      "residuals restart at zero on every rank, so the run does not continue "
-                      "bit for bit", RuntimeWarning, stacklevel=3)
-    diloco.load_per_rank_state_dict({})
+        warnings.warn(f"ringrt.checkpoint.load: {path} {why}; {restart}, so the run does not "
+                      "continue bit for bit", RuntimeWarning, stacklevel=4)
+    load({})
 
 
 def _load_npy(path: Path, leaf: dict) -> np.ndarray:

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples"))         # mlp.py's digits, as examples/train.py
 from mlp import load_digits  # noqa: E402
+from progress import sample_log as open_sample_log  # noqa: E402
 
 import ringrt.torch  # noqa: E402,F401 - registers the "ringrt" backend
 from ringrt import elastic  # noqa: E402
@@ -139,7 +140,7 @@ class Job:
     def train(self, epochs: int, ckpt_every: int, stop_at_step: int, elastic_mode: bool,
               sample_log: str | None, step_sleep: float) -> None:
         self.schedule.append([self.world, self.step])
-        log = sample_logger(sample_log, self.rank)
+        log = open_sample_log(sample_log, self.rank)
         for epoch in range(self.sampler.epoch, epochs):
             self.sampler.set_epoch(epoch)
             for x, y, index in self.loader:
@@ -183,21 +184,6 @@ def ringrt_store():
     while not hasattr(store, "ringrt_store"):
         store = store.underlying_store
     return store.ringrt_store
-
-
-def sample_logger(directory: str | None, rank: int):
-    """``log(step, epoch, indices)``: one JSON line per step in DIR/gen{G}-rank{R}.jsonl, the
-    format the soak reads (``examples/train.py``'s ``--sample-log``)."""
-    if directory is None:
-        return lambda *_: None
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"gen{elastic.generation()}-rank{rank}.jsonl")
-
-    def log(step, epoch, indices):
-        with open(path, "a") as out:
-            out.write(json.dumps({"step": step, "epoch": epoch, "time": time.time(),
-                                  "indices": [int(i) for i in indices]}) + "\n")
-    return log
 
 
 if __name__ == "__main__":
