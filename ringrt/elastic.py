@@ -110,13 +110,15 @@ def membership_changed(group: ProcessGroup | None = None) -> bool:
         return False
     flag = np.zeros(1, np.int32)
     if dist.get_rank(group) == 0:
-        flag[0] = _restart_wanted(dist.get_store(), mine)
+        flag[0] = restart_wanted(dist.get_store(), mine)
     leader = 0 if group is None else group.members[0]      # the group's rank 0, as src wants
     dist.broadcast(flag, src=leader, group=group)           # (a global rank)
     return bool(flag[0])
 
 
-def _restart_wanted(store, mine: int) -> bool:
+def restart_wanted(store, mine: int) -> bool:
+    """What :func:`membership_changed` answers, read from the membership record in ``store``
+    by a worker of generation ``mine`` (``ringrt.torch.elastic`` asks it too)."""
     if not store.check([STATE_KEY]):
         return False
     state = RoundState.decode(store.get(STATE_KEY))

@@ -13,9 +13,14 @@ What makes it elastic is what the NumPy workload has, in torch's terms:
   loader's state and the world-size schedule with ``torch.save`` into a temporary file, fsyncs
   it, renames it over ``torch-ckpt.pt`` and fsyncs the directory (the same atomic publication
   as ``ringrt.checkpoint``); a barrier follows, so no rank goes on before it is complete;
-* membership: after each checkpoint rank 0 reads the elastic record from ringrun's store (the
-  one torch's rendezvous already holds) and broadcasts whether nodes wait to join, as
-  ``ringrt.elastic.membership_changed`` does for a ringrt group.
+* membership: after each checkpoint ``ringrt.torch.membership_changed()`` (rank 0 reads the
+  elastic record from ringrun's store, the one torch's rendezvous already holds, and
+  broadcasts whether nodes wait to join).
+
+With ``--sync-every H`` it trains by DiLoCo instead of DDP (``ringrt.torch.DiLoCo``, torch's
+Adam inside, ``--fragments F``): checkpoints fall on outer-step boundaries (``--ckpt-every``
+a multiple of H), where ``consolidate()`` makes every replica rank 0's, whose checkpoint then
+also holds DiLoCo's outer state; membership changes happen there.
 
 Bit-for-bit replay: one CPU thread, deterministic algorithms, and ``RINGRT_ALGO`` forcing flat
 ring collectives (the soak sets it), so the gradients' sums depend on the world size alone.
@@ -41,8 +46,8 @@ sys.path.insert(0, str(REPO / "examples"))         # mlp.py's digits, as example
 from mlp import load_digits  # noqa: E402
 from progress import sample_log as open_sample_log  # noqa: E402
 
-import ringrt.torch  # noqa: E402,F401 - registers the "ringrt" backend
 from ringrt import elastic  # noqa: E402
+from ringrt.torch import DiLoCo, membership_changed  # noqa: E402 (registers the backend)
 from ringrt.data import ArrayDataset, DataLoader, DistributedSampler  # noqa: E402
 
 CHECKPOINT = "torch-ckpt.pt"
@@ -65,14 +70,23 @@ CHECKPOINT = "torch-ckpt.pt"
               help="Rank 0 saves the final parameters here (.npz).")
 @click.option("--sample-log", type=click.Path(file_okay=False), default=None)
 @click.option("--step-sleep", default=0.0)
+@click.option("--sync-every", default=0, show_default=True, metavar="H",
+              help="DiLoCo: an outer step every H steps instead of DDP (0: DDP).")
+@click.option("--fragments", default=1, show_default=True, help="DiLoCo's fragments.")
 def main(elastic_mode, epochs, batch_size, train_samples, hidden, lr, seed, ckpt_dir,
-         ckpt_every, resume, stop_at_step, save_params, sample_log, step_sleep) -> None:
-    """Elastic torch DDP over ringrt on the digits (see the module docstring)."""
+         ckpt_every, resume, stop_at_step, save_params, sample_log, step_sleep, sync_every,
+         fragments) -> None:
+    """Elastic torch DDP (or DiLoCo) over ringrt on the digits (see the module docstring)."""
+    if sync_every and (ckpt_every % sync_every or (stop_at_step % sync_every)):
+        raise click.UsageError(f"--ckpt-every {ckpt_every} and --stop-at-step {stop_at_step} "
+                               f"must be multiples of --sync-every {sync_every}: checkpoints "
+                               "fall on outer-step boundaries")
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     dist.init_process_group("ringrt")
     try:
-        job = Job(batch_size, train_samples, hidden, lr, seed, Path(ckpt_dir))
+        job = Job(batch_size, train_samples, hidden, lr, seed, Path(ckpt_dir), sync_every,
+                  fragments)
         if job.resume_wanted(resume or elastic_mode):
             job.load()
         job.train(epochs, ckpt_every, stop_at_step, elastic_mode, sample_log, step_sleep)
@@ -87,7 +101,7 @@ class Job:
     """One generation's model, optimizer, data position and checkpoint directory."""
 
     def __init__(self, batch_size: int, train_samples: int, hidden: int, lr: float,
-                 seed: int, ckpt_dir: Path):
+                 seed: int, ckpt_dir: Path, sync_every: int = 0, fragments: int = 1):
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if batch_size % self.world:
             raise click.UsageError(f"--batch-size {batch_size} must be a multiple of the "
@@ -102,8 +116,10 @@ class Job:
         torch.manual_seed(seed)
         self.net = nn.Sequential(nn.Linear(x_train.shape[1], hidden), nn.ReLU(),
                                  nn.Linear(hidden, 10))
-        self.model = DDP(self.net)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.diloco = DiLoCo(self.net, self.optimizer, sync_every, fragments=fragments) \
+            if sync_every else None
+        self.model = self.net if self.diloco else DDP(self.net)
         self.ckpt_dir, self.step, self.schedule = ckpt_dir, 0, []
 
     def resume_wanted(self, asked: bool) -> bool:
@@ -115,16 +131,22 @@ class Job:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loader.load_state_dict(json.loads(state["loader"]))
+        if self.diloco is not None:
+            self.diloco.load_state_dict(state["diloco"])
         self.step, self.schedule = state["step"], json.loads(state["schedule"])
 
     def save(self) -> None:
         """Rank 0 publishes the checkpoint atomically; every rank waits until it has."""
+        if self.diloco is not None:
+            self.diloco.consolidate()            # every replica rank 0's, outer step applied
         if self.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             staging = self.ckpt_dir / f".{CHECKPOINT}.incomplete"
             state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "step": self.step, "loader": json.dumps(self.loader.state_dict()),
                      "schedule": json.dumps(self.schedule)}
+            if self.diloco is not None:
+                state["diloco"] = self.diloco.state_dict()
             with open(staging, "wb") as out:
                 torch.save(state, out)
                 out.flush()
@@ -149,7 +171,10 @@ class Job:
                 loss = nn.functional.cross_entropy(self.model(torch.from_numpy(x)),
                                                    torch.from_numpy(y).long())
                 loss.backward()                  # DDP all-reduces the gradients here
-                self.optimizer.step()
+                if self.diloco is not None:
+                    self.diloco.step()           # the inner step; every H an outer one
+                else:
+                    self.optimizer.step()
                 log(self.step, epoch, index)
                 time.sleep(step_sleep)
                 if self.step == stop_at_step:
@@ -159,31 +184,6 @@ class Job:
                     self.save()
                     if elastic_mode and membership_changed():
                         sys.exit(elastic.RESTART_EXIT_CODE)
-
-
-def membership_changed() -> bool:
-    """``ringrt.elastic.membership_changed`` for a torch job: rank 0 reads the elastic record
-    from ringrun's store, every rank gets its answer."""
-    mine = elastic.generation()
-    if mine is None:
-        return False
-    flag = torch.zeros(1, dtype=torch.int32)
-    if dist.get_rank() == 0:
-        store = ringrt_store()
-        if store.check([elastic.STATE_KEY]):
-            state = elastic.RoundState.decode(store.get(elastic.STATE_KEY))
-            flag[0] = state.gen != mine or state.admits_waiting
-    dist.broadcast(flag, src=0)
-    return bool(flag[0])
-
-
-def ringrt_store():
-    """ringrun's store: under ringrun torch's rendezvous holds it (ringrt/torch/_rendezvous.py),
-    inside the PrefixStore torch wraps around a default group's store."""
-    store = dist.distributed_c10d._get_default_store()
-    while not hasattr(store, "ringrt_store"):
-        store = store.underlying_store
-    return store.ringrt_store
 
 
 if __name__ == "__main__":

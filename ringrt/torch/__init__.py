@@ -30,6 +30,7 @@ Layout (each module imports only those above it)::
     _monitored.py   dist.monitored_barrier on ringrt groups (torch lets only gloo have it)
     comm_hooks.py   torch's DDP comm hooks on CPU (bf16_hook: torch's bf16 hook, registrable)
     localsgd.py     DiLoCo across hosts (DDP inside a host), over any torch optimizer
+    elastic.py      membership_changed for elastic ringrun jobs, over torch's groups
 
 Training across slow links (docs/training-across-laptops.md)::
 
@@ -49,10 +50,11 @@ from ringrt._observe import site
 from ringrt.torch import _creator, _monitored, _rendezvous
 from ringrt.torch._backend import BACKEND_NAME, ProcessGroupRingrt
 from ringrt.torch.comm_hooks import bf16_hook
+from ringrt.torch.elastic import membership_changed
 from ringrt.torch.localsgd import DiLoCo, HostGroups, host_groups, host_layout
 
 __all__ = ["BACKEND_NAME", "DiLoCo", "HostGroups", "ProcessGroupRingrt", "bf16_hook",
-           "host_groups", "host_layout"]
+           "host_groups", "host_layout", "membership_changed"]
 
 # The flight recorder and timeline name the user's line, not torch's distributed_c10d.py.
 site.skip_frames_under(os.path.dirname(torch.__file__))

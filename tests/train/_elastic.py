@@ -40,16 +40,18 @@ def check_each_sample_once(steps, schedule, epochs: int, samples: int) -> None:
     assert not problems, problems
 
 
-def replay(schedule, train_args: list[str], workdir: Path, env: dict) -> Path:
-    """The same schedule of world sizes on this machine: one plain ringrun per segment, each
-    resuming from the previous one's checkpoint. Returns the final parameters (.npz)."""
+def replay(schedule, train_args: list[str], workdir: Path, env: dict, script: Path = TRAIN
+           ) -> Path:
+    """The same schedule of world sizes on this machine: one plain ringrun per segment of
+    ``script`` (default examples/train.py), each resuming from the previous one's checkpoint.
+    Returns the final parameters (.npz)."""
     ckpt, final = Path(workdir) / "replay-ckpt", Path(workdir) / "replay.npz"
     for index, (_, world, start) in enumerate(schedule):
         stop = schedule[index + 1][2] if index + 1 < len(schedule) else 0
         args = [*train_args, "--ckpt-dir", str(ckpt), "--stop-at-step", str(stop),
                 "--save-params", str(final), *(["--resume"] if start else [])]
         proc = subprocess.run([sys.executable, "-m", "ringrt_launcher", "-n", str(world),
-                               str(TRAIN), *args], cwd=REPO, env=dict(os.environ, **env),
+                               str(script), *args], cwd=REPO, env=dict(os.environ, **env),
                               capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return final
