@@ -61,15 +61,15 @@ class SmallAllReduce:
         self.size = group.size
         self.peers = [q for q in range(group.size) if q != group.rank]
         self._waits = group.arena.tally.of("all_reduce")     # counted as ShmArena.wait does
-        self._kinds: dict = {}      # (dtype, op) -> (combine, dtype code, redop, its code, avg)
+        self._kinds: dict = {}      # (dtype, op) -> (kernel, dtype code, redop, its code, avg)
         self._slot_bytes = -1             # the slot size the limit was computed for
         self._limit = 0                   # largest array the fast path takes (bytes)
 
     # -- what the fast path takes ----------------------------------------------------------
 
     def _kind(self, dtype, op):
-        """(combine, dtype code, redop, its wire code, whether AVG) for ``op`` on ``dtype``, or None if the
-        general path must handle (and, if wrong, reject) it."""
+        """(kernel, dtype code, redop, its wire code, whether AVG) for ``op`` on ``dtype``,
+        or None if the general path must handle (and, if wrong, reject) it."""
         key = (dtype, op)
         kind = self._kinds.get(key)
         if kind is None:
@@ -122,14 +122,14 @@ class SmallAllReduce:
 
     def _all_reduce(self, array: np.ndarray, kind: tuple, nbytes: int, observer) -> None:
         group, arena = self.group, self.arena
-        _reduce, dtype_code, redop, redop_code, average = kind
+        reduce, dtype_code, redop, redop_code, average = kind
         group.check_usable("all_reduce")
         seq = group.take_seq()
         count = array.size
         # the flight recorder's record (observer.entered/started in one): the caller's frame
         # is the user's, or ringrt's own (DDP, the torch backend) that site_of walks past
-        record = observer.recorder.enter(group.group_id, seq, "all_reduce", dtype_code,
-                                              count, "shm", site_of(sys._getframe(2)))
+        record = observer.recorder.enter(group.group_id, seq, "all_reduce", dtype_code, count,
+                                         "shm", site_of(sys._getframe(2)))
         record[STATE] = RUNNING
         started = record[STARTED] = time.perf_counter()
         published = (group.group_id + 1, seq, _ALL_REDUCE, dtype_code, count, -1, redop_code, 1)
@@ -175,7 +175,6 @@ class SmallAllReduce:
                         if slow is None:
                             slow = _SlowCheck(group, seq, published)
                         slow.check([peer])        # raises CollectiveMismatchError
-            reduce = kind[0]
             reduce(views[0][:count], views[1][:count], flat)       # rank order: same bits
             for q in range(2, self.size):
                 reduce(flat, views[q][:count], flat)
