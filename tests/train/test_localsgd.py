@@ -245,24 +245,25 @@ def test_compressed_ddp_equals_the_simulation(world, case):
 @pytest.mark.parametrize("case", list(lw.RESUME))
 @pytest.mark.parametrize("resumed", ["resumed", "state-resumed"])
 def test_resumed_run_continues_bit_for_bit(world, case, resumed):
+    _assert_resumed_equals_uninterrupted(world, case, resumed,
+                                         lambda a, b: a.tobytes() == b.tobytes())
+
+
+@pytest.mark.parametrize("case", list(lw.COMPRESSED_RESUME))
+def test_compressed_ddp_resumed_from_a_checkpoint_continues_bit_for_bit(world, case):
+    _assert_resumed_equals_uninterrupted(world, case, "resumed", np.array_equal)
+
+
+def _assert_resumed_equals_uninterrupted(world, case: str, resumed: str, equal) -> None:
+    """Every rank's parameters of run ``case-resumed`` equal (``equal``) its uninterrupted
+    run's, parameter by parameter."""
     world_size, results = world
     for rank in range(world_size):
         want = params_of(results[rank].arrays, f"{case}-uninterrupted/")
         got = params_of(results[rank].arrays, f"{case}-{resumed}/")
         assert got and set(got) == set(want)
         for name in want:
-            assert got[name].tobytes() == want[name].tobytes(), (case, resumed, rank, name)
-
-
-@pytest.mark.parametrize("case", list(lw.COMPRESSED_RESUME))
-def test_compressed_ddp_resumed_from_a_checkpoint_continues_bit_for_bit(world, case):
-    world_size, results = world
-    for rank in range(world_size):
-        want = params_of(results[rank].arrays, f"{case}-uninterrupted/")
-        got = params_of(results[rank].arrays, f"{case}-resumed/")
-        assert got and set(got) == set(want)
-        for name in want:
-            assert np.array_equal(got[name], want[name]), (case, rank, name)
+            assert equal(got[name], want[name]), (case, resumed, rank, name)
 
 
 def test_a_checkpoint_without_the_compressor_state_loads_and_restarts_it(world):
