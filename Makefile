@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+$(STAMP): $(PY) pyproject.toml setup.py ringrt/_native/_fastpath.c
 	$(PY) -m pip install --quiet -e '.[test,torch]'
 	touch $(STAMP)
 

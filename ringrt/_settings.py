@@ -216,6 +216,11 @@ class Settings:
         "RINGRT_NO_FAST_PATH", _flag, False,
         "`1`: small all_reduces over shared memory take the general path instead of the "
         "fused one ([Performance](performance.md)); same results, for comparison or diagnosis")
+    no_native: bool = _setting(
+        "RINGRT_NO_NATIVE", _flag, False,
+        "`1`: ringrt's optional C module (the small all_reduce's steps, built at install "
+        "where a C compiler is found) is not used; the same steps run in Python, with the "
+        "same results ([Performance](performance.md)); read when ringrt is imported")
     generation: int | None = _setting(
         "RINGRT_GENERATION", _generation, None,
         "set by `ringrun --nnodes MIN:MAX`: the membership round of these workers "

@@ -107,7 +107,7 @@ def all_reduce(array: np.ndarray, op: ReduceOp = ReduceOp.SUM, group: Group = No
     if not async_op:
         fast = pg.fast_paths.get("all_reduce")
         if fast is None:
-            fast = pg.fast_paths["all_reduce"] = _small_all_reduce(pg)
+            fast = fast_all_reduce(pg)
         if fast and fast.run(array, op):
             return None
     _validate.array("all_reduce", array, pg.global_rank, writable=True)
@@ -118,11 +118,15 @@ def all_reduce(array: np.ndarray, op: ReduceOp = ReduceOp.SUM, group: Group = No
     return pg.run(spec, body, async_op)
 
 
-def _small_all_reduce(pg) -> SmallAllReduce | bool:
-    """The group's all_reduce fast path, or False where it has none (no shared memory)."""
-    if pg.arena is None or pg.size < 2 or pg.settings.no_fast_path:
-        return False
-    return SmallAllReduce(pg, _validate.reduce_op)
+def fast_all_reduce(pg) -> SmallAllReduce | bool:
+    """The group's all_reduce fast path (made on first use, kept in ``pg.fast_paths``), or
+    False where it has none (no shared memory, or ``RINGRT_NO_FAST_PATH``)."""
+    fast = pg.fast_paths.get("all_reduce")
+    if fast is None:
+        fast = pg.fast_paths["all_reduce"] = \
+            pg.arena is not None and pg.size >= 2 and not pg.settings.no_fast_path \
+            and SmallAllReduce(pg, _validate.reduce_op)
+    return fast
 
 
 def _all_reduce(ex, flat, redop, algorithm):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import timeit
 
-from ringrt import distributed
+from ringrt import collectives, distributed
 from ringrt._latency_parts import all_reduce_part_costs, all_reduce_wait
 from ringrt._comm.wire import CODE_DTYPES
 from ringrt._observe import site, timeline
@@ -45,14 +45,20 @@ class _NoObserver:
         pass
 
 
-def use_fast_path(enabled: bool, group=None) -> None:
+def use_fast_path(enabled: bool, group=None, native: bool = True) -> None:
     """Let ``group``'s small all_reduces take their fast path (the default) or not (every op
     through the general path, as ``RINGRT_NO_FAST_PATH=1`` does for a whole job), so a
-    benchmark can time both in one job. The results are the same bits either way."""
+    benchmark can time both in one job; with ``native=False`` the fast path runs its steps
+    in Python even where the C module is built (as ``RINGRT_NO_NATIVE=1`` does for a whole
+    job). The results are the same bits every way."""
     pg = distributed.resolve(group, "use_fast_path")
     pg.fast_paths.pop("all_reduce", None)        # made again on the next op
     if not enabled:
         pg.fast_paths["all_reduce"] = False
+    elif not native:
+        fast = collectives.fast_all_reduce(pg)
+        if fast:
+            fast.native = False
 
 
 def observers(trace_path: str, group=None) -> dict[str, object]:

@@ -2,16 +2,19 @@
 
 Run under ``ringrun -n 2 -m benchmarks.overhead.latency_breakdown`` (writes
 ``benchmarks/results/latency_breakdown.json``). One job, torch's default group on backend
-"ringrt", a 4-byte float32 all_reduce over shared memory, four ways interleaved round by
+"ringrt", a 4-byte float32 all_reduce over shared memory, five ways interleaved round by
 round (each round: a barrier, then ``--ops`` calls; per-op time = the round's time / ops,
 rank 0's clock; the two ranks run in lockstep):
 
 - *numpy*: ``ringrt.all_reduce`` on a NumPy view of the tensor, on the ringrt group behind
-  torch's default group (the small all_reduce's fast path);
+  torch's default group (the small all_reduce's fast path, its steps in C where
+  ``ringrt/_native/_fastpath.c`` is built);
+- *numpy, fast path in Python*: the same with the fast path's steps in Python
+  (``ringrt.debug.use_fast_path(True, native=False)``, as without the C module);
 - *numpy, general path*: the same with the fast path off (``ringrt.debug.use_fast_path``),
   every op through the general machinery;
 - *backend*: the "ringrt" backend's ``allreduce([tensor], opts)`` called directly (its
-  checks, the tensor's NumPy view, the completed torch ``Work``);
+  checks, the fast path on the tensor's memory, the completed torch ``Work``);
 - *torch*: ``torch.distributed.all_reduce(tensor)`` (torch's Python API and c10d dispatch on
   top of the backend).
 
@@ -71,13 +74,23 @@ def _modes(backend, group, tensor) -> dict:
         finally:
             debug.use_fast_path(True, group)
 
+    def python_steps():
+        debug.use_fast_path(True, group, native=False)
+        try:
+            for _ in range(GENERAL_BATCH):
+                ringrt.all_reduce(array, group=group)
+        finally:
+            debug.use_fast_path(True, group)
+
     return {"numpy": lambda: ringrt.all_reduce(array, group=group),
+            "numpy, fast path in Python": python_steps,
             "numpy, general path": general,
             "backend": lambda: backend.allreduce([tensor], opts).wait(),
             "torch": lambda: tdist.all_reduce(tensor)}
 
 
 GENERAL_BATCH = 100      # general-path ops per switch (the switch itself costs a few µs)
+BATCHED = ("numpy, general path", "numpy, fast path in Python")
 
 
 def _per_op_us(call, ops: int, group) -> float:
@@ -90,7 +103,7 @@ def _per_op_us(call, ops: int, group) -> float:
 
 def end_to_end(modes: dict, ops: int, rounds: int, group) -> dict[str, list[float]]:
     def calls(name: str) -> int:
-        return ops // GENERAL_BATCH if name == "numpy, general path" else ops
+        return ops // GENERAL_BATCH if name in BATCHED else ops
 
     for name, call in modes.items():                   # warm up
         _per_op_us(call, calls(name), group)
@@ -112,8 +125,10 @@ def breakdown(medians: dict[str, float], parts: dict[str, float], wait: float
     rows.append(("the rest: calls between the parts, not timed alone",
                  general - sum(parts.values()) - wait))
     rows.append(("= NumPy all_reduce, general path (measured)", general))
+    rows.append(("= NumPy all_reduce, fast path in Python (measured)",
+                 medians["numpy, fast path in Python"]))
     rows.append(("= NumPy all_reduce, fast path (measured)", medians["numpy"]))
-    rows.append(("torch backend: checks, tensor view, Work (backend - numpy)",
+    rows.append(("torch backend: checks, tensor's address, Work (backend - numpy)",
                  medians["backend"] - medians["numpy"]))
     rows.append(("torch dispatch: dist.all_reduce, c10d (torch - backend)",
                  medians["torch"] - medians["backend"]))

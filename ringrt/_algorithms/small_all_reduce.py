@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from ringrt import _native
 from ringrt._algorithms.choice import forced
 from ringrt._algorithms.shm import WHOLE_PIECE_TRAFFIC
 from ringrt._comm.exchange import Exchange
@@ -48,6 +49,7 @@ _SEQ_MASK = 0xFFFFFFFF >> STEP_BITS            # the part of seq a ticket keeps
 _WORD, _HALF_WORD = 0xFFFFFFFF, 0x80000000     # tickets compare modulo 2**32 (tickets.reached)
 # how long a wait spins before handing over to the arena's wait (which spins on, then sleeps)
 INLINE_SPIN_SECONDS = 20e-6
+_INLINE_SPIN_NS = int(INLINE_SPIN_SECONDS * 1e9)
 
 
 class SmallAllReduce:
@@ -61,15 +63,19 @@ class SmallAllReduce:
         self.size = group.size
         self.peers = [q for q in range(group.size) if q != group.rank]
         self._waits = group.arena.tally.of("all_reduce")     # counted as ShmArena.wait does
-        self._kinds: dict = {}      # (dtype, op) -> (kernel, dtype code, redop, its code, avg)
+        # (dtype, op) -> (kernel, dtype code, redop, its code, avg, C plan or None)
+        self._kinds: dict = {}
         self._slot_bytes = -1             # the slot size the limit was computed for
         self._limit = 0                   # largest array the fast path takes (bytes)
+        self.step = 0                     # the ShmOp step the op in progress has signalled
+        self.native = True                # False: Python steps even if the C module is built
 
     # -- what the fast path takes ----------------------------------------------------------
 
     def _kind(self, dtype, op):
-        """(kernel, dtype code, redop, its wire code, whether AVG) for ``op`` on ``dtype``,
-        or None if the general path must handle (and, if wrong, reject) it."""
+        """(kernel, dtype code, redop, its wire code, whether AVG, the C module's plan or
+        None) for ``op`` on ``dtype``, or None if the general path must handle (and, if
+        wrong, reject) it."""
         key = (dtype, op)
         kind = self._kinds.get(key)
         if kind is None:
@@ -81,13 +87,23 @@ class SmallAllReduce:
             except ValueError:
                 return None
             kind = self._kinds[key] = (kernel(redop, dtype), code, redop, int(redop),
-                                       redop == ReduceOp.AVG)
+                                       redop == ReduceOp.AVG, self._plan(code, int(redop)))
         return kind
+
+    def _plan(self, dtype_code: int, redop_code: int):
+        """The C module's plan for this dtype and reduction on the arena's current slots, or
+        None (not built, RINGRT_NO_NATIVE=1, or a pair it does not compile)."""
+        fastpath = _native.fastpath
+        if fastpath is None or not self.native or not fastpath.supports(dtype_code, redop_code) or \
+                self.arena.world_size != self.size or self.size > fastpath.MAX_RANKS:
+            return None
+        return self.arena.native_plan(fastpath, dtype_code, redop_code)
 
     def _refresh(self) -> None:
         """The size limit for the arena's current slot (a group arena grows its slot)."""
         arena = self.arena
         self._slot_bytes = arena.slot_bytes
+        self._kinds.clear()               # their C plans point into the old slots
         # what the general path stages as one small op (shm._reduce_through_slots, shm.fit)
         self._limit = min((arena.slot_bytes - (256 if arena.growable else 0)) // 2,
                           WHOLE_PIECE_TRAFFIC // self.size)
@@ -102,30 +118,51 @@ class SmallAllReduce:
         flags = array.flags
         if not (flags.c_contiguous and flags.writeable):
             return False
-        kind = self._kind(array.dtype, op)
-        if kind is None:
-            return False
-        group, arena = self.group, self.arena
-        if arena.slot_bytes != self._slot_bytes:
+        if self.arena.slot_bytes != self._slot_bytes:
             self._refresh()
-        nbytes = array.nbytes
-        observer = group.observer
-        if nbytes > self._limit or observer.tracer is not None or group.settings.debug \
-                or arena.wait_clock is not None \
-                or forced("all_reduce") is not None or not group.claim_executor():
+        kind = self._kind(array.dtype, op)
+        if kind is None or not self._may_run(array.nbytes):
             return False
         try:
-            self._all_reduce(array, kind, nbytes, observer)
+            self._all_reduce(array, array.size, kind, array.nbytes)
         finally:
-            group.release_executor()
+            self.group.release_executor()
         return True
 
-    def _all_reduce(self, array: np.ndarray, kind: tuple, nbytes: int, observer) -> None:
+    def run_memory(self, address: int, count: int, dtype: np.dtype, op) -> bool:
+        """All-reduce ``count`` elements of ``dtype`` at ``address`` (a torch tensor's memory,
+        C-contiguous and writable: the caller checked) in place and return True, or return
+        False having done nothing. Only through the C module, and not for AVG (whose
+        division needs an array): False where either is missing."""
+        if self.arena.slot_bytes != self._slot_bytes:
+            self._refresh()
+        kind = self._kind(dtype, op)
+        if kind is None or kind[5] is None or kind[4]:
+            return False
+        nbytes = count * dtype.itemsize
+        if not self._may_run(nbytes):
+            return False
+        try:
+            self._all_reduce(address, count, kind, nbytes)
+        finally:
+            self.group.release_executor()
+        return True
+
+    def _may_run(self, nbytes: int) -> bool:
+        """Whether an op of ``nbytes`` takes the fast path now; if so, the executor is
+        claimed (the caller releases it)."""
+        group = self.group
+        return nbytes <= self._limit and group.observer.tracer is None \
+            and not group.settings.debug and self.arena.wait_clock is None \
+            and forced("all_reduce") is None and group.claim_executor()
+
+    def _all_reduce(self, array, count: int, kind: tuple, nbytes: int) -> None:
+        """The op on ``array`` (a NumPy array, or an address for the C module)."""
         group, arena = self.group, self.arena
-        reduce, dtype_code, redop, redop_code, average = kind
+        observer = group.observer
+        reduce, dtype_code, redop, redop_code, average, plan = kind
         group.check_usable("all_reduce")
         seq = group.take_seq()
-        count = array.size
         # the flight recorder's record (observer.entered/started in one): the caller's frame
         # is the user's, or ringrt's own (DDP, the torch backend) that site_of walks past
         record = observer.recorder.enter(group.group_id, seq, "all_reduce", dtype_code, count,
@@ -134,60 +171,27 @@ class SmallAllReduce:
         started = record[STARTED] = time.perf_counter()
         published = (group.group_id + 1, seq, _ALL_REDUCE, dtype_code, count, -1, redop_code, 1)
         arena.publish(published)
-        own = arena.own
-        parity = seq & 1
         failure = None
-        step = 0                                 # the ShmOp step this rank has signalled
+        self.step = 0                            # the ShmOp step this rank has signalled
         slow = None                              # the general path's check, made on demand
         try:
             if arena.last_half_op != seq - 1:    # ShmOp.acquire_half: the previous op was not
                 slow = _SlowCheck(group, seq, published)       # a small one
                 arena.wait(self.peers, arena.released, slow.check, release=True,
                            kind="all_reduce")
-            flat = array.reshape(-1)
-            views = arena.half_views(parity, flat.dtype)
-            np.copyto(views[self.rank][:count], flat)
-            own.staged[parity] = seq
-            step = 1
-            target = encode_ticket(seq, 1)
-            arena.signal(target)
-            segments = arena.segments
-            for peer in self.peers:
-                ticket = segments[peer].ticket
-                if (ticket.value - target) & _WORD >= _HALF_WORD:      # not reached yet
-                    if slow is None:
-                        slow = _SlowCheck(group, seq, published)
-                    self._wait(ticket, target, slow)
-            mine = arena.published_bytes
-            packed = None
-            for peer in self.peers:               # ShmOp.phase's checks, inline
-                segment = segments[peer]
-                if segment.ticket.value >> STEP_BITS != seq & _SEQ_MASK and \
-                        segment.staged[parity] != seq:
-                    if slow is None:
-                        slow = _SlowCheck(group, seq, published)
-                    slow.insist_same_op(segment, parity)
-                if packed is None:
-                    packed = mine(self.rank)
-                if mine(peer) != packed:
-                    theirs = arena.read(peer)
-                    if theirs is None or theirs[1] == seq:
-                        if slow is None:
-                            slow = _SlowCheck(group, seq, published)
-                        slow.check([peer])        # raises CollectiveMismatchError
-            reduce(views[0][:count], views[1][:count], flat)       # rank order: same bits
-            for q in range(2, self.size):
-                reduce(flat, views[q][:count], flat)
+            if plan is not None:
+                self._steps_in_c(plan, array, count, seq, slow, published)
+            else:
+                self._steps(array, reduce, count, seq, slow, published)
+            self.step = 2
             arena.last_half_op = seq
-            step = 2
             arena.released = encode_ticket(seq, 2)
-            arena.signal_release(arena.released)
             if average:
-                finish(redop, flat, self.size)
+                finish(redop, array, self.size)
         except BaseException as error:
             failure = error
-            if step < 2:                          # ShmOp.release_if_unfinished
-                arena.released = encode_ticket(seq, step + 1)
+            if self.step < 2:                     # ShmOp.release_if_unfinished
+                arena.released = encode_ticket(seq, self.step + 1)
                 arena.signal_release(arena.released)
             raise
         finally:
@@ -200,6 +204,75 @@ class SmallAllReduce:
             else:
                 observer.finished(record, failure)
 
+    def _steps_in_c(self, plan, array, count: int, seq: int, slow, published: tuple) -> None:
+        """The op's steps by the C module (``ringrt/_native/_fastpath.c``); Python waits or
+        checks only when it hands back (``self.step``: the step signalled so far)."""
+        arena = self.arena
+        status = plan.run(array, count, seq, 0, 0 if arena.oversubscribed else _INLINE_SPIN_NS)
+        if not status:
+            spun = plan.last_spin_ns
+            if spun:                              # counted as _wait counts an inline spin
+                waits = self._waits
+                waits[WAITS] += 1
+                waits[SPINS] += 1
+                waits[SPIN_SECONDS] += spun * 1e-9
+            return
+        self.step = 1                             # this rank signalled step 1
+        if slow is None:
+            slow = _SlowCheck(self.group, seq, published)
+        if status == 1:                           # a peer not there yet
+            arena.wait(self.peers, encode_ticket(seq, 1), slow.check, kind="all_reduce")
+            status = plan.run(array, count, seq, 1, 0)
+        if status == 2:
+            self._check_peers(seq, seq & 1, slow, published)
+            plan.run(array, count, seq, 2, 0)
+
+    def _steps(self, array, reduce, count: int, seq: int, slow, published: tuple) -> None:
+        """The op's steps in Python (the C module is not built, or does not take this dtype
+        and reduction; ``self.step``: the step signalled so far)."""
+        arena = self.arena
+        parity = seq & 1
+        flat = array.reshape(-1)
+        views = arena.half_views(parity, flat.dtype)
+        np.copyto(views[self.rank][:count], flat)
+        arena.own.staged[parity] = seq
+        target = encode_ticket(seq, 1)
+        arena.signal(target)
+        self.step = 1
+        segments = arena.segments
+        for peer in self.peers:
+            ticket = segments[peer].ticket
+            if (ticket.value - target) & _WORD >= _HALF_WORD:      # not reached yet
+                if slow is None:
+                    slow = _SlowCheck(self.group, seq, published)
+                self._wait(ticket, target, slow)
+        self._check_peers(seq, parity, slow, published)
+        reduce(views[0][:count], views[1][:count], flat)       # rank order: same bits
+        for q in range(2, self.size):
+            reduce(flat, views[q][:count], flat)
+        arena.signal_release(encode_ticket(seq, 2))
+
+    def _check_peers(self, seq: int, parity: int, slow, published: tuple) -> None:
+        """``ShmOp.phase``'s checks, once every peer's ticket reached step 1: each peer is in
+        this op (or its staged record shows it took part), and published the same call
+        (else the general path's check raises CollectiveMismatchError)."""
+        arena = self.arena
+        segments = arena.segments
+        mine = arena.published_bytes
+        packed = mine(self.rank)
+        for peer in self.peers:
+            segment = segments[peer]
+            if segment.ticket.value >> STEP_BITS != seq & _SEQ_MASK and \
+                    segment.staged[parity] != seq:
+                if slow is None:
+                    slow = _SlowCheck(self.group, seq, published)
+                slow.insist_same_op(segment, parity)
+            if mine(peer) != packed:
+                theirs = arena.read(peer)
+                if theirs is None or theirs[1] == seq:
+                    if slow is None:
+                        slow = _SlowCheck(self.group, seq, published)
+                    slow.check([peer])        # raises CollectiveMismatchError
 
     def _wait(self, ticket, target: int, slow) -> None:
         """Wait for a peer's ticket to reach ``target``: a short spin here (counted as the

@@ -264,6 +264,30 @@ class ShmArena:
                 for q in range(self.world_size)]
         return views
 
+    def native_plan(self, fastpath, dtype_code: int, redop_code: int):
+        """A ``fastpath.Plan`` (``ringrt/_native/_fastpath.c``) for a small all_reduce of
+        ``dtype_code`` with ``redop_code`` on this arena: the addresses of every rank's
+        ticket, staged records, published block and both half slots, and of this rank's
+        release word, wake records and sleepers bytes. The plan holds NumPy views of the
+        control blocks and half slots, so the mappings outlive it even if the arena closes;
+        make a new one when the slots change (a group arena's grow)."""
+        u8 = np.dtype(np.uint8)
+        halves = [self.half_views(parity, u8) for parity in (0, 1)]
+        ranks = range(self.world_size)
+        base = [self.segments[q].ticket_address - _TICKET_AT for q in ranks]
+        controls = [np.frombuffer(self.segments[q].map, np.uint8, CONTROL_BYTES) for q in ranks]
+        own = self.own
+        return fastpath.Plan(
+            self.rank, self.world_size, dtype_code, redop_code, self.skip_idle_wakes,
+            len(halves[0][self.rank]),
+            tuple(b + _TICKET_AT for b in base), tuple(b + _STAGED_AT for b in base),
+            tuple(b + _PUBLISHED_AT for b in base),
+            tuple(v.__array_interface__["data"][0] for v in halves[0]),
+            tuple(v.__array_interface__["data"][0] for v in halves[1]),
+            own.release_address, ctypes.addressof(own.ticket_woken),
+            ctypes.addressof(own.release_woken), base[self.rank] + SLEEPERS_AT,
+            (controls, halves))
+
     def close(self) -> None:
         self.half_views_made.clear()
         self.unlink()

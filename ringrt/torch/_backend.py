@@ -42,6 +42,26 @@ from ringrt.torch import _checks, _tensors
 from ringrt.torch._work import DeferredWork, RingrtWork, completed, pending
 
 BACKEND_NAME = "ringrt"
+_DONE_KEPT = 4                  # completed Works kept for reuse (see _completed)
+
+
+def _unheld(works: list):
+    """The first of ``works`` that nothing but the list holds, or None."""
+    for work in works:
+        if sys.getrefcount(work) <= _HELD_BY_LIST_ONLY:
+            return work
+    return None
+
+
+def _list_only_refcount() -> int:
+    """``sys.getrefcount`` of an object only a list holds, as :func:`_unheld` sees it."""
+    probe = [object()]
+    for item in probe:
+        return sys.getrefcount(item)
+    raise AssertionError
+
+
+_HELD_BY_LIST_ONLY = _list_only_refcount()
 
 
 class ProcessGroupRingrt(dist.ProcessGroup):
@@ -63,6 +83,7 @@ class ProcessGroupRingrt(dist.ProcessGroup):
         self._global_rank = ringrt_group.global_rank              # quoted in errors
         self._on_shutdown = on_shutdown
         self._coalescing: list[RingrtWork] | None = None
+        self._done: list[RingrtWork] = []          # see _completed
         self._group_name = self._group_desc = ""
         # How async ops run: "thread" (on ringrt's executor, overlapping the caller's work),
         # "inline" (on the caller's thread, before the call returns) or "auto": inline for
@@ -147,6 +168,20 @@ class ProcessGroupRingrt(dist.ProcessGroup):
     # -- reductions -----------------------------------------------------------------------
 
     def allreduce(self, tensors, opts=None):
+        if opts is not None and not opts.asyncOp and self._coalescing is None \
+                and len(tensors) == 1:
+            # the group's fast path on the tensor's own memory (no NumPy view, no ringrt
+            # call between): a small blocking all_reduce on a group with shared memory
+            tensor = tensors[0]
+            fast = self.ringrt_group.fast_paths.get("all_reduce")
+            if fast is None:
+                fast = collectives.fast_all_reduce(self.ringrt_group)
+            if fast and _tensors.is_plain(tensor):
+                redop = _checks.plain_reduce_op(opts.reduceOp)
+                if redop is not None and fast.run_memory(
+                        tensor.data_ptr(), tensor.numel(), _tensors.NUMPY_DTYPES[tensor.dtype],
+                        redop):
+                    return self._completed(tensors)
         opts = opts if opts is not None else dist.AllreduceOptions()
         tensor = _checks.one_tensor("all_reduce", tensors, self._global_rank)
         redop, factor = self._reduction("all_reduce", opts, tensor)
@@ -155,6 +190,21 @@ class ProcessGroupRingrt(dist.ProcessGroup):
             tensor.detach().mul_(factor)
         start = functools.partial(collectives.all_reduce, array, redop, self.ringrt_group)
         return self._run(opts, [start], tensors)
+
+    def _completed(self, tensors) -> RingrtWork:
+        """The Work of an op that ran inline on ``tensors``: one made before, again, when
+        nothing else holds it any more (torch drops a blocking op's Work once the next op
+        is called), else a new one (kept for later, up to ``_DONE_KEPT``). Saves making a
+        torch ``Work`` per small op; a Work someone holds is never touched."""
+        kept = self._done
+        work = _unheld(kept)
+        if work is not None:
+            work.done_again(tensors)
+            return work
+        work = completed(tensors)
+        if len(kept) < _DONE_KEPT:
+            kept.append(work)
+        return work
 
     def allreduce_coalesced(self, tensors, opts=None):
         """One all_reduce over the tensors packed into one flat buffer (as gloo does)."""

@@ -76,6 +76,12 @@ def root(op: str, group_rank: int, size: int, rank: int, name: str) -> int:
     return group_rank
 
 
+def plain_reduce_op(torch_op) -> ReduceOp | None:
+    """ringrt's ReduceOp for torch's, or None for PREMUL_SUM and anything unknown (which
+    :func:`reduce_op` scales or rejects)."""
+    return _REDUCE_OPS.get(torch_op.op)
+
+
 def reduce_op(op: str, torch_op, tensor: torch.Tensor, rank: int) -> tuple[ReduceOp, float]:
     """ringrt's ReduceOp for torch's, and the PREMUL_SUM factor (1.0 otherwise).
 

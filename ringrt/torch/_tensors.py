@@ -41,9 +41,7 @@ def check(op: str, tensor, rank: int, name: str = "tensor") -> torch.Tensor:
         TypeError: not a tensor, not on the CPU, sparse, or an unsupported dtype.
         ValueError: not dense (a slice with gaps, overlapping or broadcast strides).
     """
-    if isinstance(tensor, torch.Tensor) and tensor.is_cpu and tensor.layout is torch.strided \
-            and tensor.dtype in NUMPY_DTYPES and tensor.is_contiguous() \
-            and not (tensor.is_conj() or tensor.is_neg()):
+    if is_plain(tensor):
         return tensor                         # the common case, checked in one go
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(tensor).__name__} on "
@@ -65,6 +63,14 @@ def check(op: str, tensor, rank: int, name: str = "tensor") -> torch.Tensor:
         raise ValueError(f"{op}: {name} has a lazy conjugate/negative bit on rank {rank}; "
                          "pass tensor.resolve_conj().resolve_neg()")
     return tensor
+
+
+def is_plain(tensor) -> bool:
+    """Whether ``tensor`` is a dense, C-contiguous CPU tensor of a dtype ringrt carries, with
+    no lazy conjugate/negative bit: what :func:`check` lets through without a question."""
+    return isinstance(tensor, torch.Tensor) and tensor.is_cpu \
+        and tensor.layout is torch.strided and tensor.dtype in NUMPY_DTYPES \
+        and tensor.is_contiguous() and not (tensor.is_conj() or tensor.is_neg())
 
 
 def memory_order(tensor: torch.Tensor) -> list[int] | None:

@@ -52,6 +52,12 @@ class RingrtWork(dist.Work):
         self._sender = sender                   # [group rank], filled in by recv
         self._outcome = outcome if outcome is not None else _SUCCESS  # [error] once done
 
+    def done_again(self, value) -> None:
+        """Make this completed Work (of an op that ran inline, which nothing holds any more)
+        the Work of another such op, whose future's value is ``value``."""
+        self._future = None
+        self._value = value
+
     def wait(self, timeout=None) -> bool:
         if self._future is None:                    # an op that ran inline
             return True

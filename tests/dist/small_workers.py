@@ -26,8 +26,32 @@ def _fits(dtype: np.dtype, op: str) -> bool:
     return True
 
 
-def make_input(rank: int, dtype: str, size: int, salt: int) -> np.ndarray:
-    """Small positive values (no overflow in a product of two), 2-D when the size allows."""
+# floating values where the C module's arithmetic could part from NumPy's: infinities, NaN
+# (one payload: which operand's payload a NaN sum keeps is the instruction's choice), signed
+# zeros, subnormals, values whose sum or product overflows or loses bits
+FLOAT_EXTREMES = (np.inf, -np.inf, np.nan, -0.0, 0.0, 1e-310, -1e-310, 1.5e38, -1.5e38,
+                  3.0e300, 1e-45, 0.1, 1 / 3, -2.5, 7.0)
+
+
+def make_input(rank: int, dtype: str, size: int, salt: int, extreme: bool = False
+               ) -> np.ndarray:
+    """Small positive values (no overflow in a product of two), 2-D when the size allows; or,
+    if ``extreme``, values over the dtype's whole range (integers that wrap when summed or
+    multiplied, negative ones; floating :data:`FLOAT_EXTREMES`), drawn per rank."""
+    if extreme and dtype not in ("bool", "bfloat16"):
+        rng = np.random.default_rng([rank, salt])
+        kind = np.dtype(dtype)
+        if np.issubdtype(kind, np.integer):
+            info = np.iinfo(kind)
+            x = rng.integers(info.min, info.max, size, dtype=kind, endpoint=True)
+        elif np.issubdtype(kind, np.complexfloating):
+            x = np.empty(size, kind)
+            with np.errstate(over="ignore"):
+                x.real, x.imag = (rng.choice(FLOAT_EXTREMES, size) for _ in range(2))
+        else:
+            with np.errstate(over="ignore"):
+                x = rng.choice(FLOAT_EXTREMES, size).astype(kind)
+        return x.reshape((size // 2, 2)) if size % 2 == 0 and size else x
     values = (np.arange(size) * (rank + 3) + salt * 7 + rank) % 5 + 1
     if dtype == "bool":
         x = values % 2 == 1
@@ -62,15 +86,17 @@ def _counted(fast: SmallAllReduce) -> list:
     return taken
 
 
-def fast_vs_general(rank: int, world: int, general_ranks=()):
+def fast_vs_general(rank: int, world: int, general_ranks=(), extreme: bool = False):
     """Every case twice: through the fast path and through the general path (the group's
-    fast path switched off), same inputs. On ``general_ranks`` the fast path stays off
-    throughout, so those ranks' general path meets the others' fast path."""
+    fast path switched off), same inputs (``make_input(..., extreme)``). On ``general_ranks``
+    the fast path stays off throughout, so those ranks' general path meets the others' fast
+    path. Returns the results, how many cases ran on the fast path and how many of those
+    the C module ran (``ringrt._native``; none with RINGRT_NO_NATIVE=1)."""
     dist.init_process_group()
     group = resolve(None)
-    results, fast_ops, cases_run = {}, 0, 0
+    results, fast_ops, in_c, cases_run = {}, 0, 0, 0
     for dtype, op, size, salt in cases():
-        x = make_input(rank, dtype, size, salt)
+        x = make_input(rank, dtype, size, salt, extreme)
         if not _fits(np.dtype(np.float32) if dtype == "bfloat16" else x.dtype, op):
             continue
         cases_run += 1
@@ -79,16 +105,18 @@ def fast_vs_general(rank: int, world: int, general_ranks=()):
             if path == "general" or rank in general_ranks:
                 group.fast_paths["all_reduce"] = False
             else:
-                group.fast_paths["all_reduce"] = collectives._small_all_reduce(group)
+                group.fast_paths["all_reduce"] = collectives.fast_all_reduce(group)
                 taken = _counted(group.fast_paths["all_reduce"])
             y = x.copy()
             dist.all_reduce(y, op=dist.ReduceOp[op])
             if path == "fast" and rank not in general_ranks:
                 fast_ops += taken[0]
+                fast = group.fast_paths["all_reduce"]
+                in_c += taken[0] and fast._kind(x.dtype, dist.ReduceOp[op])[5] is not None
             key = f"{dtype}/{op}/{size}/{path}"
             results[key] = y.view(np.uint16) if dtype == "bfloat16" else y
     dist.destroy_process_group()
-    return {**results, "fast_ops": fast_ops, "cases": cases_run}
+    return {**results, "fast_ops": fast_ops, "in_c": in_c, "cases": cases_run}
 
 
 def async_then_sync(rank: int, world: int):

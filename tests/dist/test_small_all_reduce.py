@@ -5,10 +5,12 @@ and counted as every op is. (Mismatches, bad input, lost peers and timeouts of s
 all_reduces, which now take this path, are tests/dist/test_faults.py's cases.)"""
 
 import inspect
+import shutil
 
 import numpy as np
 import pytest
 
+from ringrt import _native
 from tests.dist import small_workers
 from tests.dist.small_workers import _fits, cases, make_input
 from tests.world import run_world
@@ -21,24 +23,27 @@ BOOL_UFUNCS = {"SUM": np.logical_or, "PRODUCT": np.logical_and, "MIN": np.logica
                "BXOR": np.logical_xor}
 
 
-def reference(dtype: str, op: str, size: int, salt: int, world: int) -> np.ndarray:
+def reference(dtype: str, op: str, size: int, salt: int, world: int, extreme: bool = False
+              ) -> np.ndarray:
     """NumPy on every rank's input, combined in rank order (what every algorithm does)."""
-    inputs = [make_input(r, dtype, size, salt) for r in range(world)]
+    inputs = [make_input(r, dtype, size, salt, extreme) for r in range(world)]
     ufunc = (BOOL_UFUNCS if dtype == "bool" else UFUNCS)[op]
     out = inputs[0].copy()
-    for x in inputs[1:]:
-        ufunc(out, x, out=out)
-    if op == "AVG":
-        out = out / out.dtype.type(world)
+    with np.errstate(all="ignore"):
+        for x in inputs[1:]:
+            ufunc(out, x, out=out)
+        if op == "AVG":
+            out = out / out.dtype.type(world)
     return out
 
 
-def _check(world, world_size: int, general_ranks=()) -> None:
+def _check(world, world_size: int, general_ranks=(), extreme: bool = False,
+           native: bool = True) -> None:
     wrong, checked = [], 0
     for rank in range(world_size):
         got = world[rank].arrays
         for dtype, op, size, salt in cases():
-            x = make_input(rank, dtype, size, salt)
+            x = make_input(rank, dtype, size, salt, extreme)
             if not _fits(np.dtype(np.float32) if dtype == "bfloat16" else x.dtype, op):
                 continue
             fast, general = (got[f"{dtype}/{op}/{size}/{path}"] for path in ("fast", "general"))
@@ -46,26 +51,52 @@ def _check(world, world_size: int, general_ranks=()) -> None:
                 wrong.append(f"rank {rank} {dtype}/{op}/{size}: fast {fast.ravel()[:4]} "
                              f"general {general.ravel()[:4]}")
             if dtype != "bfloat16":
-                want = reference(dtype, op, size, salt, world_size)
+                want = reference(dtype, op, size, salt, world_size, extreme)
                 if want.tobytes() != fast.tobytes():
                     wrong.append(f"rank {rank} {dtype}/{op}/{size}: {fast.ravel()[:4]} vs "
                                  f"NumPy {want.ravel()[:4]}")
             checked += 1
         cases_run = world[rank].values["cases"]
         fast_ops = world[rank].values["fast_ops"]
+        in_c = world[rank].values["in_c"]
         if rank in general_ranks:
             assert fast_ops == 0
         else:       # every case on the fast path ran there
             assert fast_ops == cases_run, (fast_ops, cases_run)
+            # the C module took the integer and float32/64 cases it compiles, or none at all
+            assert in_c > 150 if native and _native.fastpath is not None else in_c == 0
     assert checked > 300 * world_size
     assert not wrong, f"{len(wrong)} wrong:\n" + "\n".join(wrong[:20])
 
 
+STEPS = {"C module": {}, "Python steps": {"RINGRT_NO_NATIVE": "1"}}
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("steps", STEPS)
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_fast_path_equals_general_path_and_numpy_bit_for_bit(world_size):
-    world = run_world("tests.dist.small_workers:fast_vs_general", world_size, timeout=100)
-    _check(world, world_size)
+def test_fast_path_equals_general_path_and_numpy_bit_for_bit(world_size, steps):
+    world = run_world("tests.dist.small_workers:fast_vs_general", world_size, timeout=100,
+                      env=STEPS[steps])
+    _check(world, world_size, native=not STEPS[steps])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("steps", STEPS)
+def test_extreme_values_give_numpys_bits_on_either_steps(steps):
+    """Integers that wrap, negative ones, infinities, NaN, signed zeros, subnormals,
+    overflowing floats: the C module's arithmetic is NumPy's, bit for bit."""
+    world = run_world("tests.dist.small_workers:fast_vs_general", 3, timeout=100,
+                      args={"extreme": True}, env=STEPS[steps])
+    _check(world, 3, extreme=True, native=not STEPS[steps])
+
+
+def test_the_c_module_is_built_where_a_compiler_is():
+    """``make install`` builds ringrt/_native/_fastpath.c; a missing build must not go
+    unnoticed where it could have been built (it is optional only where no compiler is)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: ringrt runs the Python steps")
+    assert _native.fastpath is not None, "ringrt._native._fastpath was not built: make install"
 
 
 @pytest.mark.timeout(120)

@@ -38,3 +38,26 @@ def check_table(world_size: int) -> None:
 def test_every_collective_matches_gloo_and_the_reference(world_size):
     compared = check_table(world_size)
     assert compared > 200, f"only {compared} results could be compared with gloo"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("steps", [{}, {"RINGRT_NO_NATIVE": "1"}], ids=["C module", "Python"])
+def test_small_all_reduce_runs_on_the_tensors_memory_and_equals_gloo(steps):
+    """torch's blocking all_reduce of a small tensor goes straight to the group's fast path
+    (no NumPy view, no ringrt call between) where the C module compiles the dtype and
+    reduction; everything else takes the general way; every result equals gloo's."""
+    from ringrt import _native
+
+    world = run_world("tests.torch.workers:small_all_reduce_paths", 2, timeout=100, env=steps)
+    native = _native.fastpath is not None and not steps
+    for rank in range(2):
+        arrays = world[rank].arrays
+        for key, pair in arrays.items():
+            if key.endswith("/direct"):
+                direct, plain = pair
+                assert direct == (plain and native), (rank, key, direct)
+            elif key != "direct":
+                ours, gloo = pair
+                assert ours.tobytes() == gloo.tobytes(), (rank, key, ours, gloo)
+        taken, expected, has_fast = arrays["direct"]
+        assert has_fast and taken == (expected if native else 0)

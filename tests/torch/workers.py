@@ -138,3 +138,68 @@ def collective_table(rank: int, world: int):
     dist.barrier()
     dist.destroy_process_group()
     return results
+
+
+def small_all_reduce_paths(rank: int, world: int):
+    """``dist.all_reduce`` of small tensors on the "ringrt" default group and on gloo, and
+    how many the backend ran straight from the tensor's memory (``run_memory``): plain
+    tensors of the dtypes and reductions the C module compiles must; a parameter that
+    requires grad too; a transposed or channels-last tensor, AVG, float16 and floating MAX
+    (not compiled) go the general way, with the same results."""
+    import numpy as np
+
+    from ringrt import collectives
+    from ringrt._algorithms.small_all_reduce import SmallAllReduce
+
+    dist.init_process_group("ringrt")
+    gloo = dist.new_group(backend="gloo")
+    taken = [0]
+    run_memory = SmallAllReduce.run_memory
+
+    def counting(self, *args):
+        done = run_memory(self, *args)
+        taken[0] += done
+        return done
+
+    SmallAllReduce.run_memory = counting
+    rng = np.random.default_rng(rank)
+    results, expected_direct = {}, 0
+    calls = [(dtype, op, 5) for dtype in ("float32", "float64", "int32", "int64", "uint8")
+             for op in ("SUM", "PRODUCT", "MAX")] + \
+        [("float32", "SUM", 0), ("float32", "SUM", 1000), ("int64", "BXOR", 9),
+         ("float32", "AVG", 6), ("float16", "SUM", 6),
+         ("float32", "transposed", 12), ("float32", "channels_last", 120),
+         ("float32", "parameter", 7)]
+    for dtype, op, size in calls:
+        base = torch.from_numpy(rng.integers(-3, 4, size)).to(getattr(torch, dtype))
+        if dtype == "float32" and op == "SUM":
+            base = base + torch.from_numpy(rng.random(size, dtype=np.float32))
+        outs = []
+        for group in (None, gloo):
+            t = base.clone()
+            redop = dist.ReduceOp.SUM
+            if op == "transposed":
+                t = t.reshape(3, 4).t()
+            elif op == "channels_last":
+                t = t.reshape(2, 3, 4, 5).to(memory_format=torch.channels_last)
+            elif op == "parameter":
+                t = torch.nn.Parameter(t)
+            else:
+                redop = getattr(dist.ReduceOp, op)
+            before = taken[0]
+            with torch.no_grad():
+                dist.all_reduce(t, op=redop, group=group)
+            if group is None:
+                direct = taken[0] - before
+            outs.append(t.detach().contiguous().reshape(-1).to(torch.float64).numpy().copy())
+        plain = dtype != "float16" and (op in ("SUM", "PRODUCT", "BXOR", "parameter") or
+                                        op == "MAX" and not dtype.startswith("float"))
+        expected_direct += plain
+        results[f"{dtype}/{op}/{size}"] = np.stack(outs)
+        results[f"{dtype}/{op}/{size}/direct"] = np.array([direct, plain])
+    default = dist.distributed_c10d._get_default_group()
+    backend = default if hasattr(default, "ringrt_group") else \
+        default._get_backend(torch.device("cpu"))
+    fast = collectives.fast_all_reduce(backend.ringrt_group)
+    dist.destroy_process_group()
+    return {**results, "direct": np.array([taken[0], expected_direct, bool(fast)])}

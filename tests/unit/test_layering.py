@@ -15,7 +15,8 @@ RINGRT = Path(__file__).resolve().parents[2] / "ringrt"
 # Top-level parts of ringrt, in data-flow order. A part may import parts of its own or an
 # earlier layer; importing the package root (the public API) is for the training layer on.
 LAYERS = [
-    {"errors", "_settings", "_env", "_deadline", "_dtypes", "_reduce_ops", "_curve", "_observe"},
+    {"errors", "_settings", "_env", "_deadline", "_dtypes", "_reduce_ops", "_curve", "_observe",
+     "_native"},
     {"store"},
     {"_comm"},
     {"_process_group"},
