@@ -129,8 +129,10 @@ def merge(paths: list[str]) -> dict:
 @click.option("--targets", "targets_path", default=None, type=click.Path(dir_okay=False),
               help="Instead: run benchmarks.collectives.targets per world (MPI over TCP) and "
                    "write the records here.")
+@click.option("--torch-ringrt", is_flag=True,
+              help="Also time torch.distributed over the ringrt backend in each run.")
 def main(worlds, transports, op_name, min_bytes, max_bytes, step_factor, budget, out_path,
-         plot_path, timeout, targets_path):
+         plot_path, timeout, targets_path, torch_ringrt):
     """Run every (world, MPI transport), merge, print the comparison, plot it."""
     mpi_missing = mpi_available()
     if mpi_missing:
@@ -140,8 +142,9 @@ def main(worlds, transports, op_name, min_bytes, max_bytes, step_factor, budget,
         module_args = ["benchmarks.collectives.targets"]
         runs = plan_runs(world_list, ["tcp"], mpi_missing)
     else:
-        module_args = ["benchmarks.collectives.sweep", "--compare", "gloo" if mpi_missing else
-                       "gloo,mpi", "--op", op_name, "-b", min_bytes, "-e", max_bytes,
+        systems = "gloo" if mpi_missing else "gloo,mpi"
+        module_args = ["benchmarks.collectives.sweep", "--compare",
+                       systems + (",torch-ringrt" if torch_ringrt else ""), "--op", op_name, "-b", min_bytes, "-e", max_bytes,
                        "-f", str(step_factor), "--budget", str(budget)]
         runs = plan_runs(world_list, [t for t in transports.split(",") if t], mpi_missing)
     with tempfile.TemporaryDirectory(prefix="ringrt-bench-") as tmp:

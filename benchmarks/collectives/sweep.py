@@ -67,7 +67,8 @@ def _split(text: str) -> list[str]:
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
               help="Split each point's timed iterations into this many turns per system.")
 @click.option("--compare", "compare", default="", metavar="gloo,mpi",
-              help="Also run these systems, interleaved per size.")
+              help="Also run these systems, interleaved per size: gloo, mpi, torch-ringrt "
+                   "(torch.distributed over the ringrt backend; needs gloo).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the records here (rank 0).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
@@ -81,9 +82,11 @@ def main(op_name, min_bytes, max_bytes, step_factor, sizes, dtype, iters, warmup
          rounds, compare, json_path, plot_path, run_label, ringrt_label, progress):
     """Time collectives over a sweep of sizes; print the nccl-tests table."""
     wanted = set(_split(compare))
-    if wanted - {"gloo", "mpi"}:
-        raise click.BadParameter(f"unknown systems {sorted(wanted - {'gloo', 'mpi'})}; "
-                                 "choose from gloo, mpi", param_hint="--compare")
+    known = {"gloo", "mpi", "torch-ringrt"}
+    if wanted - known:
+        raise click.BadParameter(f"unknown systems {sorted(wanted - known)}; "
+                                 "choose from gloo, mpi, torch-ringrt (torch.distributed over "
+                                 "the ringrt backend; needs gloo)", param_hint="--compare")
     ops = _table.OPS if op_name == "all" else (op_name,)
     if sizes:
         size_list = [_table.parse_size(s) for s in _split(sizes)]

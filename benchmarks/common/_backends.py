@@ -124,6 +124,40 @@ class Gloo:
         self.td.destroy_process_group()
 
 
+class TorchRingrt:
+    """torch.distributed over the "ringrt" backend: a ``new_group(backend="ringrt")`` of every
+    rank beside gloo's default group (a ringrt world of its own, as the backend makes for a
+    group under another default backend), timed through torch's Python API as gloo is."""
+
+    name = "torch-ringrt"
+
+    def __init__(self, gloo: Gloo):
+        import ringrt.torch  # noqa: F401  (registers the backend)
+
+        self.td = gloo.td
+        self._torch = gloo._torch
+        self.group = self.td.new_group(backend="ringrt")
+        self._reduce_scatter, self._all_gather = gloo._reduce_scatter, gloo._all_gather
+
+    def barrier(self) -> None:
+        self.td.barrier(group=self.group)
+
+    def prepare(self, op: str, out: np.ndarray, inp: np.ndarray | None):
+        t_out = self._torch.from_numpy(out)
+        t_inp = None if inp is None else self._torch.from_numpy(inp)
+        group = self.group
+        if op == "all_reduce":
+            return functools.partial(self.td.all_reduce, t_out, group=group)
+        if op == "broadcast":
+            return functools.partial(self.td.broadcast, t_out, 0, group=group)
+        if op == "reduce_scatter":
+            return functools.partial(self._reduce_scatter, t_out, t_inp, group=group)
+        return functools.partial(self._all_gather, t_out, t_inp, group=group)
+
+    def close(self) -> None:
+        self.td.destroy_process_group(self.group)
+
+
 class Mpi:
     """mpi4py's COMM_WORLD (MPI_Init happened at ``import mpi4py.MPI``, before ringrt)."""
 
@@ -150,7 +184,8 @@ class Mpi:
 
 
 def open_systems(wanted: set[str], timeout_s: float = 300.0):
-    """Start ringrt and whichever of ``wanted`` ({'gloo', 'mpi'}) can run here.
+    """Start ringrt and whichever of ``wanted`` ({'gloo', 'mpi', 'torch-ringrt'}) can run
+    here (torch-ringrt needs gloo: torch's default group).
 
     Returns:
         (systems, skipped): the systems, ringrt first; and (name, reason) for each one
@@ -173,6 +208,10 @@ def open_systems(wanted: set[str], timeout_s: float = 300.0):
         else:
             addr = os.environ.get("MASTER_ADDR") or "127.0.0.1"
             systems.append(Gloo(dist.get_rank(), dist.get_world_size(), addr, timeout_s))
+            if "torch-ringrt" in wanted:
+                systems.append(TorchRingrt(systems[-1]))
+    elif "torch-ringrt" in wanted:
+        skipped.append(("torch-ringrt", "needs gloo in --compare (its torch default group)"))
     if mpi is not None:
         systems.append(Mpi(mpi, mpi_label()))
     return systems, skipped

@@ -76,10 +76,14 @@ def root(op: str, group_rank: int, size: int, rank: int, name: str) -> int:
     return group_rank
 
 
+# the same by the enum's value: an int hashes in a fraction of a pybind enum's time
+_REDUCE_OPS_BY_VALUE = {torch_op.value: ours for torch_op, ours in _REDUCE_OPS.items()}
+
+
 def plain_reduce_op(torch_op) -> ReduceOp | None:
     """ringrt's ReduceOp for torch's, or None for PREMUL_SUM and anything unknown (which
     :func:`reduce_op` scales or rejects)."""
-    return _REDUCE_OPS.get(torch_op.op)
+    return _REDUCE_OPS_BY_VALUE.get(torch_op.op.value)
 
 
 def reduce_op(op: str, torch_op, tensor: torch.Tensor, rank: int) -> tuple[ReduceOp, float]:
