@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: test demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts bench-groups bench-groups-across-hosts env-docs
+.PHONY: test test-slow demo demo-torch bench bench-torch install clean lab-deps test-torch-suite fuzz soak-load docs docs-serve test-recipes dist bench-across-hosts bench-groups bench-groups-across-hosts env-docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ lab-deps:
 	fi
 
 test: $(STAMP) lab-deps docs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# make test-slow: the long tests that make test leaves out (-m slow: a variant whose ground a
+# faster test in make test covers); CI (.ci/run) runs it after make test. About a minute.
+test-slow: $(STAMP) lab-deps
+	$(PY) -m pytest -q -m slow
 
 # make docs: the site (mkdocs.yml, docs/) into site/, --strict: a broken link, anchor or API
 # reference fails the build (about 10 s). make docs-serve: browse it on 127.0.0.1:8000.

@@ -32,7 +32,8 @@ TORCH_TRAIN = REPO / "benchmarks" / "robustness" / "_chaos_torch_train.py"
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("mode", [[], ["--sync-every", "2", "--fragments", "2"],
-                                  ["torch", "--sync-every", "2", "--fragments", "2"]],
+                                  pytest.param(["torch", "--sync-every", "2", "--fragments", "2"],
+                                               marks=pytest.mark.slow)],
                          ids=["ddp", "diloco", "torch-diloco"])
 def test_late_node_admitted_at_a_checkpoint_trains_each_sample_once(tmp_path, mode):
     logdir, final = tmp_path / "samples", tmp_path / "final.npz"

@@ -47,7 +47,8 @@ def test_every_collective_across_three_hosts(lab, outdir):
 
 
 @pytest.mark.timeout(110)
-@pytest.mark.parametrize("shaping", [("--loss", "5%"), ("--profile", "wifi")],
+@pytest.mark.parametrize("shaping", [pytest.param(("--loss", "5%"), marks=pytest.mark.slow),
+                                     ("--profile", "wifi")],
                          ids=["loss5pct", "wifi"])
 def test_still_correct_under_loss_and_wifi(gige_after, outdir, shaping):
     lab = gige_after

@@ -32,6 +32,7 @@ def ipc_dir(workdir):
     return str(workdir)
 
 
+@pytest.mark.slow                # tests/torch/test_rendezvous.py runs torchrun in make test
 def test_torchrun(tmp_path, ipc_dir):
     def start(backend, out):
         env = _jobs.base_env("torchrun", ipc_dir)
@@ -85,6 +86,7 @@ def with_option(argv: list[str], option: str, value: str) -> list[str]:
     return argv
 
 
+@pytest.mark.slow
 def test_kubernetes_pytorchjob(tmp_path, ipc_dir):
     yaml = pytest.importorskip("yaml")
     manifest = yaml.safe_load((_jobs.REPO / "examples/kubernetes/pytorchjob.yaml").read_text())
