@@ -56,8 +56,11 @@ def test_small_all_reduce_runs_on_the_tensors_memory_and_equals_gloo(steps):
             if key.endswith("/direct"):
                 direct, plain = pair
                 assert direct == (plain and native), (rank, key, direct)
-            elif key != "direct":
+            elif key not in ("direct", "held"):
                 ours, gloo = pair
                 assert ours.tobytes() == gloo.tobytes(), (rank, key, ours, gloo)
+        held_kept, not_reused, few_works, total = arrays["held"]
+        assert held_kept and not_reused and total == 6.0
+        assert few_works or not native, "completed Works are reused when nothing holds them"
         taken, expected, has_fast = arrays["direct"]
         assert has_fast and taken == (expected if native else 0)

@@ -201,5 +201,17 @@ def small_all_reduce_paths(rank: int, world: int):
     backend = default if hasattr(default, "ringrt_group") else \
         default._get_backend(torch.device("cpu"))
     fast = collectives.fast_all_reduce(backend.ringrt_group)
+    direct_calls = taken[0]
+    # a completed Work someone holds is never handed out again (the backend reuses only
+    # those nothing holds): its future still gives its own op's tensor after more ops
+    opts = dist.AllreduceOptions()
+    opts.asyncOp = False
+    held_tensor = torch.ones(3)
+    held = backend.allreduce([held_tensor], opts)
+    others = [torch.ones(2) for _ in range(6)]
+    works = {id(backend.allreduce([t], opts)) for t in others}
+    results["held"] = np.array([held.get_future().value()[0] is held_tensor,
+                                id(held) not in works, len(works) <= 4,
+                                float(held_tensor.sum())])
     dist.destroy_process_group()
-    return {**results, "direct": np.array([taken[0], expected_direct, bool(fast)])}
+    return {**results, "direct": np.array([direct_calls, expected_direct, bool(fast)])}
