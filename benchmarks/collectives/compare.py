@@ -144,8 +144,9 @@ def main(worlds, transports, op_name, min_bytes, max_bytes, step_factor, budget,
     else:
         systems = "gloo" if mpi_missing else "gloo,mpi"
         module_args = ["benchmarks.collectives.sweep", "--compare",
-                       systems + (",torch-ringrt" if torch_ringrt else ""), "--op", op_name, "-b", min_bytes, "-e", max_bytes,
-                       "-f", str(step_factor), "--budget", str(budget)]
+                       systems + (",torch-ringrt" if torch_ringrt else ""), "--op", op_name,
+                       "-b", min_bytes, "-e", max_bytes, "-f", str(step_factor),
+                       "--budget", str(budget)]
         runs = plan_runs(world_list, [t for t in transports.split(",") if t], mpi_missing)
     with tempfile.TemporaryDirectory(prefix="ringrt-bench-") as tmp:
         paths, failed = run_all(runs, module_args, tmp, timeout)

@@ -94,8 +94,8 @@ class SmallAllReduce:
         """The C module's plan for this dtype and reduction on the arena's current slots, or
         None (not built, RINGRT_NO_NATIVE=1, or a pair it does not compile)."""
         fastpath = _native.fastpath
-        if fastpath is None or not self.native or not fastpath.supports(dtype_code, redop_code) or \
-                self.arena.world_size != self.size or self.size > fastpath.MAX_RANKS:
+        if fastpath is None or not self.native or self.arena.world_size != self.size \
+                or self.size > fastpath.MAX_RANKS or not fastpath.supports(dtype_code, redop_code):
             return None
         return self.arena.native_plan(fastpath, dtype_code, redop_code)
 
@@ -211,11 +211,8 @@ class SmallAllReduce:
         status = plan.run(array, count, seq, 0, 0 if arena.oversubscribed else _INLINE_SPIN_NS)
         if not status:
             spun = plan.last_spin_ns
-            if spun:                              # counted as _wait counts an inline spin
-                waits = self._waits
-                waits[WAITS] += 1
-                waits[SPINS] += 1
-                waits[SPIN_SECONDS] += spun * 1e-9
+            if spun:
+                self._count_spin(spun * 1e-9)
             return
         self.step = 1                             # this rank signalled step 1
         if slow is None:
@@ -274,6 +271,14 @@ class SmallAllReduce:
                         slow = _SlowCheck(self.group, seq, published)
                     slow.check([peer])        # raises CollectiveMismatchError
 
+    def _count_spin(self, seconds: float) -> None:
+        """Count a wait for peers that ended in the inline spin, as the arena counts a wait
+        that ended spinning (``ringrt.stats()["shm"]``)."""
+        waits = self._waits
+        waits[WAITS] += 1
+        waits[SPINS] += 1
+        waits[SPIN_SECONDS] += seconds
+
     def _wait(self, ticket, target: int, slow) -> None:
         """Wait for a peer's ticket to reach ``target``: a short spin here (counted as the
         arena counts a wait that ended spinning), then the arena's wait, which checks for
@@ -287,10 +292,7 @@ class SmallAllReduce:
                 if clock() > give_up:
                     break
             else:
-                waits = self._waits
-                waits[WAITS] += 1
-                waits[SPINS] += 1
-                waits[SPIN_SECONDS] += clock() - start
+                self._count_spin(clock() - start)
                 return
         arena.wait(self.peers, target, slow.check, kind="all_reduce")
 

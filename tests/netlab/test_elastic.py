@@ -76,7 +76,7 @@ def _wait_until(condition, timeout: float, jobs, what: str) -> float:
     raise AssertionError(f"timed out waiting for {what}\n{outputs(jobs)}")
 
 
-@pytest.mark.slow      # tests/launcher/test_elastic.py covers losing and admitting nodes on loopback
+@pytest.mark.slow      # tests/launcher/test_elastic.py: losing and admitting nodes on loopback
 @pytest.mark.timeout(150)
 def test_lost_host_continues_on_three_and_rejoins_at_a_checkpoint(lab4, tmp_path):
     logdir, ckpt, final = tmp_path / "samples", tmp_path / "ckpt", tmp_path / "final.npz"

@@ -48,7 +48,7 @@ class TwoRanks:
         """Rank 1 stages ``values`` for op ``seq`` and sets its ticket (step 1)."""
         half = self.halves[seq & 1][1].view(dtype)
         half[:len(values)] = values
-        self.control[1][shm._STAGED_AT + 8 * (seq & 1):][:8].view(np.int64)[0] = seq
+        self.word(1, shm._STAGED_AT + 8 * (seq & 1), np.int64)[0] = seq
         self.word(1, shm._TICKET_AT)[0] = encode_ticket(seq, 1)
 
 
