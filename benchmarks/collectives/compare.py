@@ -32,7 +32,7 @@ import tempfile
 
 import click
 
-from benchmarks.common import _machine, _table
+from benchmarks.common import _machine, _noise, _table
 
 PLOT_TITLE = ("collectives on 2 cores: ringrt vs torch gloo vs Open MPI (shm, tcp); "
               "median over runs")
@@ -183,6 +183,8 @@ def write(merged: dict, out_path: str, plot_path: str) -> None:
         machine = _machine.summary(run["machine"]) if "machine" in run else "machine unknown"
         click.echo(f"# run {run['run']}: {run['date']}, {machine}, load average {start:.3} at "
                    f"start, {run['loadavg'][0]:.3} at end")
+        for when, ranks in run.get("noise", {}).items():
+            click.echo(f"#   noise at {when}: {_noise.summary(ranks)}")
     click.echo("\n" + _table.compare_table(records))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:

@@ -10,15 +10,18 @@ the same job, interleaved size by size.
     python -m benchmarks.collectives.compare  # all of it, merged (make bench)
 
 Each point: every system warms up; then the systems take turns (``--rounds``, default 3, so
-load from elsewhere on a shared machine hits them alike), each turn a barrier, a timed loop
-(per-rank times of each call) and a barrier; an iteration's time is the slowest rank's (max
+load from elsewhere on a shared machine hits them alike), each turn a barrier, three untimed
+calls (the caches, after another system's turn), a timed loop (per-rank times of each call)
+and a barrier; an iteration's time is the slowest rank's (max
 over ranks after the loops); ``time`` is the median over iterations, ``mean`` the mean,
 ``p99`` the 99th percentile and ``stall`` the iterations over 5x the median (the JSON also
 has p50/p90, max and the share of the time stalls took, and for ringrt the shared-memory
 waits, sleeps, timeouts and missed wake-ups of the timed loops, summed over ranks);
 ``algbw``/``busbw`` follow nccl-tests; the iteration count fills ``--budget`` seconds (many
 for small messages, few for large). Then one more call on known inputs is checked against
-NumPy (``#wrong``: wrong elements, all ranks).
+NumPy (``#wrong``: wrong elements, all ranks). Before the first point and after the last,
+every rank at once counts the times its core was taken away (``_noise``: gaps in a busy
+loop), printed and kept in the JSON beside the machine: the floor under a small op's tail.
 ``ringrt/x`` is ringrt's median time over x's at the same size (< 1: ringrt is faster).
 Calls run back to back, as in nccl-tests, so a system whose broadcast root may run ahead of
 the receivers (Open MPI's eager sends for small messages) shows its throughput there, not
@@ -38,7 +41,7 @@ import sys
 import click
 
 import ringrt as dist
-from benchmarks.common import _backends, _machine, _measure, _table
+from benchmarks.common import _backends, _machine, _measure, _noise, _table
 from benchmarks.common._progress import Progress
 
 DTYPES = ("float32", "float64", "int32", "int64")
@@ -100,9 +103,11 @@ def main(op_name, min_bytes, max_bytes, step_factor, sizes, dtype, iters, warmup
     run_id = run_label or default_run_label(systems, world)
     if rank == 0:
         click.echo(header(systems, skipped, world, run_id))
+    noise = {"start": _noise.on_every_rank()}
     records = sweep(systems, ops, size_list, dtype, plan, run_id, rounds, progress and rank == 0)
+    noise["end"] = _noise.on_every_rank()
     if rank == 0:
-        report(records, systems, skipped, run_id, json_path, plot_path)
+        report(records, systems, skipped, run_id, json_path, plot_path, noise)
     for system in reversed(systems):
         system.close()
     sys.exit(1 if any(r["wrong"] for r in records) else 0)
@@ -140,13 +145,15 @@ def header(systems, skipped, world: int, run_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(records, systems, skipped, run_id, json_path, plot_path) -> None:
+def report(records, systems, skipped, run_id, json_path, plot_path, noise: dict) -> None:
     wrong = sum(r["wrong"] for r in records)
     click.echo(f"# #wrong total: {wrong}" + ("" if not wrong else "  -- RESULTS ARE WRONG"))
+    for when, ranks in noise.items():
+        click.echo(f"# noise at {when} (every rank at once): {_noise.summary(ranks)}")
     for name, reason in skipped:
         click.echo(f"# skipped {name}: {reason}")
     if json_path:
-        write_json(json_path, records, skipped, run_id)
+        write_json(json_path, records, skipped, run_id, noise)
         click.echo(f"# wrote {json_path}")
     if plot_path:
         from benchmarks.collectives import plot
@@ -159,11 +166,11 @@ def report(records, systems, skipped, run_id, json_path, plot_path) -> None:
                        f"{_backends.COMPARE_HINT}")
 
 
-def write_json(path: str, records: list[dict], skipped, run_id: str) -> None:
+def write_json(path: str, records: list[dict], skipped, run_id: str, noise: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(_table.json_text({"benchmark": "collectives",
-                                  "runs": [_backends.describe_run(run_id, skipped)],
+                                  "runs": [_backends.describe_run(run_id, skipped, noise)],
                                   "results": records}))
 
 

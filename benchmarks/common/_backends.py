@@ -283,9 +283,10 @@ def _commit() -> str:
     return (head or "?") + ("-dirty" if changed else "")
 
 
-def describe_run(run_id: str, skipped) -> dict:
-    """Where and how a run was measured, for the JSON record (load averages included: this
-    machine is shared, so a noisy run should be visible as one)."""
+def describe_run(run_id: str, skipped, noise: dict | None = None) -> dict:
+    """Where and how a run was measured, for the JSON record (load averages and, if measured,
+    the cores' interruptions (``_noise``) included: this machine is shared, so a noisy run
+    should be visible as one)."""
     knobs = ("RINGRT_ALGO", "RINGRT_NO_SHM", "RINGRT_SEGMENT_BYTES", "RINGRT_TRANSPORT",
              "RINGRT_SHM", "OMPI_MCA_btl", "OMP_NUM_THREADS")
     return {"run": run_id, "launcher": launcher(), "host": platform.node(),
@@ -295,4 +296,5 @@ def describe_run(run_id: str, skipped) -> dict:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "argv": sys.argv[1:], "versions": versions(),
             "skipped": {name: reason for name, reason in skipped},
+            "noise": noise or {},
             "env": {k: v for k, v in os.environ.items() if k.startswith(knobs)}}

@@ -85,11 +85,18 @@ def _sum_over_ranks(value: int) -> int:
     return int(total[0])
 
 
-def _timed(run, barrier, iters: int) -> np.ndarray:
-    """Per-iteration times on this rank, barriers around the loop and nothing else in it."""
+ROUND_WARMUP = 3          # untimed calls at the start of each round (at most the warm-up's)
+
+
+def _timed(run, barrier, iters: int, warm: int = 0) -> np.ndarray:
+    """Per-iteration times on this rank, barriers around the loop and nothing else in it
+    but ``warm`` untimed calls first (the caches and the peers' spin after another system's
+    turn: without them a round's first calls are its tail)."""
     times = np.empty(iters, dtype=np.float64)
     clock = time.perf_counter
     barrier()
+    for _ in range(warm):
+        run()
     for i in range(iters):
         start = clock()
         run()
@@ -118,12 +125,14 @@ class _Case:
         self.run = system.prepare(op, self.out, self.inp)
         self.times: list[np.ndarray] = []
         self.iters_per_round = 0
+        self.warm_per_round = 0
         self.counted = _table.is_ringrt(system.name)
         self.shm = np.zeros(len(SHM_COUNTERS), dtype=np.int64)
 
     def time_round(self) -> None:
         before = shm_counters() if self.counted else None
-        self.times.append(_timed(self.run, self.system.barrier, self.iters_per_round))
+        self.times.append(_timed(self.run, self.system.barrier, self.iters_per_round,
+                                 self.warm_per_round))
         if self.counted:
             self.shm += shm_counters() - before
 
@@ -142,7 +151,8 @@ def measure(systems, op: str, nbytes: int, dtype: str, budget: Budget, run_id: s
 
     Each system warms up, then the timed iterations are split into ``rounds`` that take
     turns (round r starts with system r mod n), so a burst of load from elsewhere on the
-    machine lands on every system alike rather than on whichever was running.
+    machine lands on every system alike rather than on whichever was running. Each round
+    starts with ``ROUND_WARMUP`` untimed calls (fewer if the warm-up is shorter).
 
     Returns:
         One record (:func:`benchmarks.common._table.record`) per system, identical on every rank.
@@ -154,6 +164,7 @@ def measure(systems, op: str, nbytes: int, dtype: str, budget: Budget, run_id: s
     cases = [_Case(system, op, count, np_dtype, world) for system in systems]
     for case in cases:
         case.iters_per_round = -(-_iterations(case, warmup, budget) // rounds)
+        case.warm_per_round = min(warmup, ROUND_WARMUP)
     for r in range(rounds):
         for case in cases[r % len(cases):] + cases[:r % len(cases)]:
             case.time_round()
