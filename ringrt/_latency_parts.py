@@ -19,6 +19,8 @@ import numpy as np
 from ringrt import _validate, collectives
 from ringrt._algorithms import shm as shm_algorithms
 from ringrt._comm.exchange import Exchange
+from ringrt._comm.tickets import encode_ticket
+from ringrt._comm.wire import OP_CODES
 from ringrt._deadline import Deadline
 from ringrt._observe.waits import WaitClock
 from ringrt._reduce_ops import ReduceOp, combiner, finish
@@ -132,3 +134,59 @@ def all_reduce_part_costs(number: int, group=None) -> dict[str, float]:
     empty = timeit.timeit(lambda: None, number=number)
     return {name: max(0.0, (timeit.timeit(call, number=number) - empty) / number * 1e6)
             for name, call in _parts(pg, flat).items()}
+
+
+def steps_only_times(ops: int, python_ns: int = 0, group=None) -> np.ndarray:
+    """Nanoseconds of each of ``ops`` 4-byte float32 SUM all_reduces over ``group``'s arena
+    (default: the world) made of the fast path's C steps alone (stage, signal, wait, check,
+    reduce, release: ``SmallAllReduce._steps_in_c``), each after a fixed run of
+    ``python_ns`` of plain Python work inside the timed span; no entry checks, flight record,
+    publish or counters. What a small op's tail is on this machine for an op of that much
+    Python: every member calls it at the same time with the same arguments. Needs the C
+    module (``ValueError`` where it is not built or is switched off)."""
+    pg = _member_with_arena(group)
+    flat = np.zeros(1, dtype=np.float32)                  # sums stay 0
+    collectives.all_reduce(flat, group=pg)                # the fast path is set up
+    fast = collectives.fast_all_reduce(pg)
+    kind = fast._kind(flat.dtype, ReduceOp.SUM) if fast else None
+    if kind is None or kind[5] is None:
+        raise ValueError("steps_only_times needs the fast path's C module (built, and "
+                         "neither RINGRT_NO_NATIVE nor use_fast_path(native=False))")
+    plan, arena = kind[5], pg.arena
+    loops = _python_loops(python_ns)
+    times = np.empty(ops, dtype=np.int64)
+    clock = time.perf_counter_ns
+    if not pg.claim_executor():
+        raise RuntimeError("steps_only_times: another op of this group is running")
+    try:
+        seq = pg.take_seq()
+        published = (pg.group_id + 1, seq, OP_CODES["all_reduce"], kind[1], 1, -1, kind[3], 1)
+        arena.publish(published)                       # the same block on every rank
+        for i in range(ops):
+            start = clock()
+            for _ in loops:
+                pass
+            fast._steps_in_c(plan, flat, 1, seq, None, published)
+            times[i] = clock() - start
+            arena.last_half_op, arena.released = seq, encode_ticket(seq, 2)
+            if i + 1 < ops:
+                seq = pg.take_seq()
+    finally:
+        pg.release_executor()
+    return times
+
+
+def _python_loops(python_ns: int) -> range:
+    """A ``range`` whose empty ``for`` loop takes about ``python_ns`` here (a fixed amount
+    of work, so that a stall inside it lengthens it, as it would an op's own Python)."""
+    if python_ns <= 0:
+        return range(0)
+    probe = range(100_000)
+    best = min(timeit.repeat(functools.partial(_run_loop, probe), number=1, repeat=5))
+    per_loop_ns = best / len(probe) * 1e9
+    return range(max(1, round(python_ns / per_loop_ns)))
+
+
+def _run_loop(loops: range) -> None:
+    for _ in loops:
+        pass

@@ -10,6 +10,8 @@ than breaking the benchmark. ``benchmarks/overhead/latency_breakdown.py`` times 
 of a small shared-memory all_reduce alone with :func:`all_reduce_part_costs`, and the time
 its ops spend waiting for the peers with :func:`all_reduce_wait` (both of the general path:
 the fast path, :func:`use_fast_path`, declines while waits are timed).
+``benchmarks/overhead/tail_floor.py`` times the fast path's C steps alone after a fixed run
+of Python with :func:`steps_only_times`, to show how a small op's tail depends on its length.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import timeit
 
 from ringrt import collectives, distributed
-from ringrt._latency_parts import all_reduce_part_costs, all_reduce_wait
+from ringrt._latency_parts import all_reduce_part_costs, all_reduce_wait, steps_only_times
 from ringrt._comm.wire import CODE_DTYPES
 from ringrt._observe import site, timeline
 from ringrt._observe.observer import Observer
@@ -148,4 +150,5 @@ def observer_part_costs(number: int, trace_path: str) -> dict[str, float]:
 
 
 __all__ = ["OBSERVER_MODES", "observers", "use_observer", "close_observers",
-           "observer_part_costs", "all_reduce_part_costs", "all_reduce_wait"]
+           "observer_part_costs", "all_reduce_part_costs", "all_reduce_wait",
+           "steps_only_times"]

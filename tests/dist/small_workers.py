@@ -152,3 +152,26 @@ def recorded(rank: int, world: int):
             "calls": stats["ops"]["all_reduce"]["calls"],
             "bytes": stats["ops"]["all_reduce"]["bytes"],
             "shm": stats["algorithms"].get("all_reduce/shm", 0), "x": x}
+
+
+def steps_only(rank: int, world: int):
+    """debug.steps_only_times between real ops: its times, and that the ops around it (and
+    the C steps' own sums, which stay 0) still give the right results."""
+    from ringrt import debug
+
+    dist.init_process_group()
+    before = np.full(3, rank + 1, np.float32)
+    dist.all_reduce(before)
+    times = debug.steps_only_times(50, 500)
+    after = np.full(5, rank + 1.0, np.float64)
+    dist.all_reduce(after)
+    debug.use_fast_path(True, native=False)
+    try:
+        debug.steps_only_times(1)
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    debug.use_fast_path(True)
+    dist.all_reduce(before)
+    dist.destroy_process_group()
+    return {"times": times, "before": before, "after": after, "refused": refused}

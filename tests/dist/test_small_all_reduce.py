@@ -131,3 +131,16 @@ def test_fast_path_ops_are_recorded_and_counted_like_any_op():
         assert (got["name"], got["state"], got["algorithm"]) == ("all_reduce", "done", "shm")
         assert got["calls"] >= 4 and got["shm"] >= 4 and got["bytes"] >= 4 * 12
         assert (world[rank].arrays["x"] == 16).all()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(_native.fastpath is None, reason="the C module is not built here")
+def test_steps_only_times_leaves_the_group_consistent_and_needs_the_c_module():
+    world = run_world("tests.dist.small_workers:steps_only", 2, timeout=50)
+    for rank in range(2):
+        got = world[rank]
+        times = got.arrays["times"]
+        assert times.shape == (50,) and (times > 0).all()
+        assert (got.arrays["before"] == 6).all()          # (1 + 2), then summed again
+        assert (got.arrays["after"] == 3).all()
+        assert "C module" in got.values["refused"]
