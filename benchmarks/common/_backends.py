@@ -64,6 +64,10 @@ class Ringrt:
     def barrier(self) -> None:
         dist.barrier()
 
+    def shm_stats(self) -> dict | None:
+        """The shared-memory wait counters of ``ringrt.stats()``."""
+        return dist.stats().get("shm")
+
     def prepare(self, op: str, out: np.ndarray, inp: np.ndarray | None):
         if op == "all_reduce":
             return functools.partial(dist.all_reduce, out)
@@ -141,6 +145,13 @@ class TorchRingrt:
 
     def barrier(self) -> None:
         self.td.barrier(group=self.group)
+
+    def shm_stats(self) -> dict | None:
+        """The shared-memory wait counters of the backend's own ringrt world."""
+        group = self.group
+        backend = group if hasattr(group, "ringrt_group") else \
+            group._get_backend(self._torch.device("cpu"))
+        return backend.ringrt_group.stats().get("shm")
 
     def prepare(self, op: str, out: np.ndarray, inp: np.ndarray | None):
         t_out = self._torch.from_numpy(out)

@@ -109,15 +109,16 @@ def _timed(run, barrier, iters: int, warm: int = 0) -> np.ndarray:
 SHM_COUNTERS = ("waits", "sleeps", "timeouts", "missed_wakeups")
 
 
-def shm_counters(names=SHM_COUNTERS) -> np.ndarray:
-    """This rank's shared-memory wait counters ``names`` so far (zeros without shm)."""
-    shm = dist.stats().get("shm") or {}
+def shm_counters(names=SHM_COUNTERS, system=None) -> np.ndarray:
+    """This rank's shared-memory wait counters ``names`` so far (zeros without shm): of the
+    ringrt world ``system`` runs on (its ``shm_stats()``), else of ringrt's default group."""
+    shm = (system.shm_stats() if system is not None else dist.stats().get("shm")) or {}
     return np.array([shm.get(name, 0) for name in names], dtype=np.int64)
 
 
 class _Case:
     """One system's buffers, prepared call and pooled per-iteration times for one point
-    (and, for ringrt, its shared-memory wait counters over the timed loops)."""
+    (and, for a system on ringrt, its shared-memory wait counters over the timed loops)."""
 
     def __init__(self, system, op: str, count: int, dtype: np.dtype, world: int):
         self.system = system
@@ -126,15 +127,15 @@ class _Case:
         self.times: list[np.ndarray] = []
         self.iters_per_round = 0
         self.warm_per_round = 0
-        self.counted = _table.is_ringrt(system.name)
+        self.counted = hasattr(system, "shm_stats")
         self.shm = np.zeros(len(SHM_COUNTERS), dtype=np.int64)
 
     def time_round(self) -> None:
-        before = shm_counters() if self.counted else None
+        before = shm_counters(system=self.system) if self.counted else None
         self.times.append(_timed(self.run, self.system.barrier, self.iters_per_round,
                                  self.warm_per_round))
         if self.counted:
-            self.shm += shm_counters() - before
+            self.shm += shm_counters(system=self.system) - before
 
     def shm_record(self) -> dict | None:
         """The counters summed over ranks (every rank calls this), ringrt only."""

@@ -188,14 +188,16 @@ def format_table(records: list[dict]) -> str:
 
 
 def shm_lines(records: list[dict]) -> str:
-    """ringrt's shared-memory waits per size, summed over ranks (records that have them)."""
-    counted = [r for r in records if "shm" in r]
+    """Shared-memory waits per size and system on ringrt, summed over ranks (records that
+    have them)."""
+    counted = [r for r in records if r.get("shm")]
     if not counted:
         return ""
-    lines = ["# ringrt shm waits over the timed loops, all ranks: size: waits / sleeps / "
-             + "timeouts / missed wake-ups"]
-    lines += [f"#   {format_size(r['bytes']):>6}: {r['shm']['waits']} / {r['shm']['sleeps']} / "
-              f"{r['shm']['timeouts']} / {r['shm']['missed_wakeups']}" for r in counted]
+    lines = ["# ringrt shm waits over the timed loops, all ranks: size system: waits / sleeps "
+             + "/ timeouts / missed wake-ups"]
+    lines += [f"#   {format_size(r['bytes']):>6} {r['system']}: {r['shm']['waits']} / "
+              f"{r['shm']['sleeps']} / {r['shm']['timeouts']} / {r['shm']['missed_wakeups']}"
+              for r in counted]
     return "\n".join(lines) + "\n"
 
 

@@ -227,3 +227,15 @@ def test_summarize_reports_tails_and_stalls():
     assert stats["stalled_share"] == pytest.approx(50 / 145)
     assert _table.summarize([2e-6, 9e-6])["stalled"] == 0     # 9 < 5 x median 5.5
     assert np.percentile(seconds, 90) * 1e6 == pytest.approx(stats["p90_us"])
+
+
+def test_shm_lines_name_each_system_on_ringrt():
+    records = [{"bytes": 4, "system": "ringrt",
+                "shm": {"waits": 10, "sleeps": 1, "timeouts": 0, "missed_wakeups": 0}},
+               {"bytes": 4, "system": "torch-ringrt",
+                "shm": {"waits": 7, "sleeps": 3, "timeouts": 0, "missed_wakeups": 0}},
+               {"bytes": 4, "system": "gloo", "shm": None}]
+    lines = _table.shm_lines(records).splitlines()
+    assert lines[1:] == ["#        4 ringrt: 10 / 1 / 0 / 0",
+                         "#        4 torch-ringrt: 7 / 3 / 0 / 0"]
+    assert _table.shm_lines(records[2:]) == ""
