@@ -157,6 +157,7 @@ def stats() -> dict:
                      "wakeups", "changed", "timeouts", "interrupted",
                      "missed_wakeups",          # timed out though a wake had come: lost
                      "overslept",               # timed out though the wait was over
+                     "moves",                   # moved off a late peer's CPU (fast path)
                      "by_op": {"all_reduce": {the same}, ..., "p2p": {...}}} or None,
              "shm_groups": {"arenas",        # subgroups' shared memory (docs/groups.md)
                             "mapped_bytes"},  # their segments this rank maps

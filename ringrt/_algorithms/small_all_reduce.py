@@ -19,6 +19,18 @@ the general machinery the moment anything is not routine:
   :meth:`run` returns False before touching anything and the caller takes the general path
   (which also raises the right error for a bad argument).
 
+A wait for the peers first spins inline (``INLINE_SPIN_SECONDS``). After a wake-up the
+kernel may put two ranks on one core (it places a woken process near its waker) and leave
+the other core idle for milliseconds while both are busy (each ran there a moment ago, so
+moving one looks costly): then a rank spinning for its peer keeps the peer from running,
+and each op takes two of the scheduler's turns until the kernel moves one (the tail
+benchmark, ``benchmarks/overhead/tail_floor.py``, and docs/performance.md show the cost).
+So each rank notes its CPU in its control block at every op, and the C steps, finding a
+peer late by ``MOVE_AFTER_NS`` whose CPU is their own, move this rank to another allowed CPU
+(``sched_setaffinity`` without that CPU, then with it again), once an op, counted as
+``moves`` in ``ringrt.stats()["shm"]``. The Python steps (no C module) cannot read their
+CPU cheaply and wait as before.
+
 Every op still takes its sequence number, publishes its call (so a peer on the general path
 compares it), gets a flight-recorder record with the user's call site, counts in
 ``ringrt.stats()`` and tells the mailbox it finished, as every op does.
@@ -36,7 +48,7 @@ from ringrt._algorithms.choice import forced
 from ringrt._algorithms.shm import WHOLE_PIECE_TRAFFIC
 from ringrt._comm.exchange import Exchange
 from ringrt._comm.tickets import STEP_BITS, encode_ticket
-from ringrt._comm.wakeups import SPIN_SECONDS, SPINS, WAITS
+from ringrt._comm.wakeups import MOVES, SPIN_SECONDS, SPINS, WAITS
 from ringrt._comm.wire import DTYPE_CODES, OP_CODES
 from ringrt._deadline import Deadline
 from ringrt._observe.recorder import DONE, ENDED, RUNNING, STARTED, STATE
@@ -213,7 +225,9 @@ class SmallAllReduce:
             spun = plan.last_spin_ns
             if spun:
                 self._count_spin(spun * 1e-9)
+                self._waits[MOVES] += plan.last_moved
             return
+        self._waits[MOVES] += plan.last_moved
         self.step = 1                             # this rank signalled step 1
         if slow is None:
             slow = _SlowCheck(self.group, seq, published)

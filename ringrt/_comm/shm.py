@@ -66,6 +66,8 @@ from ringrt._comm.tickets import MAX_STEPS, encode_ticket, in_op, next_op, reach
 
 CONTROL_BYTES = 4096
 _TICKET_AT, _STAGED_AT, _RELEASE_AT, _PUBLISHED_AT = 0, 16, 48, 64
+_CPU_AT = 128                     # the CPU its last small all_reduce ran on, plus one (int32, 0:
+                                  # unknown; written by _fastpath.c, its CPU_AT), on its own line
 _DOORBELL_AT = 192                # its own cache line: point-to-point never disturbs tickets
 # each futex word's wake record (wakeups.py), 8-aligned (stored in one piece) on its word's line
 _TICKET_WOKEN_AT, _RELEASE_WOKEN_AT, _DOORBELL_WOKEN_AT = 8, 56, 200

@@ -22,7 +22,9 @@ doorbell) first spins, then sleeps on the futex in slices. Per op kind (``all_re
   after the slice ran out, has no record of that value from before the slice's end: a
   plain timeout, however the scheduler delayed anyone;
 - ``overslept``: timeouts after which what we waited for had happened although the word
-  slept on was unchanged (progress signalled on another word: sleeping on the wrong word).
+  slept on was unchanged (progress signalled on another word: sleeping on the wrong word);
+- ``moves``: waits of the small all_reduce's C steps that found the late peer waiting for
+  this rank's CPU and moved this rank to another (``ringrt/_native/_fastpath.c``).
 
 Only waits that find a peer missing touch the counters (a list increment each), nothing on
 the fast path. A signal costs one clock read and one store more (its wake record).
@@ -35,9 +37,9 @@ import time
 from ringrt._comm import futex
 
 FIELDS = ("waits", "spins", "spin_seconds", "sleeps", "slept_seconds", "wakeups", "changed",
-          "timeouts", "interrupted", "missed_wakeups", "overslept")
+          "timeouts", "interrupted", "missed_wakeups", "overslept", "moves")
 (WAITS, SPINS, SPIN_SECONDS, SLEEPS, SLEPT_SECONDS, WAKEUPS, CHANGED, TIMEOUTS, INTERRUPTED,
- MISSED_WAKEUPS, OVERSLEPT) = range(len(FIELDS))
+ MISSED_WAKEUPS, OVERSLEPT, MOVES) = range(len(FIELDS))
 _BY_OUTCOME = {futex.WOKEN: WAKEUPS, futex.CHANGED: CHANGED, futex.TIMED_OUT: TIMEOUTS,
                futex.INTERRUPTED: INTERRUPTED}
 
@@ -72,7 +74,7 @@ def woke_before(record: int, value: int, deadline_ns: int) -> bool:
 
 def new_entry() -> list:
     """One op kind's counters, indexed by the constants above."""
-    return [0, 0, 0.0, 0, 0.0, 0, 0, 0, 0, 0, 0]
+    return [0, 0, 0.0, 0, 0.0, 0, 0, 0, 0, 0, 0, 0]
 
 
 class WaitTally:

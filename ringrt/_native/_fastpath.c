@@ -4,7 +4,8 @@
  *
  * One call does, on the words and half slots of a shared-memory arena (ringrt/_comm/shm.py):
  * stage this rank's data in the op's half slot, mark it staged, set its ticket, wake sleepers
- * (only if a peer's sleepers byte is set), spin a short while for every peer's ticket, check
+ * (only if a peer's sleepers byte is set), spin a short while for every peer's ticket
+ * (moving to another CPU if the late peer waits for ours: move_off), check
  * each peer is in this op and published the same call, reduce the halves in rank order into
  * the caller's buffer, set the release word and wake its sleepers. It hands back to Python
  * (which waits, checks or raises with the general machinery) whenever something is not
@@ -33,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 #include <limits.h>
+#include <sched.h>            /* sched_getcpu, CPU_SET: Python.h defined _GNU_SOURCE */
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -43,6 +45,8 @@
 #define STEP_BITS 10           /* tickets.py */
 #define SEQ_MASK (0xFFFFFFFFu >> STEP_BITS)
 #define PUBLISHED_BYTES 64     /* shm.py: 8 int64 fields */
+#define MOVE_AFTER_NS 4000     /* a peer this late may be waiting for our CPU (move_off) */
+#define CPU_AT 128             /* shm.py: _CPU_AT, from the control block's start (the ticket) */
 
 /* wire.py's dtype codes and _reduce_ops.ReduceOp's values */
 enum { D_INT8 = 2, D_INT16, D_INT32, D_INT64, D_UINT8, D_UINT16, D_UINT32, D_UINT64,
@@ -67,6 +71,41 @@ static inline int reached(uint32_t ticket, uint32_t target) {
     return (uint32_t)(ticket - target) < 0x80000000u;
 }
 
+/* The CPU a rank ran its last small all_reduce on, plus one (0: unknown, as a new segment
+ * reads), in its control block (shm.py's _CPU_AT). */
+static inline int32_t *cpu_word(uint32_t *ticket) {
+    return (int32_t *)((char *)ticket + CPU_AT);
+}
+
+static inline int32_t this_cpu_plus_one(void) {
+#ifdef __linux__
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : cpu + 1;
+#else
+    return 0;
+#endif
+}
+
+/* Move off `cpu` (where a peer we wait for is waiting to run): allow every CPU but it, which
+ * migrates this thread at once, then allow them all again; it stays where it went. Returns
+ * whether it moved (not when `cpu` is the only one allowed). */
+static int move_off(int cpu) {
+#ifdef __linux__
+    cpu_set_t allowed, elsewhere;
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+        return 0;
+    elsewhere = allowed;
+    CPU_CLR(cpu, &elsewhere);
+    if (CPU_COUNT(&elsewhere) == 0 || sched_setaffinity(0, sizeof elsewhere, &elsewhere) != 0)
+        return 0;
+    sched_setaffinity(0, sizeof allowed, &allowed);
+    return 1;
+#else
+    (void)cpu;
+    return 0;
+#endif
+}
+
 typedef struct {
     PyObject_HEAD
     int rank, size, itemsize, dtype, op, skip_idle_wakes;
@@ -79,6 +118,7 @@ typedef struct {
     uint64_t *ticket_woken, *release_woken;
     const uint8_t *sleepers;              /* this rank's segment: a byte per peer */
     uint64_t last_spin_ns;                /* how long the last inline spin took */
+    int last_moved;                       /* whether the last run moved off a peer's CPU */
     PyObject *keep;                       /* what keeps the mappings alive */
 } Plan;
 
@@ -259,11 +299,14 @@ static PyObject *Plan_run(Plan *p, PyObject *const *args, Py_ssize_t nargs) {
     int me = p->rank, status = 0;
     uint32_t target = (uint32_t)(((uint64_t)seq << STEP_BITS) + 1);
     if (from_step == 0) {
+        p->last_moved = 0;
+        __atomic_store_n(cpu_word(p->ticket[me]), this_cpu_plus_one(), __ATOMIC_RELAXED);
         memcpy(p->half[parity][me], data, (size_t)nbytes);
         __atomic_store_n(&p->staged[me][parity], (int64_t)seq, __ATOMIC_RELEASE);
         __atomic_store_n(p->ticket[me], target, __ATOMIC_RELEASE);
         wake(p->ticket[me], p->ticket_woken, target, p);
         uint64_t start = 0, spun = 0;
+        int moved = 0;                        /* at most one move an op */
         for (int q = 0; q < p->size && status == 0; q++) {
             if (q == me || reached(__atomic_load_n(p->ticket[q], __ATOMIC_ACQUIRE), target))
                 continue;
@@ -273,9 +316,26 @@ static PyObject *Plan_run(Plan *p, PyObject *const *args, Py_ssize_t nargs) {
                 cpu_relax();
                 if (reached(__atomic_load_n(p->ticket[q], __ATOMIC_ACQUIRE), target))
                     break;
-                if ((i & 31) == 0 && (long long)(now_ns() - start) > spin_ns) {
-                    status = 1;
-                    break;
+                if ((i & 31) == 0) {
+                    long long spun = (long long)(now_ns() - start);
+                    if (spun > spin_ns) {
+                        status = 1;
+                        break;
+                    }
+                    if (spun > MOVE_AFTER_NS && !moved) {
+                        /* the peer is late: if it last ran on our CPU, it waits for it
+                         * (the kernel put us together after a wake-up): go elsewhere */
+                        int32_t theirs = __atomic_load_n(cpu_word(p->ticket[q]),
+                                                         __ATOMIC_RELAXED);
+                        if (theirs > 0 && theirs == this_cpu_plus_one()) {
+                            moved = 1;
+                            if (move_off(theirs - 1)) {
+                                p->last_moved = 1;
+                                __atomic_store_n(cpu_word(p->ticket[me]), this_cpu_plus_one(),
+                                                 __ATOMIC_RELAXED);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -315,6 +375,10 @@ static PyObject *Plan_last_spin_ns(Plan *p, void *closure) {
     return PyLong_FromUnsignedLongLong(p->last_spin_ns);
 }
 
+static PyObject *Plan_last_moved(Plan *p, void *closure) {
+    return PyBool_FromLong(p->last_moved);
+}
+
 static PyMethodDef Plan_methods[] = {
     {"run", (PyCFunction)(void (*)(void))Plan_run, METH_FASTCALL,
      "run(data, count, seq, from_step, spin_ns) -> 0 done, 1 wait for peers, 2 check"},
@@ -323,6 +387,8 @@ static PyMethodDef Plan_methods[] = {
 static PyGetSetDef Plan_getset[] = {
     {"last_spin_ns", (getter)Plan_last_spin_ns, NULL,
      "how long the last run's spin for peers took (ns; 0: none was missing)", NULL},
+    {"last_moved", (getter)Plan_last_moved, NULL,
+     "whether the last run moved this thread off the CPU a late peer was waiting for", NULL},
     {NULL}};
 
 static PyTypeObject PlanType = {

@@ -3,6 +3,8 @@ control blocks and half slots laid out in NumPy buffers as ShmArena lays them ou
 side written by the test. Each hand-over status, the from_step resumptions, the wake only
 when a sleepers byte is set, and the guard rails on bad arguments."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -150,3 +152,47 @@ def test_bad_arguments_are_refused_before_anything_is_touched():
         TwoRanks(DTYPE_CODES[np.dtype(np.float16)])
     assert fastpath.supports(F32, int(ReduceOp.SUM))
     assert not fastpath.supports(F32, int(ReduceOp.MAX))        # NumPy's NaN rules: Python
+
+
+def _cpu_now() -> int:
+    """The CPU this thread last ran on (/proc: field 39, ``processor``)."""
+    with open("/proc/thread-self/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[36])
+
+
+def _late_peer_run(ranks, peer_cpu_word: int):
+    """Op 5 with the peer missing, its CPU word set; spins 200 µs, which is past MOVE_AFTER_NS."""
+    ranks.publish(0, CALL)
+    ranks.publish(1, CALL)
+    ranks.word(1, shm._CPU_AT, np.int32)[0] = peer_cpu_word
+    return ranks.plan.run(np.ones(3, np.float32), 3, 5, 0, 200_000)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move between")
+def test_a_late_peer_waiting_for_our_cpu_makes_us_move_and_the_mask_is_restored():
+    allowed = os.sched_getaffinity(0)
+    here = min(allowed)
+    try:
+        for _ in range(5):                  # the kernel may move us first: then try again
+            os.sched_setaffinity(0, {here})
+            os.sched_setaffinity(0, allowed)
+            ranks = TwoRanks()
+            assert _late_peer_run(ranks, here + 1) == 1
+            if _cpu_now() != here or ranks.plan.last_moved:
+                break
+        assert ranks.plan.last_moved is True
+        assert _cpu_now() != here
+        assert ranks.word(0, shm._CPU_AT, np.int32)[0] == _cpu_now() + 1   # where it went
+        assert os.sched_getaffinity(0) == allowed
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def test_a_late_peer_elsewhere_or_unknown_leaves_us_where_we_are():
+    allowed = os.sched_getaffinity(0)
+    for peer_word in (0, 10_000):           # unknown; a CPU that is not ours
+        ranks = TwoRanks()
+        assert _late_peer_run(ranks, peer_word) == 1
+        assert ranks.plan.last_moved is False
+        assert ranks.word(0, shm._CPU_AT, np.int32)[0] == _cpu_now() + 1
+    assert os.sched_getaffinity(0) == allowed
