@@ -41,6 +41,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from ringrt import _curve
+from ringrt._comm.wakepipe import WakePipe
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"       # fixed by RFC 27: one handler per context
 ZAP_DOMAIN = b"ringrt-data"
@@ -49,7 +50,6 @@ CURVE, PLAIN, NULL = "curve", "plain", "null"
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _MONITORED = zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _FAILED
-_POLL_MS = 200
 
 _log = logging.getLogger("ringrt")
 
@@ -142,6 +142,7 @@ class Guard:
         self._pending: list[zmq.Socket] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = WakePipe()               # watch() and stop() end a poll at once
         self._thread = threading.Thread(target=self._run, name=f"ringrt-guard-{rank}",
                                         daemon=True)
         self._thread.start()
@@ -151,6 +152,7 @@ class Guard:
         monitor = sock.get_monitor_socket(_MONITORED)
         with self._lock:
             self._pending.append(monitor)
+        self._wake.ring()
 
     def refused(self) -> int:
         """Connections that never authenticated (refused, or still in their handshake)."""
@@ -159,7 +161,10 @@ class Guard:
     def stop(self) -> None:
         """Stop the thread and close its sockets (bounded)."""
         self._stop.set()
+        self._wake.ring()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._wake.close()
         for monitor in self._monitors + self._pending:
             monitor.close(0)
         self._zap.close(0)
@@ -169,6 +174,7 @@ class Guard:
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._zap, zmq.POLLIN)
+        poller.register(self._wake.fd, zmq.POLLIN)
         while not self._stop.is_set():
             with self._lock:
                 for monitor in self._pending:
@@ -176,9 +182,11 @@ class Guard:
                     self._monitors.append(monitor)
                 self._pending.clear()
             try:
-                ready = dict(poller.poll(_POLL_MS))
+                ready = dict(poller.poll())     # until a request, an event or a ring
             except zmq.ZMQError:
                 return                          # context terminated under us: shutting down
+            if self._wake.fd in ready:
+                self._wake.drain()
             if self._zap in ready:
                 self._answer_zap()
             for monitor in self._monitors:

@@ -29,6 +29,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from ringrt._comm.wakepipe import WakePipe
 from ringrt._settings import Settings
 
 HEARTBEAT, FAILED, GOODBYE = "hb", "failed", "bye"
@@ -66,6 +67,8 @@ class Sentinel:
         self._poller.register(self._router, zmq.POLLIN)
         self._outgoing: queue.Queue = queue.Queue()
         self._stop = threading.Event()
+        self._wake = WakePipe()               # stop() and announcements end a poll at once
+        self._poller.register(self._wake.fd, zmq.POLLIN)
         self._thread: threading.Thread | None = None
 
     def _new_router(self) -> zmq.Socket:
@@ -115,13 +118,17 @@ class Sentinel:
             return
         sent = threading.Event()
         self._outgoing.put((kind, text, sent))
+        self._wake.ring()
         sent.wait(wait)
 
     def stop(self) -> None:
         """Stop the thread and close the sockets (bounded)."""
         self._stop.set()
+        self._wake.ring()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._thread is None or not self._thread.is_alive():
+            self._wake.close()
         for monitor in self._monitors:
             monitor.close(0)
         for dealer in self._dealers.values():
@@ -139,7 +146,12 @@ class Sentinel:
                 self._broadcast(HEARTBEAT, "")
                 next_beat = now + self.interval
             self._send_announcements()
-            ready = dict(self._poller.poll(int(min(self.interval, 0.1) * 1000)))
+            # sleep until the next heartbeat or the next verdict that may fall due, unless a
+            # message, an event or a ring (stop, an announcement) comes first
+            until = min(next_beat, self._next_verdict())
+            ready = dict(self._poller.poll(max(1, int((until - now) * 1000) + 1)))
+            if self._wake.fd in ready:
+                self._wake.drain()
             for router in self._routers:
                 if router in ready:
                     self._drain(router)
@@ -201,6 +213,22 @@ class Sentinel:
                 continue
             self.disconnects += 1
             self._disconnected.setdefault(peer, time.monotonic())
+
+    def _next_verdict(self) -> float:
+        """The earliest time :meth:`_judge` could find a peer lost with nothing heard."""
+        due = float("inf")
+        for peer, heard in self._last_heard.items():
+            if peer in self.lost:
+                continue
+            left = self._departed.get(peer)
+            closed = self._disconnected.get(peer)
+            if left is not None:
+                due = min(due, left + self.departure_grace)
+            elif closed is not None:
+                due = min(due, closed + self.departure_grace)
+            else:
+                due = min(due, heard + self.timeout)
+        return due
 
     def _judge(self, now: float) -> None:
         for peer, heard in self._last_heard.items():
