@@ -34,7 +34,9 @@ __all__ = ["StoreServer"]
 
 _log = logging.getLogger(__name__)
 
-_POLL_MS = 100                 # loop wakes at least this often (close() also wakes it)
+_POLL_MS = 1000                # loop wakes at least this often: close() wakes it, and parked
+                               # requests' expiries set a shorter poll (a rank may host this
+                               # thread: each wake takes the GIL from its ops)
 _BATCH = 256                   # frames handled per wake-up before looking at the monitor again
 _HANDSHAKE_IVL_MS = 10_000     # libzmq drops a connection that has not finished ZMTP by then
 
