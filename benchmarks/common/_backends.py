@@ -148,10 +148,7 @@ class TorchRingrt:
 
     def shm_stats(self) -> dict | None:
         """The shared-memory wait counters of the backend's own ringrt world."""
-        group = self.group
-        backend = group if hasattr(group, "ringrt_group") else \
-            group._get_backend(self._torch.device("cpu"))
-        return backend.ringrt_group.stats().get("shm")
+        return ringrt_backend_of(self.group).ringrt_group.stats().get("shm")
 
     def prepare(self, op: str, out: np.ndarray, inp: np.ndarray | None):
         t_out = self._torch.from_numpy(out)
@@ -167,6 +164,16 @@ class TorchRingrt:
 
     def close(self) -> None:
         self.td.destroy_process_group(self.group)
+
+
+def ringrt_backend_of(group):
+    """The "ringrt" backend object (``ringrt.torch.ProcessGroupRingrt``) of a torch process
+    group: the group itself where torch hands it back directly, else its CPU backend."""
+    import torch
+
+    if hasattr(group, "ringrt_group"):
+        return group
+    return group._get_backend(torch.device("cpu"))
 
 
 class Mpi:

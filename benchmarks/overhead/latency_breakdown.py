@@ -35,10 +35,9 @@ import statistics
 import time
 
 import click
-import numpy as np
 
 import ringrt
-from benchmarks.common import _machine
+from benchmarks.common import _backends, _machine
 from benchmarks.common._paths import RESULTS
 from ringrt import debug
 
@@ -47,15 +46,12 @@ RESULT = str(RESULTS / "latency_breakdown.json")
 
 def _torch_world():
     """(the ringrt backend object of torch's default group, its ringrt group)."""
-    import torch
     import torch.distributed as tdist
 
     import ringrt.torch  # noqa: F401  (registers the backend)
 
     tdist.init_process_group("ringrt")
-    default = tdist.distributed_c10d._get_default_group()   # the backend itself (extended API)
-    backend = default if hasattr(default, "ringrt_group") else \
-        default._get_backend(torch.device("cpu"))
+    backend = _backends.ringrt_backend_of(tdist.distributed_c10d._get_default_group())
     return backend, backend.ringrt_group
 
 

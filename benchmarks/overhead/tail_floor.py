@@ -15,6 +15,7 @@ rank's time per op (max over ranks), as ``benchmarks.collectives.sweep`` counts 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -22,7 +23,7 @@ import click
 import numpy as np
 
 import ringrt
-from benchmarks.common import _machine, _noise
+from benchmarks.common import _machine, _measure, _noise
 from ringrt import debug
 
 PYTHON_NS = (0, 1_000, 2_000, 4_000, 8_000, 16_000)
@@ -30,15 +31,9 @@ REAL = "ringrt.all_reduce (NumPy, fast path)"
 
 
 def _real_op_times(ops: int) -> np.ndarray:
-    flat = np.zeros(1, dtype=np.float32)
-    times = np.empty(ops, dtype=np.int64)
-    clock = time.perf_counter_ns
-    ringrt.barrier()
-    for i in range(ops):
-        start = clock()
-        ringrt.all_reduce(flat)
-        times[i] = clock() - start
-    return times
+    """ns of each of ``ops`` 4-byte all_reduces, timed as the sweep times them."""
+    call = functools.partial(ringrt.all_reduce, np.zeros(1, dtype=np.float32))
+    return (_measure._timed(call, ringrt.barrier, ops) * 1e9).astype(np.int64)
 
 
 def _slowest_rank(times: np.ndarray) -> np.ndarray:

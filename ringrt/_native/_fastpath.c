@@ -317,12 +317,12 @@ static PyObject *Plan_run(Plan *p, PyObject *const *args, Py_ssize_t nargs) {
                 if (reached(__atomic_load_n(p->ticket[q], __ATOMIC_ACQUIRE), target))
                     break;
                 if ((i & 31) == 0) {
-                    long long spun = (long long)(now_ns() - start);
-                    if (spun > spin_ns) {
+                    long long waited = (long long)(now_ns() - start);
+                    if (waited > spin_ns) {
                         status = 1;
                         break;
                     }
-                    if (spun > MOVE_AFTER_NS && !moved) {
+                    if (waited > MOVE_AFTER_NS && !moved) {
                         /* the peer is late: if it last ran on our CPU, it waits for it
                          * (the kernel put us together after a wake-up): go elsewhere */
                         int32_t theirs = __atomic_load_n(cpu_word(p->ticket[q]),
